@@ -1,0 +1,162 @@
+//! Wires the agent: one provider pool, head tracker and follower per chain, sharing the state
+//! database and the block output; and shuts them down in order.
+//!
+//! Shutdown is staged: the cancellation token stops head tracking and followers (a follower finishes
+//! the batch it is writing, so the output and cursor stay in step), then the output is synced. The
+//! whole stop is bounded by [`SHUTDOWN_DEADLINE`].
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    chain::{ChainFollower, FollowError, HeadTracker, LogObserver, StreamObserver},
+    config::Config,
+    output::BlockOutput,
+    rpc::{PoolSetupError, ProviderPool},
+    store::{Store, StoreError},
+};
+
+/// How long tasks get to finish after a stop is asked for.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(4);
+
+/// Why the agent stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// A provider failed its start-up checks (wrong chain id): a configuration problem.
+    #[error(transparent)]
+    Setup(#[from] PoolSetupError),
+    /// The state database could not be used.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The block output could not be opened.
+    #[error("cannot open block output: {0}")]
+    Output(std::io::Error),
+    /// A chain's follower failed.
+    #[error("chain {chain}: {source}")]
+    Follow {
+        /// The chain.
+        chain: String,
+        /// What failed.
+        source: FollowError,
+    },
+    /// A task ended unexpectedly.
+    #[error("task {0} ended unexpectedly")]
+    TaskEnded(String),
+}
+
+impl AgentError {
+    /// The process exit code for this error (2: fix the configuration; 1: runtime failure).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            AgentError::Setup(_) | AgentError::Store(StoreError::ChainIdMismatch { .. }) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Runs the agent until `shutdown` completes or a task fails.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    let redactor = Arc::new(config.redactor());
+    let store = Arc::new(Store::open(&config.agent.state_path)?);
+    let output = Arc::new(BlockOutput::open(&config.agent.block_output).map_err(AgentError::Output)?);
+
+    let pools = futures::future::join_all(
+        config.chains.iter().map(|c| ProviderPool::connect(c, &config.pool, redactor.clone())),
+    )
+    .await;
+    let cancel = CancellationToken::new();
+    let mut tasks: JoinSet<(String, Result<(), FollowError>)> = JoinSet::new();
+    let observers: Vec<Arc<dyn StreamObserver>> = vec![Arc::new(LogObserver)];
+    for (chain, pool) in config.chains.iter().zip(pools) {
+        let pool = Arc::new(pool?);
+        let (tracker, heads) = HeadTracker::new(&chain.name);
+        let silence = (chain.expected_block_time.0 * 2).max(Duration::from_secs(1));
+        let label = format!("{}/poll", chain.name);
+        let t = tracker.clone();
+        let (p, c) = (pool.clone(), cancel.clone());
+        let interval = chain.poll_interval();
+        tasks.spawn(async move {
+            t.poll(p, interval, silence, c).await;
+            (label, Ok(()))
+        });
+        for provider in pool.providers().iter().filter(|p| p.ws_url.is_some()) {
+            let label = format!("{}/ws/{}", chain.name, provider.name);
+            let t = tracker.clone();
+            let (p, cfg, pcfg, r, c) =
+                (provider.clone(), chain.clone(), config.pool.clone(), redactor.clone(), cancel.clone());
+            tasks.spawn(async move {
+                t.subscribe(p, cfg, pcfg, r, c).await;
+                (label, Ok(()))
+            });
+        }
+        let follower = ChainFollower::new(
+            chain.clone(),
+            pool,
+            store.clone(),
+            output.clone(),
+            heads,
+            observers.clone(),
+            config.pool.fetch_concurrency,
+        );
+        let label = format!("{}/follow", chain.name);
+        let c = cancel.clone();
+        tasks.spawn(async move { (label, follower.run(c).await) });
+    }
+    tracing::info!(chains = config.chains.len(), "blockwatch running");
+
+    let mut failure: Option<AgentError> = None;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => {
+                tracing::info!("shutdown requested; finishing the current batch");
+                break;
+            }
+            done = tasks.join_next() => match done {
+                // A subscription that gave up for good (its endpoint serves another chain):
+                // polling carries on without it.
+                Some(Ok((_, Ok(())))) => continue,
+                Some(other) => {
+                    failure = task_failure(other).err();
+                    break;
+                }
+                None => break,
+            },
+        }
+    }
+    cancel.cancel();
+    let drained = tokio::time::timeout(SHUTDOWN_DEADLINE, async {
+        while let Some(done) = tasks.join_next().await {
+            if let Err(e) = task_failure(done) {
+                failure.get_or_insert(e);
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("tasks did not stop within the shutdown deadline; aborting them");
+        tasks.abort_all();
+    }
+    if let Err(e) = output.sync() {
+        tracing::warn!(error = %e, "cannot sync the block output");
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn task_failure(
+    done: Result<(String, Result<(), FollowError>), tokio::task::JoinError>,
+) -> Result<(), AgentError> {
+    match done {
+        Ok((_, Ok(()))) => Ok(()),
+        Ok((label, Err(source))) => Err(AgentError::Follow {
+            chain: label.split('/').next().unwrap_or_default().to_owned(),
+            source,
+        }),
+        Err(e) => Err(AgentError::TaskEnded(e.to_string())),
+    }
+}

@@ -1,0 +1,487 @@
+//! The follower of one chain: turns head news into the canonical block stream.
+//!
+//! Guarantees:
+//! - blocks are emitted in order, each one's `parent_hash` equal to the previous block's `hash`;
+//! - a conflicting block is never emitted before the reorg that explains it: the follower walks the
+//!   new branch back by parent hash to the common ancestor inside the window, emits a `reorg` line and
+//!   then the new branch; a reorg deeper than the window is an `error` line and the chain stops
+//!   advancing until an operator acts;
+//! - lines are written before the cursor is committed, and the cursor and the window's hashes are
+//!   committed in one transaction, so a crash can repeat (never lose) the last batch, and with a file
+//!   output not even that: the file's uncommitted tail is adopted on start.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use futures::StreamExt;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    canonical::{CanonicalChain, Link},
+    head::Head,
+    Block, BlockRef,
+};
+use crate::{
+    config::{ChainConfig, StartAt},
+    output::{self, BlockLine, BlockOutput, ErrorLine, ReorgLine, StreamEvent},
+    rpc::{PoolError, ProviderPool},
+    store::{ChainCommit, Store, StoreError},
+};
+
+/// Most blocks fetched and committed as one batch while catching up.
+const MAX_BATCH: u64 = 256;
+
+/// Something that wants to see the stream after each batch is committed (logs today; the
+/// missed-block monitor and metrics later). Called on the follower's task: must not block.
+pub trait StreamObserver: Send + Sync {
+    /// `events` were written and committed, in this order.
+    fn on_events(&self, events: &[StreamEvent]);
+}
+
+/// Logs every processed block at info, reorgs at warn and errors at error.
+#[derive(Debug, Default)]
+pub struct LogObserver;
+
+impl StreamObserver for LogObserver {
+    fn on_events(&self, events: &[StreamEvent]) {
+        for e in events {
+            match e {
+                StreamEvent::Block(b) => tracing::info!(
+                    chain = %b.chain, block_number = b.block_number, timestamp = b.timestamp,
+                    transactions = b.transactions, provider = %b.provider, lag_ms = b.lag_ms,
+                    "block processed"
+                ),
+                StreamEvent::Reorg(r) => tracing::warn!(
+                    chain = %r.chain, depth = r.depth, common_ancestor = r.common_ancestor,
+                    old_head = r.old_head.number, new_head = r.new_head.number, "chain reorganised"
+                ),
+                StreamEvent::Error(x) => tracing::error!(
+                    chain = %x.chain, kind = %x.kind, block_number = ?x.block_number, "{}", x.message
+                ),
+            }
+        }
+    }
+}
+
+/// Why a follower stopped for good.
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    /// The state database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The block output could not be written.
+    #[error("cannot write block output: {0}")]
+    Output(#[from] std::io::Error),
+    /// A blocking task died.
+    #[error("internal task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// What a step could not do this time (it will be tried again).
+#[derive(Debug)]
+enum StepError {
+    Pool(PoolError),
+    Fatal(FollowError),
+}
+
+impl From<PoolError> for StepError {
+    fn from(e: PoolError) -> Self {
+        StepError::Pool(e)
+    }
+}
+
+/// A fetched block and who served it, when.
+#[derive(Clone, Debug)]
+struct Fetched {
+    block: Block,
+    provider: String,
+    received: SystemTime,
+}
+
+/// Follows one chain.
+pub struct ChainFollower {
+    cfg: ChainConfig,
+    pool: Arc<ProviderPool>,
+    store: Arc<Store>,
+    output: Arc<BlockOutput>,
+    heads: watch::Receiver<Option<Head>>,
+    observers: Vec<Arc<dyn StreamObserver>>,
+    concurrency: usize,
+    canonical: CanonicalChain,
+    /// Where to start while the window is empty (`None`: at the first head seen).
+    start_at: Option<u64>,
+    /// Re-check the tip's hash on the next step (after a restart, or when a head contradicts it).
+    verify_tip: bool,
+    /// The tip for which a too-deep reorg was already reported.
+    deep_reorg_reported: Option<BlockRef>,
+}
+
+impl ChainFollower {
+    /// A follower for `cfg`, fed by `heads`.
+    pub fn new(
+        cfg: ChainConfig,
+        pool: Arc<ProviderPool>,
+        store: Arc<Store>,
+        output: Arc<BlockOutput>,
+        heads: watch::Receiver<Option<Head>>,
+        observers: Vec<Arc<dyn StreamObserver>>,
+        concurrency: usize,
+    ) -> Self {
+        let canonical = CanonicalChain::new(cfg.reorg_window);
+        Self {
+            cfg,
+            pool,
+            store,
+            output,
+            heads,
+            observers,
+            concurrency: concurrency.max(1),
+            canonical,
+            start_at: None,
+            verify_tip: false,
+            deep_reorg_reported: None,
+        }
+    }
+
+    /// Runs until `cancel` fires (returns `Ok`) or the state or output fails (returns the error).
+    pub async fn run(mut self, cancel: CancellationToken) -> Result<(), FollowError> {
+        self.restore().await?;
+        let poll = self.cfg.poll_interval();
+        let mut last_progress = Instant::now();
+        let mut stall_reported = false;
+        loop {
+            if cancel.is_cancelled() {
+                return Ok(());
+            }
+            let head = *self.heads.borrow_and_update();
+            let tip_before = self.canonical.tip();
+            let step = tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                r = self.step(head) => r,
+            };
+            match step {
+                Ok(()) => {}
+                Err(StepError::Fatal(e)) => return Err(e),
+                Err(StepError::Pool(e)) => {
+                    tracing::warn!(chain = %self.cfg.name, error = %e, "cannot fetch blocks now; will retry");
+                }
+            }
+            if self.canonical.tip() != tip_before {
+                last_progress = Instant::now();
+                stall_reported = false;
+            } else if !stall_reported && last_progress.elapsed() >= self.cfg.max_block_delay.0 {
+                stall_reported = true;
+                tracing::warn!(chain = %self.cfg.name, since_secs = last_progress.elapsed().as_secs(),
+                    last_block = ?self.canonical.tip().map(|t| t.number), "no new block for longer than max_block_delay");
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = self.heads.changed() => {}
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
+    }
+
+    /// Loads the cursor and window, adopts uncommitted lines of a file output, and decides where to
+    /// start.
+    async fn restore(&mut self) -> Result<(), FollowError> {
+        let store = self.store.clone();
+        let (name, id) = (self.cfg.name.clone(), self.cfg.chain_id);
+        let state = tokio::task::spawn_blocking(move || store.load_chain(&name, id)).await??;
+        let mut cursor = state.cursor;
+        self.canonical = CanonicalChain::restore(self.cfg.reorg_window, state.recent);
+        if cursor.is_some() && self.canonical.tip() != cursor {
+            // The window must end at the cursor; anything else is a damaged store.
+            tracing::warn!(chain = %self.cfg.name, "stored window does not end at the cursor; restarting the window at the cursor");
+            self.canonical = CanonicalChain::restore(self.cfg.reorg_window, cursor.into_iter().collect());
+        }
+        if self.cfg.start == StartAt::Latest {
+            cursor = None;
+            self.canonical = CanonicalChain::new(self.cfg.reorg_window);
+        } else if let Some(path) = self.output.file_path() {
+            let path = path.to_owned();
+            let name = self.cfg.name.clone();
+            let tail = tokio::task::spawn_blocking(move || output::uncommitted_tail(&path, &name, cursor)).await??;
+            match tail {
+                Some(events) if !events.is_empty() => {
+                    cursor = self.adopt(events).await?.or(cursor);
+                }
+                Some(_) => {}
+                None => tracing::warn!(chain = %self.cfg.name, cursor = ?cursor.map(|c| c.number),
+                    "the block output file does not contain the cursor's block; not reconciling it"),
+            }
+        }
+        self.start_at = match (cursor, self.cfg.start) {
+            (Some(c), _) => {
+                self.verify_tip = true;
+                tracing::info!(chain = %self.cfg.name, cursor = c.number, "resuming after the cursor");
+                Some(c.number + 1)
+            }
+            (None, StartAt::Block(n)) => Some(n),
+            (None, _) => None,
+        };
+        Ok(())
+    }
+
+    /// Replays lines that were written but not committed before the last stop; returns the new
+    /// cursor.
+    async fn adopt(&mut self, events: Vec<StreamEvent>) -> Result<Option<BlockRef>, FollowError> {
+        let mut commit = ChainCommit::default();
+        let mut adopted = 0usize;
+        for e in &events {
+            match e {
+                StreamEvent::Reorg(r) => {
+                    self.canonical.rollback_to(r.common_ancestor);
+                    commit.rollback_above = Some(
+                        commit.rollback_above.map_or(r.common_ancestor, |n| n.min(r.common_ancestor)),
+                    );
+                    commit.added.retain(|b| b.number <= r.common_ancestor);
+                }
+                StreamEvent::Block(b) => {
+                    let block = Block {
+                        number: b.block_number,
+                        hash: b.hash,
+                        parent_hash: b.parent_hash,
+                        timestamp: b.timestamp,
+                        transactions: b.transactions,
+                    };
+                    if !self.canonical.push(&block) {
+                        tracing::warn!(chain = %self.cfg.name, block = b.block_number,
+                            "block output line does not extend the stored chain; stopping reconciliation there");
+                        break;
+                    }
+                    commit.added.push(block.as_ref());
+                    adopted += 1;
+                }
+                StreamEvent::Error(_) => {}
+            }
+        }
+        if adopted == 0 && commit.rollback_above.is_none() {
+            return Ok(None);
+        }
+        tracing::info!(chain = %self.cfg.name, blocks = adopted,
+            "adopted block lines that were written but not committed before the last stop");
+        self.commit(commit).await?;
+        Ok(self.canonical.tip())
+    }
+
+    fn next_number(&self) -> Option<u64> {
+        self.canonical.tip().map(|t| t.number + 1).or(self.start_at)
+    }
+
+    /// Does everything the current head allows: checks the tip if asked, then fetches, links and
+    /// emits blocks up to the head.
+    async fn step(&mut self, head: Option<Head>) -> Result<(), StepError> {
+        let Some(head) = head else { return Ok(()) };
+        if let (Some(hash), Some(known)) = (head.hash, self.canonical.hash_at(head.number)) {
+            if hash != known {
+                self.verify_tip = true;
+            }
+        }
+        if self.verify_tip {
+            if let Some(tip) = self.canonical.tip() {
+                let a = self.pool.block_by_number(tip.number).await?;
+                if let Some(block) = a.value {
+                    if block.hash != tip.hash {
+                        let fetched = Fetched { block, provider: a.provider.name.clone(), received: SystemTime::now() };
+                        self.resolve_conflict(fetched).await?;
+                    }
+                }
+            }
+            self.verify_tip = false;
+        }
+        if self.start_at.is_none() && self.canonical.tip().is_none() {
+            self.start_at = Some(head.number);
+        }
+        while let Some(next) = self.next_number() {
+            if next > head.number {
+                break;
+            }
+            let end = head.number.min(next + MAX_BATCH - 1);
+            let wanted = end - next + 1;
+            let fetched = self.fetch_range(next, end).await;
+            let (blocks, error) = match fetched {
+                Ok(b) => (b, None),
+                Err((b, e)) => (b, Some(e)),
+            };
+            let complete = error.is_none() && blocks.len() as u64 == wanted;
+            let mut events = Vec::new();
+            let mut commit = ChainCommit::default();
+            let mut conflict = None;
+            for f in blocks {
+                match self.canonical.link(&f.block) {
+                    Link::First | Link::Extends => {
+                        self.canonical.push(&f.block);
+                        commit.added.push(f.block.as_ref());
+                        events.push(self.block_line(&f));
+                    }
+                    _ => {
+                        conflict = Some(f);
+                        break;
+                    }
+                }
+            }
+            self.publish(events, Some(commit)).await?;
+            if let Some(f) = conflict {
+                self.resolve_conflict(f).await?;
+                continue;
+            }
+            if let Some(e) = error {
+                return Err(e.into());
+            }
+            if !complete {
+                // The providers do not have the next block yet.
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fetches `from..=to` concurrently, in order, stopping at the first block no provider has.
+    /// On an error, returns the blocks fetched before it as well.
+    async fn fetch_range(&self, from: u64, to: u64) -> Result<Vec<Fetched>, (Vec<Fetched>, PoolError)> {
+        let pool = &self.pool;
+        let mut stream = futures::stream::iter(from..=to)
+            .map(|n| async move { pool.block_by_number(n).await })
+            .buffered(self.concurrency);
+        let mut out = Vec::new();
+        while let Some(r) = stream.next().await {
+            match r {
+                Ok(a) => match a.value {
+                    Some(block) => out.push(Fetched {
+                        block,
+                        provider: a.provider.name.clone(),
+                        received: SystemTime::now(),
+                    }),
+                    None => break,
+                },
+                Err(e) => return Err((out, e)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// `first` contradicts the window: walk its branch back by parent hash to the common ancestor,
+    /// then emit the reorg and the new branch, or report a reorg deeper than the window.
+    async fn resolve_conflict(&mut self, first: Fetched) -> Result<(), StepError> {
+        let Some(old_tip) = self.canonical.tip() else { return Ok(()) };
+        let mut branch = vec![first];
+        let ancestor = loop {
+            let cur = &branch[branch.len() - 1].block;
+            let parent_number = match cur.number.checked_sub(1) {
+                Some(n) => n,
+                None => return self.report_deep_reorg(old_tip, &branch[0].block).await,
+            };
+            match self.canonical.hash_at(parent_number) {
+                Some(h) if h == cur.parent_hash => break parent_number,
+                Some(_) => {}
+                None => return self.report_deep_reorg(old_tip, &branch[0].block).await,
+            }
+            let a = self.pool.block_by_hash(cur.parent_hash).await?;
+            let Some(parent) = a.value else {
+                tracing::warn!(chain = %self.cfg.name, number = parent_number,
+                    "no provider serves the new branch's parent yet; will retry");
+                return Ok(());
+            };
+            if parent.number != parent_number {
+                return Err(StepError::Pool(PoolError::Exhausted {
+                    chain: self.cfg.name.clone(),
+                    method: "eth_getBlockByHash".into(),
+                    attempts: 1,
+                    provider: a.provider.name.clone(),
+                    error: crate::rpc::RpcError::InvalidResponse(format!(
+                        "parent of block {} has number {}", cur.number, parent.number
+                    )),
+                }));
+            }
+            branch.push(Fetched { block: parent, provider: a.provider.name.clone(), received: SystemTime::now() });
+        };
+        let new_head = branch[0].block.as_ref();
+        let mut events = vec![StreamEvent::Reorg(ReorgLine {
+            chain: self.cfg.name.clone(),
+            depth: old_tip.number - ancestor,
+            common_ancestor: ancestor,
+            old_head: old_tip.into(),
+            new_head: new_head.into(),
+        })];
+        self.canonical.rollback_to(ancestor);
+        let mut commit = ChainCommit { rollback_above: Some(ancestor), ..Default::default() };
+        for f in branch.iter().rev() {
+            if !self.canonical.push(&f.block) {
+                break;
+            }
+            commit.added.push(f.block.as_ref());
+            events.push(self.block_line(f));
+        }
+        self.deep_reorg_reported = None;
+        self.publish(events, Some(commit)).await
+    }
+
+    async fn report_deep_reorg(&mut self, old_tip: BlockRef, seen: &Block) -> Result<(), StepError> {
+        if self.deep_reorg_reported == Some(old_tip) {
+            return Ok(());
+        }
+        self.deep_reorg_reported = Some(old_tip);
+        let oldest = self.canonical.oldest().map(|o| o.number).unwrap_or(old_tip.number);
+        let line = StreamEvent::Error(ErrorLine {
+            chain: self.cfg.name.clone(),
+            kind: "deep_reorg".into(),
+            message: format!(
+                "block {} ({}) does not connect to the canonical chain within the reorg window \
+                 (blocks {oldest}..={}); not following it. Raise reorg_window, or restart with start = \"latest\" to accept the new chain",
+                seen.number, seen.hash, old_tip.number
+            ),
+            block_number: Some(seen.number),
+        });
+        self.publish(vec![line], None).await
+    }
+
+    fn block_line(&self, f: &Fetched) -> StreamEvent {
+        let received_ms = f.received.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_millis() as i64;
+        StreamEvent::Block(BlockLine {
+            chain: self.cfg.name.clone(),
+            block_number: f.block.number,
+            hash: f.block.hash,
+            parent_hash: f.block.parent_hash,
+            timestamp: f.block.timestamp,
+            transactions: f.block.transactions,
+            provider: f.provider.clone(),
+            received_at: humantime::format_rfc3339_millis(f.received).to_string(),
+            lag_ms: received_ms - (f.block.timestamp as i64).saturating_mul(1000),
+        })
+    }
+
+    /// Writes `events`, then commits the window and cursor (when `commit` is given: lines that
+    /// change no state, like error reports, have none), then tells the observers.
+    async fn publish(&mut self, events: Vec<StreamEvent>, commit: Option<ChainCommit>) -> Result<(), StepError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let output = self.output.clone();
+        let written = events.clone();
+        let fatal = |e: FollowError| StepError::Fatal(e);
+        tokio::task::spawn_blocking(move || output.write(&written))
+            .await
+            .map_err(|e| fatal(e.into()))?
+            .map_err(|e| fatal(e.into()))?;
+        if let Some(commit) = commit {
+            self.commit(commit).await.map_err(fatal)?;
+        }
+        for o in &self.observers {
+            o.on_events(&events);
+        }
+        Ok(())
+    }
+
+    async fn commit(&self, mut commit: ChainCommit) -> Result<(), FollowError> {
+        commit.cursor = self.canonical.tip();
+        commit.keep_from = self.canonical.oldest().map(|o| o.number).unwrap_or(0);
+        let store = self.store.clone();
+        let (name, id) = (self.cfg.name.clone(), self.cfg.chain_id);
+        tokio::task::spawn_blocking(move || store.commit(&name, id, &commit)).await??;
+        Ok(())
+    }
+}

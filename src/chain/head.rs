@@ -1,0 +1,254 @@
+//! Head tracking: what the newest block of a chain is, learned from WebSocket `newHeads`
+//! subscriptions where providers offer them and from polling `eth_blockNumber` through the pool
+//! otherwise, or when every subscription is down or silent.
+//!
+//! The tracker only publishes news ([`Head`] in a `watch` channel); fetching and ordering blocks is
+//! the follower's job, so a burst of heads, heads out of order, or a jump by N blocks all come down to
+//! "the head is now at least N".
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use alloy_primitives::{B256, U64};
+use jsonrpsee::{
+    core::client::{ClientT, SubscriptionClientT},
+    rpc_params,
+    ws_client::WsClientBuilder,
+};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::{ChainConfig, PoolConfig},
+    redact::Redactor,
+    rpc::{types::RpcHeader, Provider, ProviderPool},
+};
+
+/// Longest pause between attempts to reopen a subscription.
+const MAX_WS_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The newest block a provider announced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Head {
+    /// Block number.
+    pub number: u64,
+    /// Block hash, when the source tells it (`newHeads` does, polling does not).
+    pub hash: Option<B256>,
+}
+
+/// Publishes heads for one chain.
+#[derive(Clone, Debug)]
+pub struct HeadTracker {
+    chain: String,
+    tx: watch::Sender<Option<Head>>,
+    /// Subscriptions currently delivering heads.
+    live_subscriptions: Arc<AtomicUsize>,
+    /// When a subscription last delivered a head.
+    last_ws_head: Arc<Mutex<Option<Instant>>>,
+}
+
+impl HeadTracker {
+    /// A tracker with no head yet, and the receiver the follower watches.
+    pub fn new(chain: &str) -> (Self, watch::Receiver<Option<Head>>) {
+        let (tx, rx) = watch::channel(None);
+        let tracker = Self {
+            chain: chain.to_owned(),
+            tx,
+            live_subscriptions: Arc::new(AtomicUsize::new(0)),
+            last_ws_head: Arc::new(Mutex::new(None)),
+        };
+        (tracker, rx)
+    }
+
+    /// Publishes `head` if it is news: a higher number, or a different hash at the current number
+    /// (the tip was replaced).
+    pub fn observe(&self, head: Head) {
+        self.tx.send_if_modified(|current| {
+            let news = match current {
+                None => true,
+                Some(cur) => {
+                    head.number > cur.number
+                        || (head.number == cur.number && head.hash.is_some() && head.hash != cur.hash)
+                }
+            };
+            if news {
+                *current = Some(head);
+            }
+            news
+        });
+    }
+
+    /// Polls `eth_blockNumber` every `interval` while no subscription is delivering heads (none is
+    /// live, or none has spoken for `silence`). Ends when `cancel` fires.
+    pub async fn poll(
+        self,
+        pool: Arc<ProviderPool>,
+        interval: Duration,
+        silence: Duration,
+        cancel: CancellationToken,
+    ) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let subscribed = self.live_subscriptions.load(Ordering::Relaxed) > 0
+                && self
+                    .last_ws_head
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .is_some_and(|t| t.elapsed() < silence);
+            if subscribed {
+                continue;
+            }
+            let answer = tokio::select! {
+                _ = cancel.cancelled() => return,
+                a = pool.block_number() => a,
+            };
+            match answer {
+                Ok(a) => self.observe(Head { number: a.value, hash: None }),
+                Err(e) => tracing::warn!(chain = %self.chain, error = %e, "head poll failed"),
+            }
+        }
+    }
+
+    /// Keeps a `newHeads` subscription open on `provider`'s WebSocket endpoint, reopening it with
+    /// exponential backoff when it drops. Ends when `cancel` fires, or for good if the endpoint
+    /// serves another chain.
+    pub async fn subscribe(
+        self,
+        provider: Arc<Provider>,
+        chain: ChainConfig,
+        pool_cfg: PoolConfig,
+        redactor: Arc<Redactor>,
+        cancel: CancellationToken,
+    ) {
+        let Some(ws_url) = provider.ws_url.clone() else { return };
+        let shown = redactor.url(&ws_url);
+        let mut backoff = pool_cfg.ws_reconnect_backoff.0;
+        loop {
+            let outcome = tokio::select! {
+                _ = cancel.cancelled() => return,
+                o = self.follow_subscription(&provider, &ws_url, chain.chain_id) => o,
+            };
+            match outcome {
+                Ok(delivered) => {
+                    tracing::warn!(chain = %self.chain, provider = %provider.name, url = %shown,
+                        "newHeads subscription ended; polling until it is reopened");
+                    if delivered {
+                        backoff = pool_cfg.ws_reconnect_backoff.0;
+                    }
+                }
+                Err(SubscribeError::WrongChain(actual)) => {
+                    tracing::error!(chain = %self.chain, provider = %provider.name, url = %shown,
+                        expected = chain.chain_id, actual, "WebSocket endpoint serves another chain; not subscribing");
+                    return;
+                }
+                Err(SubscribeError::Other(e)) => {
+                    tracing::warn!(chain = %self.chain, provider = %provider.name, url = %shown,
+                        error = %redactor.redact(&e), retry_in = ?backoff,
+                        "cannot open newHeads subscription; polling meanwhile");
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(MAX_WS_BACKOFF);
+        }
+    }
+
+    /// One subscription's life; returns whether it delivered any head before it ended.
+    async fn follow_subscription(
+        &self,
+        provider: &Provider,
+        ws_url: &str,
+        chain_id: u64,
+    ) -> Result<bool, SubscribeError> {
+        let client = WsClientBuilder::default()
+            .connection_timeout(provider.timeout)
+            .request_timeout(provider.timeout)
+            .set_headers(provider.headers().clone())
+            .build(ws_url)
+            .await
+            .map_err(|e| SubscribeError::Other(e.to_string()))?;
+        let id: U64 = client
+            .request("eth_chainId", rpc_params![])
+            .await
+            .map_err(|e| SubscribeError::Other(e.to_string()))?;
+        if id.to::<u64>() != chain_id {
+            return Err(SubscribeError::WrongChain(id.to::<u64>()));
+        }
+        let mut sub = client
+            .subscribe::<RpcHeader, _>("eth_subscribe", rpc_params!["newHeads"], "eth_unsubscribe")
+            .await
+            .map_err(|e| SubscribeError::Other(e.to_string()))?;
+        tracing::info!(chain = %self.chain, provider = %provider.name, "newHeads subscription open");
+        let _live = LiveGuard::new(&self.live_subscriptions);
+        let mut delivered = false;
+        while let Some(item) = sub.next().await {
+            match item {
+                Ok(h) => {
+                    delivered = true;
+                    *self.last_ws_head.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+                    self.observe(Head { number: h.number.to::<u64>(), hash: Some(h.hash) });
+                }
+                Err(e) => {
+                    tracing::warn!(chain = %self.chain, provider = %provider.name, error = %e,
+                        "ignoring an unreadable newHeads notification");
+                }
+            }
+        }
+        Ok(delivered)
+    }
+}
+
+enum SubscribeError {
+    WrongChain(u64),
+    Other(String),
+}
+
+/// Counts a live subscription for as long as it lives.
+struct LiveGuard<'a>(&'a AtomicUsize);
+
+impl<'a> LiveGuard<'a> {
+    fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for LiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_news_is_published() {
+        let (t, mut rx) = HeadTracker::new("c");
+        t.observe(Head { number: 5, hash: None });
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(rx.borrow_and_update().unwrap().number, 5);
+        t.observe(Head { number: 4, hash: Some(B256::ZERO) });
+        assert!(!rx.has_changed().unwrap());
+        t.observe(Head { number: 5, hash: None });
+        assert!(!rx.has_changed().unwrap());
+        t.observe(Head { number: 5, hash: Some(B256::ZERO) });
+        assert!(rx.has_changed().unwrap());
+        rx.borrow_and_update();
+        t.observe(Head { number: 9, hash: None });
+        assert_eq!(rx.borrow_and_update().unwrap().number, 9);
+    }
+}

@@ -1,0 +1,11 @@
+//! Following a chain: block types, the head tracker, the canonical window and the follower.
+
+mod block;
+pub mod canonical;
+pub mod follower;
+pub mod head;
+
+pub use block::{Block, BlockRef};
+pub use canonical::{CanonicalChain, Link};
+pub use follower::{ChainFollower, FollowError, LogObserver, StreamObserver};
+pub use head::{Head, HeadTracker};

@@ -1,0 +1,122 @@
+//! The command line: `blockwatch run` and `blockwatch check-config`.
+//!
+//! Exit codes: 0 success, 2 bad usage or invalid config, 1 runtime failure.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{agent, config::Config, telemetry};
+
+/// Exit code for success.
+pub const EXIT_OK: i32 = 0;
+/// Exit code for a runtime failure.
+pub const EXIT_FAILURE: i32 = 1;
+/// Exit code for bad usage or an invalid config.
+pub const EXIT_USAGE: i32 = 2;
+
+/// Follows EVM chains through a pool of JSON-RPC providers and reports on them.
+#[derive(Debug, Parser)]
+#[command(name = "blockwatch", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Follow every configured chain.
+    Run(ConfigArg),
+    /// Validate the config and print it with secrets redacted.
+    CheckConfig(ConfigArg),
+}
+
+/// `--config FILE`.
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// Config file (default: $BLOCKWATCH_CONFIG, else ./blockwatch.toml).
+    #[arg(long, short = 'c', env = "BLOCKWATCH_CONFIG", default_value = "blockwatch.toml")]
+    pub config: PathBuf,
+}
+
+/// Parses the arguments, runs the command and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            let _ = e.print();
+            return code;
+        }
+    };
+    match cli.command {
+        Command::CheckConfig(args) => match Config::load(&args.config) {
+            Ok(config) => {
+                print!("{}", config.to_redacted_toml());
+                eprintln!("config {} is valid", args.config.display());
+                EXIT_OK
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                EXIT_USAGE
+            }
+        },
+        Command::Run(args) => {
+            let config = match Config::load(&args.config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return EXIT_USAGE;
+                }
+            };
+            run_agent(config)
+        }
+    }
+}
+
+fn run_agent(config: Config) -> i32 {
+    telemetry::init_logging(&config.telemetry);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    let result = runtime.block_on(agent::run(config, shutdown_signal()));
+    // Anything still blocked (a stuck write) must not hold the exit past the deadline.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    match result {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            tracing::error!(error = %e, "blockwatch stopped");
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,609 @@
+//! The agent's configuration: TOML with `${ENV}` expansion, human durations and sizes, unknown keys
+//! rejected, and every invalid value reported with the key it came from.
+//!
+//! Loading happens in three steps: the file is parsed as plain TOML, `${NAME}` references in string
+//! values are expanded from the environment (the expanded values of secret-bearing keys are collected
+//! for the [`Redactor`]), and the result is deserialized into [`Config`] and checked by
+//! [`Config::validate`]. Every default lives in a `DEFAULT_*` constant below.
+
+mod env;
+pub mod units;
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+pub use units::{ByteSize, HumanDuration};
+
+use crate::redact::{Redactor, REDACTED};
+
+/// Default SQLite state file.
+pub const DEFAULT_STATE_PATH: &str = "blockwatch.db";
+/// Default block output.
+pub const DEFAULT_BLOCK_OUTPUT: &str = "stdout";
+/// Default log level (`RUST_LOG` overrides).
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// Default expected block time.
+pub const DEFAULT_EXPECTED_BLOCK_TIME: HumanDuration = HumanDuration::from_secs(12);
+/// Default delay after which a missing new block is reported.
+pub const DEFAULT_MAX_BLOCK_DELAY: HumanDuration = HumanDuration::from_secs(30);
+/// Default number of canonical blocks kept for reorg checks.
+pub const DEFAULT_REORG_WINDOW: u64 = 64;
+/// Largest accepted `reorg_window`.
+pub const MAX_REORG_WINDOW: u64 = 100_000;
+/// Default per-request timeout.
+pub const DEFAULT_TIMEOUT: HumanDuration = HumanDuration::from_secs(5);
+/// Default sustained request rate per provider.
+pub const DEFAULT_REQUESTS_PER_SECOND: u32 = 25;
+/// Default request burst per provider.
+pub const DEFAULT_BURST: u32 = 50;
+/// Default attempts per pool call, across providers.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 6;
+/// Default first retry delay (doubles each attempt, with jitter).
+pub const DEFAULT_RETRY_INITIAL_BACKOFF: HumanDuration = HumanDuration::from_millis(100);
+/// Default longest retry delay.
+pub const DEFAULT_RETRY_MAX_BACKOFF: HumanDuration = HumanDuration::from_secs(5);
+/// Default time a failing provider is passed over before it is tried again.
+pub const DEFAULT_FAILOVER_COOLDOWN: HumanDuration = HumanDuration::from_secs(5);
+/// Default largest accepted JSON-RPC response.
+pub const DEFAULT_MAX_RESPONSE_SIZE: ByteSize = ByteSize(10_000_000);
+/// Default number of blocks fetched concurrently while catching up.
+pub const DEFAULT_FETCH_CONCURRENCY: usize = 8;
+/// Default delay before a dropped WebSocket subscription is reopened (doubles up to 30 s).
+pub const DEFAULT_WS_RECONNECT_BACKOFF: HumanDuration = HumanDuration::from_millis(500);
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A key has an invalid value, is unknown, or is missing.
+    #[error("invalid config: `{key}`: {message}")]
+    Invalid {
+        /// The dotted key path, e.g. `chains[0].providers[1].timeout`.
+        key: String,
+        /// What is wrong and what was expected.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Process-wide settings.
+    #[serde(default)]
+    pub agent: AgentConfig,
+    /// Logging (and, later, OpenTelemetry export).
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    /// Retry, failover and fetch settings shared by every chain's pool.
+    #[serde(default)]
+    pub pool: PoolConfig,
+    /// The chains to follow; at least one.
+    #[serde(default)]
+    pub chains: Vec<ChainConfig>,
+    /// Values that must never be shown (filled while loading, not read from the file).
+    #[serde(skip)]
+    pub secrets: Vec<String>,
+}
+
+/// `[agent]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// SQLite file for cursors and recent canonical hashes.
+    pub state_path: PathBuf,
+    /// Where block lines go.
+    pub block_output: BlockOutputTarget,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            state_path: PathBuf::from(DEFAULT_STATE_PATH),
+            block_output: BlockOutputTarget::Stdout,
+        }
+    }
+}
+
+/// `agent.block_output`: `"stdout"`, `"none"` or a file path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BlockOutputTarget {
+    /// JSON lines on standard output.
+    Stdout,
+    /// Blocks are followed and recorded but not printed.
+    None,
+    /// JSON lines appended to a file, reconciled with the cursor on start.
+    File(PathBuf),
+}
+
+impl<'de> Deserialize<'de> for BlockOutputTarget {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(match s.as_str() {
+            "stdout" | "-" => BlockOutputTarget::Stdout,
+            "none" => BlockOutputTarget::None,
+            "" => {
+                return Err(de::Error::custom(
+                    "empty: expected \"stdout\", \"none\" or a file path",
+                ))
+            }
+            path => BlockOutputTarget::File(PathBuf::from(path)),
+        })
+    }
+}
+
+impl Serialize for BlockOutputTarget {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            BlockOutputTarget::Stdout => s.serialize_str("stdout"),
+            BlockOutputTarget::None => s.serialize_str("none"),
+            BlockOutputTarget::File(p) => s.serialize_str(&p.to_string_lossy()),
+        }
+    }
+}
+
+/// `[telemetry]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Log record format on stderr.
+    pub log_format: LogFormat,
+    /// Log filter (`RUST_LOG` overrides), e.g. `"info"` or `"blockwatch=debug"`.
+    pub log_level: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::Json,
+            log_level: DEFAULT_LOG_LEVEL.to_owned(),
+        }
+    }
+}
+
+/// `telemetry.log_format`.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object a line.
+    Json,
+    /// Human-readable lines.
+    Pretty,
+}
+
+/// `[pool]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Attempts per call across all providers before the call fails.
+    pub max_attempts: u32,
+    /// First delay between attempts; doubles each attempt, with full jitter.
+    pub retry_initial_backoff: HumanDuration,
+    /// Longest delay between attempts.
+    pub retry_max_backoff: HumanDuration,
+    /// How long a provider that just failed is passed over while others are usable.
+    pub failover_cooldown: HumanDuration,
+    /// Largest JSON-RPC response accepted from a provider.
+    pub max_response_size: ByteSize,
+    /// Blocks fetched concurrently while catching up (each still goes through the rate limit).
+    pub fetch_concurrency: usize,
+    /// First delay before reopening a dropped `newHeads` subscription; doubles up to 30 s.
+    pub ws_reconnect_backoff: HumanDuration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            retry_initial_backoff: DEFAULT_RETRY_INITIAL_BACKOFF,
+            retry_max_backoff: DEFAULT_RETRY_MAX_BACKOFF,
+            failover_cooldown: DEFAULT_FAILOVER_COOLDOWN,
+            max_response_size: DEFAULT_MAX_RESPONSE_SIZE,
+            fetch_concurrency: DEFAULT_FETCH_CONCURRENCY,
+            ws_reconnect_backoff: DEFAULT_WS_RECONNECT_BACKOFF,
+        }
+    }
+}
+
+/// One `[[chains]]` entry.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainConfig {
+    /// Name used in output, state and telemetry; unique.
+    pub name: String,
+    /// The EIP-155 chain id every provider must answer with.
+    pub chain_id: u64,
+    /// Usual time between blocks.
+    #[serde(default = "default_expected_block_time")]
+    pub expected_block_time: HumanDuration,
+    /// A chain with no new block for this long is reported as stalled.
+    #[serde(default = "default_max_block_delay")]
+    pub max_block_delay: HumanDuration,
+    /// Canonical (number, hash) pairs kept for reorg checks.
+    #[serde(default = "default_reorg_window")]
+    pub reorg_window: u64,
+    /// Where to start when there is no cursor (and whether to use it).
+    #[serde(default)]
+    pub start: StartAt,
+    /// How the pool picks a provider.
+    #[serde(default)]
+    pub selection: Selection,
+    /// How often the head is polled when no `newHeads` subscription is live
+    /// (default: a quarter of `expected_block_time`, between 100 ms and 3 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_interval: Option<HumanDuration>,
+    /// The providers serving this chain; at least one.
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
+}
+
+fn default_expected_block_time() -> HumanDuration {
+    DEFAULT_EXPECTED_BLOCK_TIME
+}
+fn default_max_block_delay() -> HumanDuration {
+    DEFAULT_MAX_BLOCK_DELAY
+}
+fn default_reorg_window() -> u64 {
+    DEFAULT_REORG_WINDOW
+}
+
+impl ChainConfig {
+    /// The effective head poll interval.
+    pub fn poll_interval(&self) -> std::time::Duration {
+        use std::time::Duration;
+        self.poll_interval.map(|d| d.0).unwrap_or_else(|| {
+            (self.expected_block_time.0 / 4).clamp(Duration::from_millis(100), Duration::from_secs(3))
+        })
+    }
+}
+
+/// `chains[].start`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StartAt {
+    /// After the stored cursor; at the current head when there is none.
+    #[default]
+    Resume,
+    /// At the current head, ignoring any cursor.
+    Latest,
+    /// After the stored cursor; at this block when there is none.
+    Block(u64),
+}
+
+impl<'de> Deserialize<'de> for StartAt {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = StartAt;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"resume\", \"latest\" or a block number")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<StartAt, E> {
+                u64::try_from(v)
+                    .map(StartAt::Block)
+                    .map_err(|_| E::custom(format!("{v}: a block number cannot be negative")))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<StartAt, E> {
+                Ok(StartAt::Block(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<StartAt, E> {
+                match v {
+                    "resume" => Ok(StartAt::Resume),
+                    "latest" => Ok(StartAt::Latest),
+                    other => other.parse().map(StartAt::Block).map_err(|_| {
+                        E::custom(format!(
+                            "{other:?}: expected \"resume\", \"latest\" or a block number"
+                        ))
+                    }),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Serialize for StartAt {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            StartAt::Resume => s.serialize_str("resume"),
+            StartAt::Latest => s.serialize_str("latest"),
+            StartAt::Block(n) => s.serialize_u64(*n),
+        }
+    }
+}
+
+/// `chains[].selection`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Selection {
+    /// The healthy provider with the best recent latency, sticky until clearly beaten.
+    #[default]
+    Best,
+    /// The healthy provider with the lowest `priority`.
+    Priority,
+    /// Healthy providers in turn.
+    RoundRobin,
+}
+
+/// One `[[chains.providers]]` entry.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Name used in output and telemetry; unique within its chain.
+    pub name: String,
+    /// HTTP(S) JSON-RPC endpoint.
+    pub url: String,
+    /// Optional WebSocket endpoint for the `newHeads` subscription.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ws_url: Option<String>,
+    /// Lower is preferred by `selection = "priority"`.
+    #[serde(default)]
+    pub priority: u32,
+    /// Per-request timeout.
+    #[serde(default = "default_timeout")]
+    pub timeout: HumanDuration,
+    /// Client-side rate limit.
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
+    /// Extra HTTP headers sent with every request (secret: never shown).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+}
+
+fn default_timeout() -> HumanDuration {
+    DEFAULT_TIMEOUT
+}
+
+/// `rate_limit = { requests_per_second, burst }`.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Sustained requests per second.
+    pub requests_per_second: u32,
+    /// Requests that may go at once after a quiet spell.
+    pub burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            requests_per_second: DEFAULT_REQUESTS_PER_SECOND,
+            burst: DEFAULT_BURST,
+        }
+    }
+}
+
+impl Config {
+    /// Reads, expands, parses and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml_str(&text, path, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses `text` (named `path` in messages), expanding `${NAME}` with `lookup`.
+    pub fn from_toml_str(
+        text: &str,
+        path: &Path,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut value: toml::Value = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let mut secrets = Vec::new();
+        env::expand(&mut value, "", lookup, &mut secrets)?;
+        let mut config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let key = e.path().to_string();
+            let key = if key == "." { "(top level)".to_owned() } else { key };
+            ConfigError::invalid(key, e.into_inner().to_string())
+        })?;
+        for chain in &config.chains {
+            for p in &chain.providers {
+                secrets.extend(p.headers.values().cloned());
+            }
+        }
+        config.secrets = secrets;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// A redactor that knows every secret of this config.
+    pub fn redactor(&self) -> Redactor {
+        Redactor::new(self.secrets.iter().cloned())
+    }
+
+    /// Checks the values serde cannot: ranges, uniqueness, URL schemes.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.chains.is_empty() {
+            return Err(ConfigError::invalid(
+                "chains",
+                "no chain configured: add at least one [[chains]] table with its [[chains.providers]]",
+            ));
+        }
+        let p = &self.pool;
+        if p.max_attempts == 0 {
+            return Err(ConfigError::invalid("pool.max_attempts", "must be at least 1"));
+        }
+        if p.retry_initial_backoff.0.is_zero() || p.retry_max_backoff < p.retry_initial_backoff {
+            return Err(ConfigError::invalid(
+                "pool.retry_max_backoff",
+                "must be at least pool.retry_initial_backoff, which must be above zero",
+            ));
+        }
+        if p.max_response_size.0 < 1024 || p.max_response_size.0 > u64::from(u32::MAX) {
+            return Err(ConfigError::invalid(
+                "pool.max_response_size",
+                "must be between 1KB and 4GB",
+            ));
+        }
+        if p.fetch_concurrency == 0 || p.fetch_concurrency > 256 {
+            return Err(ConfigError::invalid("pool.fetch_concurrency", "must be between 1 and 256"));
+        }
+        if self.agent.state_path.as_os_str().is_empty() {
+            return Err(ConfigError::invalid("agent.state_path", "must not be empty"));
+        }
+        if let Err(e) = self.telemetry.log_level.parse::<tracing_subscriber::EnvFilter>() {
+            return Err(ConfigError::invalid(
+                "telemetry.log_level",
+                format!("{:?} is not a valid log filter: {e}", self.telemetry.log_level),
+            ));
+        }
+        let mut chain_names = HashSet::new();
+        for (i, chain) in self.chains.iter().enumerate() {
+            let key = |k: &str| format!("chains[{i}].{k}");
+            if chain.name.trim().is_empty() {
+                return Err(ConfigError::invalid(key("name"), "must not be empty"));
+            }
+            if !chain_names.insert(chain.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    key("name"),
+                    format!("duplicate chain name {:?}: chain names must be unique", chain.name),
+                ));
+            }
+            if chain.chain_id == 0 {
+                return Err(ConfigError::invalid(key("chain_id"), "must be above 0"));
+            }
+            if chain.expected_block_time.0.is_zero() {
+                return Err(ConfigError::invalid(key("expected_block_time"), "must be above zero"));
+            }
+            if chain.max_block_delay.0.is_zero() {
+                return Err(ConfigError::invalid(key("max_block_delay"), "must be above zero"));
+            }
+            if chain.reorg_window == 0 || chain.reorg_window > MAX_REORG_WINDOW {
+                return Err(ConfigError::invalid(
+                    key("reorg_window"),
+                    format!("{} is out of range: must be between 1 and {MAX_REORG_WINDOW}", chain.reorg_window),
+                ));
+            }
+            if chain.poll_interval.is_some_and(|d| d.0.is_zero()) {
+                return Err(ConfigError::invalid(key("poll_interval"), "must be above zero"));
+            }
+            if chain.providers.is_empty() {
+                return Err(ConfigError::invalid(
+                    key("providers"),
+                    format!("chain {:?} has no provider: add a [[chains.providers]] table", chain.name),
+                ));
+            }
+            let mut provider_names = HashSet::new();
+            for (j, prov) in chain.providers.iter().enumerate() {
+                let key = |k: &str| format!("chains[{i}].providers[{j}].{k}");
+                if prov.name.trim().is_empty() {
+                    return Err(ConfigError::invalid(key("name"), "must not be empty"));
+                }
+                if !provider_names.insert(prov.name.as_str()) {
+                    return Err(ConfigError::invalid(
+                        key("name"),
+                        format!(
+                            "duplicate provider name {:?} in chain {:?}: provider names must be unique within a chain",
+                            prov.name, chain.name
+                        ),
+                    ));
+                }
+                check_url(&key("url"), &prov.url, &["http", "https"])?;
+                if let Some(ws) = &prov.ws_url {
+                    check_url(&key("ws_url"), ws, &["ws", "wss"])?;
+                }
+                if prov.timeout.0.is_zero() {
+                    return Err(ConfigError::invalid(key("timeout"), "must be above zero"));
+                }
+                if prov.rate_limit.requests_per_second == 0 {
+                    return Err(ConfigError::invalid(
+                        key("rate_limit.requests_per_second"),
+                        "must be at least 1",
+                    ));
+                }
+                if prov.rate_limit.burst == 0 {
+                    return Err(ConfigError::invalid(key("rate_limit.burst"), "must be at least 1"));
+                }
+                for (name, value) in &prov.headers {
+                    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                        return Err(ConfigError::invalid(
+                            key("headers"),
+                            format!("{name:?} is not a valid HTTP header name"),
+                        ));
+                    }
+                    if http::HeaderValue::from_str(value).is_err() {
+                        return Err(ConfigError::invalid(
+                            format!("chains[{i}].providers[{j}].headers.{name}"),
+                            "is not a valid HTTP header value",
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A copy fit to print: URLs redacted, header values hidden.
+    pub fn redacted(&self) -> Config {
+        let r = self.redactor();
+        let mut c = self.clone();
+        for chain in &mut c.chains {
+            for p in &mut chain.providers {
+                p.url = r.url(&p.url);
+                p.ws_url = p.ws_url.as_deref().map(|u| r.url(u));
+                for v in p.headers.values_mut() {
+                    *v = REDACTED.to_owned();
+                }
+            }
+        }
+        c.secrets.clear();
+        c
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(&self.redacted())
+            .unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+fn check_url(key: &str, value: &str, schemes: &[&str]) -> Result<(), ConfigError> {
+    let shown = crate::redact::redact_url(value);
+    let url = url::Url::parse(value).map_err(|e| {
+        ConfigError::invalid(key, format!("not a valid URL ({e}); expected e.g. {}://host:port", schemes[0]))
+    })?;
+    if !schemes.contains(&url.scheme()) {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{shown}: scheme must be one of {}", schemes.join(", ")),
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(ConfigError::invalid(key, format!("{shown}: has no host")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,99 @@
+use std::path::Path;
+
+use super::*;
+
+const MINIMAL: &str = r#"
+[[chains]]
+name = "local"
+chain_id = 31337
+
+  [[chains.providers]]
+  name = "a"
+  url = "http://127.0.0.1:8545"
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    let env = |name: &str| match name {
+        "ALCHEMY_KEY" => Some("k3yk3yk3yk3y".to_owned()),
+        "HDR" => Some("header-secret".to_owned()),
+        _ => None,
+    };
+    Config::from_toml_str(text, Path::new("test.toml"), &env)
+}
+
+fn err_of(text: &str) -> String {
+    parse(text).unwrap_err().to_string()
+}
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.chains[0].reorg_window, DEFAULT_REORG_WINDOW);
+    assert_eq!(c.chains[0].start, StartAt::Resume);
+    assert_eq!(c.chains[0].providers[0].timeout, DEFAULT_TIMEOUT);
+    assert_eq!(c.agent.block_output, BlockOutputTarget::Stdout);
+    assert_eq!(c.chains[0].poll_interval(), std::time::Duration::from_secs(3));
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let msg = err_of(&format!("{MINIMAL}\n  colour = \"red\"\n"));
+    assert!(msg.contains("chains[0].providers[0]") && msg.contains("colour"), "{msg}");
+    let msg = err_of(&format!("[agent]\nstate_pth = \"x\"\n{MINIMAL}"));
+    assert!(msg.contains("state_pth"), "{msg}");
+}
+
+#[test]
+fn bad_duration_is_named() {
+    let msg = err_of(&format!("{MINIMAL}\n  timeout = \"5 parsecs\"\n"));
+    assert!(msg.contains("chains[0].providers[0].timeout") && msg.contains("invalid duration"), "{msg}");
+}
+
+#[test]
+fn missing_url_is_named() {
+    let msg = err_of("[[chains]]\nname='x'\nchain_id=1\n[[chains.providers]]\nname='a'\n");
+    assert!(msg.contains("url"), "{msg}");
+}
+
+#[test]
+fn duplicate_provider_name_is_named() {
+    let msg = err_of(&format!("{MINIMAL}\n  [[chains.providers]]\n  name = \"a\"\n  url = \"http://127.0.0.1:1\"\n"));
+    assert!(msg.contains("chains[0].providers[1].name") && msg.contains("duplicate"), "{msg}");
+}
+
+#[test]
+fn ranges_and_schemes_are_checked() {
+    let msg = err_of(&MINIMAL.replace("chain_id = 31337", "chain_id = 1\nreorg_window = 0"));
+    assert!(msg.contains("reorg_window"), "{msg}");
+    let msg = err_of(&MINIMAL.replace("http://127.0.0.1:8545", "ftp://x"));
+    assert!(msg.contains("providers[0].url") && msg.contains("scheme"), "{msg}");
+    let msg = err_of(&format!("{MINIMAL}\n  ws_url = \"http://x\"\n"));
+    assert!(msg.contains("ws_url"), "{msg}");
+    let msg = err_of(&format!("{MINIMAL}\n  rate_limit = {{ requests_per_second = 0 }}\n"));
+    assert!(msg.contains("requests_per_second"), "{msg}");
+    assert!(err_of("").contains("no chain configured"));
+    let msg = err_of(&MINIMAL.replace("chain_id = 31337", "chain_id = 1\nstart = \"earliest\""));
+    assert!(msg.contains("chains[0].start"), "{msg}");
+}
+
+#[test]
+fn start_accepts_numbers_and_words() {
+    let c = parse(&MINIMAL.replace("chain_id = 31337", "chain_id = 1\nstart = 1234")).unwrap();
+    assert_eq!(c.chains[0].start, StartAt::Block(1234));
+    let c = parse(&MINIMAL.replace("chain_id = 31337", "chain_id = 1\nstart = \"latest\"")).unwrap();
+    assert_eq!(c.chains[0].start, StartAt::Latest);
+}
+
+#[test]
+fn secrets_are_expanded_and_redacted() {
+    let text = MINIMAL.replace(
+        "http://127.0.0.1:8545\"",
+        "https://eth.example.com/v2/${ALCHEMY_KEY}\"\n  headers = { \"x-api-key\" = \"${HDR}\" }",
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.chains[0].providers[0].url, "https://eth.example.com/v2/k3yk3yk3yk3y");
+    let shown = c.to_redacted_toml();
+    assert!(!shown.contains("k3yk3yk3yk3y") && !shown.contains("header-secret"), "{shown}");
+    assert!(shown.contains("<redacted>"), "{shown}");
+    assert_eq!(c.redactor().redact("oops k3yk3yk3yk3y"), "oops <redacted>");
+}

@@ -1,0 +1,5 @@
+//! The `blockwatch` binary: see [`blockwatch::cli`].
+
+fn main() {
+    std::process::exit(blockwatch::cli::main());
+}

@@ -1,0 +1,322 @@
+//! The block stream's sink: JSON lines on stdout, in a file, or nowhere.
+//!
+//! The follower writes a batch of lines and only then commits the cursor, so a line is never lost. A
+//! kill between the two can leave lines that the cursor does not cover: with a file as output,
+//! [`uncommitted_tail`] finds them on the next start so they are adopted instead of written again.
+
+use std::{
+    fs::{File, OpenOptions},
+    io::{self, BufRead, Read, Seek, SeekFrom, Write},
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
+
+use alloy_primitives::B256;
+use serde::{Deserialize, Serialize};
+
+use crate::{chain::BlockRef, config::BlockOutputTarget};
+
+/// How much of a file's end is read to find uncommitted lines: far more than one batch.
+const TAIL_BYTES: u64 = 8 << 20;
+
+/// One line of the block stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StreamEvent {
+    /// A canonical block.
+    Block(BlockLine),
+    /// The canonical chain changed; the new blocks follow.
+    Reorg(ReorgLine),
+    /// Something the stream could not follow (a reorg deeper than the window).
+    Error(ErrorLine),
+}
+
+impl StreamEvent {
+    /// The chain the line belongs to.
+    pub fn chain(&self) -> &str {
+        match self {
+            StreamEvent::Block(b) => &b.chain,
+            StreamEvent::Reorg(r) => &r.chain,
+            StreamEvent::Error(e) => &e.chain,
+        }
+    }
+}
+
+/// `{"type":"block",…}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockLine {
+    /// Chain name.
+    pub chain: String,
+    /// Block number.
+    pub block_number: u64,
+    /// Block hash.
+    pub hash: B256,
+    /// Parent hash: the previous line's hash.
+    pub parent_hash: B256,
+    /// Block timestamp (Unix seconds).
+    pub timestamp: u64,
+    /// Transaction count.
+    pub transactions: usize,
+    /// The provider that served the block.
+    pub provider: String,
+    /// When blockwatch had the block (RFC 3339, UTC, milliseconds).
+    pub received_at: String,
+    /// `received_at` minus the block timestamp, in milliseconds.
+    pub lag_ms: i64,
+}
+
+impl BlockLine {
+    /// The block's identity.
+    pub fn block_ref(&self) -> BlockRef {
+        BlockRef { number: self.block_number, hash: self.hash }
+    }
+}
+
+/// A block identity in a reorg line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeadRef {
+    /// Block number.
+    pub number: u64,
+    /// Block hash.
+    pub hash: B256,
+}
+
+impl From<BlockRef> for HeadRef {
+    fn from(r: BlockRef) -> Self {
+        HeadRef { number: r.number, hash: r.hash }
+    }
+}
+
+/// `{"type":"reorg",…}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReorgLine {
+    /// Chain name.
+    pub chain: String,
+    /// Canonical blocks replaced (old head number minus common ancestor).
+    pub depth: u64,
+    /// The last block both branches share.
+    pub common_ancestor: u64,
+    /// The canonical head before the reorg.
+    pub old_head: HeadRef,
+    /// The block of the new branch that revealed the reorg.
+    pub new_head: HeadRef,
+}
+
+/// `{"type":"error",…}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorLine {
+    /// Chain name.
+    pub chain: String,
+    /// What happened, e.g. `deep_reorg`.
+    pub kind: String,
+    /// A readable account.
+    pub message: String,
+    /// The block concerned, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_number: Option<u64>,
+}
+
+enum Sink {
+    Stdout(io::Stdout),
+    File(File),
+    None,
+}
+
+/// Where block lines go. Writes of one batch are never interleaved with another's.
+pub struct BlockOutput {
+    sink: Mutex<Sink>,
+    path: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for BlockOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockOutput").field("path", &self.path).finish()
+    }
+}
+
+impl BlockOutput {
+    /// Opens the configured target. A file is created if needed, and a partial last line (a write cut
+    /// off by a kill) is removed.
+    pub fn open(target: &BlockOutputTarget) -> io::Result<Self> {
+        let (sink, path) = match target {
+            BlockOutputTarget::Stdout => (Sink::Stdout(io::stdout()), None),
+            BlockOutputTarget::None => (Sink::None, None),
+            BlockOutputTarget::File(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)?;
+                }
+                let mut file = OpenOptions::new().read(true).append(true).create(true).open(path)?;
+                drop_partial_line(&mut file, path)?;
+                (Sink::File(file), Some(path.clone()))
+            }
+        };
+        Ok(Self { sink: Mutex::new(sink), path })
+    }
+
+    /// The output file, when the output is a file.
+    pub fn file_path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Writes `events` as one batch of lines and flushes them to the OS.
+    pub fn write(&self, events: &[StreamEvent]) -> io::Result<()> {
+        let mut buf = Vec::with_capacity(events.len() * 400);
+        for e in events {
+            serde_json::to_writer(&mut buf, e).map_err(io::Error::other)?;
+            buf.push(b'\n');
+        }
+        let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
+        match &mut *sink {
+            Sink::Stdout(out) => {
+                let mut lock = out.lock();
+                lock.write_all(&buf)?;
+                lock.flush()
+            }
+            Sink::File(file) => {
+                file.write_all(&buf)?;
+                file.flush()
+            }
+            Sink::None => Ok(()),
+        }
+    }
+
+    /// Forces written lines to disk (on shutdown).
+    pub fn sync(&self) -> io::Result<()> {
+        let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
+        match &mut *sink {
+            Sink::Stdout(out) => out.flush(),
+            Sink::File(file) => file.sync_data(),
+            Sink::None => Ok(()),
+        }
+    }
+}
+
+fn drop_partial_line(file: &mut File, path: &Path) -> io::Result<()> {
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    let mut last = [0u8; 1];
+    file.seek(SeekFrom::Start(len - 1))?;
+    file.read_exact(&mut last)?;
+    if last[0] == b'\n' {
+        return Ok(());
+    }
+    // Find the last complete line's end.
+    let start = len.saturating_sub(TAIL_BYTES);
+    file.seek(SeekFrom::Start(start))?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail)?;
+    let keep = match tail.iter().rposition(|&b| b == b'\n') {
+        Some(i) => start + i as u64 + 1,
+        None if start == 0 => 0,
+        None => return Ok(()),
+    };
+    tracing::warn!(path = %path.display(), bytes = len - keep, "removing a partial last line from the block output");
+    file.set_len(keep)
+}
+
+/// The lines of `chain` in the file at `path` that come after the committed `cursor` block (or all of
+/// the chain's lines in the file's tail when there is no cursor), oldest first.
+///
+/// Returns `None` when there is a cursor but its line is not in the file's tail: the file was replaced
+/// or truncated, and nothing in it can be trusted to extend the cursor.
+pub fn uncommitted_tail(
+    path: &Path,
+    chain: &str,
+    cursor: Option<BlockRef>,
+) -> io::Result<Option<Vec<StreamEvent>>> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Some(Vec::new())),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(TAIL_BYTES);
+    file.seek(SeekFrom::Start(start))?;
+    let mut reader = io::BufReader::new(file);
+    if start > 0 {
+        let mut skipped = Vec::new();
+        reader.read_until(b'\n', &mut skipped)?;
+    }
+    let mut events = Vec::new();
+    for line in reader.lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<StreamEvent>(&line) {
+            Ok(e) if e.chain() == chain => events.push(e),
+            Ok(_) => {}
+            Err(err) => tracing::warn!(path = %path.display(), error = %err, "ignoring an unreadable line in the block output"),
+        }
+    }
+    let Some(cursor) = cursor else {
+        return Ok(Some(events));
+    };
+    let at = events
+        .iter()
+        .rposition(|e| matches!(e, StreamEvent::Block(b) if b.block_ref() == cursor));
+    Ok(at.map(|i| events.split_off(i + 1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(chain: &str, n: u64, fork: u8) -> StreamEvent {
+        StreamEvent::Block(BlockLine {
+            chain: chain.into(),
+            block_number: n,
+            hash: B256::repeat_byte(fork.wrapping_add(n as u8)),
+            parent_hash: B256::ZERO,
+            timestamp: n,
+            transactions: 0,
+            provider: "p".into(),
+            received_at: "2026-11-23T10:00:01.123Z".into(),
+            lag_ms: 1,
+        })
+    }
+
+    fn as_ref(e: &StreamEvent) -> BlockRef {
+        match e {
+            StreamEvent::Block(b) => b.block_ref(),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn lines_round_trip_in_spec_shape() {
+        let e = line("main", 7, 0);
+        let text = serde_json::to_string(&e).unwrap();
+        assert!(text.starts_with(r#"{"type":"block","chain":"main","block_number":7,"hash":"0x07"#), "{text}");
+        assert_eq!(serde_json::from_str::<StreamEvent>(&text).unwrap(), e);
+    }
+
+    #[test]
+    fn finds_lines_after_the_cursor_and_repairs_partial_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let target = BlockOutputTarget::File(path.clone());
+        let out = BlockOutput::open(&target).unwrap();
+        let lines = [line("a", 1, 0), line("b", 1, 0), line("a", 2, 0), line("a", 3, 0)];
+        out.write(&lines).unwrap();
+        drop(out);
+        // A kill in the middle of a write.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"type\":\"block\",\"cha").unwrap();
+        drop(f);
+        let out = BlockOutput::open(&target).unwrap();
+        drop(out);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.ends_with('\n') && text.lines().count() == 4);
+
+        let tail = uncommitted_tail(&path, "a", Some(as_ref(&lines[0]))).unwrap().unwrap();
+        assert_eq!(tail, vec![lines[2].clone(), lines[3].clone()]);
+        let tail = uncommitted_tail(&path, "a", Some(as_ref(&lines[3]))).unwrap().unwrap();
+        assert!(tail.is_empty());
+        assert_eq!(uncommitted_tail(&path, "a", None).unwrap().unwrap().len(), 3);
+        let foreign = as_ref(&line("a", 9, 0));
+        assert!(uncommitted_tail(&path, "a", Some(foreign)).unwrap().is_none());
+    }
+}

@@ -1,0 +1,115 @@
+//! What can go wrong with one JSON-RPC call, classified so that retry decisions and telemetry use the
+//! same low-cardinality classes.
+
+use std::{borrow::Cow, time::Duration};
+
+use jsonrpsee::core::{client::Error as ClientError, http_helpers::HttpError};
+use jsonrpsee::http_client::transport::Error as HttpTransportError;
+
+/// The failure of one attempt against one provider.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum RpcError {
+    /// No answer within the provider's timeout.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The server answered with a non-success HTTP status.
+    #[error("HTTP status {status}")]
+    HttpStatus {
+        /// The status code.
+        status: u16,
+    },
+    /// The connection could not be made or broke.
+    #[error("connection failed: {0}")]
+    Connection(String),
+    /// The server answered with a JSON-RPC error object.
+    #[error("JSON-RPC error {code}: {message}")]
+    Rpc {
+        /// The JSON-RPC error code.
+        code: i32,
+        /// The server's message.
+        message: String,
+    },
+    /// The answer was not valid JSON, not the expected shape, too large, or inconsistent.
+    #[error("invalid response: {0}")]
+    InvalidResponse(String),
+    /// The provider serves another chain.
+    #[error("wrong chain: expected chain id {expected}, provider answered {actual}")]
+    WrongChain {
+        /// The configured chain id.
+        expected: u64,
+        /// What the provider answered.
+        actual: u64,
+    },
+}
+
+impl RpcError {
+    /// A low-cardinality class for `error.type` and metric attributes: the JSON-RPC code as a string,
+    /// `timeout`, `http_429`, `http_5xx`, `connection`, `invalid_response` or `wrong_chain`.
+    pub fn error_type(&self) -> Cow<'static, str> {
+        match self {
+            RpcError::Timeout(_) => Cow::Borrowed("timeout"),
+            RpcError::HttpStatus { status: 429 } => Cow::Borrowed("http_429"),
+            RpcError::HttpStatus { status } if *status >= 500 => Cow::Borrowed("http_5xx"),
+            RpcError::HttpStatus { .. } => Cow::Borrowed("http_4xx"),
+            RpcError::Connection(_) => Cow::Borrowed("connection"),
+            RpcError::Rpc { code, .. } => Cow::Owned(code.to_string()),
+            RpcError::InvalidResponse(_) => Cow::Borrowed("invalid_response"),
+            RpcError::WrongChain { .. } => Cow::Borrowed("wrong_chain"),
+        }
+    }
+
+    /// Whether the provider told us to slow down.
+    pub fn is_rate_limited(&self) -> bool {
+        matches!(self, RpcError::HttpStatus { status: 429 })
+            || matches!(self, RpcError::Rpc { code: -32005, .. })
+    }
+
+    /// Classifies a jsonrpsee client error; `timeout` is the timeout that was in force.
+    pub fn from_client(err: ClientError, timeout: Duration) -> Self {
+        match err {
+            ClientError::Call(obj) => RpcError::Rpc {
+                code: obj.code(),
+                message: obj.message().to_owned(),
+            },
+            ClientError::RequestTimeout => RpcError::Timeout(timeout),
+            ClientError::ParseError(e) => RpcError::InvalidResponse(e.to_string()),
+            ClientError::Transport(e) => match e.downcast::<HttpTransportError>() {
+                Ok(t) => match *t {
+                    HttpTransportError::Rejected { status_code } => RpcError::HttpStatus {
+                        status: status_code,
+                    },
+                    HttpTransportError::Http(HttpError::TooLarge) => {
+                        RpcError::InvalidResponse("response exceeds the size limit".to_owned())
+                    }
+                    HttpTransportError::Http(HttpError::Malformed) => {
+                        RpcError::InvalidResponse("malformed HTTP response".to_owned())
+                    }
+                    other => RpcError::Connection(other.to_string()),
+                },
+                Err(other) => RpcError::Connection(other.to_string()),
+            },
+            ClientError::RestartNeeded(e) => RpcError::Connection(e.to_string()),
+            other => RpcError::InvalidResponse(other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_are_low_cardinality() {
+        assert_eq!(RpcError::HttpStatus { status: 429 }.error_type(), "http_429");
+        assert_eq!(RpcError::HttpStatus { status: 503 }.error_type(), "http_5xx");
+        assert_eq!(
+            RpcError::Rpc { code: -32000, message: "x".into() }.error_type(),
+            "-32000"
+        );
+        assert!(RpcError::HttpStatus { status: 429 }.is_rate_limited());
+        assert_eq!(
+            RpcError::from_client(ClientError::RequestTimeout, Duration::from_secs(1)).error_type(),
+            "timeout"
+        );
+    }
+}

@@ -1,0 +1,11 @@
+//! Talking to JSON-RPC providers: one [`Provider`] per configured endpoint, grouped into a
+//! [`ProviderPool`] per chain.
+
+mod error;
+pub mod pool;
+pub mod provider;
+pub mod types;
+
+pub use error::RpcError;
+pub use pool::{Answer, PoolError, PoolSetupError, ProviderPool};
+pub use provider::Provider;

@@ -1,0 +1,262 @@
+//! SQLite state: per chain the cursor (the last emitted block) and the recent canonical hashes, always
+//! written in the same transaction, so that the cursor never points outside the stored window.
+//!
+//! The connection sits behind a std `Mutex`: every statement is short, and callers run them on the
+//! blocking pool (`spawn_blocking`), never on an async worker.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Mutex,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use alloy_primitives::B256;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::chain::BlockRef;
+
+/// The schema version this build writes.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS cursors (
+    chain      TEXT PRIMARY KEY,
+    chain_id   INTEGER NOT NULL,
+    number     INTEGER NOT NULL,
+    hash       BLOB NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS canonical_blocks (
+    chain  TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    hash   BLOB NOT NULL,
+    PRIMARY KEY (chain, number)
+) WITHOUT ROWID;
+";
+
+/// Why the state database could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The file could not be opened or its schema created.
+    #[error("cannot open state database {path}: {source}")]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// The SQLite error.
+        source: rusqlite::Error,
+    },
+    /// The file was written by a newer blockwatch.
+    #[error("state database {path} has schema version {found}, newer than this build's {SCHEMA_VERSION}; use a newer blockwatch or another agent.state_path")]
+    NewerSchema {
+        /// The database file.
+        path: PathBuf,
+        /// The version found.
+        found: i64,
+    },
+    /// The stored cursor belongs to another chain id.
+    #[error("state database holds a cursor for chain {chain:?} with chain id {stored}, but the config says {configured}; use another chain name or agent.state_path")]
+    ChainIdMismatch {
+        /// The chain name.
+        chain: String,
+        /// The stored chain id.
+        stored: u64,
+        /// The configured chain id.
+        configured: u64,
+    },
+    /// A query failed.
+    #[error("state database error while {doing}: {source}")]
+    Query {
+        /// What was being done.
+        doing: &'static str,
+        /// The SQLite error.
+        source: rusqlite::Error,
+    },
+}
+
+fn query_err(doing: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |source| StoreError::Query { doing, source }
+}
+
+/// What is stored for one chain.
+#[derive(Clone, Debug, Default)]
+pub struct ChainState {
+    /// The last emitted block.
+    pub cursor: Option<BlockRef>,
+    /// Recent canonical blocks, oldest first.
+    pub recent: Vec<BlockRef>,
+}
+
+/// One atomic change to a chain's state.
+#[derive(Clone, Debug, Default)]
+pub struct ChainCommit {
+    /// Forget canonical blocks above this number first (a reorg).
+    pub rollback_above: Option<u64>,
+    /// Blocks that became canonical, in order.
+    pub added: Vec<BlockRef>,
+    /// The new cursor.
+    pub cursor: Option<BlockRef>,
+    /// Forget canonical blocks below this number (outside the reorg window).
+    pub keep_from: u64,
+}
+
+/// The state database.
+#[derive(Debug)]
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let open_err = |source| StoreError::Open { path: path.to_owned(), source };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                open_err(rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+            })?;
+        }
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
+        // WAL keeps readers (export, status) from blocking the writer; NORMAL sync is durable across
+        // a process kill, which is the boundary blockwatch promises.
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_err)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(open_err)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema { path: path.to_owned(), found: version });
+        }
+        conn.execute_batch(SCHEMA).map_err(open_err)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(open_err)?;
+        Ok(Self { conn: Mutex::new(conn) })
+    }
+
+    /// Loads a chain's cursor and window, refusing a cursor stored for another chain id.
+    pub fn load_chain(&self, chain: &str, chain_id: u64) -> Result<ChainState, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let row: Option<(i64, i64, Vec<u8>)> = conn
+            .query_row(
+                "SELECT chain_id, number, hash FROM cursors WHERE chain = ?1",
+                params![chain],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(query_err("reading the cursor"))?;
+        let cursor = match row {
+            None => None,
+            Some((stored, number, hash)) => {
+                let stored = stored as u64;
+                if stored != chain_id {
+                    return Err(StoreError::ChainIdMismatch {
+                        chain: chain.to_owned(),
+                        stored,
+                        configured: chain_id,
+                    });
+                }
+                Some(BlockRef { number: number as u64, hash: to_hash(&hash) })
+            }
+        };
+        let mut stmt = conn
+            .prepare("SELECT number, hash FROM canonical_blocks WHERE chain = ?1 ORDER BY number")
+            .map_err(query_err("reading canonical blocks"))?;
+        let recent = stmt
+            .query_map(params![chain], |r| {
+                let n: i64 = r.get(0)?;
+                let h: Vec<u8> = r.get(1)?;
+                Ok(BlockRef { number: n as u64, hash: to_hash(&h) })
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(query_err("reading canonical blocks"))?;
+        Ok(ChainState { cursor, recent })
+    }
+
+    /// Applies `commit` to `chain` in one transaction.
+    pub fn commit(&self, chain: &str, chain_id: u64, commit: &ChainCommit) -> Result<(), StoreError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction().map_err(query_err("starting a transaction"))?;
+        if let Some(n) = commit.rollback_above {
+            tx.execute(
+                "DELETE FROM canonical_blocks WHERE chain = ?1 AND number > ?2",
+                params![chain, n as i64],
+            )
+            .map_err(query_err("rolling back canonical blocks"))?;
+        }
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO canonical_blocks (chain, number, hash) VALUES (?1, ?2, ?3)",
+                )
+                .map_err(query_err("storing canonical blocks"))?;
+            for b in &commit.added {
+                insert
+                    .execute(params![chain, b.number as i64, b.hash.as_slice()])
+                    .map_err(query_err("storing canonical blocks"))?;
+            }
+        }
+        tx.execute(
+            "DELETE FROM canonical_blocks WHERE chain = ?1 AND number < ?2",
+            params![chain, commit.keep_from as i64],
+        )
+        .map_err(query_err("pruning canonical blocks"))?;
+        if let Some(c) = commit.cursor {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            tx.execute(
+                "INSERT INTO cursors (chain, chain_id, number, hash, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(chain) DO UPDATE SET chain_id = ?2, number = ?3, hash = ?4, updated_at = ?5",
+                params![chain, chain_id as i64, c.number as i64, c.hash.as_slice(), now as i64],
+            )
+            .map_err(query_err("storing the cursor"))?;
+        }
+        tx.commit().map_err(query_err("committing"))
+    }
+}
+
+fn to_hash(bytes: &[u8]) -> B256 {
+    if bytes.len() == 32 {
+        B256::from_slice(bytes)
+    } else {
+        B256::ZERO
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(n: u64, fork: u8) -> BlockRef {
+        let mut b = [fork; 32];
+        b[..8].copy_from_slice(&n.to_be_bytes());
+        BlockRef { number: n, hash: B256::from(b) }
+    }
+
+    #[test]
+    fn commits_roll_back_prune_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/state.db");
+        let store = Store::open(&path).unwrap();
+        assert!(store.load_chain("c", 1).unwrap().cursor.is_none());
+        let added: Vec<_> = (1..=5).map(|n| r(n, 0)).collect();
+        store
+            .commit("c", 1, &ChainCommit { added, cursor: Some(r(5, 0)), keep_from: 2, ..Default::default() })
+            .unwrap();
+        store
+            .commit(
+                "c",
+                1,
+                &ChainCommit {
+                    rollback_above: Some(3),
+                    added: vec![r(4, 1)],
+                    cursor: Some(r(4, 1)),
+                    keep_from: 2,
+                },
+            )
+            .unwrap();
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        let st = store.load_chain("c", 1).unwrap();
+        assert_eq!(st.cursor, Some(r(4, 1)));
+        assert_eq!(st.recent, vec![r(2, 0), r(3, 0), r(4, 1)]);
+        let err = store.load_chain("c", 2).unwrap_err();
+        assert!(matches!(err, StoreError::ChainIdMismatch { stored: 1, configured: 2, .. }));
+    }
+}
