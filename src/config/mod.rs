@@ -425,7 +425,7 @@ impl Config {
         let mut config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
             let key = if key == "." { "(top level)".to_owned() } else { key };
-            ConfigError::invalid(key, e.into_inner().to_string())
+            ConfigError::invalid(key, e.into_inner().message().to_owned())
         })?;
         for chain in &config.chains {
             for p in &chain.providers {

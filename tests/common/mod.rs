@@ -1,0 +1,363 @@
+//! Shared test helpers: a real anvil node, the real blockwatch binary, TCP proxies that can be cut,
+//! and checks of an emitted stream against the node's canonical chain. Everything is on loopback and
+//! every process is killed when its handle drops.
+#![allow(dead_code, unreachable_pub)]
+
+use std::{
+    net::TcpListener as StdListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use blockwatch::output::{BlockLine, StreamEvent};
+use jsonrpsee::{core::client::ClientT, core::params::ArrayParams, http_client::HttpClient};
+use serde_json::Value;
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A JSON-RPC call with positional params given as a JSON array.
+pub async fn rpc(url: &str, method: &str, params: Value) -> Value {
+    let client = HttpClient::builder().build(url).unwrap();
+    let mut p = ArrayParams::new();
+    for v in params.as_array().cloned().unwrap_or_default() {
+        p.insert(v).unwrap();
+    }
+    client.request::<Value, _>(method, p).await.unwrap_or_else(|e| panic!("{method} on {url}: {e}"))
+}
+
+fn hex_u64(v: &Value) -> u64 {
+    u64::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+}
+
+/// A real anvil node on a loopback port.
+pub struct Anvil {
+    child: Child,
+    pub port: u16,
+}
+
+impl Anvil {
+    /// Starts anvil mining a block every `block_time` seconds (0: only on demand).
+    pub async fn start(block_time: u64) -> Anvil {
+        let bin = std::env::var("ANVIL_BIN").map(PathBuf::from).unwrap_or_else(|_| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/anvil")
+        });
+        assert!(bin.exists(), "anvil not found at {}: run scripts/install-anvil.sh (make test does)", bin.display());
+        let port = free_port();
+        let mut cmd = Command::new(bin);
+        cmd.args(["--port", &port.to_string(), "--host", "127.0.0.1", "--silent"]);
+        if block_time > 0 {
+            cmd.args(["--block-time", &block_time.to_string()]);
+        }
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start anvil");
+        let anvil = Anvil { child, port };
+        let url = anvil.url();
+        wait_for(Duration::from_secs(20), "anvil to answer", || {
+            let url = url.clone();
+            async move {
+                let client = HttpClient::builder().build(&url).ok()?;
+                client.request::<Value, _>("eth_chainId", ArrayParams::new()).await.ok()
+            }
+        })
+        .await;
+        anvil
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn head(&self) -> u64 {
+        hex_u64(&rpc(&self.url(), "eth_blockNumber", serde_json::json!([])).await)
+    }
+
+    pub async fn hash_at(&self, n: u64) -> String {
+        let b = rpc(&self.url(), "eth_getBlockByNumber", serde_json::json!([format!("0x{n:x}"), false])).await;
+        b["hash"].as_str().unwrap_or_else(|| panic!("anvil has no block {n}")).to_owned()
+    }
+
+    pub async fn mine(&self, blocks: u64) {
+        rpc(&self.url(), "anvil_mine", serde_json::json!([format!("0x{blocks:x}")])).await;
+    }
+
+    pub async fn reorg(&self, depth: u64) {
+        rpc(&self.url(), "anvil_reorg", serde_json::json!([depth, []])).await;
+    }
+
+    /// Turns interval mining off (0) or on (seconds).
+    pub async fn set_interval_mining(&self, secs: u64) {
+        rpc(&self.url(), "evm_setIntervalMining", serde_json::json!([secs])).await;
+    }
+}
+
+impl Drop for Anvil {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The blockwatch binary running with a config in a temporary directory.
+pub struct Agent {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Agent {
+    /// Writes `config` to `dir/blockwatch.toml` and runs `blockwatch run` there.
+    pub fn start(dir: &Path, config: &str) -> Agent {
+        let path = dir.join("blockwatch.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut agent = Agent { child: None, dir: dir.to_owned(), config: path };
+        agent.restart();
+        agent
+    }
+
+    /// Starts (again) with the same config; stderr is appended to `dir/agent.log`.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "agent already running");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("agent.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_blockwatch"))
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .current_dir(&self.dir)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start blockwatch");
+        self.child = Some(child);
+    }
+
+    pub fn blocks_path(&self) -> PathBuf {
+        self.dir.join("blocks.jsonl")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// Sends `signal` (e.g. "KILL", "TERM") and waits for the exit.
+    pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("agent not running");
+        let status = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("agent did not exit within {timeout:?} after SIG{signal}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the agent to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("agent not running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("agent did not exit within {timeout:?}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// The stream emitted so far.
+    pub fn stream(&self) -> Vec<StreamEvent> {
+        read_stream(&self.blocks_path())
+    }
+
+    /// Waits until the stream's canonical tip reaches `number`.
+    pub async fn wait_for_block(&mut self, number: u64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let tip = canonical(&self.stream()).last().map(|b| b.block_number);
+            if tip.is_some_and(|t| t >= number) {
+                return;
+            }
+            if !self.is_running() || Instant::now() > deadline {
+                panic!("agent did not reach block {number} (tip {tip:?}); log:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Every complete line of a block output file.
+pub fn read_stream(path: &Path) -> Vec<StreamEvent> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
+        .collect()
+}
+
+/// Replays a stream by SPEC's rules and returns the canonical chain it describes. Panics if a block
+/// does not link to the one before it, if a (number, hash) is emitted twice, or if a reorg line is
+/// not followed by the new branch from `common_ancestor + 1`.
+pub fn canonical(events: &[StreamEvent]) -> Vec<BlockLine> {
+    let mut chain: Vec<BlockLine> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for e in events {
+        match e {
+            StreamEvent::Block(b) => {
+                if let Some(prev) = chain.last() {
+                    assert_eq!(b.block_number, prev.block_number + 1, "gap or repeat at {}", b.block_number);
+                    assert_eq!(b.parent_hash, prev.hash, "block {} does not link to its predecessor", b.block_number);
+                }
+                assert!(seen.insert((b.block_number, b.hash)), "block {} {} emitted twice", b.block_number, b.hash);
+                chain.push(b.clone());
+            }
+            StreamEvent::Reorg(r) => {
+                let tip = chain.last().expect("reorg before any block");
+                assert_eq!(r.old_head.number, tip.block_number, "reorg old_head is not the tip");
+                assert_eq!(r.old_head.hash, tip.hash);
+                assert_eq!(r.depth, r.old_head.number - r.common_ancestor);
+                chain.retain(|b| b.block_number <= r.common_ancestor);
+                assert_eq!(chain.last().map(|b| b.block_number), Some(r.common_ancestor), "ancestor not in stream");
+            }
+            StreamEvent::Error(x) => panic!("unexpected error line: {x:?}"),
+        }
+    }
+    chain
+}
+
+/// The reorg lines of a stream.
+pub fn reorgs(events: &[StreamEvent]) -> Vec<blockwatch::output::ReorgLine> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            StreamEvent::Reorg(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Asserts that `chain` is anvil's canonical chain, block for block.
+pub async fn assert_is_canonical(chain: &[BlockLine], anvil: &Anvil) {
+    assert!(!chain.is_empty(), "empty stream");
+    for b in chain {
+        let expected = anvil.hash_at(b.block_number).await;
+        assert_eq!(format!("{}", b.hash), expected, "block {} differs from anvil's canonical block", b.block_number);
+    }
+}
+
+/// A config for one chain with the given provider tables.
+pub fn config(providers: &str, extra_chain: &str) -> String {
+    format!(
+        r#"[agent]
+state_path = "state.db"
+block_output = "blocks.jsonl"
+
+[telemetry]
+log_format = "json"
+log_level = "info"
+
+[pool]
+retry_initial_backoff = "50ms"
+retry_max_backoff = "500ms"
+failover_cooldown = "2s"
+
+[[chains]]
+name = "anvil"
+chain_id = 31337
+expected_block_time = "1s"
+reorg_window = 16
+{extra_chain}
+{providers}
+"#
+    )
+}
+
+/// A provider table.
+pub fn provider(name: &str, url: &str, ws_url: Option<&str>, priority: u32) -> String {
+    let ws = ws_url.map(|u| format!("ws_url = \"{u}\"\n")).unwrap_or_default();
+    format!("[[chains.providers]]\nname = \"{name}\"\nurl = \"{url}\"\n{ws}priority = {priority}\ntimeout = \"2s\"\n")
+}
+
+/// A TCP proxy in front of `target` that can be cut: new connections refused and open ones dropped.
+pub struct Proxy {
+    pub port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(target: u16) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                conns.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Proxy { port, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the proxy: the listener closes and every open connection is dropped.
+    pub fn cut(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

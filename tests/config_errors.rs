@@ -1,0 +1,104 @@
+//! Bad configuration: every kind of mistake exits with code 2 and a message naming the problem, from
+//! both `check-config` and `run`; a good config prints back with its secrets redacted.
+
+use std::process::{Command, Output};
+
+const GOOD: &str = r#"
+[agent]
+state_path = "state.db"
+block_output = "none"
+
+[[chains]]
+name = "main"
+chain_id = 1
+expected_block_time = "12s"
+
+  [[chains.providers]]
+  name = "alchemy"
+  url = "https://eth-mainnet.g.alchemy.com/v2/${TEST_PROVIDER_KEY}"
+  headers = { "x-api-key" = "${TEST_HEADER_KEY}" }
+"#;
+
+fn blockwatch(cmd: &str, config: &str) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blockwatch.toml");
+    std::fs::write(&path, config).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_blockwatch"))
+        .args([cmd, "--config"])
+        .arg(&path)
+        .current_dir(dir.path())
+        .env("TEST_PROVIDER_KEY", "Zq81kLmN0pQrStUvWx")
+        .env("TEST_HEADER_KEY", "hdr-secret-value")
+        .output()
+        .unwrap()
+}
+
+fn assert_rejected(config: &str, expected: &[&str]) {
+    for cmd in ["check-config", "run"] {
+        let out = blockwatch(cmd, config);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: expected exit 2, stderr: {stderr}");
+        for needle in expected {
+            assert!(stderr.contains(needle), "{cmd}: {needle:?} not in stderr: {stderr}");
+        }
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn good_config_prints_with_secrets_redacted() {
+    let out = blockwatch("check-config", GOOD);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("eth-mainnet.g.alchemy.com/v2/<redacted>"), "{stdout}");
+    assert!(!stdout.contains("Zq81kLmN0pQrStUvWx") && !stdout.contains("hdr-secret-value"), "{stdout}");
+}
+
+#[test]
+fn unknown_key() {
+    assert_rejected(&GOOD.replace("[agent]", "[agent]\nstate_dir = \"x\""), &["agent", "state_dir"]);
+}
+
+#[test]
+fn bad_duration() {
+    assert_rejected(
+        &GOOD.replace("\"12s\"", "\"twelve seconds\""),
+        &["chains[0].expected_block_time", "invalid duration"],
+    );
+}
+
+#[test]
+fn missing_url() {
+    let config = GOOD.replace("url = \"https://eth-mainnet.g.alchemy.com/v2/${TEST_PROVIDER_KEY}\"", "");
+    assert_rejected(&config, &["chains[0].providers[0]", "url"]);
+}
+
+#[test]
+fn duplicate_provider_name() {
+    let config = format!("{GOOD}\n  [[chains.providers]]\n  name = \"alchemy\"\n  url = \"http://127.0.0.1:1\"\n");
+    assert_rejected(&config, &["chains[0].providers[1].name", "duplicate provider name \"alchemy\""]);
+}
+
+#[test]
+fn unset_environment_variable() {
+    assert_rejected(&GOOD.replace("TEST_HEADER_KEY", "TEST_UNSET_VARIABLE"), &["TEST_UNSET_VARIABLE", "not set"]);
+}
+
+#[test]
+fn syntax_error_and_missing_file() {
+    assert_rejected("[[chains]\nname = ", &["not valid TOML", "line"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_blockwatch"))
+        .args(["check-config", "--config", "/nonexistent/blockwatch.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/blockwatch.toml"));
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    let out = Command::new(env!("CARGO_BIN_EXE_blockwatch")).args(["run", "--bogus"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(env!("CARGO_BIN_EXE_blockwatch")).args(["--version"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}
