@@ -60,10 +60,14 @@ impl AgentError {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
     let redactor = Arc::new(config.redactor());
     let store = Arc::new(Store::open(&config.agent.state_path)?);
-    let output = Arc::new(BlockOutput::open(&config.agent.block_output).map_err(AgentError::Output)?);
+    let output =
+        Arc::new(BlockOutput::open(&config.agent.block_output).map_err(AgentError::Output)?);
 
     let pools = futures::future::join_all(
-        config.chains.iter().map(|c| ProviderPool::connect(c, &config.pool, redactor.clone())),
+        config
+            .chains
+            .iter()
+            .map(|c| ProviderPool::connect(c, &config.pool, redactor.clone())),
     )
     .await;
     let cancel = CancellationToken::new();
@@ -84,8 +88,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         for provider in pool.providers().iter().filter(|p| p.ws_url.is_some()) {
             let label = format!("{}/ws/{}", chain.name, provider.name);
             let t = tracker.clone();
-            let (p, cfg, pcfg, r, c) =
-                (provider.clone(), chain.clone(), config.pool.clone(), redactor.clone(), cancel.clone());
+            let (p, cfg, pcfg, r, c) = (
+                provider.clone(),
+                chain.clone(),
+                config.pool.clone(),
+                redactor.clone(),
+                cancel.clone(),
+            );
             tasks.spawn(async move {
                 t.subscribe(p, cfg, pcfg, r, c).await;
                 (label, Ok(()))

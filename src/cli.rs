@@ -37,7 +37,12 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ConfigArg {
     /// Config file (default: $BLOCKWATCH_CONFIG, else ./blockwatch.toml).
-    #[arg(long, short = 'c', env = "BLOCKWATCH_CONFIG", default_value = "blockwatch.toml")]
+    #[arg(
+        long,
+        short = 'c',
+        env = "BLOCKWATCH_CONFIG",
+        default_value = "blockwatch.toml"
+    )]
     pub config: PathBuf,
 }
 
@@ -78,7 +83,10 @@ pub fn main() -> i32 {
 
 fn run_agent(config: Config) -> i32 {
     telemetry::init_logging(&config.telemetry);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -103,7 +111,10 @@ async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
             (Ok(mut int), Ok(mut term)) => {
                 tokio::select! {
                     _ = int.recv() => {}

@@ -68,7 +68,10 @@ pub struct BlockLine {
 impl BlockLine {
     /// The block's identity.
     pub fn block_ref(&self) -> BlockRef {
-        BlockRef { number: self.block_number, hash: self.hash }
+        BlockRef {
+            number: self.block_number,
+            hash: self.hash,
+        }
     }
 }
 
@@ -83,7 +86,10 @@ pub struct HeadRef {
 
 impl From<BlockRef> for HeadRef {
     fn from(r: BlockRef) -> Self {
-        HeadRef { number: r.number, hash: r.hash }
+        HeadRef {
+            number: r.number,
+            hash: r.hash,
+        }
     }
 }
 
@@ -130,7 +136,9 @@ pub struct BlockOutput {
 
 impl std::fmt::Debug for BlockOutput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BlockOutput").field("path", &self.path).finish()
+        f.debug_struct("BlockOutput")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -145,12 +153,19 @@ impl BlockOutput {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir)?;
                 }
-                let mut file = OpenOptions::new().read(true).append(true).create(true).open(path)?;
+                let mut file = OpenOptions::new()
+                    .read(true)
+                    .append(true)
+                    .create(true)
+                    .open(path)?;
                 drop_partial_line(&mut file, path)?;
                 (Sink::File(file), Some(path.clone()))
             }
         };
-        Ok(Self { sink: Mutex::new(sink), path })
+        Ok(Self {
+            sink: Mutex::new(sink),
+            path,
+        })
     }
 
     /// The output file, when the output is a file.
@@ -248,7 +263,9 @@ pub fn uncommitted_tail(
         match serde_json::from_str::<StreamEvent>(&line) {
             Ok(e) if e.chain() == chain => events.push(e),
             Ok(_) => {}
-            Err(err) => tracing::warn!(path = %path.display(), error = %err, "ignoring an unreadable line in the block output"),
+            Err(err) => {
+                tracing::warn!(path = %path.display(), error = %err, "ignoring an unreadable line in the block output")
+            }
         }
     }
     let Some(cursor) = cursor else {
@@ -289,7 +306,10 @@ mod tests {
     fn lines_round_trip_in_spec_shape() {
         let e = line("main", 7, 0);
         let text = serde_json::to_string(&e).unwrap();
-        assert!(text.starts_with(r#"{"type":"block","chain":"main","block_number":7,"hash":"0x07"#), "{text}");
+        assert!(
+            text.starts_with(r#"{"type":"block","chain":"main","block_number":7,"hash":"0x07"#),
+            "{text}"
+        );
         assert_eq!(serde_json::from_str::<StreamEvent>(&text).unwrap(), e);
     }
 
@@ -299,7 +319,12 @@ mod tests {
         let path = dir.path().join("out.jsonl");
         let target = BlockOutputTarget::File(path.clone());
         let out = BlockOutput::open(&target).unwrap();
-        let lines = [line("a", 1, 0), line("b", 1, 0), line("a", 2, 0), line("a", 3, 0)];
+        let lines = [
+            line("a", 1, 0),
+            line("b", 1, 0),
+            line("a", 2, 0),
+            line("a", 3, 0),
+        ];
         out.write(&lines).unwrap();
         drop(out);
         // A kill in the middle of a write.
@@ -311,12 +336,21 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.ends_with('\n') && text.lines().count() == 4);
 
-        let tail = uncommitted_tail(&path, "a", Some(as_ref(&lines[0]))).unwrap().unwrap();
+        let tail = uncommitted_tail(&path, "a", Some(as_ref(&lines[0])))
+            .unwrap()
+            .unwrap();
         assert_eq!(tail, vec![lines[2].clone(), lines[3].clone()]);
-        let tail = uncommitted_tail(&path, "a", Some(as_ref(&lines[3]))).unwrap().unwrap();
+        let tail = uncommitted_tail(&path, "a", Some(as_ref(&lines[3])))
+            .unwrap()
+            .unwrap();
         assert!(tail.is_empty());
-        assert_eq!(uncommitted_tail(&path, "a", None).unwrap().unwrap().len(), 3);
+        assert_eq!(
+            uncommitted_tail(&path, "a", None).unwrap().unwrap().len(),
+            3
+        );
         let foreign = as_ref(&line("a", 9, 0));
-        assert!(uncommitted_tail(&path, "a", Some(foreign)).unwrap().is_none());
+        assert!(uncommitted_tail(&path, "a", Some(foreign))
+            .unwrap()
+            .is_none());
     }
 }

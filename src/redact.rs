@@ -120,7 +120,10 @@ mod tests {
             redact_url("https://user:pass@rpc.example.com:8545/rpc?apikey=s3cr3t"),
             "https://<redacted>@rpc.example.com:8545/rpc?apikey=<redacted>"
         );
-        assert_eq!(redact_url("http://127.0.0.1:8545"), "http://127.0.0.1:8545/");
+        assert_eq!(
+            redact_url("http://127.0.0.1:8545"),
+            "http://127.0.0.1:8545/"
+        );
         assert_eq!(redact_url("not a url"), "<invalid url>");
     }
 
@@ -131,6 +134,9 @@ mod tests {
             r.redact("failed to reach https://x.io/sekrit-key: tiny abc"),
             "failed to reach https://x.io/<redacted>: <redacted> abc"
         );
-        assert_eq!(r.url("https://x.io/rpc/sekrit-key"), "https://x.io/rpc/<redacted>");
+        assert_eq!(
+            r.url("https://x.io/rpc/sekrit-key"),
+            "https://x.io/rpc/<redacted>"
+        );
     }
 }

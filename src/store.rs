@@ -108,27 +108,38 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let open_err = |source| StoreError::Open { path: path.to_owned(), source };
+        let open_err = |source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                open_err(rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| open_err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
         }
         let conn = Connection::open(path).map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
         // WAL keeps readers (export, status) from blocking the writer; NORMAL sync is durable across
         // a process kill, which is the boundary blockwatch promises.
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_err)?;
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(open_err)?;
         if version > SCHEMA_VERSION {
-            return Err(StoreError::NewerSchema { path: path.to_owned(), found: version });
+            return Err(StoreError::NewerSchema {
+                path: path.to_owned(),
+                found: version,
+            });
         }
         conn.execute_batch(SCHEMA).map_err(open_err)?;
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(open_err)?;
-        Ok(Self { conn: Mutex::new(conn) })
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(open_err)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
     }
 
     /// Loads a chain's cursor and window, refusing a cursor stored for another chain id.
@@ -153,7 +164,10 @@ impl Store {
                         configured: chain_id,
                     });
                 }
-                Some(BlockRef { number: number as u64, hash: to_hash(&hash) })
+                Some(BlockRef {
+                    number: number as u64,
+                    hash: to_hash(&hash),
+                })
             }
         };
         let mut stmt = conn
@@ -163,7 +177,10 @@ impl Store {
             .query_map(params![chain], |r| {
                 let n: i64 = r.get(0)?;
                 let h: Vec<u8> = r.get(1)?;
-                Ok(BlockRef { number: n as u64, hash: to_hash(&h) })
+                Ok(BlockRef {
+                    number: n as u64,
+                    hash: to_hash(&h),
+                })
             })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(query_err("reading canonical blocks"))?;
@@ -171,9 +188,16 @@ impl Store {
     }
 
     /// Applies `commit` to `chain` in one transaction.
-    pub fn commit(&self, chain: &str, chain_id: u64, commit: &ChainCommit) -> Result<(), StoreError> {
+    pub fn commit(
+        &self,
+        chain: &str,
+        chain_id: u64,
+        commit: &ChainCommit,
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = conn.transaction().map_err(query_err("starting a transaction"))?;
+        let tx = conn
+            .transaction()
+            .map_err(query_err("starting a transaction"))?;
         if let Some(n) = commit.rollback_above {
             tx.execute(
                 "DELETE FROM canonical_blocks WHERE chain = ?1 AND number > ?2",
@@ -199,7 +223,10 @@ impl Store {
         )
         .map_err(query_err("pruning canonical blocks"))?;
         if let Some(c) = commit.cursor {
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
             tx.execute(
                 "INSERT INTO cursors (chain, chain_id, number, hash, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT(chain) DO UPDATE SET chain_id = ?2, number = ?3, hash = ?4, updated_at = ?5",
@@ -226,7 +253,10 @@ mod tests {
     fn r(n: u64, fork: u8) -> BlockRef {
         let mut b = [fork; 32];
         b[..8].copy_from_slice(&n.to_be_bytes());
-        BlockRef { number: n, hash: B256::from(b) }
+        BlockRef {
+            number: n,
+            hash: B256::from(b),
+        }
     }
 
     #[test]
@@ -237,7 +267,16 @@ mod tests {
         assert!(store.load_chain("c", 1).unwrap().cursor.is_none());
         let added: Vec<_> = (1..=5).map(|n| r(n, 0)).collect();
         store
-            .commit("c", 1, &ChainCommit { added, cursor: Some(r(5, 0)), keep_from: 2, ..Default::default() })
+            .commit(
+                "c",
+                1,
+                &ChainCommit {
+                    added,
+                    cursor: Some(r(5, 0)),
+                    keep_from: 2,
+                    ..Default::default()
+                },
+            )
             .unwrap();
         store
             .commit(
@@ -257,6 +296,13 @@ mod tests {
         assert_eq!(st.cursor, Some(r(4, 1)));
         assert_eq!(st.recent, vec![r(2, 0), r(3, 0), r(4, 1)]);
         let err = store.load_chain("c", 2).unwrap_err();
-        assert!(matches!(err, StoreError::ChainIdMismatch { stored: 1, configured: 2, .. }));
+        assert!(matches!(
+            err,
+            StoreError::ChainIdMismatch {
+                stored: 1,
+                configured: 2,
+                ..
+            }
+        ));
     }
 }

@@ -37,9 +37,16 @@ fn assert_rejected(config: &str, expected: &[&str]) {
     for cmd in ["check-config", "run"] {
         let out = blockwatch(cmd, config);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{cmd}: expected exit 2, stderr: {stderr}");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{cmd}: expected exit 2, stderr: {stderr}"
+        );
         for needle in expected {
-            assert!(stderr.contains(needle), "{cmd}: {needle:?} not in stderr: {stderr}");
+            assert!(
+                stderr.contains(needle),
+                "{cmd}: {needle:?} not in stderr: {stderr}"
+            );
         }
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
@@ -49,14 +56,28 @@ fn assert_rejected(config: &str, expected: &[&str]) {
 fn good_config_prints_with_secrets_redacted() {
     let out = blockwatch("check-config", GOOD);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("eth-mainnet.g.alchemy.com/v2/<redacted>"), "{stdout}");
-    assert!(!stdout.contains("Zq81kLmN0pQrStUvWx") && !stdout.contains("hdr-secret-value"), "{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("eth-mainnet.g.alchemy.com/v2/<redacted>"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("Zq81kLmN0pQrStUvWx") && !stdout.contains("hdr-secret-value"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn unknown_key() {
-    assert_rejected(&GOOD.replace("[agent]", "[agent]\nstate_dir = \"x\""), &["agent", "state_dir"]);
+    assert_rejected(
+        &GOOD.replace("[agent]", "[agent]\nstate_dir = \"x\""),
+        &["agent", "state_dir"],
+    );
 }
 
 #[test]
@@ -69,19 +90,33 @@ fn bad_duration() {
 
 #[test]
 fn missing_url() {
-    let config = GOOD.replace("url = \"https://eth-mainnet.g.alchemy.com/v2/${TEST_PROVIDER_KEY}\"", "");
+    let config = GOOD.replace(
+        "url = \"https://eth-mainnet.g.alchemy.com/v2/${TEST_PROVIDER_KEY}\"",
+        "",
+    );
     assert_rejected(&config, &["chains[0].providers[0]", "url"]);
 }
 
 #[test]
 fn duplicate_provider_name() {
-    let config = format!("{GOOD}\n  [[chains.providers]]\n  name = \"alchemy\"\n  url = \"http://127.0.0.1:1\"\n");
-    assert_rejected(&config, &["chains[0].providers[1].name", "duplicate provider name \"alchemy\""]);
+    let config = format!(
+        "{GOOD}\n  [[chains.providers]]\n  name = \"alchemy\"\n  url = \"http://127.0.0.1:1\"\n"
+    );
+    assert_rejected(
+        &config,
+        &[
+            "chains[0].providers[1].name",
+            "duplicate provider name \"alchemy\"",
+        ],
+    );
 }
 
 #[test]
 fn unset_environment_variable() {
-    assert_rejected(&GOOD.replace("TEST_HEADER_KEY", "TEST_UNSET_VARIABLE"), &["TEST_UNSET_VARIABLE", "not set"]);
+    assert_rejected(
+        &GOOD.replace("TEST_HEADER_KEY", "TEST_UNSET_VARIABLE"),
+        &["TEST_UNSET_VARIABLE", "not set"],
+    );
 }
 
 #[test]
@@ -97,8 +132,14 @@ fn syntax_error_and_missing_file() {
 
 #[test]
 fn bad_usage_exits_2() {
-    let out = Command::new(env!("CARGO_BIN_EXE_blockwatch")).args(["run", "--bogus"]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_blockwatch"))
+        .args(["run", "--bogus"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let out = Command::new(env!("CARGO_BIN_EXE_blockwatch")).args(["--version"]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_blockwatch"))
+        .args(["--version"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
 }

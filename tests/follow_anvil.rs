@@ -19,7 +19,10 @@ async fn caught_up(agent: &mut Agent, anvil: &Anvil) {
 async fn follows_anvil_through_reorgs_and_bursts() {
     let anvil = Anvil::start(1).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(&provider("anvil", &anvil.url(), Some(&anvil.ws_url()), 0), "");
+    let cfg = config(
+        &provider("anvil", &anvil.url(), Some(&anvil.ws_url()), 0),
+        "",
+    );
     let mut agent = Agent::start(dir.path(), &cfg);
     agent.wait_for_block(3, CATCH_UP).await;
 
@@ -36,7 +39,12 @@ async fn follows_anvil_through_reorgs_and_bursts() {
         anvil.mine(1).await;
         caught_up(&mut agent, &anvil).await;
         let seen = reorgs(&agent.stream());
-        assert_eq!(seen.len(), before + 1, "expected one new reorg line; log:\n{}", agent.log());
+        assert_eq!(
+            seen.len(),
+            before + 1,
+            "expected one new reorg line; log:\n{}",
+            agent.log()
+        );
         assert_eq!(seen.last().unwrap().depth, depth);
         anvil.set_interval_mining(1).await;
     }
@@ -75,7 +83,12 @@ async fn restart_after_sigkill_resumes_with_no_gap_and_no_repeat() {
     agent.restart();
     caught_up(&mut agent, &anvil).await;
     let r = reorgs(&agent.stream());
-    assert_eq!(r.len(), 1, "the reorg made while the agent was down must be found; log:\n{}", agent.log());
+    assert_eq!(
+        r.len(),
+        1,
+        "the reorg made while the agent was down must be found; log:\n{}",
+        agent.log()
+    );
     assert_eq!(r[0].depth, 3);
     anvil.set_interval_mining(1).await;
     let head = anvil.head().await;
@@ -93,7 +106,11 @@ async fn fails_over_when_a_provider_goes_away() {
     let a = Proxy::start(anvil.port).await;
     let b = Proxy::start(anvil.port).await;
     let dir = tempfile::tempdir().unwrap();
-    let providers = format!("{}{}", provider("a", &a.url(), None, 0), provider("b", &b.url(), None, 1));
+    let providers = format!(
+        "{}{}",
+        provider("a", &a.url(), None, 0),
+        provider("b", &b.url(), None, 1)
+    );
     let cfg = config(&providers, "selection = \"priority\"");
     let mut agent = Agent::start(dir.path(), &cfg);
     agent.wait_for_block(3, CATCH_UP).await;
@@ -105,9 +122,14 @@ async fn fails_over_when_a_provider_goes_away() {
     agent.signal_and_wait("TERM", Duration::from_secs(5));
     let chain = canonical(&agent.stream());
     assert_is_canonical(&chain, &anvil).await;
-    assert!(chain.iter().any(|b| b.provider == "a" && b.block_number <= cut_at));
+    assert!(chain
+        .iter()
+        .any(|b| b.provider == "a" && b.block_number <= cut_at));
     assert!(
-        chain.iter().filter(|b| b.block_number > cut_at + 2).all(|b| b.provider == "b"),
+        chain
+            .iter()
+            .filter(|b| b.block_number > cut_at + 2)
+            .all(|b| b.provider == "b"),
         "blocks after the cut must come from b"
     );
 }
@@ -116,11 +138,18 @@ async fn fails_over_when_a_provider_goes_away() {
 async fn a_provider_on_another_chain_is_refused_at_start() {
     let anvil = Anvil::start(0).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(&provider("anvil", &anvil.url(), None, 0), "").replace("chain_id = 31337", "chain_id = 1");
+    let cfg = config(&provider("anvil", &anvil.url(), None, 0), "")
+        .replace("chain_id = 31337", "chain_id = 1");
     let mut agent = Agent::start(dir.path(), &cfg);
     let status = agent.wait_exit(Duration::from_secs(15));
     assert_eq!(status.code(), Some(2));
     let log = agent.log();
-    assert!(log.contains("answered chain id 31337") && log.contains("chain_id = 1"), "{log}");
-    assert!(agent.stream().is_empty(), "nothing may be emitted from a refused provider");
+    assert!(
+        log.contains("answered chain id 31337") && log.contains("chain_id = 1"),
+        "{log}"
+    );
+    assert!(
+        agent.stream().is_empty(),
+        "nothing may be emitted from a refused provider"
+    );
 }

@@ -88,7 +88,11 @@ impl CanonicalChain {
             return Link::First;
         };
         if block.number == tip.number + 1 {
-            return if block.parent_hash == tip.hash { Link::Extends } else { Link::Conflicts };
+            return if block.parent_hash == tip.hash {
+                Link::Extends
+            } else {
+                Link::Conflicts
+            };
         }
         if block.number > tip.number + 1 {
             return Link::Ahead;
@@ -118,6 +122,16 @@ impl CanonicalChain {
         while self.blocks.back().is_some_and(|r| r.number > number) {
             self.blocks.pop_back();
         }
+    }
+
+    /// Blocks in the window.
+    pub fn len(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Whether the window is empty.
+    pub fn is_empty(&self) -> bool {
+        self.blocks.is_empty()
     }
 
     /// The blocks in the window, oldest first.
@@ -179,10 +193,22 @@ mod tests {
     #[test]
     fn restore_keeps_the_contiguous_top_run() {
         let refs = vec![
-            BlockRef { number: 9, hash: h(9, 0) },
-            BlockRef { number: 3, hash: h(3, 0) },
-            BlockRef { number: 7, hash: h(7, 0) },
-            BlockRef { number: 8, hash: h(8, 0) },
+            BlockRef {
+                number: 9,
+                hash: h(9, 0),
+            },
+            BlockRef {
+                number: 3,
+                hash: h(3, 0),
+            },
+            BlockRef {
+                number: 7,
+                hash: h(7, 0),
+            },
+            BlockRef {
+                number: 8,
+                hash: h(8, 0),
+            },
         ];
         let c = CanonicalChain::restore(10, refs);
         let numbers: Vec<u64> = c.refs().map(|r| r.number).collect();

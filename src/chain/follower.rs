@@ -85,6 +85,20 @@ pub enum FollowError {
 enum StepError {
     Pool(PoolError),
     Fatal(FollowError),
+    /// Shutdown was asked for while waiting on a provider; nothing half-done is left behind.
+    Cancelled,
+}
+
+/// Runs a provider call unless shutdown comes first. Only calls are cut short: a batch that is being
+/// written and committed always completes, so output and cursor stay in step.
+async fn unless_cancelled<T>(
+    cancel: &CancellationToken,
+    call: impl std::future::Future<Output = Result<T, PoolError>>,
+) -> Result<T, StepError> {
+    tokio::select! {
+        _ = cancel.cancelled() => Err(StepError::Cancelled),
+        r = call => r.map_err(StepError::Pool),
+    }
 }
 
 impl From<PoolError> for StepError {
@@ -158,12 +172,9 @@ impl ChainFollower {
             }
             let head = *self.heads.borrow_and_update();
             let tip_before = self.canonical.tip();
-            let step = tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
-                r = self.step(head) => r,
-            };
-            match step {
+            match self.step(head, &cancel).await {
                 Ok(()) => {}
+                Err(StepError::Cancelled) => return Ok(()),
                 Err(StepError::Fatal(e)) => return Err(e),
                 Err(StepError::Pool(e)) => {
                     tracing::warn!(chain = %self.cfg.name, error = %e, "cannot fetch blocks now; will retry");
@@ -196,7 +207,8 @@ impl ChainFollower {
         if cursor.is_some() && self.canonical.tip() != cursor {
             // The window must end at the cursor; anything else is a damaged store.
             tracing::warn!(chain = %self.cfg.name, "stored window does not end at the cursor; restarting the window at the cursor");
-            self.canonical = CanonicalChain::restore(self.cfg.reorg_window, cursor.into_iter().collect());
+            self.canonical =
+                CanonicalChain::restore(self.cfg.reorg_window, cursor.into_iter().collect());
         }
         if self.cfg.start == StartAt::Latest {
             cursor = None;
@@ -204,7 +216,9 @@ impl ChainFollower {
         } else if let Some(path) = self.output.file_path() {
             let path = path.to_owned();
             let name = self.cfg.name.clone();
-            let tail = tokio::task::spawn_blocking(move || output::uncommitted_tail(&path, &name, cursor)).await??;
+            let tail =
+                tokio::task::spawn_blocking(move || output::uncommitted_tail(&path, &name, cursor))
+                    .await??;
             match tail {
                 Some(events) if !events.is_empty() => {
                     cursor = self.adopt(events).await?.or(cursor);
@@ -236,7 +250,9 @@ impl ChainFollower {
                 StreamEvent::Reorg(r) => {
                     self.canonical.rollback_to(r.common_ancestor);
                     commit.rollback_above = Some(
-                        commit.rollback_above.map_or(r.common_ancestor, |n| n.min(r.common_ancestor)),
+                        commit
+                            .rollback_above
+                            .map_or(r.common_ancestor, |n| n.min(r.common_ancestor)),
                     );
                     commit.added.retain(|b| b.number <= r.common_ancestor);
                 }
@@ -274,7 +290,11 @@ impl ChainFollower {
 
     /// Does everything the current head allows: checks the tip if asked, then fetches, links and
     /// emits blocks up to the head.
-    async fn step(&mut self, head: Option<Head>) -> Result<(), StepError> {
+    async fn step(
+        &mut self,
+        head: Option<Head>,
+        cancel: &CancellationToken,
+    ) -> Result<(), StepError> {
         let Some(head) = head else { return Ok(()) };
         if let (Some(hash), Some(known)) = (head.hash, self.canonical.hash_at(head.number)) {
             if hash != known {
@@ -283,11 +303,15 @@ impl ChainFollower {
         }
         if self.verify_tip {
             if let Some(tip) = self.canonical.tip() {
-                let a = self.pool.block_by_number(tip.number).await?;
+                let a = unless_cancelled(cancel, self.pool.block_by_number(tip.number)).await?;
                 if let Some(block) = a.value {
                     if block.hash != tip.hash {
-                        let fetched = Fetched { block, provider: a.provider.name.clone(), received: SystemTime::now() };
-                        self.resolve_conflict(fetched).await?;
+                        let fetched = Fetched {
+                            block,
+                            provider: a.provider.name.clone(),
+                            received: SystemTime::now(),
+                        };
+                        self.resolve_conflict(fetched, cancel).await?;
                     }
                 }
             }
@@ -302,11 +326,10 @@ impl ChainFollower {
             }
             let end = head.number.min(next + MAX_BATCH - 1);
             let wanted = end - next + 1;
-            let fetched = self.fetch_range(next, end).await;
-            let (blocks, error) = match fetched {
-                Ok(b) => (b, None),
-                Err((b, e)) => (b, Some(e)),
-            };
+            let (blocks, error) = self.fetch_range(next, end, cancel).await;
+            if matches!(error, Some(StepError::Cancelled)) {
+                return Err(StepError::Cancelled);
+            }
             let complete = error.is_none() && blocks.len() as u64 == wanted;
             let mut events = Vec::new();
             let mut commit = ChainCommit::default();
@@ -326,11 +349,11 @@ impl ChainFollower {
             }
             self.publish(events, Some(commit)).await?;
             if let Some(f) = conflict {
-                self.resolve_conflict(f).await?;
+                self.resolve_conflict(f, cancel).await?;
                 continue;
             }
             if let Some(e) = error {
-                return Err(e.into());
+                return Err(e);
             }
             if !complete {
                 // The providers do not have the next block yet.
@@ -341,33 +364,52 @@ impl ChainFollower {
     }
 
     /// Fetches `from..=to` concurrently, in order, stopping at the first block no provider has.
-    /// On an error, returns the blocks fetched before it as well.
-    async fn fetch_range(&self, from: u64, to: u64) -> Result<Vec<Fetched>, (Vec<Fetched>, PoolError)> {
+    /// Returns the blocks fetched in order before any error, and the error.
+    async fn fetch_range(
+        &self,
+        from: u64,
+        to: u64,
+        cancel: &CancellationToken,
+    ) -> (Vec<Fetched>, Option<StepError>) {
         let pool = &self.pool;
         let mut stream = futures::stream::iter(from..=to)
             .map(|n| async move { pool.block_by_number(n).await })
             .buffered(self.concurrency);
         let mut out = Vec::new();
-        while let Some(r) = stream.next().await {
-            match r {
-                Ok(a) => match a.value {
+        loop {
+            let next = tokio::select! {
+                _ = cancel.cancelled() => return (out, Some(StepError::Cancelled)),
+                n = stream.next() => n,
+            };
+            match next {
+                None => return (out, None),
+                Some(Ok(a)) => match a.value {
                     Some(block) => out.push(Fetched {
                         block,
                         provider: a.provider.name.clone(),
                         received: SystemTime::now(),
                     }),
-                    None => break,
+                    None => return (out, None),
                 },
-                Err(e) => return Err((out, e)),
+                Some(Err(e)) => return (out, Some(StepError::Pool(e))),
             }
         }
-        Ok(out)
     }
 
     /// `first` contradicts the window: walk its branch back by parent hash to the common ancestor,
     /// then emit the reorg and the new branch, or report a reorg deeper than the window.
-    async fn resolve_conflict(&mut self, first: Fetched) -> Result<(), StepError> {
-        let Some(old_tip) = self.canonical.tip() else { return Ok(()) };
+    async fn resolve_conflict(
+        &mut self,
+        first: Fetched,
+        cancel: &CancellationToken,
+    ) -> Result<(), StepError> {
+        let Some(old_tip) = self.canonical.tip() else {
+            return Ok(());
+        };
+        let oldest = self.canonical.oldest().map_or(old_tip.number, |o| o.number);
+        // A window not yet full holds every block emitted so far: a branch that leaves it below its
+        // oldest block replaces everything emitted, and the block before it was never emitted.
+        let window_full = self.canonical.len() as u64 >= self.cfg.reorg_window;
         let mut branch = vec![first];
         let ancestor = loop {
             let cur = &branch[branch.len() - 1].block;
@@ -378,9 +420,10 @@ impl ChainFollower {
             match self.canonical.hash_at(parent_number) {
                 Some(h) if h == cur.parent_hash => break parent_number,
                 Some(_) => {}
+                None if !window_full && parent_number < oldest => break parent_number,
                 None => return self.report_deep_reorg(old_tip, &branch[0].block).await,
             }
-            let a = self.pool.block_by_hash(cur.parent_hash).await?;
+            let a = unless_cancelled(cancel, self.pool.block_by_hash(cur.parent_hash)).await?;
             let Some(parent) = a.value else {
                 tracing::warn!(chain = %self.cfg.name, number = parent_number,
                     "no provider serves the new branch's parent yet; will retry");
@@ -393,11 +436,16 @@ impl ChainFollower {
                     attempts: 1,
                     provider: a.provider.name.clone(),
                     error: crate::rpc::RpcError::InvalidResponse(format!(
-                        "parent of block {} has number {}", cur.number, parent.number
+                        "parent of block {} has number {}",
+                        cur.number, parent.number
                     )),
                 }));
             }
-            branch.push(Fetched { block: parent, provider: a.provider.name.clone(), received: SystemTime::now() });
+            branch.push(Fetched {
+                block: parent,
+                provider: a.provider.name.clone(),
+                received: SystemTime::now(),
+            });
         };
         let new_head = branch[0].block.as_ref();
         let mut events = vec![StreamEvent::Reorg(ReorgLine {
@@ -408,7 +456,10 @@ impl ChainFollower {
             new_head: new_head.into(),
         })];
         self.canonical.rollback_to(ancestor);
-        let mut commit = ChainCommit { rollback_above: Some(ancestor), ..Default::default() };
+        let mut commit = ChainCommit {
+            rollback_above: Some(ancestor),
+            ..Default::default()
+        };
         for f in branch.iter().rev() {
             if !self.canonical.push(&f.block) {
                 break;
@@ -420,12 +471,20 @@ impl ChainFollower {
         self.publish(events, Some(commit)).await
     }
 
-    async fn report_deep_reorg(&mut self, old_tip: BlockRef, seen: &Block) -> Result<(), StepError> {
+    async fn report_deep_reorg(
+        &mut self,
+        old_tip: BlockRef,
+        seen: &Block,
+    ) -> Result<(), StepError> {
         if self.deep_reorg_reported == Some(old_tip) {
             return Ok(());
         }
         self.deep_reorg_reported = Some(old_tip);
-        let oldest = self.canonical.oldest().map(|o| o.number).unwrap_or(old_tip.number);
+        let oldest = self
+            .canonical
+            .oldest()
+            .map(|o| o.number)
+            .unwrap_or(old_tip.number);
         let line = StreamEvent::Error(ErrorLine {
             chain: self.cfg.name.clone(),
             kind: "deep_reorg".into(),
@@ -440,7 +499,11 @@ impl ChainFollower {
     }
 
     fn block_line(&self, f: &Fetched) -> StreamEvent {
-        let received_ms = f.received.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_millis() as i64;
+        let received_ms = f
+            .received
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_millis() as i64;
         StreamEvent::Block(BlockLine {
             chain: self.cfg.name.clone(),
             block_number: f.block.number,
@@ -456,7 +519,11 @@ impl ChainFollower {
 
     /// Writes `events`, then commits the window and cursor (when `commit` is given: lines that
     /// change no state, like error reports, have none), then tells the observers.
-    async fn publish(&mut self, events: Vec<StreamEvent>, commit: Option<ChainCommit>) -> Result<(), StepError> {
+    async fn publish(
+        &mut self,
+        events: Vec<StreamEvent>,
+        commit: Option<ChainCommit>,
+    ) -> Result<(), StepError> {
         if events.is_empty() {
             return Ok(());
         }

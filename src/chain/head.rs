@@ -73,7 +73,9 @@ impl HeadTracker {
                 None => true,
                 Some(cur) => {
                     head.number > cur.number
-                        || (head.number == cur.number && head.hash.is_some() && head.hash != cur.hash)
+                        || (head.number == cur.number
+                            && head.hash.is_some()
+                            && head.hash != cur.hash)
                 }
             };
             if news {
@@ -113,7 +115,10 @@ impl HeadTracker {
                 a = pool.block_number() => a,
             };
             match answer {
-                Ok(a) => self.observe(Head { number: a.value, hash: None }),
+                Ok(a) => self.observe(Head {
+                    number: a.value,
+                    hash: None,
+                }),
                 Err(e) => tracing::warn!(chain = %self.chain, error = %e, "head poll failed"),
             }
         }
@@ -130,7 +135,9 @@ impl HeadTracker {
         redactor: Arc<Redactor>,
         cancel: CancellationToken,
     ) {
-        let Some(ws_url) = provider.ws_url.clone() else { return };
+        let Some(ws_url) = provider.ws_url.clone() else {
+            return;
+        };
         let shown = redactor.url(&ws_url);
         let mut backoff = pool_cfg.ws_reconnect_backoff.0;
         loop {
@@ -197,8 +204,12 @@ impl HeadTracker {
             match item {
                 Ok(h) => {
                     delivered = true;
-                    *self.last_ws_head.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-                    self.observe(Head { number: h.number.to::<u64>(), hash: Some(h.hash) });
+                    *self.last_ws_head.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(Instant::now());
+                    self.observe(Head {
+                        number: h.number.to::<u64>(),
+                        hash: Some(h.hash),
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(chain = %self.chain, provider = %provider.name, error = %e,
@@ -238,17 +249,32 @@ mod tests {
     #[test]
     fn only_news_is_published() {
         let (t, mut rx) = HeadTracker::new("c");
-        t.observe(Head { number: 5, hash: None });
+        t.observe(Head {
+            number: 5,
+            hash: None,
+        });
         assert!(rx.has_changed().unwrap());
         assert_eq!(rx.borrow_and_update().unwrap().number, 5);
-        t.observe(Head { number: 4, hash: Some(B256::ZERO) });
+        t.observe(Head {
+            number: 4,
+            hash: Some(B256::ZERO),
+        });
         assert!(!rx.has_changed().unwrap());
-        t.observe(Head { number: 5, hash: None });
+        t.observe(Head {
+            number: 5,
+            hash: None,
+        });
         assert!(!rx.has_changed().unwrap());
-        t.observe(Head { number: 5, hash: Some(B256::ZERO) });
+        t.observe(Head {
+            number: 5,
+            hash: Some(B256::ZERO),
+        });
         assert!(rx.has_changed().unwrap());
         rx.borrow_and_update();
-        t.observe(Head { number: 9, hash: None });
+        t.observe(Head {
+            number: 9,
+            hash: None,
+        });
         assert_eq!(rx.borrow_and_update().unwrap().number, 9);
     }
 }

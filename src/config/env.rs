@@ -14,15 +14,12 @@ pub(super) fn expand(
     secrets: &mut Vec<String>,
 ) -> Result<(), ConfigError> {
     match value {
-        toml::Value::String(s) => {
-            if s.contains('$') {
-                let secret_key = is_secret_key(path);
-                let (expanded, used) = expand_str(s, path, lookup)?;
-                if secret_key {
-                    secrets.extend(used);
-                }
-                *s = expanded;
+        toml::Value::String(s) if s.contains('$') => {
+            let (expanded, used) = expand_str(s, path, lookup)?;
+            if is_secret_key(path) {
+                secrets.extend(used);
             }
+            *s = expanded;
         }
         toml::Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
@@ -31,7 +28,11 @@ pub(super) fn expand(
         }
         toml::Value::Table(table) => {
             for (k, v) in table.iter_mut() {
-                let child = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let child = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 expand(v, &child, lookup, secrets)?;
             }
         }
@@ -42,7 +43,10 @@ pub(super) fn expand(
 
 fn is_secret_key(path: &str) -> bool {
     let last = path.rsplit('.').next().unwrap_or(path);
-    last.ends_with("url") || path.contains(".headers.") || last.contains("password") || last.contains("token")
+    last.ends_with("url")
+        || path.contains(".headers.")
+        || last.contains("password")
+        || last.contains("token")
 }
 
 /// Expands one string, returning it and the substituted values.
@@ -116,7 +120,8 @@ mod tests {
 
     #[test]
     fn expands_references_defaults_and_escapes() {
-        let (s, used) = expand_str("https://x/${KEY}/${MISSING:-dflt}/$${KEEP}/$5", "k", &env).unwrap();
+        let (s, used) =
+            expand_str("https://x/${KEY}/${MISSING:-dflt}/$${KEEP}/$5", "k", &env).unwrap();
         assert_eq!(s, "https://x/abc123/dflt/${KEEP}/$5");
         assert_eq!(used, vec!["abc123".to_owned(), "dflt".to_owned()]);
     }
@@ -125,7 +130,10 @@ mod tests {
     fn missing_variable_names_key_and_variable() {
         let err = expand_str("${NOPE}", "chains[0].providers[0].url", &env).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("chains[0].providers[0].url") && msg.contains("NOPE"), "{msg}");
+        assert!(
+            msg.contains("chains[0].providers[0].url") && msg.contains("NOPE"),
+            "{msg}"
+        );
         assert!(expand_str("${KEY", "k", &env).is_err());
         assert!(expand_str("${BAD NAME}", "k", &env).is_err());
     }

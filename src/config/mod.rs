@@ -280,7 +280,8 @@ impl ChainConfig {
     pub fn poll_interval(&self) -> std::time::Duration {
         use std::time::Duration;
         self.poll_interval.map(|d| d.0).unwrap_or_else(|| {
-            (self.expected_block_time.0 / 4).clamp(Duration::from_millis(100), Duration::from_secs(3))
+            (self.expected_block_time.0 / 4)
+                .clamp(Duration::from_millis(100), Duration::from_secs(3))
         })
     }
 }
@@ -424,7 +425,11 @@ impl Config {
         env::expand(&mut value, "", lookup, &mut secrets)?;
         let mut config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
-            let key = if key == "." { "(top level)".to_owned() } else { key };
+            let key = if key == "." {
+                "(top level)".to_owned()
+            } else {
+                key
+            };
             ConfigError::invalid(key, e.into_inner().message().to_owned())
         })?;
         for chain in &config.chains {
@@ -452,7 +457,10 @@ impl Config {
         }
         let p = &self.pool;
         if p.max_attempts == 0 {
-            return Err(ConfigError::invalid("pool.max_attempts", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "pool.max_attempts",
+                "must be at least 1",
+            ));
         }
         if p.retry_initial_backoff.0.is_zero() || p.retry_max_backoff < p.retry_initial_backoff {
             return Err(ConfigError::invalid(
@@ -467,15 +475,28 @@ impl Config {
             ));
         }
         if p.fetch_concurrency == 0 || p.fetch_concurrency > 256 {
-            return Err(ConfigError::invalid("pool.fetch_concurrency", "must be between 1 and 256"));
+            return Err(ConfigError::invalid(
+                "pool.fetch_concurrency",
+                "must be between 1 and 256",
+            ));
         }
         if self.agent.state_path.as_os_str().is_empty() {
-            return Err(ConfigError::invalid("agent.state_path", "must not be empty"));
+            return Err(ConfigError::invalid(
+                "agent.state_path",
+                "must not be empty",
+            ));
         }
-        if let Err(e) = self.telemetry.log_level.parse::<tracing_subscriber::EnvFilter>() {
+        if let Err(e) = self
+            .telemetry
+            .log_level
+            .parse::<tracing_subscriber::EnvFilter>()
+        {
             return Err(ConfigError::invalid(
                 "telemetry.log_level",
-                format!("{:?} is not a valid log filter: {e}", self.telemetry.log_level),
+                format!(
+                    "{:?} is not a valid log filter: {e}",
+                    self.telemetry.log_level
+                ),
             ));
         }
         let mut chain_names = HashSet::new();
@@ -487,31 +508,49 @@ impl Config {
             if !chain_names.insert(chain.name.as_str()) {
                 return Err(ConfigError::invalid(
                     key("name"),
-                    format!("duplicate chain name {:?}: chain names must be unique", chain.name),
+                    format!(
+                        "duplicate chain name {:?}: chain names must be unique",
+                        chain.name
+                    ),
                 ));
             }
             if chain.chain_id == 0 {
                 return Err(ConfigError::invalid(key("chain_id"), "must be above 0"));
             }
             if chain.expected_block_time.0.is_zero() {
-                return Err(ConfigError::invalid(key("expected_block_time"), "must be above zero"));
+                return Err(ConfigError::invalid(
+                    key("expected_block_time"),
+                    "must be above zero",
+                ));
             }
             if chain.max_block_delay.0.is_zero() {
-                return Err(ConfigError::invalid(key("max_block_delay"), "must be above zero"));
+                return Err(ConfigError::invalid(
+                    key("max_block_delay"),
+                    "must be above zero",
+                ));
             }
             if chain.reorg_window == 0 || chain.reorg_window > MAX_REORG_WINDOW {
                 return Err(ConfigError::invalid(
                     key("reorg_window"),
-                    format!("{} is out of range: must be between 1 and {MAX_REORG_WINDOW}", chain.reorg_window),
+                    format!(
+                        "{} is out of range: must be between 1 and {MAX_REORG_WINDOW}",
+                        chain.reorg_window
+                    ),
                 ));
             }
             if chain.poll_interval.is_some_and(|d| d.0.is_zero()) {
-                return Err(ConfigError::invalid(key("poll_interval"), "must be above zero"));
+                return Err(ConfigError::invalid(
+                    key("poll_interval"),
+                    "must be above zero",
+                ));
             }
             if chain.providers.is_empty() {
                 return Err(ConfigError::invalid(
                     key("providers"),
-                    format!("chain {:?} has no provider: add a [[chains.providers]] table", chain.name),
+                    format!(
+                        "chain {:?} has no provider: add a [[chains.providers]] table",
+                        chain.name
+                    ),
                 ));
             }
             let mut provider_names = HashSet::new();
@@ -543,7 +582,10 @@ impl Config {
                     ));
                 }
                 if prov.rate_limit.burst == 0 {
-                    return Err(ConfigError::invalid(key("rate_limit.burst"), "must be at least 1"));
+                    return Err(ConfigError::invalid(
+                        key("rate_limit.burst"),
+                        "must be at least 1",
+                    ));
                 }
                 for (name, value) in &prov.headers {
                     if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
@@ -591,7 +633,13 @@ impl Config {
 fn check_url(key: &str, value: &str, schemes: &[&str]) -> Result<(), ConfigError> {
     let shown = crate::redact::redact_url(value);
     let url = url::Url::parse(value).map_err(|e| {
-        ConfigError::invalid(key, format!("not a valid URL ({e}); expected e.g. {}://host:port", schemes[0]))
+        ConfigError::invalid(
+            key,
+            format!(
+                "not a valid URL ({e}); expected e.g. {}://host:port",
+                schemes[0]
+            ),
+        )
     })?;
     if !schemes.contains(&url.scheme()) {
         return Err(ConfigError::invalid(

@@ -32,13 +32,19 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.chains[0].start, StartAt::Resume);
     assert_eq!(c.chains[0].providers[0].timeout, DEFAULT_TIMEOUT);
     assert_eq!(c.agent.block_output, BlockOutputTarget::Stdout);
-    assert_eq!(c.chains[0].poll_interval(), std::time::Duration::from_secs(3));
+    assert_eq!(
+        c.chains[0].poll_interval(),
+        std::time::Duration::from_secs(3)
+    );
 }
 
 #[test]
 fn unknown_key_is_named() {
     let msg = err_of(&format!("{MINIMAL}\n  colour = \"red\"\n"));
-    assert!(msg.contains("chains[0].providers[0]") && msg.contains("colour"), "{msg}");
+    assert!(
+        msg.contains("chains[0].providers[0]") && msg.contains("colour"),
+        "{msg}"
+    );
     let msg = err_of(&format!("[agent]\nstate_pth = \"x\"\n{MINIMAL}"));
     assert!(msg.contains("state_pth"), "{msg}");
 }
@@ -46,7 +52,10 @@ fn unknown_key_is_named() {
 #[test]
 fn bad_duration_is_named() {
     let msg = err_of(&format!("{MINIMAL}\n  timeout = \"5 parsecs\"\n"));
-    assert!(msg.contains("chains[0].providers[0].timeout") && msg.contains("invalid duration"), "{msg}");
+    assert!(
+        msg.contains("chains[0].providers[0].timeout") && msg.contains("invalid duration"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -57,8 +66,13 @@ fn missing_url_is_named() {
 
 #[test]
 fn duplicate_provider_name_is_named() {
-    let msg = err_of(&format!("{MINIMAL}\n  [[chains.providers]]\n  name = \"a\"\n  url = \"http://127.0.0.1:1\"\n"));
-    assert!(msg.contains("chains[0].providers[1].name") && msg.contains("duplicate"), "{msg}");
+    let msg = err_of(&format!(
+        "{MINIMAL}\n  [[chains.providers]]\n  name = \"a\"\n  url = \"http://127.0.0.1:1\"\n"
+    ));
+    assert!(
+        msg.contains("chains[0].providers[1].name") && msg.contains("duplicate"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -66,10 +80,15 @@ fn ranges_and_schemes_are_checked() {
     let msg = err_of(&MINIMAL.replace("chain_id = 31337", "chain_id = 1\nreorg_window = 0"));
     assert!(msg.contains("reorg_window"), "{msg}");
     let msg = err_of(&MINIMAL.replace("http://127.0.0.1:8545", "ftp://x"));
-    assert!(msg.contains("providers[0].url") && msg.contains("scheme"), "{msg}");
+    assert!(
+        msg.contains("providers[0].url") && msg.contains("scheme"),
+        "{msg}"
+    );
     let msg = err_of(&format!("{MINIMAL}\n  ws_url = \"http://x\"\n"));
     assert!(msg.contains("ws_url"), "{msg}");
-    let msg = err_of(&format!("{MINIMAL}\n  rate_limit = {{ requests_per_second = 0 }}\n"));
+    let msg = err_of(&format!(
+        "{MINIMAL}\n  rate_limit = {{ requests_per_second = 0 }}\n"
+    ));
     assert!(msg.contains("requests_per_second"), "{msg}");
     assert!(err_of("").contains("no chain configured"));
     let msg = err_of(&MINIMAL.replace("chain_id = 31337", "chain_id = 1\nstart = \"earliest\""));
@@ -80,7 +99,8 @@ fn ranges_and_schemes_are_checked() {
 fn start_accepts_numbers_and_words() {
     let c = parse(&MINIMAL.replace("chain_id = 31337", "chain_id = 1\nstart = 1234")).unwrap();
     assert_eq!(c.chains[0].start, StartAt::Block(1234));
-    let c = parse(&MINIMAL.replace("chain_id = 31337", "chain_id = 1\nstart = \"latest\"")).unwrap();
+    let c =
+        parse(&MINIMAL.replace("chain_id = 31337", "chain_id = 1\nstart = \"latest\"")).unwrap();
     assert_eq!(c.chains[0].start, StartAt::Latest);
 }
 
@@ -91,9 +111,15 @@ fn secrets_are_expanded_and_redacted() {
         "https://eth.example.com/v2/${ALCHEMY_KEY}\"\n  headers = { \"x-api-key\" = \"${HDR}\" }",
     );
     let c = parse(&text).unwrap();
-    assert_eq!(c.chains[0].providers[0].url, "https://eth.example.com/v2/k3yk3yk3yk3y");
+    assert_eq!(
+        c.chains[0].providers[0].url,
+        "https://eth.example.com/v2/k3yk3yk3yk3y"
+    );
     let shown = c.to_redacted_toml();
-    assert!(!shown.contains("k3yk3yk3yk3y") && !shown.contains("header-secret"), "{shown}");
+    assert!(
+        !shown.contains("k3yk3yk3yk3y") && !shown.contains("header-secret"),
+        "{shown}"
+    );
     assert!(shown.contains("<redacted>"), "{shown}");
     assert_eq!(c.redactor().redact("oops k3yk3yk3yk3y"), "oops <redacted>");
 }

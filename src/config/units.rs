@@ -78,7 +78,11 @@ impl FromStr for ByteSize {
             "kib" => 1 << 10,
             "mib" => 1 << 20,
             "gib" => 1 << 30,
-            other => return Err(format!("invalid size {s:?}: unknown unit {other:?}, {expected}")),
+            other => {
+                return Err(format!(
+                    "invalid size {s:?}: unknown unit {other:?}, {expected}"
+                ))
+            }
         };
         n.checked_mul(mult)
             .map(ByteSize)
@@ -120,9 +124,18 @@ mod tests {
 
     #[test]
     fn durations_parse_with_units() {
-        assert_eq!("250ms".parse::<HumanDuration>().unwrap().0, Duration::from_millis(250));
-        assert_eq!("12s".parse::<HumanDuration>().unwrap().0, Duration::from_secs(12));
-        assert_eq!("5m".parse::<HumanDuration>().unwrap().0, Duration::from_secs(300));
+        assert_eq!(
+            "250ms".parse::<HumanDuration>().unwrap().0,
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            "12s".parse::<HumanDuration>().unwrap().0,
+            Duration::from_secs(12)
+        );
+        assert_eq!(
+            "5m".parse::<HumanDuration>().unwrap().0,
+            Duration::from_secs(300)
+        );
         assert!("12".parse::<HumanDuration>().is_err());
         assert!("fast".parse::<HumanDuration>().is_err());
         assert!("-1s".parse::<HumanDuration>().is_err());

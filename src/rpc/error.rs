@@ -100,10 +100,20 @@ mod tests {
 
     #[test]
     fn classes_are_low_cardinality() {
-        assert_eq!(RpcError::HttpStatus { status: 429 }.error_type(), "http_429");
-        assert_eq!(RpcError::HttpStatus { status: 503 }.error_type(), "http_5xx");
         assert_eq!(
-            RpcError::Rpc { code: -32000, message: "x".into() }.error_type(),
+            RpcError::HttpStatus { status: 429 }.error_type(),
+            "http_429"
+        );
+        assert_eq!(
+            RpcError::HttpStatus { status: 503 }.error_type(),
+            "http_5xx"
+        );
+        assert_eq!(
+            RpcError::Rpc {
+                code: -32000,
+                message: "x".into()
+            }
+            .error_type(),
             "-32000"
         );
         assert!(RpcError::HttpStatus { status: 429 }.is_rate_limited());

@@ -122,17 +122,22 @@ impl ProviderPool {
     ) -> Result<Self, PoolSetupError> {
         let mut providers = Vec::with_capacity(chain.providers.len());
         for p in &chain.providers {
-            let provider = Provider::new(p, cfg, &redactor).map_err(|message| PoolSetupError::Client {
-                chain: chain.name.clone(),
-                provider: p.name.clone(),
-                message,
-            })?;
+            let provider =
+                Provider::new(p, cfg, &redactor).map_err(|message| PoolSetupError::Client {
+                    chain: chain.name.clone(),
+                    provider: p.name.clone(),
+                    message,
+                })?;
             providers.push(Arc::new(provider));
         }
-        let checks = providers.iter().map(|p| async move { (p, p.verify_chain_id(chain.chain_id).await) });
+        let checks = providers
+            .iter()
+            .map(|p| async move { (p, p.verify_chain_id(chain.chain_id).await) });
         for (p, result) in futures::future::join_all(checks).await {
             match result {
-                Ok(()) => tracing::info!(chain = %chain.name, provider = %p.name, url = %p.display_url, "provider serves the configured chain"),
+                Ok(()) => {
+                    tracing::info!(chain = %chain.name, provider = %p.name, url = %p.display_url, "provider serves the configured chain")
+                }
                 Err(RpcError::WrongChain { expected, actual }) => {
                     return Err(PoolSetupError::WrongChain {
                         chain: chain.name.clone(),
@@ -196,7 +201,14 @@ impl ProviderPool {
             Selection::Best => {
                 let latency = |i: usize| self.providers[i].health().latency_ewma;
                 // Sampled providers by latency, then unsampled ones by priority: no sample is no proof.
-                ready.sort_by_key(|&i| (latency(i).is_none(), latency(i), self.providers[i].priority, i));
+                ready.sort_by_key(|&i| {
+                    (
+                        latency(i).is_none(),
+                        latency(i),
+                        self.providers[i].priority,
+                        i,
+                    )
+                });
                 if let Some(active) = st.active.filter(|a| ready.contains(a)) {
                     let challenger = ready[0];
                     let beaten = match (latency(active), latency(challenger)) {
@@ -243,7 +255,9 @@ impl ProviderPool {
     ) -> Result<Answer<T>, PoolError> {
         let order = self.candidates();
         if order.is_empty() {
-            return Err(PoolError::NoProvider { chain: self.chain.clone() });
+            return Err(PoolError::NoProvider {
+                chain: self.chain.clone(),
+            });
         }
         let mut backoff = ExponentialBuilder::default()
             .with_min_delay(self.cfg.retry_initial_backoff.0)
@@ -340,7 +354,10 @@ impl ProviderPool {
     fn answered<T>(&self, idx: usize, value: T, attempts: u32) -> Answer<T> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if st.active != Some(idx) {
-            let from = st.active.map(|i| self.providers[i].name.as_str()).unwrap_or("none");
+            let from = st
+                .active
+                .map(|i| self.providers[i].name.as_str())
+                .unwrap_or("none");
             tracing::info!(chain = %self.chain, from, to = %self.providers[idx].name, "provider switch");
             st.active = Some(idx);
         }
@@ -353,7 +370,9 @@ impl ProviderPool {
 
     /// The head block number (`eth_blockNumber`).
     pub async fn block_number(&self) -> Result<Answer<u64>, PoolError> {
-        let a = self.request::<U64>("eth_blockNumber", rpc_params![]).await?;
+        let a = self
+            .request::<U64>("eth_blockNumber", rpc_params![])
+            .await?;
         Ok(Answer {
             value: a.value.to::<u64>(),
             provider: a.provider,
@@ -364,18 +383,27 @@ impl ProviderPool {
     /// The block at `number`, without transaction bodies; `None` if no provider has it yet.
     pub async fn block_by_number(&self, number: u64) -> Result<Answer<Option<Block>>, PoolError> {
         let a = self
-            .request_some::<RpcBlock>("eth_getBlockByNumber", rpc_params![U64::from(number), false])
+            .request_some::<RpcBlock>(
+                "eth_getBlockByNumber",
+                rpc_params![U64::from(number), false],
+            )
             .await?;
         let value = match a.value {
             Some(b) if b.number.to::<u64>() != number => {
                 // A provider that answers with another block is broken; report it, never use it.
-                return Err(self.invalid(&a.provider, "eth_getBlockByNumber", format!(
-                    "asked for block {number}, got block {}", b.number
-                )));
+                return Err(self.invalid(
+                    &a.provider,
+                    "eth_getBlockByNumber",
+                    format!("asked for block {number}, got block {}", b.number),
+                ));
             }
             other => other.map(Block::from),
         };
-        Ok(Answer { value, provider: a.provider, attempts: a.attempts })
+        Ok(Answer {
+            value,
+            provider: a.provider,
+            attempts: a.attempts,
+        })
     }
 
     /// The block with `hash`, without transaction bodies; `None` if no provider knows it.
@@ -385,13 +413,19 @@ impl ProviderPool {
             .await?;
         let value = match a.value {
             Some(b) if b.hash != hash => {
-                return Err(self.invalid(&a.provider, "eth_getBlockByHash", format!(
-                    "asked for block {hash}, got block {}", b.hash
-                )));
+                return Err(self.invalid(
+                    &a.provider,
+                    "eth_getBlockByHash",
+                    format!("asked for block {hash}, got block {}", b.hash),
+                ));
             }
             other => other.map(Block::from),
         };
-        Ok(Answer { value, provider: a.provider, attempts: a.attempts })
+        Ok(Answer {
+            value,
+            provider: a.provider,
+            attempts: a.attempts,
+        })
     }
 
     fn invalid(&self, provider: &Provider, method: &str, message: String) -> PoolError {

@@ -68,11 +68,17 @@ pub struct Health {
 
 impl Provider {
     /// Builds the provider's client from its config; `redactor` cleans its URL for display.
-    pub fn new(cfg: &ProviderConfig, pool: &PoolConfig, redactor: &Redactor) -> Result<Self, String> {
+    pub fn new(
+        cfg: &ProviderConfig,
+        pool: &PoolConfig,
+        redactor: &Redactor,
+    ) -> Result<Self, String> {
         let mut headers = HeaderMap::new();
         for (k, v) in &cfg.headers {
-            let name = http::HeaderName::from_bytes(k.as_bytes()).map_err(|e| format!("header {k:?}: {e}"))?;
-            let mut value = HeaderValue::from_str(v).map_err(|_| format!("header {k:?}: invalid value"))?;
+            let name = http::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|e| format!("header {k:?}: {e}"))?;
+            let mut value =
+                HeaderValue::from_str(v).map_err(|_| format!("header {k:?}: invalid value"))?;
             value.set_sensitive(true);
             headers.insert(name, value);
         }
@@ -82,7 +88,12 @@ impl Provider {
             .max_response_size(u32::try_from(pool.max_response_size.0).unwrap_or(u32::MAX))
             .set_headers(headers.clone())
             .build(&cfg.url)
-            .map_err(|e| format!("cannot build HTTP client for {display_url}: {}", redactor.redact(&e.to_string())))?;
+            .map_err(|e| {
+                format!(
+                    "cannot build HTTP client for {display_url}: {}",
+                    redactor.redact(&e.to_string())
+                )
+            })?;
         let rps = NonZeroU32::new(cfg.rate_limit.requests_per_second).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(cfg.rate_limit.burst).unwrap_or(NonZeroU32::MIN);
         Ok(Self {
@@ -132,7 +143,9 @@ impl Provider {
                 h.cooldown_until = None;
                 h.latency_ewma = Some(match h.latency_ewma {
                     None => elapsed,
-                    Some(prev) => prev.mul_f64(1.0 - LATENCY_EWMA_ALPHA) + elapsed.mul_f64(LATENCY_EWMA_ALPHA),
+                    Some(prev) => {
+                        prev.mul_f64(1.0 - LATENCY_EWMA_ALPHA) + elapsed.mul_f64(LATENCY_EWMA_ALPHA)
+                    }
                 });
             }
             Err(_) => {
@@ -150,7 +163,10 @@ impl Provider {
 
     /// A snapshot of the provider's health.
     pub fn health(&self) -> Health {
-        self.health.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Whether the provider is out of its cooldown.

@@ -66,6 +66,9 @@ mod tests {
 
     #[test]
     fn rejects_a_block_without_hash() {
-        assert!(serde_json::from_str::<RpcBlock>(r#"{"number":"0x1","parentHash":"0x00","timestamp":"0x1"}"#).is_err());
+        assert!(serde_json::from_str::<RpcBlock>(
+            r#"{"number":"0x1","parentHash":"0x00","timestamp":"0x1"}"#
+        )
+        .is_err());
     }
 }

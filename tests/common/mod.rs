@@ -16,7 +16,11 @@ use serde_json::Value;
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Polls `f` every 50 ms until it returns `Some`, or panics with `what` after `timeout`.
@@ -30,7 +34,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -42,7 +49,10 @@ pub async fn rpc(url: &str, method: &str, params: Value) -> Value {
     for v in params.as_array().cloned().unwrap_or_default() {
         p.insert(v).unwrap();
     }
-    client.request::<Value, _>(method, p).await.unwrap_or_else(|e| panic!("{method} on {url}: {e}"))
+    client
+        .request::<Value, _>(method, p)
+        .await
+        .unwrap_or_else(|e| panic!("{method} on {url}: {e}"))
 }
 
 fn hex_u64(v: &Value) -> u64 {
@@ -58,24 +68,41 @@ pub struct Anvil {
 impl Anvil {
     /// Starts anvil mining a block every `block_time` seconds (0: only on demand).
     pub async fn start(block_time: u64) -> Anvil {
-        let bin = std::env::var("ANVIL_BIN").map(PathBuf::from).unwrap_or_else(|_| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/anvil")
-        });
-        assert!(bin.exists(), "anvil not found at {}: run scripts/install-anvil.sh (make test does)", bin.display());
+        let bin = std::env::var("ANVIL_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/anvil"));
+        assert!(
+            bin.exists(),
+            "anvil not found at {}: run scripts/install-anvil.sh (make test does)",
+            bin.display()
+        );
         let port = free_port();
         let mut cmd = Command::new(bin);
-        cmd.args(["--port", &port.to_string(), "--host", "127.0.0.1", "--silent"]);
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--host",
+            "127.0.0.1",
+            "--silent",
+        ]);
         if block_time > 0 {
             cmd.args(["--block-time", &block_time.to_string()]);
         }
-        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start anvil");
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start anvil");
         let anvil = Anvil { child, port };
         let url = anvil.url();
         wait_for(Duration::from_secs(20), "anvil to answer", || {
             let url = url.clone();
             async move {
                 let client = HttpClient::builder().build(&url).ok()?;
-                client.request::<Value, _>("eth_chainId", ArrayParams::new()).await.ok()
+                client
+                    .request::<Value, _>("eth_chainId", ArrayParams::new())
+                    .await
+                    .ok()
             }
         })
         .await;
@@ -95,12 +122,25 @@ impl Anvil {
     }
 
     pub async fn hash_at(&self, n: u64) -> String {
-        let b = rpc(&self.url(), "eth_getBlockByNumber", serde_json::json!([format!("0x{n:x}"), false])).await;
-        b["hash"].as_str().unwrap_or_else(|| panic!("anvil has no block {n}")).to_owned()
+        let b = rpc(
+            &self.url(),
+            "eth_getBlockByNumber",
+            serde_json::json!([format!("0x{n:x}"), false]),
+        )
+        .await;
+        b["hash"]
+            .as_str()
+            .unwrap_or_else(|| panic!("anvil has no block {n}"))
+            .to_owned()
     }
 
     pub async fn mine(&self, blocks: u64) {
-        rpc(&self.url(), "anvil_mine", serde_json::json!([format!("0x{blocks:x}")])).await;
+        rpc(
+            &self.url(),
+            "anvil_mine",
+            serde_json::json!([format!("0x{blocks:x}")]),
+        )
+        .await;
     }
 
     pub async fn reorg(&self, depth: u64) {
@@ -109,7 +149,12 @@ impl Anvil {
 
     /// Turns interval mining off (0) or on (seconds).
     pub async fn set_interval_mining(&self, secs: u64) {
-        rpc(&self.url(), "evm_setIntervalMining", serde_json::json!([secs])).await;
+        rpc(
+            &self.url(),
+            "evm_setIntervalMining",
+            serde_json::json!([secs]),
+        )
+        .await;
     }
 }
 
@@ -132,7 +177,11 @@ impl Agent {
     pub fn start(dir: &Path, config: &str) -> Agent {
         let path = dir.join("blockwatch.toml");
         std::fs::write(&path, config).unwrap();
-        let mut agent = Agent { child: None, dir: dir.to_owned(), config: path };
+        let mut agent = Agent {
+            child: None,
+            dir: dir.to_owned(),
+            config: path,
+        };
         agent.restart();
         agent
     }
@@ -140,7 +189,11 @@ impl Agent {
     /// Starts (again) with the same config; stderr is appended to `dir/agent.log`.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "agent already running");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("agent.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("agent.log"))
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_blockwatch"))
             .args(["run", "--config"])
             .arg(&self.config)
@@ -165,7 +218,10 @@ impl Agent {
     /// Sends `signal` (e.g. "KILL", "TERM") and waits for the exit.
     pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) -> ExitStatus {
         let mut child = self.child.take().expect("agent not running");
-        let status = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(status.success());
         let deadline = Instant::now() + timeout;
         loop {
@@ -190,14 +246,19 @@ impl Agent {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("agent did not exit within {timeout:?}; log:\n{}", self.log());
+                panic!(
+                    "agent did not exit within {timeout:?}; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
     /// The stream emitted so far.
@@ -214,7 +275,10 @@ impl Agent {
                 return;
             }
             if !self.is_running() || Instant::now() > deadline {
-                panic!("agent did not reach block {number} (tip {tip:?}); log:\n{}", self.log());
+                panic!(
+                    "agent did not reach block {number} (tip {tip:?}); log:\n{}",
+                    self.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -249,19 +313,40 @@ pub fn canonical(events: &[StreamEvent]) -> Vec<BlockLine> {
         match e {
             StreamEvent::Block(b) => {
                 if let Some(prev) = chain.last() {
-                    assert_eq!(b.block_number, prev.block_number + 1, "gap or repeat at {}", b.block_number);
-                    assert_eq!(b.parent_hash, prev.hash, "block {} does not link to its predecessor", b.block_number);
+                    assert_eq!(
+                        b.block_number,
+                        prev.block_number + 1,
+                        "gap or repeat at {}",
+                        b.block_number
+                    );
+                    assert_eq!(
+                        b.parent_hash, prev.hash,
+                        "block {} does not link to its predecessor",
+                        b.block_number
+                    );
                 }
-                assert!(seen.insert((b.block_number, b.hash)), "block {} {} emitted twice", b.block_number, b.hash);
+                assert!(
+                    seen.insert((b.block_number, b.hash)),
+                    "block {} {} emitted twice",
+                    b.block_number,
+                    b.hash
+                );
                 chain.push(b.clone());
             }
             StreamEvent::Reorg(r) => {
                 let tip = chain.last().expect("reorg before any block");
-                assert_eq!(r.old_head.number, tip.block_number, "reorg old_head is not the tip");
+                assert_eq!(
+                    r.old_head.number, tip.block_number,
+                    "reorg old_head is not the tip"
+                );
                 assert_eq!(r.old_head.hash, tip.hash);
                 assert_eq!(r.depth, r.old_head.number - r.common_ancestor);
                 chain.retain(|b| b.block_number <= r.common_ancestor);
-                assert_eq!(chain.last().map(|b| b.block_number), Some(r.common_ancestor), "ancestor not in stream");
+                assert_eq!(
+                    chain.last().map(|b| b.block_number),
+                    Some(r.common_ancestor),
+                    "ancestor not in stream"
+                );
             }
             StreamEvent::Error(x) => panic!("unexpected error line: {x:?}"),
         }
@@ -285,7 +370,12 @@ pub async fn assert_is_canonical(chain: &[BlockLine], anvil: &Anvil) {
     assert!(!chain.is_empty(), "empty stream");
     for b in chain {
         let expected = anvil.hash_at(b.block_number).await;
-        assert_eq!(format!("{}", b.hash), expected, "block {} differs from anvil's canonical block", b.block_number);
+        assert_eq!(
+            format!("{}", b.hash),
+            expected,
+            "block {} differs from anvil's canonical block",
+            b.block_number
+        );
     }
 }
 
@@ -318,7 +408,9 @@ reorg_window = 16
 
 /// A provider table.
 pub fn provider(name: &str, url: &str, ws_url: Option<&str>, priority: u32) -> String {
-    let ws = ws_url.map(|u| format!("ws_url = \"{u}\"\n")).unwrap_or_default();
+    let ws = ws_url
+        .map(|u| format!("ws_url = \"{u}\"\n"))
+        .unwrap_or_default();
     format!("[[chains.providers]]\nname = \"{name}\"\nurl = \"{url}\"\n{ws}priority = {priority}\ntimeout = \"2s\"\n")
 }
 
@@ -335,9 +427,13 @@ impl Proxy {
         let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
                 conns.spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await {
+                    if let Ok(mut outbound) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                     }
                 });
