@@ -266,11 +266,26 @@ impl Agent {
         read_stream(&self.blocks_path())
     }
 
-    /// Waits until the stream's canonical tip reaches `number`.
+    /// The lines of one chain.
+    pub fn chain_stream(&self, chain: &str) -> Vec<StreamEvent> {
+        self.stream()
+            .into_iter()
+            .filter(|e| e.chain() == chain)
+            .collect()
+    }
+
+    /// Waits until the canonical tip of the chain named "anvil" reaches `number`.
     pub async fn wait_for_block(&mut self, number: u64, timeout: Duration) {
+        self.wait_for_chain_block("anvil", number, timeout).await
+    }
+
+    /// Waits until `chain`'s canonical tip reaches `number`.
+    pub async fn wait_for_chain_block(&mut self, chain: &str, number: u64, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
-            let tip = canonical(&self.stream()).last().map(|b| b.block_number);
+            let tip = canonical(&self.chain_stream(chain))
+                .last()
+                .map(|b| b.block_number);
             if tip.is_some_and(|t| t >= number) {
                 return;
             }
@@ -294,9 +309,10 @@ impl Drop for Agent {
     }
 }
 
-/// Every complete line of a block output file.
+/// Every complete line of a block output file (a last line still being written is left out).
 pub fn read_stream(path: &Path) -> Vec<StreamEvent> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut text = std::fs::read_to_string(path).unwrap_or_default();
+    text.truncate(text.rfind('\n').map_or(0, |i| i + 1));
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))

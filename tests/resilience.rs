@@ -1,0 +1,170 @@
+//! Harder paths of the stream: lines written but not committed before a kill are adopted, not
+//! repeated; a dropped `newHeads` subscription falls back to polling; several chains run in one
+//! process; stdout carries the same stream.
+
+mod common;
+
+use std::{io::Write, time::Duration};
+
+use blockwatch::output::{BlockLine, StreamEvent};
+use common::*;
+
+const CATCH_UP: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_written_but_not_committed_are_adopted_not_repeated() {
+    let anvil = Anvil::start(0).await;
+    anvil.mine(3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&provider("anvil", &anvil.url(), None, 0), "");
+    let mut agent = Agent::start(dir.path(), &cfg);
+    agent.wait_for_block(3, CATCH_UP).await;
+    assert!(agent
+        .signal_and_wait("TERM", Duration::from_secs(5))
+        .success());
+
+    // Pretend the agent wrote blocks 4 and 5 and was killed before committing the cursor, in the
+    // middle of writing a third line.
+    anvil.mine(4).await;
+    let last = canonical(&agent.stream()).last().cloned().unwrap();
+    let mut lines = String::new();
+    let mut parent = last.hash;
+    for n in 4..=5u64 {
+        let hash: alloy_primitives::B256 = anvil.hash_at(n).await.parse().unwrap();
+        let line = StreamEvent::Block(BlockLine {
+            chain: "anvil".into(),
+            block_number: n,
+            hash,
+            parent_hash: parent,
+            timestamp: 0,
+            transactions: 0,
+            provider: "written-before-kill".into(),
+            received_at: "2026-11-23T10:00:00.000Z".into(),
+            lag_ms: 0,
+        });
+        lines.push_str(&serde_json::to_string(&line).unwrap());
+        lines.push('\n');
+        parent = hash;
+    }
+    lines.push_str("{\"type\":\"block\",\"chain\":\"anv");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(agent.blocks_path())
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+
+    agent.restart();
+    agent.wait_for_block(7, CATCH_UP).await;
+    assert!(agent
+        .signal_and_wait("TERM", Duration::from_secs(5))
+        .success());
+    let chain = canonical(&agent.stream());
+    assert_is_canonical(&chain, &anvil).await;
+    let adopted: Vec<u64> = chain
+        .iter()
+        .filter(|b| b.provider == "written-before-kill")
+        .map(|b| b.block_number)
+        .collect();
+    assert_eq!(adopted, vec![4, 5], "adopted lines must stay, once each");
+    assert!(
+        agent.log().contains("adopted block lines"),
+        "{}",
+        agent.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_subscription_falls_back_to_polling() {
+    let anvil = Anvil::start(1).await;
+    let ws = Proxy::start(anvil.port).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ws_url = format!("ws://127.0.0.1:{}", ws.port);
+    let cfg = config(&provider("anvil", &anvil.url(), Some(&ws_url), 0), "");
+    let mut agent = Agent::start(dir.path(), &cfg);
+    agent.wait_for_block(3, CATCH_UP).await;
+    assert!(
+        agent.log().contains("newHeads subscription open"),
+        "{}",
+        agent.log()
+    );
+    ws.cut();
+    let head = anvil.head().await;
+    agent.wait_for_block(head + 4, CATCH_UP).await;
+    let log = agent.log();
+    assert!(
+        log.contains("newHeads subscription ended") || log.contains("cannot open newHeads"),
+        "{log}"
+    );
+    assert!(agent
+        .signal_and_wait("TERM", Duration::from_secs(5))
+        .success());
+    assert_is_canonical(&canonical(&agent.stream()), &anvil).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_chains_run_in_one_process() {
+    let one = Anvil::start(1).await;
+    let two = Anvil::start(0).await;
+    two.mine(20).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "{}\n[[chains]]\nname = \"second\"\nchain_id = 31337\nexpected_block_time = \"1s\"\nstart = 5\n{}",
+        config(&provider("p", &one.url(), Some(&one.ws_url()), 0), ""),
+        provider("p", &two.url(), None, 0)
+    );
+    let mut agent = Agent::start(dir.path(), &cfg);
+    agent.wait_for_block(3, CATCH_UP).await;
+    agent.wait_for_chain_block("second", 20, CATCH_UP).await;
+    let second = canonical(&agent.chain_stream("second"));
+    assert_eq!(
+        second.first().map(|b| b.block_number),
+        Some(5),
+        "start = 5 must start at block 5"
+    );
+    assert_eq!(second.last().map(|b| b.block_number), Some(20));
+    assert!(agent
+        .signal_and_wait("TERM", Duration::from_secs(5))
+        .success());
+    assert_is_canonical(&canonical(&agent.chain_stream("anvil")), &one).await;
+    assert_is_canonical(&second, &two).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdout_carries_the_stream_and_nothing_else() {
+    let anvil = Anvil::start(0).await;
+    anvil.mine(5).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&provider("anvil", &anvil.url(), None, 0), "start = 1").replace(
+        "block_output = \"blocks.jsonl\"",
+        "block_output = \"stdout\"",
+    );
+    let path = dir.path().join("blockwatch.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_blockwatch"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let events: Vec<StreamEvent> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let chain = canonical(&events);
+    assert_eq!(
+        chain.iter().map(|b| b.block_number).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
+    assert_is_canonical(&chain, &anvil).await;
+}
