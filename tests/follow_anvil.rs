@@ -153,3 +153,49 @@ async fn a_provider_on_another_chain_is_refused_at_start() {
         "nothing may be emitted from a refused provider"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reorg_deeper_than_the_window_is_reported_not_followed() {
+    let anvil = Anvil::start(0).await;
+    anvil.mine(10).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&provider("anvil", &anvil.url(), None, 0), "start = 1")
+        .replace("reorg_window = 16", "reorg_window = 4");
+    let mut agent = Agent::start(dir.path(), &cfg);
+    agent.wait_for_block(10, CATCH_UP).await;
+    anvil.reorg(6).await;
+    anvil.mine(2).await;
+    let error = wait_for(CATCH_UP, "an error line", || {
+        let events = agent.stream();
+        async move {
+            events.into_iter().find_map(|e| match e {
+                blockwatch::output::StreamEvent::Error(x) => Some(x),
+                _ => None,
+            })
+        }
+    })
+    .await;
+    assert_eq!(error.kind, "deep_reorg");
+    assert_eq!(error.block_number, Some(11));
+    // Not followed: nothing after the error line, and the agent keeps running.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let events = agent.stream();
+    assert!(
+        matches!(
+            events.last(),
+            Some(blockwatch::output::StreamEvent::Error(_))
+        ),
+        "{events:?}"
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, blockwatch::output::StreamEvent::Error(_)))
+            .count(),
+        1
+    );
+    assert!(agent.is_running());
+    assert!(agent
+        .signal_and_wait("TERM", Duration::from_secs(5))
+        .success());
+}

@@ -217,23 +217,13 @@ impl Agent {
 
     /// Sends `signal` (e.g. "KILL", "TERM") and waits for the exit.
     pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) -> ExitStatus {
-        let mut child = self.child.take().expect("agent not running");
+        let pid = self.child.as_ref().expect("agent not running").id();
         let status = Command::new("kill")
-            .args([&format!("-{signal}"), &child.id().to_string()])
+            .args([&format!("-{signal}"), &pid.to_string()])
             .status()
             .unwrap();
         assert!(status.success());
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                return s;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("agent did not exit within {timeout:?} after SIG{signal}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.wait_exit(timeout)
     }
 
     /// Waits for the agent to exit by itself.
