@@ -19,7 +19,10 @@ use crate::{
 };
 
 /// How long tasks get to finish after a stop is asked for.
-pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(4);
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_millis(3500);
+
+/// How long the final sync of the block output may take.
+const OUTPUT_SYNC_DEADLINE: Duration = Duration::from_millis(400);
 
 /// Why the agent stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -63,13 +66,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let output =
         Arc::new(BlockOutput::open(&config.agent.block_output).map_err(AgentError::Output)?);
 
-    let pools = futures::future::join_all(
+    tokio::pin!(shutdown);
+    let connect = futures::future::join_all(
         config
             .chains
             .iter()
             .map(|c| ProviderPool::connect(c, &config.pool, redactor.clone())),
-    )
-    .await;
+    );
+    let pools = tokio::select! {
+        pools = connect => pools,
+        _ = &mut shutdown => {
+            tracing::info!("shutdown requested during start-up");
+            return Ok(());
+        }
+    };
     let cancel = CancellationToken::new();
     let mut tasks: JoinSet<(String, Result<(), FollowError>)> = JoinSet::new();
     let observers: Vec<Arc<dyn StreamObserver>> = vec![Arc::new(LogObserver)];
@@ -116,7 +126,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     tracing::info!(chains = config.chains.len(), "blockwatch running");
 
     let mut failure: Option<AgentError> = None;
-    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => {
@@ -148,8 +157,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tracing::warn!("tasks did not stop within the shutdown deadline; aborting them");
         tasks.abort_all();
     }
-    if let Err(e) = output.sync() {
-        tracing::warn!(error = %e, "cannot sync the block output");
+    // A write blocked on a full stdout pipe holds the output: never wait for it past the deadline.
+    let sync = tokio::task::spawn_blocking(move || output.sync());
+    match tokio::time::timeout(OUTPUT_SYNC_DEADLINE, sync).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "cannot sync the block output"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "block output sync task failed"),
+        Err(_) => tracing::warn!(
+            "block output is blocked (a reader that stopped reading?); exiting without syncing it"
+        ),
     }
     match failure {
         Some(e) => Err(e),

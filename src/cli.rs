@@ -93,41 +93,36 @@ fn run_agent(config: Config) -> i32 {
             return EXIT_FAILURE;
         }
     };
-    let result = runtime.block_on(agent::run(config, shutdown_signal()));
+    let result = runtime.block_on(async {
+        match shutdown_signal() {
+            Ok(signal) => agent::run(config, signal)
+                .await
+                .map_err(|e| (e.to_string(), e.exit_code())),
+            Err(e) => Err((format!("cannot install signal handlers: {e}"), EXIT_FAILURE)),
+        }
+    });
     // Anything still blocked (a stuck write) must not hold the exit past the deadline.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     match result {
         Ok(()) => EXIT_OK,
-        Err(e) => {
-            tracing::error!(error = %e, "blockwatch stopped");
-            eprintln!("error: {e}");
-            e.exit_code()
+        Err((message, code)) => {
+            tracing::error!(error = %message, "blockwatch stopped");
+            eprintln!("error: {message}");
+            code
         }
     }
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) {
-            (Ok(mut int), Ok(mut term)) => {
-                tokio::select! {
-                    _ = int.recv() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+/// Installs the SIGINT and SIGTERM handlers at once (so that a signal during start-up is a clean
+/// stop, not the default kill) and returns a future that completes on either.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    })
 }

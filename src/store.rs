@@ -24,6 +24,8 @@ CREATE TABLE IF NOT EXISTS cursors (
     chain_id   INTEGER NOT NULL,
     number     INTEGER NOT NULL,
     hash       BLOB NOT NULL,
+    -- the first block the stream emitted: a reorg below it replaces everything emitted
+    first_number INTEGER,
     updated_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS canonical_blocks (
@@ -84,6 +86,8 @@ pub struct ChainState {
     pub cursor: Option<BlockRef>,
     /// Recent canonical blocks, oldest first.
     pub recent: Vec<BlockRef>,
+    /// The first block the chain's stream emitted.
+    pub first_emitted: Option<u64>,
 }
 
 /// One atomic change to a chain's state.
@@ -97,6 +101,8 @@ pub struct ChainCommit {
     pub cursor: Option<BlockRef>,
     /// Forget canonical blocks below this number (outside the reorg window).
     pub keep_from: u64,
+    /// Set when the stream (re)started with this block.
+    pub first_emitted: Option<u64>,
 }
 
 /// The state database.
@@ -145,17 +151,18 @@ impl Store {
     /// Loads a chain's cursor and window, refusing a cursor stored for another chain id.
     pub fn load_chain(&self, chain: &str, chain_id: u64) -> Result<ChainState, StoreError> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let row: Option<(i64, i64, Vec<u8>)> = conn
+        let row: Option<(i64, i64, Vec<u8>, Option<i64>)> = conn
             .query_row(
-                "SELECT chain_id, number, hash FROM cursors WHERE chain = ?1",
+                "SELECT chain_id, number, hash, first_number FROM cursors WHERE chain = ?1",
                 params![chain],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()
             .map_err(query_err("reading the cursor"))?;
+        let first_emitted = row.as_ref().and_then(|r| r.3).map(|n| n as u64);
         let cursor = match row {
             None => None,
-            Some((stored, number, hash)) => {
+            Some((stored, number, hash, _)) => {
                 let stored = stored as u64;
                 if stored != chain_id {
                     return Err(StoreError::ChainIdMismatch {
@@ -184,7 +191,11 @@ impl Store {
             })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(query_err("reading canonical blocks"))?;
-        Ok(ChainState { cursor, recent })
+        Ok(ChainState {
+            cursor,
+            recent,
+            first_emitted,
+        })
     }
 
     /// Applies `commit` to `chain` in one transaction.
@@ -228,9 +239,18 @@ impl Store {
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
             tx.execute(
-                "INSERT INTO cursors (chain, chain_id, number, hash, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT(chain) DO UPDATE SET chain_id = ?2, number = ?3, hash = ?4, updated_at = ?5",
-                params![chain, chain_id as i64, c.number as i64, c.hash.as_slice(), now as i64],
+                "INSERT INTO cursors (chain, chain_id, number, hash, first_number, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(chain) DO UPDATE SET chain_id = ?2, number = ?3, hash = ?4,
+                     first_number = COALESCE(?5, first_number), updated_at = ?6",
+                params![
+                    chain,
+                    chain_id as i64,
+                    c.number as i64,
+                    c.hash.as_slice(),
+                    commit.first_emitted.map(|n| n as i64),
+                    now as i64
+                ],
             )
             .map_err(query_err("storing the cursor"))?;
         }
@@ -274,6 +294,7 @@ mod tests {
                     added,
                     cursor: Some(r(5, 0)),
                     keep_from: 2,
+                    first_emitted: Some(1),
                     ..Default::default()
                 },
             )
@@ -287,6 +308,7 @@ mod tests {
                     added: vec![r(4, 1)],
                     cursor: Some(r(4, 1)),
                     keep_from: 2,
+                    first_emitted: None,
                 },
             )
             .unwrap();
@@ -295,6 +317,7 @@ mod tests {
         let st = store.load_chain("c", 1).unwrap();
         assert_eq!(st.cursor, Some(r(4, 1)));
         assert_eq!(st.recent, vec![r(2, 0), r(3, 0), r(4, 1)]);
+        assert_eq!(st.first_emitted, Some(1));
         let err = store.load_chain("c", 2).unwrap_err();
         assert!(matches!(
             err,

@@ -168,3 +168,53 @@ async fn stdout_carries_the_stream_and_nothing_else() {
     );
     assert_is_canonical(&chain, &anvil).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_in_time_even_when_nobody_reads_stdout() {
+    let anvil = Anvil::start(0).await;
+    anvil.mine(3000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&provider("anvil", &anvil.url(), None, 0), "start = 1")
+        .replace(
+            "block_output = \"blocks.jsonl\"",
+            "block_output = \"stdout\"",
+        )
+        .replace(
+            "timeout = \"2s\"",
+            "timeout = \"2s\"\nrate_limit = { requests_per_second = 2000, burst = 2000 }",
+        );
+    let path = dir.path().join("blockwatch.toml");
+    std::fs::write(&path, cfg).unwrap();
+    // stdout is a pipe that is never read: it fills after a few hundred lines and the writer blocks.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_blockwatch"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let sent = std::time::Instant::now();
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if sent.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("still running 10 s after SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // The product's promise is 5 s; the margin absorbs a loaded CI machine.
+    assert!(
+        sent.elapsed() < Duration::from_secs(6),
+        "took {:?}",
+        sent.elapsed()
+    );
+    assert!(status.success(), "{status:?}");
+}

@@ -129,8 +129,10 @@ pub struct ChainFollower {
     start_at: Option<u64>,
     /// Re-check the tip's hash on the next step (after a restart, or when a head contradicts it).
     verify_tip: bool,
-    /// The tip for which a too-deep reorg was already reported.
-    deep_reorg_reported: Option<BlockRef>,
+    /// The tip, and the block that contradicted it, of a too-deep reorg already reported.
+    deep_reorg_reported: Option<(BlockRef, BlockRef)>,
+    /// The first block this chain's stream ever emitted (since the last `start = "latest"`).
+    first_emitted: Option<u64>,
 }
 
 impl ChainFollower {
@@ -157,6 +159,7 @@ impl ChainFollower {
             start_at: None,
             verify_tip: false,
             deep_reorg_reported: None,
+            first_emitted: None,
         }
     }
 
@@ -203,6 +206,7 @@ impl ChainFollower {
         let (name, id) = (self.cfg.name.clone(), self.cfg.chain_id);
         let state = tokio::task::spawn_blocking(move || store.load_chain(&name, id)).await??;
         let mut cursor = state.cursor;
+        self.first_emitted = state.first_emitted;
         self.canonical = CanonicalChain::restore(self.cfg.reorg_window, state.recent);
         if cursor.is_some() && self.canonical.tip() != cursor {
             // The window must end at the cursor; anything else is a damaged store.
@@ -212,6 +216,7 @@ impl ChainFollower {
         }
         if self.cfg.start == StartAt::Latest {
             cursor = None;
+            self.first_emitted = None;
             self.canonical = CanonicalChain::new(self.cfg.reorg_window);
         } else if let Some(path) = self.output.file_path() {
             let path = path.to_owned();
@@ -264,12 +269,11 @@ impl ChainFollower {
                         timestamp: b.timestamp,
                         transactions: b.transactions,
                     };
-                    if !self.canonical.push(&block) {
+                    if !self.push(&block, &mut commit) {
                         tracing::warn!(chain = %self.cfg.name, block = b.block_number,
                             "block output line does not extend the stored chain; stopping reconciliation there");
                         break;
                     }
-                    commit.added.push(block.as_ref());
                     adopted += 1;
                 }
                 StreamEvent::Error(_) => {}
@@ -285,7 +289,10 @@ impl ChainFollower {
     }
 
     fn next_number(&self) -> Option<u64> {
-        self.canonical.tip().map(|t| t.number + 1).or(self.start_at)
+        self.canonical
+            .tip()
+            .map(|t| t.number.saturating_add(1))
+            .or(self.start_at)
     }
 
     /// Does everything the current head allows: checks the tip if asked, then fetches, links and
@@ -311,20 +318,35 @@ impl ChainFollower {
                             provider: a.provider.name.clone(),
                             received: SystemTime::now(),
                         };
-                        self.resolve_conflict(fetched, cancel).await?;
+                        if !self.resolve_conflict(fetched, cancel).await? {
+                            return Ok(());
+                        }
                     }
                 }
             }
             self.verify_tip = false;
         }
         if self.start_at.is_none() && self.canonical.tip().is_none() {
+            // Start at the head only once a provider serves it: a bogus head must not become the
+            // start of the stream.
+            let a = unless_cancelled(cancel, self.pool.block_by_number(head.number)).await?;
+            if a.value.is_none() {
+                return Ok(());
+            }
             self.start_at = Some(head.number);
         }
         while let Some(next) = self.next_number() {
             if next > head.number {
                 break;
             }
-            let end = head.number.min(next + MAX_BATCH - 1);
+            // While a reorg deeper than the window blocks the chain, look at one block per step
+            // only, to notice when the providers change their minds without loading them.
+            let batch = if self.deep_reorg_reported.is_some() {
+                1
+            } else {
+                MAX_BATCH
+            };
+            let end = head.number.min(next.saturating_add(batch - 1));
             let wanted = end - next + 1;
             let (blocks, error) = self.fetch_range(next, end, cancel).await;
             if matches!(error, Some(StepError::Cancelled)) {
@@ -337,8 +359,7 @@ impl ChainFollower {
             for f in blocks {
                 match self.canonical.link(&f.block) {
                     Link::First | Link::Extends => {
-                        self.canonical.push(&f.block);
-                        commit.added.push(f.block.as_ref());
+                        self.push(&f.block, &mut commit);
                         events.push(self.block_line(&f));
                     }
                     _ => {
@@ -349,8 +370,11 @@ impl ChainFollower {
             }
             self.publish(events, Some(commit)).await?;
             if let Some(f) = conflict {
-                self.resolve_conflict(f, cancel).await?;
-                continue;
+                if self.resolve_conflict(f, cancel).await? {
+                    continue;
+                }
+                // Not resolved now (a deep reorg, or the new branch not served yet): wait.
+                return Ok(());
             }
             if let Some(e) = error {
                 return Err(e);
@@ -397,37 +421,49 @@ impl ChainFollower {
     }
 
     /// `first` contradicts the window: walk its branch back by parent hash to the common ancestor,
-    /// then emit the reorg and the new branch, or report a reorg deeper than the window.
+    /// then emit the reorg and the new branch (returns true), or report a reorg deeper than the
+    /// window, or find the new branch not served yet (returns false: try again later).
     async fn resolve_conflict(
         &mut self,
         first: Fetched,
         cancel: &CancellationToken,
-    ) -> Result<(), StepError> {
+    ) -> Result<bool, StepError> {
         let Some(old_tip) = self.canonical.tip() else {
-            return Ok(());
+            return Ok(false);
         };
+        if self.deep_reorg_reported == Some((old_tip, first.block.as_ref())) {
+            // The same contradiction as already reported: nothing new to walk.
+            return Ok(false);
+        }
         let oldest = self.canonical.oldest().map_or(old_tip.number, |o| o.number);
-        // A window not yet full holds every block emitted so far: a branch that leaves it below its
-        // oldest block replaces everything emitted, and the block before it was never emitted.
-        let window_full = self.canonical.len() as u64 >= self.cfg.reorg_window;
+        // When the window still holds the very first block the stream emitted, a branch that leaves
+        // it below that block replaces everything ever emitted: the block before it was never
+        // emitted, so it serves as the common ancestor. Otherwise leaving the window is a deep reorg.
+        let holds_first_emitted = self.first_emitted == Some(oldest);
         let mut branch = vec![first];
         let ancestor = loop {
             let cur = &branch[branch.len() - 1].block;
             let parent_number = match cur.number.checked_sub(1) {
                 Some(n) => n,
-                None => return self.report_deep_reorg(old_tip, &branch[0].block).await,
+                None => {
+                    self.report_deep_reorg(old_tip, &branch[0].block).await?;
+                    return Ok(false);
+                }
             };
             match self.canonical.hash_at(parent_number) {
                 Some(h) if h == cur.parent_hash => break parent_number,
                 Some(_) => {}
-                None if !window_full && parent_number < oldest => break parent_number,
-                None => return self.report_deep_reorg(old_tip, &branch[0].block).await,
+                None if holds_first_emitted && parent_number < oldest => break parent_number,
+                None => {
+                    self.report_deep_reorg(old_tip, &branch[0].block).await?;
+                    return Ok(false);
+                }
             }
             let a = unless_cancelled(cancel, self.pool.block_by_hash(cur.parent_hash)).await?;
             let Some(parent) = a.value else {
                 tracing::warn!(chain = %self.cfg.name, number = parent_number,
                     "no provider serves the new branch's parent yet; will retry");
-                return Ok(());
+                return Ok(false);
             };
             if parent.number != parent_number {
                 return Err(StepError::Pool(PoolError::Exhausted {
@@ -461,14 +497,31 @@ impl ChainFollower {
             ..Default::default()
         };
         for f in branch.iter().rev() {
-            if !self.canonical.push(&f.block) {
+            if !self.push(&f.block, &mut commit) {
                 break;
             }
-            commit.added.push(f.block.as_ref());
             events.push(self.block_line(f));
         }
         self.deep_reorg_reported = None;
-        self.publish(events, Some(commit)).await
+        self.publish(events, Some(commit)).await?;
+        Ok(true)
+    }
+
+    /// Appends a block to the window and records it in `commit`; false if it does not link.
+    fn push(&mut self, block: &Block, commit: &mut ChainCommit) -> bool {
+        let first = self.canonical.is_empty();
+        if !self.canonical.push(block) {
+            return false;
+        }
+        if first {
+            // A fresh window: whatever is stored from an earlier stream is forgotten.
+            self.first_emitted = Some(block.number);
+            commit.first_emitted = Some(block.number);
+            let below = block.number.saturating_sub(1);
+            commit.rollback_above = Some(commit.rollback_above.map_or(below, |n| n.min(below)));
+        }
+        commit.added.push(block.as_ref());
+        true
     }
 
     async fn report_deep_reorg(
@@ -476,10 +529,13 @@ impl ChainFollower {
         old_tip: BlockRef,
         seen: &Block,
     ) -> Result<(), StepError> {
-        if self.deep_reorg_reported == Some(old_tip) {
+        if self
+            .deep_reorg_reported
+            .is_some_and(|(tip, _)| tip == old_tip)
+        {
             return Ok(());
         }
-        self.deep_reorg_reported = Some(old_tip);
+        self.deep_reorg_reported = Some((old_tip, seen.as_ref()));
         let oldest = self
             .canonical
             .oldest()
@@ -490,7 +546,8 @@ impl ChainFollower {
             kind: "deep_reorg".into(),
             message: format!(
                 "block {} ({}) does not connect to the canonical chain within the reorg window \
-                 (blocks {oldest}..={}); not following it. Raise reorg_window, or restart with start = \"latest\" to accept the new chain",
+                 (blocks {oldest}..={}); not following it. To accept the new chain, restart with start = \"latest\"; \
+                 to follow reorgs this deep in future, raise reorg_window",
                 seen.number, seen.hash, old_tip.number
             ),
             block_number: Some(seen.number),
@@ -513,7 +570,11 @@ impl ChainFollower {
             transactions: f.block.transactions,
             provider: f.provider.clone(),
             received_at: humantime::format_rfc3339_millis(f.received).to_string(),
-            lag_ms: received_ms - (f.block.timestamp as i64).saturating_mul(1000),
+            lag_ms: received_ms.saturating_sub(
+                i64::try_from(f.block.timestamp)
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(1000),
+            ),
         })
     }
 

@@ -18,7 +18,7 @@ use alloy_primitives::{B256, U64};
 use jsonrpsee::{
     core::client::{ClientT, SubscriptionClientT},
     rpc_params,
-    ws_client::WsClientBuilder,
+    ws_client::{PingConfig, WsClientBuilder},
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -28,6 +28,9 @@ use crate::{
     redact::Redactor,
     rpc::{types::RpcHeader, Provider, ProviderPool},
 };
+
+/// How often an idle WebSocket is pinged; three silent intervals close it.
+const WS_PING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Longest pause between attempts to reopen a subscription.
 const MAX_WS_BACKOFF: Duration = Duration::from_secs(30);
@@ -183,6 +186,13 @@ impl HeadTracker {
             .connection_timeout(provider.timeout)
             .request_timeout(provider.timeout)
             .set_headers(provider.headers().clone())
+            // A connection that dies without a close frame (a NAT or load balancer dropping it)
+            // must end the subscription so that it is reopened.
+            .enable_ws_ping(
+                PingConfig::new()
+                    .ping_interval(WS_PING_INTERVAL)
+                    .inactive_limit(WS_PING_INTERVAL * 3),
+            )
             .build(ws_url)
             .await
             .map_err(|e| SubscribeError::Other(e.to_string()))?;

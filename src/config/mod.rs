@@ -499,6 +499,7 @@ impl Config {
                 ),
             ));
         }
+        let redactor = self.redactor();
         let mut chain_names = HashSet::new();
         for (i, chain) in self.chains.iter().enumerate() {
             let key = |k: &str| format!("chains[{i}].{k}");
@@ -568,9 +569,9 @@ impl Config {
                         ),
                     ));
                 }
-                check_url(&key("url"), &prov.url, &["http", "https"])?;
+                check_url(&key("url"), &prov.url, &["http", "https"], &redactor)?;
                 if let Some(ws) = &prov.ws_url {
-                    check_url(&key("ws_url"), ws, &["ws", "wss"])?;
+                    check_url(&key("ws_url"), ws, &["ws", "wss"], &redactor)?;
                 }
                 if prov.timeout.0.is_zero() {
                     return Err(ConfigError::invalid(key("timeout"), "must be above zero"));
@@ -630,8 +631,13 @@ impl Config {
     }
 }
 
-fn check_url(key: &str, value: &str, schemes: &[&str]) -> Result<(), ConfigError> {
-    let shown = crate::redact::redact_url(value);
+fn check_url(
+    key: &str,
+    value: &str,
+    schemes: &[&str],
+    redactor: &Redactor,
+) -> Result<(), ConfigError> {
+    let shown = redactor.url(value);
     let url = url::Url::parse(value).map_err(|e| {
         ConfigError::invalid(
             key,

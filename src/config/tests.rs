@@ -123,3 +123,22 @@ fn secrets_are_expanded_and_redacted() {
     assert!(shown.contains("<redacted>"), "{shown}");
     assert_eq!(c.redactor().redact("oops k3yk3yk3yk3y"), "oops <redacted>");
 }
+
+#[test]
+fn secrets_never_appear_in_validation_errors() {
+    let text = MINIMAL.replace(
+        "http://127.0.0.1:8545",
+        "htps://rpc.example.com/v1/${ALCHEMY_KEY}",
+    );
+    let msg = err_of(&text);
+    assert!(
+        msg.contains("scheme") && !msg.contains("k3yk3yk3yk3y"),
+        "{msg}"
+    );
+    let text = format!("{MINIMAL}\n  ws_url = \"https://x.example.com/${{ALCHEMY_KEY}}\"\n");
+    let msg = err_of(&text);
+    assert!(
+        msg.contains("ws_url") && !msg.contains("k3yk3yk3yk3y"),
+        "{msg}"
+    );
+}

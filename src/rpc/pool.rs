@@ -283,6 +283,11 @@ impl ProviderPool {
             pos += 1;
             let provider = &self.providers[idx];
             if provider.is_refused() {
+                if order.iter().all(|&i| self.providers[i].is_refused()) {
+                    return Err(PoolError::NoProvider {
+                        chain: self.chain.clone(),
+                    });
+                }
                 continue;
             }
             attempts += 1;

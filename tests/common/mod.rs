@@ -420,36 +420,74 @@ pub fn provider(name: &str, url: &str, ws_url: Option<&str>, priority: u32) -> S
     format!("[[chains.providers]]\nname = \"{name}\"\nurl = \"{url}\"\n{ws}priority = {priority}\ntimeout = \"2s\"\n")
 }
 
-/// A TCP proxy in front of `target` that can be cut: new connections refused and open ones dropped.
+/// A TCP proxy in front of `target` that can be cut (new connections refused and open ones dropped),
+/// and that counts the HTTP requests going through it.
 pub struct Proxy {
     pub port: u16,
+    requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Proxy {
     pub async fn start(target: u16) -> Proxy {
+        use std::sync::{atomic::Ordering, Arc};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = requests.clone();
         let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
+                let Ok((inbound, _)) = listener.accept().await else {
                     return;
                 };
+                let counter = counter.clone();
                 conns.spawn(async move {
-                    if let Ok(mut outbound) =
-                        tokio::net::TcpStream::connect(("127.0.0.1", target)).await
-                    {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    let Ok(outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    else {
+                        return;
+                    };
+                    let (mut in_read, mut in_write) = inbound.into_split();
+                    let (mut out_read, mut out_write) = outbound.into_split();
+                    let upstream = async move {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = match in_read.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            let posts = buf[..n].windows(5).filter(|w| w == b"POST ").count();
+                            counter.fetch_add(posts as u64, Ordering::Relaxed);
+                            if out_write.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    };
+                    let downstream = async move {
+                        let _ = tokio::io::copy(&mut out_read, &mut in_write).await;
+                    };
+                    tokio::select! {
+                        _ = upstream => {}
+                        _ = downstream => {}
                     }
                 });
             }
         });
-        Proxy { port, task }
+        Proxy {
+            port,
+            requests,
+            task,
+        }
     }
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// HTTP requests forwarded so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Stops the proxy: the listener closes and every open connection is dropped.
