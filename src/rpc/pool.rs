@@ -233,7 +233,7 @@ impl ProviderPool {
         method: &str,
         params: ArrayParams,
     ) -> Result<Answer<T>, PoolError> {
-        self.call(method, params, |_: &T| true).await
+        self.call(method, params, |_: &T| Ok(true)).await
     }
 
     /// Calls a lookup that a provider may answer with `null` because it has not seen the object yet:
@@ -243,15 +243,23 @@ impl ProviderPool {
         &self,
         method: &str,
         params: ArrayParams,
+        check: impl Fn(&T) -> Result<(), RpcError>,
     ) -> Result<Answer<Option<T>>, PoolError> {
-        self.call(method, params, |v: &Option<T>| v.is_some()).await
+        self.call(method, params, |v: &Option<T>| match v {
+            None => Ok(false),
+            Some(v) => check(v).map(|()| true),
+        })
+        .await
     }
 
+    /// Calls `method` on providers in turn. `accept` judges each answer: `Ok(true)` takes it,
+    /// `Ok(false)` moves on (an answer to keep if nobody does better), `Err` counts as the provider's
+    /// failure (a broken answer).
     async fn call<T: DeserializeOwned>(
         &self,
         method: &str,
         params: ArrayParams,
-        accept: impl Fn(&T) -> bool,
+        accept: impl Fn(&T) -> Result<bool, RpcError>,
     ) -> Result<Answer<T>, PoolError> {
         let order = self.candidates();
         if order.is_empty() {
@@ -295,9 +303,10 @@ impl ProviderPool {
                 Ok(()) => provider.request::<T>(method, params.clone()).await,
                 Err(e) => Err(e),
             };
-            match result {
-                Ok(value) if accept(&value) => return Ok(self.answered(idx, value, attempts)),
-                Ok(value) => {
+            let judged = result.and_then(|value| accept(&value).map(|ok| (ok, value)));
+            match judged {
+                Ok((true, value)) => return Ok(self.answered(idx, value, attempts)),
+                Ok((false, value)) => {
                     if unaccepted.is_none() {
                         unaccepted = Some((idx, value));
                     }
@@ -385,63 +394,51 @@ impl ProviderPool {
         })
     }
 
-    /// The block at `number`, without transaction bodies; `None` if no provider has it yet.
+    /// The block at `number`, without transaction bodies; `None` if no provider has it yet. A block
+    /// with another number or a hash that does not match its header is a failure of the provider
+    /// that served it, and the next provider is asked.
     pub async fn block_by_number(&self, number: u64) -> Result<Answer<Option<Block>>, PoolError> {
         let a = self
             .request_some::<RpcBlock>(
                 "eth_getBlockByNumber",
                 rpc_params![U64::from(number), false],
+                |b| {
+                    if b.number() != number {
+                        return Err(RpcError::InvalidResponse(format!(
+                            "asked for block {number}, got block {}",
+                            b.number()
+                        )));
+                    }
+                    b.verify_hash()
+                },
             )
             .await?;
-        let value = match a.value {
-            Some(b) if b.number.to::<u64>() != number => {
-                // A provider that answers with another block is broken; report it, never use it.
-                return Err(self.invalid(
-                    &a.provider,
-                    "eth_getBlockByNumber",
-                    format!("asked for block {number}, got block {}", b.number),
-                ));
-            }
-            other => other.map(Block::from),
-        };
         Ok(Answer {
-            value,
+            value: a.value.map(Block::from),
             provider: a.provider,
             attempts: a.attempts,
         })
     }
 
-    /// The block with `hash`, without transaction bodies; `None` if no provider knows it.
+    /// The block with `hash`, without transaction bodies; `None` if no provider knows it. Checked
+    /// like [`Self::block_by_number`].
     pub async fn block_by_hash(&self, hash: B256) -> Result<Answer<Option<Block>>, PoolError> {
         let a = self
-            .request_some::<RpcBlock>("eth_getBlockByHash", rpc_params![hash, false])
+            .request_some::<RpcBlock>("eth_getBlockByHash", rpc_params![hash, false], |b| {
+                if b.header.hash != hash {
+                    return Err(RpcError::InvalidResponse(format!(
+                        "asked for block {hash}, got block {}",
+                        b.header.hash
+                    )));
+                }
+                b.verify_hash()
+            })
             .await?;
-        let value = match a.value {
-            Some(b) if b.hash != hash => {
-                return Err(self.invalid(
-                    &a.provider,
-                    "eth_getBlockByHash",
-                    format!("asked for block {hash}, got block {}", b.hash),
-                ));
-            }
-            other => other.map(Block::from),
-        };
         Ok(Answer {
-            value,
+            value: a.value.map(Block::from),
             provider: a.provider,
             attempts: a.attempts,
         })
-    }
-
-    fn invalid(&self, provider: &Provider, method: &str, message: String) -> PoolError {
-        provider.cool_down(self.cfg.failover_cooldown.0);
-        PoolError::Exhausted {
-            chain: self.chain.clone(),
-            method: method.to_owned(),
-            attempts: 1,
-            provider: provider.name.clone(),
-            error: RpcError::InvalidResponse(message),
-        }
     }
 
     /// How long to wait before asking again after a failed call.

@@ -3,24 +3,41 @@
 use alloy_primitives::{B256, U64};
 use serde::{de::IgnoredAny, Deserialize, Deserializer};
 
+use super::RpcError;
 use crate::chain::Block;
 
-/// A block as `eth_getBlockByNumber(n, false)` / `eth_getBlockByHash(h, false)` return it (the fields
-/// blockwatch needs; the rest is ignored).
+/// A block as `eth_getBlockByNumber(n, false)` / `eth_getBlockByHash(h, false)` return it: the full
+/// header (so that its hash can be recomputed) and the transaction count.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub struct RpcBlock {
-    /// Block number.
-    pub number: U64,
-    /// Block hash.
-    pub hash: B256,
-    /// Parent block hash.
-    pub parent_hash: B256,
-    /// Unix timestamp in seconds.
-    pub timestamp: U64,
+    /// The header, with the hash the provider claims for it.
+    #[serde(flatten)]
+    pub header: alloy_rpc_types_eth::Header,
     /// Number of transactions (hashes or objects, only counted).
     #[serde(default, deserialize_with = "count_items")]
     pub transactions: usize,
+}
+
+impl RpcBlock {
+    /// The block number.
+    pub fn number(&self) -> u64 {
+        self.header.inner.number
+    }
+
+    /// Checks that the claimed hash is the keccak of the header's RLP encoding: a provider that
+    /// serves a block whose hash does not match its header is serving something broken.
+    pub fn verify_hash(&self) -> Result<(), RpcError> {
+        let computed = self.header.inner.hash_slow();
+        if computed == self.header.hash {
+            Ok(())
+        } else {
+            Err(RpcError::InvalidResponse(format!(
+                "block {} claims hash {} but its header hashes to {computed}",
+                self.number(),
+                self.header.hash
+            )))
+        }
+    }
 }
 
 /// A `newHeads` notification.
@@ -40,10 +57,10 @@ fn count_items<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
 impl From<RpcBlock> for Block {
     fn from(b: RpcBlock) -> Self {
         Block {
-            number: b.number.to::<u64>(),
-            hash: b.hash,
-            parent_hash: b.parent_hash,
-            timestamp: b.timestamp.to::<u64>(),
+            number: b.header.inner.number,
+            hash: b.header.hash,
+            parent_hash: b.header.inner.parent_hash,
+            timestamp: b.header.inner.timestamp,
             transactions: b.transactions,
         }
     }
@@ -53,22 +70,50 @@ impl From<RpcBlock> for Block {
 mod tests {
     use super::*;
 
+    /// Block 1 as anvil 1.7 served it.
+    const ANVIL_BLOCK: &str = r#"{"hash":"0xHASH","parentHash":"0x8e9ef2f832c1c8d38bb6f2152212fd9cd7f4ef93351fe033185ed339d3145dbd",
+        "sha3Uncles":"0x1dcc4de8dec75d7aab85b567b6ccd41ad312451b948a7413f0a142fd40d49347",
+        "miner":"0x0000000000000000000000000000000000000000",
+        "stateRoot":"0x3b1b1a6a3a6e8e2b8c2c5b0b8c6a2b3a0e3b5e1f8c7d5e2a3b4c5d6e7f8a9b0c",
+        "transactionsRoot":"0x56e81f171bcc55a6ff8345e692c0f86e5b48e01b996cadc001622fb5e363b421",
+        "receiptsRoot":"0x56e81f171bcc55a6ff8345e692c0f86e5b48e01b996cadc001622fb5e363b421",
+        "logsBloom":"0xBLOOM",
+        "difficulty":"0x0","number":"0x1","gasLimit":"0x1c9c380","gasUsed":"0x0","timestamp":"0x6a4c2a10",
+        "extraData":"0x","mixHash":"0x0000000000000000000000000000000000000000000000000000000000000000",
+        "nonce":"0x0000000000000000","baseFeePerGas":"0x3b9aca00",
+        "withdrawalsRoot":"0x56e81f171bcc55a6ff8345e692c0f86e5b48e01b996cadc001622fb5e363b421",
+        "blobGasUsed":"0x0","excessBlobGas":"0x0",
+        "parentBeaconBlockRoot":"0x0000000000000000000000000000000000000000000000000000000000000000",
+        "requestsHash":"0xe3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        "size":"0x25d","uncles":[],"transactions":["0x01","0x02"],"withdrawals":[]}"#;
+
+    fn with_hash(hash: &str) -> String {
+        ANVIL_BLOCK
+            .replace("0xHASH", hash)
+            .replace("0xBLOOM", &format!("0x{}", "00".repeat(256)))
+    }
+
     #[test]
-    fn parses_an_anvil_block() {
-        let json = r#"{"number":"0x1b4","hash":"0xdc0818cf78f21a8e70579cb46a43643f78291264dda342ae31049421c82d21ae",
-            "parentHash":"0xe99e022112df268087ea7eafaf4790497fd21dbeeb6bd7a1721df161a6657a54",
-            "timestamp":"0x55ba467c","transactions":["0x01","0x02"],"miner":"0x0000000000000000000000000000000000000000"}"#;
-        let b: Block = serde_json::from_str::<RpcBlock>(json).unwrap().into();
-        assert_eq!(b.number, 436);
-        assert_eq!(b.timestamp, 0x55ba467c);
+    fn parses_a_full_block_and_checks_its_hash() {
+        let wrong = format!("0x{}", "11".repeat(32));
+        let b: RpcBlock = serde_json::from_str(&with_hash(&wrong)).unwrap();
+        assert_eq!(b.number(), 1);
         assert_eq!(b.transactions, 2);
+        let err = b.verify_hash().unwrap_err();
+        assert!(err.to_string().contains("hashes to"), "{err}");
+        let right = b.header.inner.hash_slow();
+        let b: RpcBlock = serde_json::from_str(&with_hash(&right.to_string())).unwrap();
+        b.verify_hash().unwrap();
+        let block = Block::from(b);
+        assert_eq!(
+            (block.number, block.hash, block.timestamp),
+            (1, right, 0x6a4c2a10)
+        );
     }
 
     #[test]
     fn rejects_a_block_without_hash() {
-        assert!(serde_json::from_str::<RpcBlock>(
-            r#"{"number":"0x1","parentHash":"0x00","timestamp":"0x1"}"#
-        )
-        .is_err());
+        let text = with_hash("0x00").replace("\"hash\":\"0x00\",", "");
+        assert!(serde_json::from_str::<RpcBlock>(&text).is_err());
     }
 }
