@@ -31,6 +31,27 @@ pub enum Command {
     Run(ConfigArg),
     /// Validate the config and print it with secrets redacted.
     CheckConfig(ConfigArg),
+    /// Run the simulated chain alone: N providers over HTTP and WebSocket, faults on command.
+    Devnet(DevnetArgs),
+}
+
+/// `blockwatch devnet` options.
+#[derive(Debug, Args)]
+pub struct DevnetArgs {
+    /// Control endpoint address; with a fixed port P, provider i listens on P+1+i (port 0: all
+    /// ports chosen by the system).
+    #[arg(long, default_value = "127.0.0.1:8545")]
+    pub listen: std::net::SocketAddr,
+    /// Number of providers.
+    #[arg(long, default_value_t = crate::devnet::DEFAULT_PROVIDERS as u16,
+          value_parser = clap::value_parser!(u16).range(1..=crate::devnet::MAX_PROVIDERS as i64))]
+    pub providers: u16,
+    /// Time between blocks, e.g. "1s", "200ms"; "0s" mines only on devnet_mine.
+    #[arg(long, default_value = "1s")]
+    pub block_time: crate::config::HumanDuration,
+    /// The chain id the providers answer.
+    #[arg(long, default_value_t = crate::devnet::DEFAULT_CHAIN_ID)]
+    pub chain_id: u64,
 }
 
 /// `--config FILE`.
@@ -68,6 +89,7 @@ pub fn main() -> i32 {
                 EXIT_USAGE
             }
         },
+        Command::Devnet(args) => run_devnet(args),
         Command::Run(args) => {
             let config = match Config::load(&args.config) {
                 Ok(c) => c,
@@ -79,6 +101,56 @@ pub fn main() -> i32 {
             run_agent(config)
         }
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, i32> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            EXIT_FAILURE
+        })
+}
+
+fn run_devnet(args: DevnetArgs) -> i32 {
+    use std::io::Write;
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let cfg = crate::devnet::DevnetConfig {
+        listen: args.listen,
+        providers: usize::from(args.providers),
+        block_time: args.block_time.0,
+        chain_id: args.chain_id,
+        ..Default::default()
+    };
+    runtime.block_on(async {
+        let signal = match shutdown_signal() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: cannot install signal handlers: {e}");
+                return EXIT_FAILURE;
+            }
+        };
+        let devnet = match crate::devnet::Devnet::start(cfg).await {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_FAILURE;
+            }
+        };
+        let line = serde_json::to_string(&devnet.info()).unwrap_or_default();
+        let mut out = std::io::stdout().lock();
+        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            return EXIT_FAILURE;
+        }
+        drop(out);
+        signal.await;
+        devnet.shutdown().await;
+        EXIT_OK
+    })
 }
 
 fn run_agent(config: Config) -> i32 {

@@ -20,6 +20,7 @@ pub mod agent;
 pub mod chain;
 pub mod cli;
 pub mod config;
+pub mod devnet;
 pub mod output;
 pub mod redact;
 pub mod rpc;

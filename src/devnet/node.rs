@@ -1,0 +1,346 @@
+//! One devnet provider: a jsonrpsee server (HTTP and WebSocket on one port) that serves the shared
+//! chain through its own view, which its faults distort.
+
+use std::{
+    collections::BTreeSet,
+    net::SocketAddr,
+    sync::{atomic::AtomicU64, Arc, Mutex, RwLock},
+};
+
+use alloy_primitives::{B256, U64};
+use jsonrpsee::{
+    server::{PendingSubscriptionSink, Server, ServerHandle, SubscriptionMessage},
+    types::{ErrorObject, ErrorObjectOwned, Params},
+    RpcModule,
+};
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use super::{
+    chain::{DevBlock, DevChain},
+    fault::{Fault, FaultLayer},
+};
+
+/// Skipped block numbers remembered per provider.
+const MAX_SKIPPED: usize = 1_000;
+
+/// What the devnet's providers share: the chain and the stream of new canonical heads.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) chain: RwLock<DevChain>,
+    pub(crate) heads: broadcast::Sender<Arc<DevBlock>>,
+}
+
+impl Shared {
+    pub(crate) fn chain(&self) -> std::sync::RwLockReadGuard<'_, DevChain> {
+        self.chain.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A provider's own view: its fault, the head it froze at, and the blocks it never serves.
+#[derive(Debug, Default)]
+pub(crate) struct ProviderState {
+    pub(crate) fault: Option<Fault>,
+    /// With the `stale` fault: the head the provider is stuck at.
+    pub(crate) stale_head: Option<u64>,
+    /// Blocks this provider never serves nor announces (`devnet_skipBlock`).
+    pub(crate) skipped: BTreeSet<u64>,
+    /// HTTP requests received (WebSocket calls are not counted).
+    pub(crate) requests: Arc<AtomicU64>,
+}
+
+impl ProviderState {
+    fn visible_head(&self, canonical_head: u64) -> u64 {
+        self.stale_head
+            .map_or(canonical_head, |s| s.min(canonical_head))
+    }
+
+    fn serves(&self, number: u64, canonical_head: u64) -> bool {
+        number <= self.visible_head(canonical_head) && !self.skipped.contains(&number)
+    }
+
+    pub(crate) fn skip(&mut self, number: u64) {
+        self.skipped.insert(number);
+        while self.skipped.len() > MAX_SKIPPED {
+            self.skipped.pop_first();
+        }
+    }
+}
+
+/// One provider node.
+#[derive(Debug)]
+pub struct ProviderNode {
+    /// `p0`, `p1`, …
+    pub name: String,
+    /// Where it listens (kept across restarts).
+    pub addr: SocketAddr,
+    pub(crate) state: Arc<Mutex<ProviderState>>,
+    shared: Arc<Shared>,
+    handle: tokio::sync::Mutex<Option<ServerHandle>>,
+}
+
+#[derive(Clone)]
+struct Ctx {
+    shared: Arc<Shared>,
+    state: Arc<Mutex<ProviderState>>,
+}
+
+impl Ctx {
+    fn state(&self) -> std::sync::MutexGuard<'_, ProviderState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The JSON-RPC error of an `rpc_error` fault, if set.
+    fn rpc_fault(&self) -> Result<(), ErrorObjectOwned> {
+        match self.state().fault {
+            Some(Fault::RpcError { code }) => Err(ErrorObject::owned(
+                code,
+                "devnet: injected error",
+                None::<()>,
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn chain_id(&self) -> u64 {
+        match self.state().fault {
+            Some(Fault::WrongChain { chain_id }) => chain_id,
+            _ => self.shared.chain().chain_id(),
+        }
+    }
+
+    fn block_json(&self, block: Option<Arc<DevBlock>>) -> Option<Value> {
+        let block = block?;
+        let head = self.shared.chain().head().number();
+        let st = self.state();
+        if !st.serves(block.number(), head) {
+            return None;
+        }
+        Some(block.to_json(st.fault == Some(Fault::BadHash)))
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> ErrorObjectOwned {
+    ErrorObject::owned(-32602, msg.into(), None::<()>)
+}
+
+fn block_number_param(v: &Value, head: u64) -> Result<u64, ErrorObjectOwned> {
+    match v.as_str() {
+        Some("latest" | "pending" | "safe" | "finalized") => Ok(head),
+        Some("earliest") => Ok(0),
+        Some(s) => s
+            .parse::<U64>()
+            .map(|n| n.to::<u64>())
+            .map_err(|_| invalid(format!("invalid block number {s:?}"))),
+        None => Err(invalid("block number must be a hex string or a tag")),
+    }
+}
+
+fn build_module(ctx: Ctx) -> RpcModule<Ctx> {
+    let mut m = RpcModule::new(ctx);
+    m.register_method("eth_chainId", |_, ctx, _| {
+        ctx.rpc_fault()?;
+        Ok::<_, ErrorObjectOwned>(U64::from(ctx.chain_id()))
+    })
+    .expect("unique method name");
+    m.register_method("net_version", |_, ctx, _| {
+        ctx.rpc_fault()?;
+        Ok::<_, ErrorObjectOwned>(ctx.chain_id().to_string())
+    })
+    .expect("unique method name");
+    m.register_method("eth_blockNumber", |_, ctx, _| {
+        ctx.rpc_fault()?;
+        let head = ctx.shared.chain().head().number();
+        Ok::<_, ErrorObjectOwned>(U64::from(ctx.state().visible_head(head)))
+    })
+    .expect("unique method name");
+    m.register_method("eth_getBlockByNumber", |params: Params<'_>, ctx, _| {
+        ctx.rpc_fault()?;
+        let (tag, _full): (Value, Option<bool>) = params.parse()?;
+        let head = ctx.shared.chain().head().number();
+        let visible = ctx.state().visible_head(head);
+        let number = block_number_param(&tag, visible)?;
+        let block = ctx.shared.chain().by_number(number);
+        Ok::<_, ErrorObjectOwned>(ctx.block_json(block))
+    })
+    .expect("unique method name");
+    m.register_method("eth_getBlockByHash", |params: Params<'_>, ctx, _| {
+        ctx.rpc_fault()?;
+        let (hash, _full): (B256, Option<bool>) = params.parse()?;
+        let block = ctx.shared.chain().by_hash(&hash);
+        Ok::<_, ErrorObjectOwned>(ctx.block_json(block))
+    })
+    .expect("unique method name");
+    m.register_subscription(
+        "eth_subscribe",
+        "eth_subscription",
+        "eth_unsubscribe",
+        |params: Params<'static>, pending: PendingSubscriptionSink, ctx, _| async move {
+            if let Err(e) = ctx.rpc_fault() {
+                pending.reject(e).await;
+                return Ok(());
+            }
+            let kind: String = params.one().unwrap_or_default();
+            if kind != "newHeads" {
+                pending
+                    .reject(invalid(format!(
+                        "unsupported subscription {kind:?}: only newHeads"
+                    )))
+                    .await;
+                return Ok(());
+            }
+            let mut heads = ctx.shared.heads.subscribe();
+            let sink = pending.accept().await?;
+            loop {
+                let block = tokio::select! {
+                    _ = sink.closed() => return Ok(()),
+                    b = heads.recv() => match b {
+                        Ok(b) => b,
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                    },
+                };
+                let announce = {
+                    let st = ctx.state();
+                    st.stale_head.is_none()
+                        && !st.skipped.contains(&block.number())
+                        && !matches!(st.fault, Some(Fault::Down))
+                };
+                if !announce || !ctx.shared.chain().is_canonical(&block) {
+                    continue;
+                }
+                let raw = serde_json::value::to_raw_value(&block.head_json())?;
+                sink.send(SubscriptionMessage::from(raw)).await?;
+            }
+        },
+    )
+    .expect("unique method name");
+    m
+}
+
+impl ProviderNode {
+    /// Binds `addr` and starts serving.
+    pub(crate) async fn start(
+        name: String,
+        addr: SocketAddr,
+        shared: Arc<Shared>,
+    ) -> std::io::Result<Self> {
+        let state = Arc::new(Mutex::new(ProviderState::default()));
+        let (handle, addr) = Self::serve(addr, shared.clone(), state.clone()).await?;
+        Ok(Self {
+            name,
+            addr,
+            state,
+            shared,
+            handle: tokio::sync::Mutex::new(Some(handle)),
+        })
+    }
+
+    async fn serve(
+        addr: SocketAddr,
+        shared: Arc<Shared>,
+        state: Arc<Mutex<ProviderState>>,
+    ) -> std::io::Result<(ServerHandle, SocketAddr)> {
+        let server = Server::builder()
+            .set_http_middleware(tower::ServiceBuilder::new().layer(FaultLayer {
+                state: state.clone(),
+            }))
+            .build(addr)
+            .await?;
+        let addr = server.local_addr()?;
+        let module = build_module(Ctx { shared, state });
+        Ok((server.start(module), addr))
+    }
+
+    /// The HTTP URL.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The WebSocket URL.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// Sets (or with `None` clears) the provider's fault. `down` closes the listener and every
+    /// connection; clearing it listens again on the same port.
+    pub async fn set_fault(&self, fault: Option<Fault>) -> std::io::Result<()> {
+        {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let head = self.shared.chain().head().number();
+            st.stale_head = match &fault {
+                Some(Fault::Stale) => Some(st.stale_head.unwrap_or(head)),
+                _ => None,
+            };
+            st.fault = fault.clone();
+        }
+        let mut handle = self.handle.lock().await;
+        match (fault, handle.is_some()) {
+            (Some(Fault::Down), true) => {
+                if let Some(h) = handle.take() {
+                    let _ = h.stop();
+                    h.stopped().await;
+                }
+            }
+            (Some(Fault::Down), false) => {}
+            (_, false) => {
+                let (h, _) =
+                    Self::serve(self.addr, self.shared.clone(), self.state.clone()).await?;
+                *handle = Some(h);
+            }
+            (_, true) => {}
+        }
+        Ok(())
+    }
+
+    /// The provider will never serve nor announce `number`.
+    pub fn skip(&self, number: u64) {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .skip(number);
+    }
+
+    /// The current fault.
+    pub fn fault(&self) -> Option<Fault> {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .fault
+            .clone()
+    }
+
+    /// The provider's head as it answers `eth_blockNumber`.
+    pub fn head(&self) -> u64 {
+        let head = self.shared.chain().head().number();
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .visible_head(head)
+    }
+
+    /// Requests received so far.
+    pub fn requests(&self) -> u64 {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Block numbers this provider skips.
+    pub fn skipped(&self) -> Vec<u64> {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .skipped
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    /// Stops serving for good.
+    pub async fn shutdown(&self) {
+        if let Some(h) = self.handle.lock().await.take() {
+            let _ = h.stop();
+            h.stopped().await;
+        }
+    }
+}
