@@ -33,9 +33,10 @@ pub struct CanonicalChain {
 }
 
 impl CanonicalChain {
-    /// An empty window of `window` blocks.
+    /// An empty window for reorgs up to `window` blocks deep: it keeps `window + 1` blocks, since
+    /// the common ancestor of a reorg that replaces `window` blocks must still be known.
     pub fn new(window: u64) -> Self {
-        let window = usize::try_from(window.max(1)).unwrap_or(usize::MAX);
+        let window = usize::try_from(window.max(1).saturating_add(1)).unwrap_or(usize::MAX);
         Self {
             window,
             blocks: VecDeque::new(),
@@ -168,8 +169,12 @@ mod tests {
             assert!(c.push(&block(n, 0, 0)));
         }
         assert_eq!(c.tip().unwrap().number, 14);
-        assert_eq!(c.oldest().unwrap().number, 12);
-        assert_eq!(c.hash_at(11), None);
+        assert_eq!(
+            c.oldest().unwrap().number,
+            11,
+            "a 3-deep reorg's ancestor (11) is kept"
+        );
+        assert_eq!(c.hash_at(10), None);
         assert_eq!(c.hash_at(13), Some(h(13, 0)));
     }
 
@@ -210,7 +215,7 @@ mod tests {
                 hash: h(8, 0),
             },
         ];
-        let c = CanonicalChain::restore(10, refs);
+        let c = CanonicalChain::restore(9, refs);
         let numbers: Vec<u64> = c.refs().map(|r| r.number).collect();
         assert_eq!(numbers, vec![7, 8, 9]);
         assert_eq!(CanonicalChain::restore(2, vec![]).tip(), None);

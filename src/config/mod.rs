@@ -52,6 +52,8 @@ pub const DEFAULT_FAILOVER_COOLDOWN: HumanDuration = HumanDuration::from_secs(5)
 pub const DEFAULT_MAX_RESPONSE_SIZE: ByteSize = ByteSize(10_000_000);
 /// Default number of blocks fetched concurrently while catching up.
 pub const DEFAULT_FETCH_CONCURRENCY: usize = 8;
+/// Default time after which a provider's chain id is checked again.
+pub const DEFAULT_CHAIN_CHECK_INTERVAL: HumanDuration = HumanDuration::from_secs(60);
 /// Default delay before a dropped WebSocket subscription is reopened (doubles up to 30 s).
 pub const DEFAULT_WS_RECONNECT_BACKOFF: HumanDuration = HumanDuration::from_millis(500);
 
@@ -217,6 +219,8 @@ pub struct PoolConfig {
     pub fetch_concurrency: usize,
     /// First delay before reopening a dropped `newHeads` subscription; doubles up to 30 s.
     pub ws_reconnect_backoff: HumanDuration,
+    /// How often each provider's chain id is checked again while in use.
+    pub chain_check_interval: HumanDuration,
 }
 
 impl Default for PoolConfig {
@@ -229,6 +233,7 @@ impl Default for PoolConfig {
             max_response_size: DEFAULT_MAX_RESPONSE_SIZE,
             fetch_concurrency: DEFAULT_FETCH_CONCURRENCY,
             ws_reconnect_backoff: DEFAULT_WS_RECONNECT_BACKOFF,
+            chain_check_interval: DEFAULT_CHAIN_CHECK_INTERVAL,
         }
     }
 }
@@ -478,6 +483,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "pool.fetch_concurrency",
                 "must be between 1 and 256",
+            ));
+        }
+        if p.chain_check_interval.0 < std::time::Duration::from_millis(100) {
+            return Err(ConfigError::invalid(
+                "pool.chain_check_interval",
+                "must be at least 100ms",
             ));
         }
         if self.agent.state_path.as_os_str().is_empty() {

@@ -1,6 +1,7 @@
 //! The devnet's control endpoint (JSON-RPC): `devnet_setFault`, `devnet_clearFaults`, `devnet_reorg`,
 //! `devnet_skipBlock`, `devnet_mine` and `devnet_status`. Each takes one object, either as named
-//! params or as the only positional param.
+//! params or as the only positional param. It also answers `eth_chainId`, `eth_blockNumber` and
+//! `eth_getBlockByNumber` for the canonical chain, untouched by any fault.
 
 use std::{
     net::SocketAddr,
@@ -219,6 +220,24 @@ fn module(ctx: Ctx) -> RpcModule<Ctx> {
     .expect("unique method name");
     m.register_method("devnet_status", |_, ctx, _| {
         Ok::<_, ErrorObjectOwned>(status(ctx))
+    })
+    .expect("unique method name");
+    // The canonical chain itself, fault-free: the reference that tests and users compare against.
+    m.register_method("eth_chainId", |_, ctx, _| {
+        Ok::<_, ErrorObjectOwned>(alloy_primitives::U64::from(ctx.shared.chain().chain_id()))
+    })
+    .expect("unique method name");
+    m.register_method("eth_blockNumber", |_, ctx, _| {
+        Ok::<_, ErrorObjectOwned>(alloy_primitives::U64::from(
+            ctx.shared.chain().head().number(),
+        ))
+    })
+    .expect("unique method name");
+    m.register_method("eth_getBlockByNumber", |params, ctx, _| {
+        let (tag, _full): (Value, Option<bool>) = params.parse()?;
+        let chain = ctx.shared.chain();
+        let number = super::node::block_number_param(&tag, chain.head().number())?;
+        Ok::<_, ErrorObjectOwned>(chain.by_number(number).map(|b| b.to_json(false)))
     })
     .expect("unique method name");
     m

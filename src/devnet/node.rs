@@ -124,7 +124,7 @@ fn invalid(msg: impl Into<String>) -> ErrorObjectOwned {
     ErrorObject::owned(-32602, msg.into(), None::<()>)
 }
 
-fn block_number_param(v: &Value, head: u64) -> Result<u64, ErrorObjectOwned> {
+pub(crate) fn block_number_param(v: &Value, head: u64) -> Result<u64, ErrorObjectOwned> {
     match v.as_str() {
         Some("latest" | "pending" | "safe" | "finalized") => Ok(head),
         Some("earliest") => Ok(0),

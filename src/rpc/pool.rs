@@ -1,6 +1,8 @@
 //! The provider pool of one chain: picks a provider by the chain's selection policy, fails over to the
 //! next one when a call fails, and retries with exponential backoff and full jitter once every usable
-//! provider has been tried. Providers that answer another chain id are refused for good.
+//! provider has been tried. Providers that answer another chain id are refused: at start-up that stops
+//! the agent, at runtime (chain ids are re-checked every `pool.chain_check_interval`) the provider is
+//! passed over until a later check finds it on the right chain.
 //!
 //! Every call goes through [`ProviderPool::request`] (or [`ProviderPool::request_some`] for lookups that
 //! a lagging provider may answer with `null`), so that later layers (spans, metrics, health scoring)
@@ -340,7 +342,7 @@ impl ProviderPool {
     }
 
     async fn ensure_verified(&self, provider: &Provider) -> Result<(), RpcError> {
-        if provider.is_verified() {
+        if !provider.needs_chain_check() {
             return Ok(());
         }
         let result = provider.verify_chain_id(self.chain_id).await;

@@ -3,10 +3,7 @@
 
 use std::{
     num::NonZeroU32,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Mutex,
-    },
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -44,11 +41,23 @@ pub struct Provider {
     /// Configured headers, also sent on the WebSocket handshake.
     headers: HeaderMap,
     limiter: DefaultDirectRateLimiter,
-    /// Set once the provider has answered `eth_chainId` with the configured chain id.
-    verified: AtomicBool,
-    /// Set when the provider answered another chain id: it is never used again.
-    refused: AtomicBool,
+    /// The provider's last chain-id check.
+    chain_check: Mutex<ChainCheck>,
+    /// How long a chain-id check holds before it is repeated.
+    chain_check_interval: Duration,
     health: Mutex<Health>,
+}
+
+/// The outcome of the last `eth_chainId` check.
+#[derive(Clone, Copy, Debug, Default)]
+enum ChainCheck {
+    /// Not checked yet.
+    #[default]
+    Unchecked,
+    /// Answered the configured chain id then.
+    Verified(Instant),
+    /// Answered another chain id then.
+    Wrong(Instant, u64),
 }
 
 /// Recent behaviour of a provider, as the pool sees it.
@@ -105,8 +114,8 @@ impl Provider {
             client,
             headers,
             limiter: RateLimiter::direct(Quota::per_second(rps).allow_burst(burst)),
-            verified: AtomicBool::new(false),
-            refused: AtomicBool::new(false),
+            chain_check: Mutex::new(ChainCheck::Unchecked),
+            chain_check_interval: pool.chain_check_interval.0,
             health: Mutex::new(Health::default()),
         })
     }
@@ -175,16 +184,29 @@ impl Provider {
     }
 
     /// Asks the provider's chain id and compares it with `expected`. A mismatch refuses the provider
-    /// for good.
+    /// until a later check (after `chain_check_interval`) finds it on the right chain again.
     pub async fn verify_chain_id(&self, expected: u64) -> Result<(), RpcError> {
         let answer: alloy_primitives::U64 = self.request("eth_chainId", rpc_params![]).await?;
         let actual = answer.to::<u64>();
+        let mut check = self.chain_check.lock().unwrap_or_else(|p| p.into_inner());
         if actual != expected {
-            self.refused.store(true, Ordering::Relaxed);
+            *check = ChainCheck::Wrong(Instant::now(), actual);
             return Err(RpcError::WrongChain { expected, actual });
         }
-        self.verified.store(true, Ordering::Relaxed);
+        *check = ChainCheck::Verified(Instant::now());
         Ok(())
+    }
+
+    /// Whether the chain id must be (re)checked before the next use: never checked, or checked
+    /// longer than `chain_check_interval` ago, so that a provider that moves to another chain at
+    /// runtime is caught.
+    pub fn needs_chain_check(&self) -> bool {
+        match *self.chain_check.lock().unwrap_or_else(|p| p.into_inner()) {
+            ChainCheck::Verified(at) | ChainCheck::Wrong(at, _) => {
+                at.elapsed() >= self.chain_check_interval
+            }
+            ChainCheck::Unchecked => true,
+        }
     }
 
     /// The configured headers (values marked sensitive).
@@ -192,13 +214,17 @@ impl Provider {
         &self.headers
     }
 
-    /// Whether the chain id has been confirmed.
-    pub fn is_verified(&self) -> bool {
-        self.verified.load(Ordering::Relaxed)
+    /// The other chain id the provider answered at its last check, if it did.
+    pub fn wrong_chain(&self) -> Option<u64> {
+        match *self.chain_check.lock().unwrap_or_else(|p| p.into_inner()) {
+            ChainCheck::Wrong(_, id) => Some(id),
+            _ => None,
+        }
     }
 
-    /// Whether the provider serves another chain and must not be used.
+    /// Whether the provider answered another chain id at its last check and may not be used
+    /// until the next check is due.
     pub fn is_refused(&self) -> bool {
-        self.refused.load(Ordering::Relaxed)
+        self.wrong_chain().is_some() && !self.needs_chain_check()
     }
 }

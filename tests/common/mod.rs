@@ -373,15 +373,137 @@ pub fn reorgs(events: &[StreamEvent]) -> Vec<blockwatch::output::ReorgLine> {
 
 /// Asserts that `chain` is anvil's canonical chain, block for block.
 pub async fn assert_is_canonical(chain: &[BlockLine], anvil: &Anvil) {
+    assert_matches_node(chain, &anvil.url()).await
+}
+
+/// Asserts that `chain` is, block for block, the canonical chain of the node at `url`.
+pub async fn assert_matches_node(chain: &[BlockLine], url: &str) {
     assert!(!chain.is_empty(), "empty stream");
     for b in chain {
-        let expected = anvil.hash_at(b.block_number).await;
+        let block = rpc(
+            url,
+            "eth_getBlockByNumber",
+            serde_json::json!([format!("0x{:x}", b.block_number), false]),
+        )
+        .await;
+        let expected = block["hash"]
+            .as_str()
+            .unwrap_or_else(|| panic!("node has no block {}", b.block_number));
         assert_eq!(
             format!("{}", b.hash),
             expected,
-            "block {} differs from anvil's canonical block",
+            "block {} differs from the node's canonical block",
             b.block_number
         );
+    }
+}
+
+/// `blockwatch devnet` running as a process, with its control API.
+pub struct DevnetProc {
+    child: Child,
+    pub info: blockwatch::devnet::DevnetInfo,
+}
+
+impl DevnetProc {
+    /// Starts a devnet of `providers` providers mining every `block_time` ("0s": on demand only).
+    pub async fn start(providers: usize, block_time: &str) -> DevnetProc {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_blockwatch"))
+            .args([
+                "devnet",
+                "--listen",
+                "127.0.0.1:0",
+                "--providers",
+                &providers.to_string(),
+                "--block-time",
+                block_time,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start blockwatch devnet");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("devnet printed no first line");
+        let info =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad devnet line {line:?}: {e}"));
+        DevnetProc { child, info }
+    }
+
+    /// A control call with one object argument.
+    pub async fn control(&self, method: &str, arg: Value) -> Value {
+        rpc(&self.info.control, method, serde_json::json!([arg])).await
+    }
+
+    pub async fn set_fault(&self, provider: &str, fault: Value) {
+        self.control(
+            "devnet_setFault",
+            serde_json::json!({"provider": provider, "fault": fault}),
+        )
+        .await;
+    }
+
+    pub async fn clear_faults(&self) {
+        self.control("devnet_clearFaults", serde_json::json!({}))
+            .await;
+    }
+
+    pub async fn reorg(&self, depth: u64) {
+        self.control("devnet_reorg", serde_json::json!({"depth": depth}))
+            .await;
+    }
+
+    pub async fn mine(&self, blocks: u64) -> u64 {
+        self.control("devnet_mine", serde_json::json!({"blocks": blocks}))
+            .await["head"]
+            .as_u64()
+            .unwrap()
+    }
+
+    pub async fn head(&self) -> u64 {
+        hex_u64(&rpc(&self.info.control, "eth_blockNumber", serde_json::json!([])).await)
+    }
+
+    /// The agent config for this devnet: every provider with HTTP and WebSocket, in priority order,
+    /// short timeouts and cooldowns so that faults are seen and left quickly.
+    pub fn agent_config(&self, extra_chain: &str) -> String {
+        let providers: String = self
+            .info
+            .providers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                provider(&p.name, &p.http, Some(&p.ws), i as u32)
+                    .replace("timeout = \"2s\"", "timeout = \"500ms\"")
+            })
+            .collect();
+        config(
+            &providers,
+            &format!("selection = \"priority\"\n{extra_chain}"),
+        )
+        .replace(
+            "chain_id = 31337\nexpected_block_time = \"1s\"",
+            "chain_id = 1337\nexpected_block_time = \"200ms\"",
+        )
+        .replace(
+            "failover_cooldown = \"2s\"",
+            "failover_cooldown = \"1s\"\nchain_check_interval = \"1s\"",
+        )
+    }
+}
+
+impl Drop for DevnetProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

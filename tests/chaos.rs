@@ -1,0 +1,167 @@
+//! The chaos suite: devnet faults injected through its control API while the real agent follows it.
+//! After every scenario the emitted stream must be devnet's canonical chain exactly (no gap, no
+//! repeat, parents linked) and the agent must still be running.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+const CATCH_UP: Duration = Duration::from_secs(30);
+
+/// Waits until the agent has caught up with devnet's head, then checks the whole stream.
+async fn settle_and_check(agent: &mut Agent, devnet: &DevnetProc, what: &str) {
+    let head = devnet.head().await;
+    agent.wait_for_block(head, CATCH_UP).await;
+    assert!(
+        agent.is_running(),
+        "agent died during {what}; log:\n{}",
+        agent.log()
+    );
+    let chain = canonical(&agent.stream());
+    assert_matches_node(&chain, &devnet.info.control).await;
+}
+
+/// The provider that served the newest block.
+fn active_provider(agent: &Agent) -> String {
+    canonical(&agent.stream())
+        .last()
+        .map(|b| b.provider.clone())
+        .expect("no block yet")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_kind_on_the_active_provider() {
+    let devnet = DevnetProc::start(3, "200ms").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(dir.path(), &devnet.agent_config(""));
+    agent.wait_for_block(3, CATCH_UP).await;
+    let faults = [
+        json!({"kind": "down"}),
+        json!({"kind": "http_error", "status": 500}),
+        json!({"kind": "rpc_error", "code": -32000}),
+        json!({"kind": "latency", "ms": 800}),
+        json!({"kind": "rate_limit", "retry_after_s": 2}),
+        json!({"kind": "timeout"}),
+        json!({"kind": "stale"}),
+        json!({"kind": "malformed"}),
+        json!({"kind": "wrong_chain", "chain_id": 999}),
+        json!({"kind": "bad_hash"}),
+    ];
+    for fault in faults {
+        let target = active_provider(&agent);
+        devnet.set_fault(&target, fault.clone()).await;
+        // The chain goes on while the fault lasts: the agent must keep up through the others.
+        let head = devnet.head().await;
+        agent.wait_for_block(head + 5, CATCH_UP).await;
+        devnet.clear_faults().await;
+        settle_and_check(&mut agent, &devnet, &format!("{fault} on {target}")).await;
+    }
+    let log = agent.log();
+    assert!(
+        log.contains("serves another chain"),
+        "wrong_chain was not noticed:\n{log}"
+    );
+    assert!(
+        log.contains("hashes to"),
+        "bad_hash was not noticed:\n{log}"
+    );
+    assert!(agent
+        .signal_and_wait("TERM", Duration::from_secs(5))
+        .success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn providers_killed_restarted_failing_together_and_flapping() {
+    let devnet = DevnetProc::start(3, "200ms").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(dir.path(), &devnet.agent_config(""));
+    agent.wait_for_block(3, CATCH_UP).await;
+
+    // Killed and restarted.
+    let target = active_provider(&agent);
+    devnet.set_fault(&target, json!({"kind": "down"})).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    devnet.clear_faults().await;
+    settle_and_check(&mut agent, &devnet, "a provider killed and restarted").await;
+
+    // Two providers failing at once.
+    devnet.set_fault("p0", json!({"kind": "down"})).await;
+    devnet
+        .set_fault("p1", json!({"kind": "http_error", "status": 503}))
+        .await;
+    let head = devnet.head().await;
+    agent.wait_for_block(head + 5, CATCH_UP).await;
+    devnet.clear_faults().await;
+    settle_and_check(&mut agent, &devnet, "two providers failing at once").await;
+
+    // A provider that flaps every 300 ms.
+    for i in 0..12 {
+        if i % 2 == 0 {
+            devnet.set_fault("p0", json!({"kind": "down"})).await;
+        } else {
+            devnet.clear_faults().await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    devnet.clear_faults().await;
+    settle_and_check(&mut agent, &devnet, "a flapping provider").await;
+    assert!(agent
+        .signal_and_wait("TERM", Duration::from_secs(5))
+        .success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reorgs_of_depth_1_3_and_the_window() {
+    // Mining on demand, so that the depth the agent sees is exactly the depth made.
+    let devnet = DevnetProc::start(3, "0s").await;
+    devnet.mine(20).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(dir.path(), &devnet.agent_config("start = 1"));
+    agent.wait_for_block(20, CATCH_UP).await;
+    for depth in [1u64, 3, 16] {
+        let head = devnet.head().await;
+        agent.wait_for_block(head, CATCH_UP).await;
+        let before = reorgs(&agent.stream()).len();
+        devnet.reorg(depth).await;
+        devnet.mine(1).await;
+        settle_and_check(&mut agent, &devnet, &format!("a reorg of depth {depth}")).await;
+        let seen = reorgs(&agent.stream());
+        assert_eq!(
+            seen.len(),
+            before + 1,
+            "one reorg line for depth {depth}; log:\n{}",
+            agent.log()
+        );
+        assert_eq!(seen.last().unwrap().depth, depth);
+        devnet.mine(3).await;
+    }
+    assert!(agent
+        .signal_and_wait("TERM", Duration::from_secs(5))
+        .success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_killed_and_restarted_mid_fault() {
+    let devnet = DevnetProc::start(3, "200ms").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(dir.path(), &devnet.agent_config(""));
+    agent.wait_for_block(3, CATCH_UP).await;
+    let target = active_provider(&agent);
+    devnet
+        .set_fault(&target, json!({"kind": "http_error", "status": 500}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    agent.signal_and_wait("KILL", Duration::from_secs(5));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    agent.restart();
+    let head = devnet.head().await;
+    agent.wait_for_block(head + 3, CATCH_UP).await;
+    devnet.clear_faults().await;
+    settle_and_check(&mut agent, &devnet, "a SIGKILL mid-fault").await;
+    assert!(agent
+        .signal_and_wait("TERM", Duration::from_secs(5))
+        .success());
+}
