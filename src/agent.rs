@@ -61,6 +61,15 @@ impl AgentError {
 
 /// Runs the agent until `shutdown` completes or a task fails.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    run_with_observers(config, Vec::new(), shutdown).await
+}
+
+/// Runs the agent like [`run`], with `extra` observers of every chain's stream besides the log.
+pub async fn run_with_observers(
+    config: Config,
+    extra: Vec<Arc<dyn StreamObserver>>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
     let redactor = Arc::new(config.redactor());
     let store = Arc::new(Store::open(&config.agent.state_path)?);
     let output =
@@ -82,7 +91,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     };
     let cancel = CancellationToken::new();
     let mut tasks: JoinSet<(String, Result<(), FollowError>)> = JoinSet::new();
-    let observers: Vec<Arc<dyn StreamObserver>> = vec![Arc::new(LogObserver)];
+    let mut observers: Vec<Arc<dyn StreamObserver>> = vec![Arc::new(LogObserver)];
+    observers.extend(extra);
     for (chain, pool) in config.chains.iter().zip(pools) {
         let pool = Arc::new(pool?);
         let (tracker, heads) = HeadTracker::new(&chain.name);

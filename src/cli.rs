@@ -33,6 +33,19 @@ pub enum Command {
     CheckConfig(ConfigArg),
     /// Run the simulated chain alone: N providers over HTTP and WebSocket, faults on command.
     Devnet(DevnetArgs),
+    /// Run the devnet and the agent together, with scripted provider failures, and tell the story.
+    Demo(DemoArgs),
+}
+
+/// `blockwatch demo` options.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Stop by itself after this long, e.g. "30s" (default: run until Ctrl-C).
+    #[arg(long)]
+    pub duration: Option<crate::config::HumanDuration>,
+    /// Keep every provider healthy: no scripted faults.
+    #[arg(long)]
+    pub no_faults: bool,
 }
 
 /// `blockwatch devnet` options.
@@ -90,6 +103,7 @@ pub fn main() -> i32 {
             }
         },
         Command::Devnet(args) => run_devnet(args),
+        Command::Demo(args) => run_demo(args),
         Command::Run(args) => {
             let config = match Config::load(&args.config) {
                 Ok(c) => c,
@@ -111,6 +125,39 @@ fn runtime() -> Result<tokio::runtime::Runtime, i32> {
             eprintln!("error: cannot start the async runtime: {e}");
             EXIT_FAILURE
         })
+}
+
+fn run_demo(args: DemoArgs) -> i32 {
+    telemetry::init_logging(&crate::config::TelemetryConfig {
+        log_format: crate::config::LogFormat::Pretty,
+        log_level: "error".to_owned(),
+    });
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let options = crate::demo::DemoOptions {
+        duration: args.duration.map(|d| d.0),
+        faults: !args.no_faults,
+    };
+    let code = runtime.block_on(async {
+        let signal = match shutdown_signal() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: cannot install signal handlers: {e}");
+                return EXIT_FAILURE;
+            }
+        };
+        match crate::demo::run(options, signal).await {
+            Ok(()) => EXIT_OK,
+            Err(e) => {
+                eprintln!("error: {e}");
+                EXIT_FAILURE
+            }
+        }
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    code
 }
 
 fn run_devnet(args: DevnetArgs) -> i32 {

@@ -20,6 +20,7 @@ pub mod agent;
 pub mod chain;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod devnet;
 pub mod output;
 pub mod redact;
