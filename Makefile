@@ -5,7 +5,7 @@ ANVIL := .tools/bin/anvil
 ANVIL_PORT ?= 8545
 ANVIL_BLOCK_TIME ?= 2
 
-.PHONY: build release test lint fmt tools anvil run clean
+.PHONY: build release test lint fmt tools anvil run demo devnet clean
 
 build:
 	$(CARGO) build --locked
@@ -27,6 +27,14 @@ lint:
 
 fmt:
 	$(CARGO) fmt --all
+
+## The simulated chain and the agent together, with scripted provider failures (Ctrl-C stops it).
+demo:
+	$(CARGO) run --locked --release --quiet -- demo
+
+## The simulated chain alone on 127.0.0.1:8545 (control) and 8546.. (providers).
+devnet:
+	$(CARGO) run --locked --release --quiet -- devnet --listen 127.0.0.1:8545
 
 ## Starts a local anvil (block time $(ANVIL_BLOCK_TIME)s) and follows it with blockwatch.example.toml.
 run: tools release
