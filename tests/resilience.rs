@@ -130,25 +130,34 @@ async fn several_chains_run_in_one_process() {
     assert_is_canonical(&second, &two).await;
 }
 
+/// Runs the agent with `cfg` switched to stdout output, stdout piped to the test.
+fn spawn_to_stdout(dir: &std::path::Path, cfg: &str) -> std::process::Child {
+    let path = dir.join("blockwatch.toml");
+    std::fs::write(
+        &path,
+        cfg.replace(
+            "block_output = \"blocks.jsonl\"",
+            "block_output = \"stdout\"",
+        ),
+    )
+    .unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_blockwatch"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stdout_carries_the_stream_and_nothing_else() {
     let anvil = Anvil::start(0).await;
     anvil.mine(5).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(&provider("anvil", &anvil.url(), None, 0), "start = 1").replace(
-        "block_output = \"blocks.jsonl\"",
-        "block_output = \"stdout\"",
-    );
-    let path = dir.path().join("blockwatch.toml");
-    std::fs::write(&path, cfg).unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_blockwatch"))
-        .args(["run", "--config"])
-        .arg(&path)
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let cfg = config(&provider("anvil", &anvil.url(), None, 0), "start = 1");
+    let child = spawn_to_stdout(dir.path(), &cfg);
     tokio::time::sleep(Duration::from_secs(3)).await;
     std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -174,26 +183,12 @@ async fn sigterm_stops_in_time_even_when_nobody_reads_stdout() {
     let anvil = Anvil::start(0).await;
     anvil.mine(3000).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(&provider("anvil", &anvil.url(), None, 0), "start = 1")
-        .replace(
-            "block_output = \"blocks.jsonl\"",
-            "block_output = \"stdout\"",
-        )
-        .replace(
-            "timeout = \"2s\"",
-            "timeout = \"2s\"\nrate_limit = { requests_per_second = 2000, burst = 2000 }",
-        );
-    let path = dir.path().join("blockwatch.toml");
-    std::fs::write(&path, cfg).unwrap();
+    let cfg = config(&provider("anvil", &anvil.url(), None, 0), "start = 1").replace(
+        "timeout = \"2s\"",
+        "timeout = \"2s\"\nrate_limit = { requests_per_second = 2000, burst = 2000 }",
+    );
     // stdout is a pipe that is never read: it fills after a few hundred lines and the writer blocks.
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_blockwatch"))
-        .args(["run", "--config"])
-        .arg(&path)
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_to_stdout(dir.path(), &cfg);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let sent = std::time::Instant::now();
     std::process::Command::new("kill")

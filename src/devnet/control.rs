@@ -158,19 +158,23 @@ fn status(ctx: &Ctx) -> Value {
     })
 }
 
+async fn set_fault(node: &ProviderNode, fault: Option<Fault>) -> Result<(), ErrorObjectOwned> {
+    node.set_fault(fault).await.map_err(|e| {
+        ErrorObject::owned(
+            -32000,
+            format!("cannot restart {}: {e}", node.name),
+            None::<()>,
+        )
+    })
+}
+
 fn module(ctx: Ctx) -> RpcModule<Ctx> {
     let mut m = RpcModule::new(ctx);
     m.register_async_method("devnet_setFault", |params, ctx, _| async move {
         let a: SetFault = arg(&params)?;
         a.fault.validate().map_err(invalid)?;
         let node = ctx.node(&a.provider)?;
-        node.set_fault(Some(a.fault)).await.map_err(|e| {
-            ErrorObject::owned(
-                -32000,
-                format!("cannot restart {}: {e}", node.name),
-                None::<()>,
-            )
-        })?;
+        set_fault(&node, Some(a.fault)).await?;
         Ok::<_, ErrorObjectOwned>(status(&ctx))
     })
     .expect("unique method name");
@@ -181,13 +185,7 @@ fn module(ctx: Ctx) -> RpcModule<Ctx> {
             None => ctx.nodes.clone(),
         };
         for node in nodes {
-            node.set_fault(None).await.map_err(|e| {
-                ErrorObject::owned(
-                    -32000,
-                    format!("cannot restart {}: {e}", node.name),
-                    None::<()>,
-                )
-            })?;
+            set_fault(&node, None).await?;
         }
         Ok::<_, ErrorObjectOwned>(status(&ctx))
     })

@@ -94,6 +94,17 @@ pub struct Answer<T> {
     pub attempts: u32,
 }
 
+impl<T> Answer<T> {
+    /// The same answer with its value transformed.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Answer<U> {
+        Answer {
+            value: f(self.value),
+            provider: self.provider,
+            attempts: self.attempts,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct PoolState {
     /// Index of the provider that answered last.
@@ -389,11 +400,7 @@ impl ProviderPool {
         let a = self
             .request::<U64>("eth_blockNumber", rpc_params![])
             .await?;
-        Ok(Answer {
-            value: a.value.to::<u64>(),
-            provider: a.provider,
-            attempts: a.attempts,
-        })
+        Ok(a.map(|n| n.to::<u64>()))
     }
 
     /// The block at `number`, without transaction bodies; `None` if no provider has it yet. A block
@@ -415,11 +422,7 @@ impl ProviderPool {
                 },
             )
             .await?;
-        Ok(Answer {
-            value: a.value.map(Block::from),
-            provider: a.provider,
-            attempts: a.attempts,
-        })
+        Ok(a.map(|b| b.map(Block::from)))
     }
 
     /// The block with `hash`, without transaction bodies; `None` if no provider knows it. Checked
@@ -436,11 +439,7 @@ impl ProviderPool {
                 b.verify_hash()
             })
             .await?;
-        Ok(Answer {
-            value: a.value.map(Block::from),
-            provider: a.provider,
-            attempts: a.attempts,
-        })
+        Ok(a.map(|b| b.map(Block::from)))
     }
 
     /// How long to wait before asking again after a failed call.
