@@ -38,24 +38,36 @@ async fn every_fault_kind_on_the_active_provider() {
     let dir = tempfile::tempdir().unwrap();
     let mut agent = Agent::start(dir.path(), &devnet.agent_config(""));
     agent.wait_for_block(3, CATCH_UP).await;
+    // Each fault, with what the agent's log must show before it is cleared for the faults that
+    // take a closer look than a failed call to notice (a chain-id re-check, a hash recomputation).
     let faults = [
-        json!({"kind": "down"}),
-        json!({"kind": "http_error", "status": 500}),
-        json!({"kind": "rpc_error", "code": -32000}),
-        json!({"kind": "latency", "ms": 800}),
-        json!({"kind": "rate_limit", "retry_after_s": 2}),
-        json!({"kind": "timeout"}),
-        json!({"kind": "stale"}),
-        json!({"kind": "malformed"}),
-        json!({"kind": "wrong_chain", "chain_id": 999}),
-        json!({"kind": "bad_hash"}),
+        (json!({"kind": "down"}), None),
+        (json!({"kind": "http_error", "status": 500}), None),
+        (json!({"kind": "rpc_error", "code": -32000}), None),
+        (json!({"kind": "latency", "ms": 800}), None),
+        (json!({"kind": "rate_limit", "retry_after_s": 2}), None),
+        (json!({"kind": "timeout"}), None),
+        (json!({"kind": "stale"}), None),
+        (json!({"kind": "malformed"}), None),
+        (
+            json!({"kind": "wrong_chain", "chain_id": 999}),
+            Some("serves another chain"),
+        ),
+        (json!({"kind": "bad_hash"}), Some("hashes to")),
     ];
-    for fault in faults {
+    for (fault, evidence) in faults {
         let target = active_provider(&agent);
         devnet.set_fault(&target, fault.clone()).await;
         // The chain goes on while the fault lasts: the agent must keep up through the others.
         let head = devnet.head().await;
         agent.wait_for_block(head + 5, CATCH_UP).await;
+        if let Some(evidence) = evidence {
+            wait_for(CATCH_UP, evidence, || {
+                let seen = agent.log().contains(evidence);
+                async move { seen.then_some(()) }
+            })
+            .await;
+        }
         devnet.clear_faults().await;
         settle_and_check(&mut agent, &devnet, &format!("{fault} on {target}")).await;
     }
