@@ -11,11 +11,15 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    chain::{ChainFollower, FollowError, HeadTracker, LogObserver, StreamObserver},
+    api,
+    chain::{
+        ChainFollower, FollowError, HeadTracker, LogObserver, MetricsObserver, StreamObserver,
+    },
     config::Config,
     output::BlockOutput,
     rpc::{PoolSetupError, ProviderPool},
     store::{Store, StoreError},
+    telemetry::TelemetryHandle,
 };
 
 /// How long tasks get to finish after a stop is asked for.
@@ -47,6 +51,14 @@ pub enum AgentError {
     /// A task ended unexpectedly.
     #[error("task {0} ended unexpectedly")]
     TaskEnded(String),
+    /// The HTTP API could not listen.
+    #[error("cannot listen on {addr} for the HTTP API: {source} (choose another address with agent.http_listen)")]
+    Http {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
 }
 
 impl AgentError {
@@ -59,14 +71,20 @@ impl AgentError {
     }
 }
 
-/// Runs the agent until `shutdown` completes or a task fails.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
-    run_with_observers(config, Vec::new(), shutdown).await
+/// Runs the agent until `shutdown` completes or a task fails, recording into `telemetry`.
+pub async fn run(
+    config: Config,
+    telemetry: TelemetryHandle,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    run_with_observers(config, telemetry, Vec::new(), shutdown).await
 }
 
-/// Runs the agent like [`run`], with `extra` observers of every chain's stream besides the log.
+/// Runs the agent like [`run`], with `extra` observers of every chain's stream besides the log
+/// and the metrics.
 pub async fn run_with_observers(
     config: Config,
+    telemetry: TelemetryHandle,
     extra: Vec<Arc<dyn StreamObserver>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
@@ -74,13 +92,19 @@ pub async fn run_with_observers(
     let store = Arc::new(Store::open(&config.agent.state_path)?);
     let output =
         Arc::new(BlockOutput::open(&config.agent.block_output).map_err(AgentError::Output)?);
+    let addr = config.agent.http_listen;
+    let listener = api::bind(addr)
+        .await
+        .map_err(|source| AgentError::Http { addr, source })?;
+    tracing::info!(address = %listener.local_addr().unwrap_or(addr), "HTTP API listening");
+    let metrics = telemetry.metrics.clone();
 
     tokio::pin!(shutdown);
     let connect = futures::future::join_all(
         config
             .chains
             .iter()
-            .map(|c| ProviderPool::connect(c, &config.pool, redactor.clone())),
+            .map(|c| ProviderPool::connect(c, &config.pool, redactor.clone(), metrics.clone())),
     );
     let pools = tokio::select! {
         pools = connect => pools,
@@ -91,7 +115,20 @@ pub async fn run_with_observers(
     };
     let cancel = CancellationToken::new();
     let mut tasks: JoinSet<(String, Result<(), FollowError>)> = JoinSet::new();
-    let mut observers: Vec<Arc<dyn StreamObserver>> = vec![Arc::new(LogObserver)];
+    let router = api::router(api::ApiState {
+        telemetry: telemetry.clone(),
+    });
+    let c = cancel.clone();
+    tasks.spawn(async move {
+        if let Err(e) = api::serve(listener, router, c).await {
+            tracing::error!(error = %e, "HTTP API stopped");
+        }
+        ("http".to_owned(), Ok(()))
+    });
+    let mut observers: Vec<Arc<dyn StreamObserver>> = vec![
+        Arc::new(LogObserver),
+        Arc::new(MetricsObserver::new(metrics.clone())),
+    ];
     observers.extend(extra);
     for (chain, pool) in config.chains.iter().zip(pools) {
         let pool = Arc::new(pool?);

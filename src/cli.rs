@@ -46,6 +46,9 @@ pub struct DemoArgs {
     /// Keep every provider healthy: no scripted faults.
     #[arg(long)]
     pub no_faults: bool,
+    /// Address of the agent's HTTP API (`/metrics`, …).
+    #[arg(long, default_value = crate::config::DEFAULT_HTTP_LISTEN)]
+    pub http: std::net::SocketAddr,
 }
 
 /// `blockwatch devnet` options.
@@ -127,18 +130,30 @@ fn runtime() -> Result<tokio::runtime::Runtime, i32> {
         })
 }
 
+/// How long exporters get to flush at exit.
+const TELEMETRY_FLUSH: std::time::Duration = std::time::Duration::from_millis(800);
+
+fn start_telemetry(cfg: &crate::config::TelemetryConfig) -> Result<telemetry::Telemetry, i32> {
+    telemetry::Telemetry::init(cfg).map_err(|e| {
+        eprintln!("error: {e}");
+        EXIT_USAGE
+    })
+}
+
 fn run_demo(args: DemoArgs) -> i32 {
-    telemetry::init_logging(&crate::config::TelemetryConfig {
-        log_format: crate::config::LogFormat::Pretty,
-        log_level: "error".to_owned(),
-    });
+    let telemetry = match start_telemetry(&crate::demo::telemetry_config()) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
     let runtime = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
+    let handle = telemetry.handle();
     let options = crate::demo::DemoOptions {
         duration: args.duration.map(|d| d.0),
         faults: !args.no_faults,
+        http: args.http,
     };
     let code = runtime.block_on(async {
         let signal = match shutdown_signal() {
@@ -148,7 +163,7 @@ fn run_demo(args: DemoArgs) -> i32 {
                 return EXIT_FAILURE;
             }
         };
-        match crate::demo::run(options, signal).await {
+        match crate::demo::run(options, handle, signal).await {
             Ok(()) => EXIT_OK,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -157,6 +172,7 @@ fn run_demo(args: DemoArgs) -> i32 {
         }
     });
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    telemetry.shutdown(TELEMETRY_FLUSH);
     code
 }
 
@@ -201,20 +217,18 @@ fn run_devnet(args: DevnetArgs) -> i32 {
 }
 
 fn run_agent(config: Config) -> i32 {
-    telemetry::init_logging(&config.telemetry);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return EXIT_FAILURE;
-        }
+    let telemetry = match start_telemetry(&config.telemetry) {
+        Ok(t) => t,
+        Err(code) => return code,
     };
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let handle = telemetry.handle();
     let result = runtime.block_on(async {
         match shutdown_signal() {
-            Ok(signal) => agent::run(config, signal)
+            Ok(signal) => agent::run(config, handle, signal)
                 .await
                 .map_err(|e| (e.to_string(), e.exit_code())),
             Err(e) => Err((format!("cannot install signal handlers: {e}"), EXIT_FAILURE)),
@@ -222,14 +236,16 @@ fn run_agent(config: Config) -> i32 {
     });
     // Anything still blocked (a stuck write) must not hold the exit past the deadline.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
-    match result {
+    let code = match result {
         Ok(()) => EXIT_OK,
         Err((message, code)) => {
             tracing::error!(error = %message, "blockwatch stopped");
             eprintln!("error: {message}");
             code
         }
-    }
+    };
+    telemetry.shutdown(TELEMETRY_FLUSH);
+    code
 }
 
 /// Installs the SIGINT and SIGTERM handlers at once (so that a signal during start-up is a clean

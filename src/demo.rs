@@ -36,6 +36,8 @@ pub struct DemoOptions {
     pub duration: Option<Duration>,
     /// Play the fault scenario (off: a healthy devnet only).
     pub faults: bool,
+    /// Where the agent's HTTP API listens.
+    pub http: std::net::SocketAddr,
 }
 
 /// Why the demo failed.
@@ -186,6 +188,7 @@ fn scenario() -> Vec<Step> {
 /// Runs the demo until `options.duration` passes or `shutdown` completes.
 pub async fn run(
     options: DemoOptions,
+    telemetry: crate::telemetry::TelemetryHandle,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DemoError> {
     let narrator = Arc::new(Narrator {
@@ -216,7 +219,7 @@ pub async fn run(
         "control endpoint: {} (try devnet_status)",
         devnet.info().control
     ));
-    let config = demo_config(&devnet, &dir);
+    let config = demo_config(&devnet, &dir, options.http);
     let teller = Arc::new(StreamTeller {
         narrator: narrator.clone(),
         state: Mutex::new(Tally::default()),
@@ -241,7 +244,8 @@ pub async fn run(
         }
         stop_signal.cancel();
     };
-    let result = agent::run_with_observers(config, vec![teller.clone()], agent_stop).await;
+    let result =
+        agent::run_with_observers(config, telemetry, vec![teller.clone()], agent_stop).await;
     stop.cancel();
     if let Some(t) = scenario_task {
         let _ = t.await;
@@ -291,7 +295,18 @@ async fn play(devnet: Arc<Devnet>, narrator: Arc<Narrator>, stop: CancellationTo
     }
 }
 
-fn demo_config(devnet: &Devnet, dir: &std::path::Path) -> Config {
+/// The demo's telemetry settings: readable errors only on stderr (the story is on stdout), and OTLP
+/// export only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+pub fn telemetry_config() -> TelemetryConfig {
+    TelemetryConfig {
+        log_format: LogFormat::Pretty,
+        log_level: "error".to_owned(),
+        otlp_endpoint: String::new(),
+        ..TelemetryConfig::default()
+    }
+}
+
+fn demo_config(devnet: &Devnet, dir: &std::path::Path, http: std::net::SocketAddr) -> Config {
     let providers = devnet
         .providers()
         .iter()
@@ -309,12 +324,10 @@ fn demo_config(devnet: &Devnet, dir: &std::path::Path) -> Config {
     Config {
         agent: AgentConfig {
             state_path: dir.join("demo.db"),
+            http_listen: http,
             block_output: BlockOutputTarget::None,
         },
-        telemetry: TelemetryConfig {
-            log_format: LogFormat::Pretty,
-            log_level: "error".to_owned(),
-        },
+        telemetry: telemetry_config(),
         pool: PoolConfig {
             failover_cooldown: HumanDuration::from_secs(2),
             chain_check_interval: HumanDuration::from_secs(5),

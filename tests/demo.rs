@@ -6,7 +6,7 @@ use std::process::Command;
 fn demo_shows_failover_and_recovery_and_stops_by_itself() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_blockwatch"))
-        .args(["demo", "--duration", "15s"])
+        .args(["demo", "--duration", "15s", "--http", "127.0.0.1:0"])
         .current_dir(dir.path())
         .env_remove("BLOCKWATCH_CONFIG")
         .output()

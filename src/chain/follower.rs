@@ -66,6 +66,49 @@ impl StreamObserver for LogObserver {
     }
 }
 
+/// Records the stream's metrics: blocks processed (per provider), the newest block's lag, reorgs.
+#[derive(Debug)]
+pub struct MetricsObserver {
+    metrics: Arc<crate::telemetry::Metrics>,
+}
+
+impl MetricsObserver {
+    /// An observer recording into `metrics`.
+    pub fn new(metrics: Arc<crate::telemetry::Metrics>) -> Self {
+        Self { metrics }
+    }
+}
+
+impl StreamObserver for MetricsObserver {
+    fn on_events(&self, events: &[StreamEvent]) {
+        use crate::telemetry::metrics::{attr, chain_provider};
+        use opentelemetry::KeyValue;
+        let mut last_lag = None;
+        for e in events {
+            match e {
+                StreamEvent::Block(b) => {
+                    self.metrics
+                        .blocks_processed
+                        .add(1, &chain_provider(&b.chain, &b.provider));
+                    last_lag = Some((b.chain.as_str(), b.lag_ms));
+                }
+                StreamEvent::Reorg(r) => {
+                    self.metrics
+                        .reorgs
+                        .add(1, &[KeyValue::new(attr::CHAIN, r.chain.clone())]);
+                }
+                StreamEvent::Error(_) => {}
+            }
+        }
+        if let Some((chain, lag_ms)) = last_lag {
+            self.metrics.block_lag.record(
+                lag_ms as f64 / 1000.0,
+                &[KeyValue::new(attr::CHAIN, chain.to_owned())],
+            );
+        }
+    }
+}
+
 /// Why a follower stopped for good.
 #[derive(Debug, thiserror::Error)]
 pub enum FollowError {
@@ -471,7 +514,7 @@ impl ChainFollower {
                     method: "eth_getBlockByHash".into(),
                     attempts: 1,
                     provider: a.provider.name.clone(),
-                    error: crate::rpc::RpcError::InvalidResponse(format!(
+                    error: crate::rpc::RpcError::InvalidBlock(format!(
                         "parent of block {} has number {}",
                         cur.number, parent.number
                     )),

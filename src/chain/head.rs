@@ -118,10 +118,13 @@ impl HeadTracker {
                 a = pool.block_number() => a,
             };
             match answer {
-                Ok(a) => self.observe(Head {
-                    number: a.value,
-                    hash: None,
-                }),
+                Ok(a) => {
+                    a.provider.record_head(a.value);
+                    self.observe(Head {
+                        number: a.value,
+                        hash: None,
+                    })
+                }
                 Err(e) => tracing::warn!(chain = %self.chain, error = %e, "head poll failed"),
             }
         }
@@ -216,6 +219,7 @@ impl HeadTracker {
                     delivered = true;
                     *self.last_ws_head.lock().unwrap_or_else(|p| p.into_inner()) =
                         Some(Instant::now());
+                    provider.record_head(h.number.to::<u64>());
                     self.observe(Head {
                         number: h.number.to::<u64>(),
                         hash: Some(h.hash),

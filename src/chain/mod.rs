@@ -7,5 +7,5 @@ pub mod head;
 
 pub use block::{Block, BlockRef};
 pub use canonical::{CanonicalChain, Link};
-pub use follower::{ChainFollower, FollowError, LogObserver, StreamObserver};
+pub use follower::{ChainFollower, FollowError, LogObserver, MetricsObserver, StreamObserver};
 pub use head::{Head, HeadTracker};

@@ -24,6 +24,12 @@ use crate::redact::{Redactor, REDACTED};
 pub const DEFAULT_STATE_PATH: &str = "blockwatch.db";
 /// Default block output.
 pub const DEFAULT_BLOCK_OUTPUT: &str = "stdout";
+/// Default address of the HTTP API (`/metrics`, …).
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9464";
+/// Default OpenTelemetry `service.name`.
+pub const DEFAULT_SERVICE_NAME: &str = "blockwatch";
+/// Default OTLP gRPC endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT` overrides; "" disables export).
+pub const DEFAULT_OTLP_ENDPOINT: &str = "http://127.0.0.1:4317";
 /// Default log level (`RUST_LOG` overrides).
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 /// Default expected block time.
@@ -122,6 +128,8 @@ pub struct Config {
 pub struct AgentConfig {
     /// SQLite file for cursors and recent canonical hashes.
     pub state_path: PathBuf,
+    /// Address of the HTTP API (port 0: chosen by the system and logged).
+    pub http_listen: std::net::SocketAddr,
     /// Where block lines go.
     pub block_output: BlockOutputTarget,
 }
@@ -130,6 +138,7 @@ impl Default for AgentConfig {
     fn default() -> Self {
         Self {
             state_path: PathBuf::from(DEFAULT_STATE_PATH),
+            http_listen: DEFAULT_HTTP_LISTEN.parse().expect("valid default address"),
             block_output: BlockOutputTarget::Stdout,
         }
     }
@@ -176,6 +185,11 @@ impl Serialize for BlockOutputTarget {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
+    /// OpenTelemetry `service.name`.
+    pub service_name: String,
+    /// OTLP gRPC endpoint for traces, metrics and logs; `OTEL_EXPORTER_OTLP_ENDPOINT` overrides,
+    /// and an empty value disables export.
+    pub otlp_endpoint: String,
     /// Log record format on stderr.
     pub log_format: LogFormat,
     /// Log filter (`RUST_LOG` overrides), e.g. `"info"` or `"blockwatch=debug"`.
@@ -185,9 +199,22 @@ pub struct TelemetryConfig {
 impl Default for TelemetryConfig {
     fn default() -> Self {
         Self {
+            service_name: DEFAULT_SERVICE_NAME.to_owned(),
+            otlp_endpoint: DEFAULT_OTLP_ENDPOINT.to_owned(),
             log_format: LogFormat::Json,
             log_level: DEFAULT_LOG_LEVEL.to_owned(),
         }
+    }
+}
+
+impl TelemetryConfig {
+    /// The OTLP endpoint in force: `OTEL_EXPORTER_OTLP_ENDPOINT` if set, else the config's; `None`
+    /// when export is disabled.
+    pub fn effective_otlp_endpoint(&self) -> Option<String> {
+        let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .unwrap_or_else(|_| self.otlp_endpoint.clone());
+        let endpoint = endpoint.trim().to_owned();
+        (!endpoint.is_empty()).then_some(endpoint)
     }
 }
 
@@ -622,6 +649,9 @@ impl Config {
     pub fn redacted(&self) -> Config {
         let r = self.redactor();
         let mut c = self.clone();
+        if !c.telemetry.otlp_endpoint.is_empty() {
+            c.telemetry.otlp_endpoint = r.url(&c.telemetry.otlp_endpoint);
+        }
         for chain in &mut c.chains {
             for p in &mut chain.providers {
                 p.url = r.url(&p.url);

@@ -29,9 +29,12 @@ pub enum RpcError {
         /// The server's message.
         message: String,
     },
-    /// The answer was not valid JSON, not the expected shape, too large, or inconsistent.
+    /// The answer was not valid JSON, not the expected shape, or too large.
     #[error("invalid response: {0}")]
     InvalidResponse(String),
+    /// A block that is not what was asked for, or whose hash does not match its header.
+    #[error("invalid block: {0}")]
+    InvalidBlock(String),
     /// The provider serves another chain.
     #[error("wrong chain: expected chain id {expected}, provider answered {actual}")]
     WrongChain {
@@ -54,6 +57,7 @@ impl RpcError {
             RpcError::Connection(_) => Cow::Borrowed("connection"),
             RpcError::Rpc { code, .. } => Cow::Owned(code.to_string()),
             RpcError::InvalidResponse(_) => Cow::Borrowed("invalid_response"),
+            RpcError::InvalidBlock(_) => Cow::Borrowed("invalid_block"),
             RpcError::WrongChain { .. } => Cow::Borrowed("wrong_chain"),
         }
     }

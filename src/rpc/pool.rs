@@ -16,6 +16,7 @@ use std::{
 use alloy_primitives::{B256, U64};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use jsonrpsee::{core::params::ArrayParams, rpc_params};
+use opentelemetry::KeyValue;
 use serde::de::DeserializeOwned;
 
 use super::{provider::Provider, types::RpcBlock, RpcError};
@@ -23,6 +24,7 @@ use crate::{
     chain::Block,
     config::{ChainConfig, PoolConfig, Selection},
     redact::Redactor,
+    telemetry::{metrics::attr, Metrics},
 };
 
 /// A challenger must be this many times faster than the active provider to take over under
@@ -122,6 +124,7 @@ pub struct ProviderPool {
     selection: Selection,
     cfg: PoolConfig,
     redactor: Arc<Redactor>,
+    metrics: Arc<Metrics>,
     state: Mutex<PoolState>,
 }
 
@@ -132,15 +135,17 @@ impl ProviderPool {
         chain: &ChainConfig,
         cfg: &PoolConfig,
         redactor: Arc<Redactor>,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, PoolSetupError> {
         let mut providers = Vec::with_capacity(chain.providers.len());
         for p in &chain.providers {
-            let provider =
-                Provider::new(p, cfg, &redactor).map_err(|message| PoolSetupError::Client {
+            let provider = Provider::new(&chain.name, p, cfg, &redactor, metrics.clone()).map_err(
+                |message| PoolSetupError::Client {
                     chain: chain.name.clone(),
                     provider: p.name.clone(),
                     message,
-                })?;
+                },
+            )?;
             providers.push(Arc::new(provider));
         }
         let checks = providers
@@ -174,6 +179,7 @@ impl ProviderPool {
             selection: chain.selection,
             cfg: cfg.clone(),
             redactor,
+            metrics,
             state: Mutex::new(PoolState::default()),
         })
     }
@@ -243,7 +249,7 @@ impl ProviderPool {
     /// Calls `method` with failover and retry; the first answer wins.
     pub async fn request<T: DeserializeOwned>(
         &self,
-        method: &str,
+        method: &'static str,
         params: ArrayParams,
     ) -> Result<Answer<T>, PoolError> {
         self.call(method, params, |_: &T| Ok(true)).await
@@ -254,7 +260,7 @@ impl ProviderPool {
     /// returned only when every usable provider answered `null`.
     pub async fn request_some<T: DeserializeOwned>(
         &self,
-        method: &str,
+        method: &'static str,
         params: ArrayParams,
         check: impl Fn(&T) -> Result<(), RpcError>,
     ) -> Result<Answer<Option<T>>, PoolError> {
@@ -270,7 +276,7 @@ impl ProviderPool {
     /// failure (a broken answer).
     async fn call<T: DeserializeOwned>(
         &self,
-        method: &str,
+        method: &'static str,
         params: ArrayParams,
         accept: impl Fn(&T) -> Result<bool, RpcError>,
     ) -> Result<Answer<T>, PoolError> {
@@ -312,11 +318,13 @@ impl ProviderPool {
                 continue;
             }
             attempts += 1;
+            let started = Instant::now();
             let result = match self.ensure_verified(provider).await {
                 Ok(()) => provider.request::<T>(method, params.clone()).await,
                 Err(e) => Err(e),
             };
             let judged = result.and_then(|value| accept(&value).map(|ok| (ok, value)));
+            provider.record_attempt(method, started.elapsed(), judged.as_ref().err());
             match judged {
                 Ok((true, value)) => return Ok(self.answered(idx, value, attempts)),
                 Ok((false, value)) => {
@@ -370,6 +378,7 @@ impl ProviderPool {
         match error {
             RpcError::Connection(m) => RpcError::Connection(self.redactor.redact(&m)),
             RpcError::InvalidResponse(m) => RpcError::InvalidResponse(self.redactor.redact(&m)),
+            RpcError::InvalidBlock(m) => RpcError::InvalidBlock(self.redactor.redact(&m)),
             RpcError::Rpc { code, message } => RpcError::Rpc {
                 code,
                 message: self.redactor.redact(&message),
@@ -381,11 +390,29 @@ impl ProviderPool {
     fn answered<T>(&self, idx: usize, value: T, attempts: u32) -> Answer<T> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if st.active != Some(idx) {
-            let from = st
-                .active
-                .map(|i| self.providers[i].name.as_str())
-                .unwrap_or("none");
-            tracing::info!(chain = %self.chain, from, to = %self.providers[idx].name, "provider switch");
+            let to = self.providers[idx].name.as_str();
+            match st.active {
+                Some(prev) => {
+                    let from = self.providers[prev].name.as_str();
+                    // More than one attempt: the previous choice failed this very call.
+                    let reason = if attempts > 1 {
+                        "failover"
+                    } else {
+                        "selection"
+                    };
+                    tracing::info!(chain = %self.chain, from, to, reason, "provider switch");
+                    self.metrics.provider_switches.add(
+                        1,
+                        &[
+                            KeyValue::new(attr::CHAIN, self.chain.clone()),
+                            KeyValue::new(attr::FROM, from.to_owned()),
+                            KeyValue::new(attr::TO, to.to_owned()),
+                            KeyValue::new(attr::REASON, reason),
+                        ],
+                    );
+                }
+                None => tracing::info!(chain = %self.chain, provider = to, "first provider in use"),
+            }
             st.active = Some(idx);
         }
         Answer {
@@ -413,7 +440,7 @@ impl ProviderPool {
                 rpc_params![U64::from(number), false],
                 |b| {
                     if b.number() != number {
-                        return Err(RpcError::InvalidResponse(format!(
+                        return Err(RpcError::InvalidBlock(format!(
                             "asked for block {number}, got block {}",
                             b.number()
                         )));
@@ -431,7 +458,7 @@ impl ProviderPool {
         let a = self
             .request_some::<RpcBlock>("eth_getBlockByHash", rpc_params![hash, false], |b| {
                 if b.header.hash != hash {
-                    return Err(RpcError::InvalidResponse(format!(
+                    return Err(RpcError::InvalidBlock(format!(
                         "asked for block {hash}, got block {}",
                         b.header.hash
                     )));

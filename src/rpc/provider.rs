@@ -3,7 +3,7 @@
 
 use std::{
     num::NonZeroU32,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -15,10 +15,13 @@ use jsonrpsee::{
 };
 use serde::de::DeserializeOwned;
 
+use opentelemetry::KeyValue;
+
 use super::RpcError;
 use crate::{
     config::{PoolConfig, ProviderConfig},
     redact::Redactor,
+    telemetry::{metrics::attr, Metrics},
 };
 
 /// Weight of the newest latency sample in the moving average.
@@ -46,6 +49,9 @@ pub struct Provider {
     /// How long a chain-id check holds before it is repeated.
     chain_check_interval: Duration,
     health: Mutex<Health>,
+    metrics: Arc<Metrics>,
+    /// `[chain, provider]`, the attributes every measurement of this provider carries.
+    attrs: Vec<KeyValue>,
 }
 
 /// The outcome of the last `eth_chainId` check.
@@ -78,9 +84,11 @@ pub struct Health {
 impl Provider {
     /// Builds the provider's client from its config; `redactor` cleans its URL for display.
     pub fn new(
+        chain: &str,
         cfg: &ProviderConfig,
         pool: &PoolConfig,
         redactor: &Redactor,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, String> {
         let mut headers = HeaderMap::new();
         for (k, v) in &cfg.headers {
@@ -117,6 +125,8 @@ impl Provider {
             chain_check: Mutex::new(ChainCheck::Unchecked),
             chain_check_interval: pool.chain_check_interval.0,
             health: Mutex::new(Health::default()),
+            metrics,
+            attrs: crate::telemetry::metrics::chain_provider(chain, &cfg.name),
         })
     }
 
@@ -124,10 +134,13 @@ impl Provider {
     /// Records the outcome in the provider's health.
     pub async fn request<T: DeserializeOwned>(
         &self,
-        method: &str,
+        method: &'static str,
         params: ArrayParams,
     ) -> Result<T, RpcError> {
-        self.limiter.until_ready().await;
+        if self.limiter.check().is_err() {
+            self.metrics.ratelimit_throttled.add(1, &self.attrs);
+            self.limiter.until_ready().await;
+        }
         let started = Instant::now();
         // The client has the same timeout; this outer one also bounds connection set-up.
         let outcome = tokio::time::timeout(
@@ -141,6 +154,37 @@ impl Provider {
         };
         self.record(&result, started.elapsed());
         result
+    }
+
+    /// Records one attempt's duration and outcome; `error` is set when it failed, including an
+    /// answer that arrived but was refused (a broken block).
+    pub fn record_attempt(
+        &self,
+        method: &'static str,
+        elapsed: Duration,
+        error: Option<&RpcError>,
+    ) {
+        let mut attrs = self.attrs.clone();
+        attrs.push(KeyValue::new(attr::METHOD, method));
+        attrs.push(KeyValue::new(
+            attr::OUTCOME,
+            if error.is_none() { "ok" } else { "error" },
+        ));
+        self.metrics
+            .rpc_duration
+            .record(elapsed.as_secs_f64(), &attrs);
+        let Some(error) = error else { return };
+        attrs.pop();
+        attrs.push(KeyValue::new(attr::ERROR_TYPE, error.error_type()));
+        self.metrics.rpc_errors.add(1, &attrs);
+        if matches!(error, RpcError::InvalidBlock(_)) {
+            self.metrics.integrity_errors.add(1, &self.attrs);
+        }
+    }
+
+    /// Records the newest block this provider announced.
+    pub fn record_head(&self, number: u64) {
+        self.metrics.provider_head.record(number, &self.attrs);
     }
 
     fn record<T>(&self, result: &Result<T, RpcError>, elapsed: Duration) {

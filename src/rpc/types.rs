@@ -31,7 +31,7 @@ impl RpcBlock {
         if computed == self.header.hash {
             Ok(())
         } else {
-            Err(RpcError::InvalidResponse(format!(
+            Err(RpcError::InvalidBlock(format!(
                 "block {} claims hash {} but its header hashes to {computed}",
                 self.number(),
                 self.header.hash

@@ -1,31 +1,306 @@
-//! Logging set-up: structured records on stderr, JSON or human-readable, filtered by `RUST_LOG` or
-//! `telemetry.log_level`. Block lines never go here: they have their own output.
+//! Telemetry set-up: structured logs on stderr, and OpenTelemetry traces, metrics and logs.
+//!
+//! - `tracing` is the API inside the code. A `tracing-opentelemetry` layer carries spans to an OTLP
+//!   batch exporter and the OpenTelemetry appender carries log records to an OTLP log exporter, both
+//!   only when an OTLP endpoint is configured (`telemetry.otlp_endpoint`, overridden by
+//!   `OTEL_EXPORTER_OTLP_ENDPOINT`; other `OTEL_*` variables are read by the SDK).
+//! - Metrics are always collected: a Prometheus reader serves `/metrics`, and with an endpoint a
+//!   periodic reader exports OTLP too.
+//! - Exporters run on their own small runtime ("otel-export"), never on the agent's: a collector
+//!   that is down or slow costs the agent nothing, export queues are bounded (spans and logs beyond
+//!   them are dropped and counted by the SDK), and their own HTTP/2 traffic is filtered out of the
+//!   pipeline so telemetry cannot feed on itself.
 
-use tracing_subscriber::{fmt, prelude::*, EnvFilter};
+pub mod metrics;
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use opentelemetry::{metrics::MeterProvider as _, trace::TracerProvider as _, Key, KeyValue};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::{
+    logs::SdkLoggerProvider,
+    metrics::{PeriodicReader, SdkMeterProvider},
+    trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider},
+    Resource,
+};
+use tracing_subscriber::{filter::Targets, fmt, prelude::*, EnvFilter, Layer};
+
+pub use metrics::Metrics;
 
 use crate::config::{LogFormat, TelemetryConfig};
 
-/// Installs the global subscriber. Call once, before anything logs.
-pub fn init_logging(cfg: &TelemetryConfig) {
-    let filter = std::env::var("RUST_LOG")
+/// Spans kept waiting for export at most; more are dropped (and counted by the SDK).
+const SPAN_QUEUE: usize = 4096;
+/// How long one OTLP export may take.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Crates whose own telemetry must not enter the OpenTelemetry pipeline (the exporter's transport).
+const EXPORTER_TARGETS: [&str; 6] = [
+    "h2",
+    "hyper",
+    "hyper_util",
+    "tonic",
+    "tower",
+    "opentelemetry",
+];
+
+/// Why telemetry could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// An OTLP exporter could not be built.
+    #[error("cannot set up OTLP export to {endpoint}: {message}")]
+    Exporter {
+        /// The endpoint (redacted).
+        endpoint: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The Prometheus exporter or the export runtime could not be set up.
+    #[error("cannot set up telemetry: {0}")]
+    Setup(String),
+}
+
+/// What the agent needs from telemetry: the instruments and the Prometheus registry behind
+/// `/metrics`.
+#[derive(Clone, Debug)]
+pub struct TelemetryHandle {
+    /// Every instrument.
+    pub metrics: Arc<Metrics>,
+    /// The registry `/metrics` renders.
+    pub registry: prometheus::Registry,
+}
+
+impl TelemetryHandle {
+    /// `/metrics` in Prometheus text format.
+    pub fn prometheus_text(&self) -> String {
+        let encoder = prometheus::TextEncoder::new();
+        encoder
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_else(|e| format!("# cannot encode metrics: {e}\n"))
+    }
+}
+
+/// The installed telemetry; [`Telemetry::shutdown`] flushes it.
+pub struct Telemetry {
+    handle: TelemetryHandle,
+    meter_provider: SdkMeterProvider,
+    tracer_provider: Option<SdkTracerProvider>,
+    logger_provider: Option<SdkLoggerProvider>,
+    export_runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("otlp", &self.tracer_provider.is_some())
+            .finish()
+    }
+}
+
+fn resource(cfg: &TelemetryConfig) -> Resource {
+    let instance: u64 = rand::random();
+    let mut builder = Resource::builder().with_attributes([
+        KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+        KeyValue::new("service.instance.id", format!("{instance:016x}")),
+    ]);
+    // OTEL_SERVICE_NAME (read by the default detectors) wins over the config.
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        builder = builder.with_service_name(cfg.service_name.clone());
+    }
+    builder.build()
+}
+
+fn meter_provider(
+    registry: &prometheus::Registry,
+    resource: &Resource,
+    otlp: Option<opentelemetry_otlp::MetricExporter>,
+) -> Result<SdkMeterProvider, TelemetryError> {
+    let prometheus = opentelemetry_prometheus::exporter()
+        .with_registry(registry.clone())
+        .with_resource_selector(HashSet::from([Key::new("service.name")]))
+        .scope_info_enabled(false)
+        .build()
+        .map_err(|e| TelemetryError::Setup(e.to_string()))?;
+    let mut builder = SdkMeterProvider::builder()
+        .with_resource(resource.clone())
+        .with_reader(prometheus);
+    if let Some(exporter) = otlp {
+        builder = builder.with_reader(PeriodicReader::builder(exporter).build());
+    }
+    Ok(builder.build())
+}
+
+impl Telemetry {
+    /// Sets up logging and OpenTelemetry per `cfg`. Call once, outside any tokio runtime.
+    pub fn init(cfg: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
+        let resource = resource(cfg);
+        let registry = prometheus::Registry::new();
+        let endpoint = cfg.effective_otlp_endpoint();
+        let shown = endpoint
+            .as_deref()
+            .map(crate::redact::redact_url)
+            .unwrap_or_default();
+        let exporter_err = |e: opentelemetry_otlp::ExporterBuildError| TelemetryError::Exporter {
+            endpoint: shown.clone(),
+            message: e.to_string(),
+        };
+
+        let (export_runtime, tracer_provider, logger_provider, metric_exporter) = match &endpoint {
+            None => (None, None, None, None),
+            Some(endpoint) => {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("otel-export")
+                    .enable_all()
+                    .build()
+                    .map_err(|e| TelemetryError::Setup(format!("export runtime: {e}")))?;
+                // tonic channels spawn their connection tasks on the runtime they are built in.
+                let _guard = rt.enter();
+                let spans = opentelemetry_otlp::SpanExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(endpoint.clone())
+                    .with_timeout(EXPORT_TIMEOUT)
+                    .build()
+                    .map_err(exporter_err)?;
+                let logs = opentelemetry_otlp::LogExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(endpoint.clone())
+                    .with_timeout(EXPORT_TIMEOUT)
+                    .build()
+                    .map_err(exporter_err)?;
+                let metrics = opentelemetry_otlp::MetricExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(endpoint.clone())
+                    .with_timeout(EXPORT_TIMEOUT)
+                    .build()
+                    .map_err(exporter_err)?;
+                let processor = BatchSpanProcessor::builder(spans)
+                    .with_batch_config(
+                        BatchConfigBuilder::default()
+                            .with_max_queue_size(SPAN_QUEUE)
+                            .build(),
+                    )
+                    .build();
+                let tracer_provider = SdkTracerProvider::builder()
+                    .with_resource(resource.clone())
+                    .with_span_processor(processor)
+                    .build();
+                let logger_provider = SdkLoggerProvider::builder()
+                    .with_resource(resource.clone())
+                    .with_batch_exporter(logs)
+                    .build();
+                drop(_guard);
+                (
+                    Some(rt),
+                    Some(tracer_provider),
+                    Some(logger_provider),
+                    Some(metrics),
+                )
+            }
+        };
+        let meter_provider = meter_provider(&registry, &resource, metric_exporter)?;
+        let metrics = Arc::new(Metrics::new(&meter_provider.meter("blockwatch")));
+
+        install_subscriber(cfg, tracer_provider.as_ref(), logger_provider.as_ref());
+        if let Some(endpoint) = &endpoint {
+            tracing::info!(endpoint = %crate::redact::redact_url(endpoint), "exporting traces, metrics and logs over OTLP/gRPC");
+        }
+        Ok(Telemetry {
+            handle: TelemetryHandle { metrics, registry },
+            meter_provider,
+            tracer_provider,
+            logger_provider,
+            export_runtime,
+        })
+    }
+
+    /// What the agent records into.
+    pub fn handle(&self) -> TelemetryHandle {
+        self.handle.clone()
+    }
+
+    /// Flushes and stops every exporter, giving up after `deadline` (a collector that does not
+    /// answer must not hold the exit).
+    pub fn shutdown(self, deadline: Duration) {
+        let Telemetry {
+            meter_provider,
+            tracer_provider,
+            logger_provider,
+            export_runtime,
+            ..
+        } = self;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let worker = std::thread::Builder::new()
+            .name("otel-shutdown".into())
+            .spawn(move || {
+                if let Some(t) = tracer_provider {
+                    let _ = t.shutdown_with_timeout(deadline);
+                }
+                if let Some(l) = logger_provider {
+                    let _ = l.shutdown_with_timeout(deadline);
+                }
+                let _ = meter_provider.shutdown_with_timeout(deadline);
+                let _ = tx.send(());
+            });
+        if worker.is_ok() {
+            let _ = rx.recv_timeout(deadline + Duration::from_millis(200));
+        }
+        if let Some(rt) = export_runtime {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn exporter_quiet() -> Targets {
+    EXPORTER_TARGETS.iter().fold(
+        Targets::new().with_default(tracing::Level::TRACE),
+        |t, target| t.with_target(*target, tracing_subscriber::filter::LevelFilter::OFF),
+    )
+}
+
+fn log_filter(cfg: &TelemetryConfig) -> EnvFilter {
+    std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| v.parse::<EnvFilter>().ok())
-        .unwrap_or_else(|| EnvFilter::new(&cfg.log_level));
-    let registry = tracing_subscriber::registry().with(filter);
-    let result = match cfg.log_format {
-        LogFormat::Json => registry
-            .with(
-                fmt::layer()
-                    .json()
-                    .with_writer(std::io::stderr)
-                    .with_current_span(true)
-                    .flatten_event(true),
-            )
-            .try_init(),
-        LogFormat::Pretty => registry
-            .with(fmt::layer().with_writer(std::io::stderr).with_target(false))
-            .try_init(),
-    };
-    // A second initialisation (tests running several agents in one process) keeps the first.
-    let _ = result;
+        .unwrap_or_else(|| EnvFilter::new(&cfg.log_level))
+}
+
+fn install_subscriber(
+    cfg: &TelemetryConfig,
+    tracer_provider: Option<&SdkTracerProvider>,
+    logger_provider: Option<&SdkLoggerProvider>,
+) {
+    let stderr = match cfg.log_format {
+        LogFormat::Json => fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_current_span(true)
+            .flatten_event(true)
+            .boxed(),
+        LogFormat::Pretty => fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .boxed(),
+    }
+    .with_filter(log_filter(cfg));
+    let spans = tracer_provider.map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("blockwatch"))
+            .with_filter(exporter_quiet())
+    });
+    let logs = logger_provider.map(|p| {
+        opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(p)
+            .with_filter(log_filter(cfg))
+            .with_filter(exporter_quiet())
+    });
+    // A second installation (several agents in one test process) keeps the first.
+    let _ = tracing_subscriber::registry()
+        .with(stderr)
+        .with(spans)
+        .with(logs)
+        .try_init();
+}
+
+/// Installs stderr logging only (commands without telemetry).
+pub fn init_logging(cfg: &TelemetryConfig) {
+    install_subscriber(cfg, None, None);
 }

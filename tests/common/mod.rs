@@ -199,6 +199,7 @@ impl Agent {
             .arg(&self.config)
             .current_dir(&self.dir)
             .env_remove("RUST_LOG")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -213,6 +214,25 @@ impl Agent {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// The HTTP API's base URL, from the agent's "HTTP API listening" log line (of its latest start).
+    pub async fn api_url(&self) -> String {
+        wait_for(
+            Duration::from_secs(15),
+            "the HTTP API address in the log",
+            || {
+                let log = self.log();
+                async move {
+                    log.lines()
+                        .rev()
+                        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                        .find(|v| v["message"] == "HTTP API listening")
+                        .and_then(|v| v["address"].as_str().map(|a| format!("http://{a}")))
+                }
+            },
+        )
+        .await
     }
 
     /// Sends `signal` (e.g. "KILL", "TERM") and waits for the exit.
@@ -513,8 +533,10 @@ pub fn config(providers: &str, extra_chain: &str) -> String {
         r#"[agent]
 state_path = "state.db"
 block_output = "blocks.jsonl"
+http_listen = "127.0.0.1:0"
 
 [telemetry]
+otlp_endpoint = ""
 log_format = "json"
 log_level = "info"
 
@@ -622,4 +644,47 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// A plain HTTP GET: the status code and the body.
+pub async fn http_get(url: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.trim_start_matches("http://");
+    let (addr, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("GET timed out")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    // Chunked bodies: drop the chunk-size lines.
+    let body = if text
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body.split("\r\n")
+            .enumerate()
+            .filter(|(i, _)| i % 2 == 1)
+            .map(|(_, c)| c)
+            .collect()
+    } else {
+        body
+    };
+    (status, body)
 }

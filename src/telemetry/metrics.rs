@@ -1,0 +1,131 @@
+//! Every instrument blockwatch records, created once here and passed to where the events happen.
+//!
+//! Names follow SPEC's table and its naming rules (durations in `s`, counts with an annotation unit,
+//! no `total` or unit words in names, explicit bucket boundaries), so that the Prometheus names on
+//! `/metrics` and behind the Collector are the same. Attribute values come from bounded sets:
+//! chain and provider names from the config, methods, error classes and outcomes from the code.
+
+use opentelemetry::{
+    metrics::{Counter, Gauge, Histogram, Meter},
+    KeyValue,
+};
+
+/// Attribute keys, shared with spans and dashboards.
+pub mod attr {
+    /// The chain's configured name.
+    pub const CHAIN: &str = "chain";
+    /// The provider's configured name.
+    pub const PROVIDER: &str = "provider";
+    /// The JSON-RPC method.
+    pub const METHOD: &str = "method";
+    /// `ok` or `error`.
+    pub const OUTCOME: &str = "outcome";
+    /// A low-cardinality error class (see `RpcError::error_type`).
+    pub const ERROR_TYPE: &str = "error_type";
+    /// The provider switched from.
+    pub const FROM: &str = "from";
+    /// The provider switched to.
+    pub const TO: &str = "to";
+    /// Why a switch happened.
+    pub const REASON: &str = "reason";
+}
+
+/// Bucket boundaries for RPC durations, in seconds: 5 ms to 10 s.
+const RPC_DURATION_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0,
+];
+
+/// The instruments.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    /// `blockwatch.block.lag` (s): how far behind its timestamp the newest block was emitted.
+    pub block_lag: Gauge<f64>,
+    /// `blockwatch.blocks.processed` ({block}).
+    pub blocks_processed: Counter<u64>,
+    /// `blockwatch.reorgs` ({reorg}).
+    pub reorgs: Counter<u64>,
+    /// `blockwatch.provider.switches` ({switch}).
+    pub provider_switches: Counter<u64>,
+    /// `blockwatch.rpc.errors` ({error}).
+    pub rpc_errors: Counter<u64>,
+    /// `blockwatch.rpc.duration` (s), per attempt.
+    pub rpc_duration: Histogram<f64>,
+    /// `blockwatch.provider.head` ({block}): the newest block each provider announced.
+    pub provider_head: Gauge<u64>,
+    /// `blockwatch.ratelimit.throttled` ({request}): calls that had to wait for the client-side limit.
+    pub ratelimit_throttled: Counter<u64>,
+    /// `blockwatch.block.integrity_errors` ({block}): blocks refused as inconsistent.
+    pub integrity_errors: Counter<u64>,
+}
+
+impl Metrics {
+    /// Creates every instrument on `meter`.
+    pub fn new(meter: &Meter) -> Self {
+        Self {
+            block_lag: meter
+                .f64_gauge("blockwatch.block.lag")
+                .with_unit("s")
+                .with_description(
+                    "Time between the newest emitted block's timestamp and its emission",
+                )
+                .build(),
+            blocks_processed: meter
+                .u64_counter("blockwatch.blocks.processed")
+                .with_unit("{block}")
+                .with_description("Canonical blocks emitted")
+                .build(),
+            reorgs: meter
+                .u64_counter("blockwatch.reorgs")
+                .with_unit("{reorg}")
+                .with_description("Reorganisations followed")
+                .build(),
+            provider_switches: meter
+                .u64_counter("blockwatch.provider.switches")
+                .with_unit("{switch}")
+                .with_description("Changes of the provider answering a chain's calls")
+                .build(),
+            rpc_errors: meter
+                .u64_counter("blockwatch.rpc.errors")
+                .with_unit("{error}")
+                .with_description("Failed JSON-RPC attempts, by error class")
+                .build(),
+            rpc_duration: meter
+                .f64_histogram("blockwatch.rpc.duration")
+                .with_unit("s")
+                .with_description("Duration of each JSON-RPC attempt")
+                .with_boundaries(RPC_DURATION_BUCKETS.to_vec())
+                .build(),
+            provider_head: meter
+                .u64_gauge("blockwatch.provider.head")
+                .with_unit("{block}")
+                .with_description("Newest block number each provider announced")
+                .build(),
+            ratelimit_throttled: meter
+                .u64_counter("blockwatch.ratelimit.throttled")
+                .with_unit("{request}")
+                .with_description("Calls delayed by the client-side rate limit")
+                .build(),
+            integrity_errors: meter
+                .u64_counter("blockwatch.block.integrity_errors")
+                .with_unit("{block}")
+                .with_description("Blocks refused because their hash or number did not match")
+                .build(),
+        }
+    }
+
+    /// Instruments that record nowhere (for code run without telemetry, e.g. unit tests).
+    pub fn noop() -> Self {
+        Self::new(&opentelemetry::metrics::MeterProvider::meter(
+            &opentelemetry::metrics::noop::NoopMeterProvider::new(),
+            "blockwatch",
+        ))
+    }
+}
+
+/// `[chain, provider]` attributes.
+pub fn chain_provider(chain: &str, provider: &str) -> Vec<KeyValue> {
+    vec![
+        KeyValue::new(attr::CHAIN, chain.to_owned()),
+        KeyValue::new(attr::PROVIDER, provider.to_owned()),
+    ]
+}
