@@ -18,6 +18,7 @@ use std::{
 use futures::StreamExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{
     canonical::{CanonicalChain, Link},
@@ -50,13 +51,13 @@ impl StreamObserver for LogObserver {
         for e in events {
             match e {
                 StreamEvent::Block(b) => tracing::info!(
-                    chain = %b.chain, block_number = b.block_number, timestamp = b.timestamp,
+                    chain = %b.chain, block_number = b.block_number, block_timestamp = b.timestamp,
                     transactions = b.transactions, provider = %b.provider, lag_ms = b.lag_ms,
                     "block processed"
                 ),
                 StreamEvent::Reorg(r) => tracing::warn!(
                     chain = %r.chain, depth = r.depth, common_ancestor = r.common_ancestor,
-                    old_head = r.old_head.number, new_head = r.new_head.number, "chain reorganised"
+                    old_head = r.old_head.number, new_head = r.new_head.number, "reorg"
                 ),
                 StreamEvent::Error(x) => tracing::error!(
                     chain = %x.chain, kind = %x.kind, block_number = ?x.block_number, "{}", x.message
@@ -156,6 +157,34 @@ struct Fetched {
     block: Block,
     provider: String,
     received: SystemTime,
+    /// The block's `process_block` span: open from its fetch until its line is published.
+    span: tracing::Span,
+}
+
+/// A line to publish, with the span its observers run in (a block's `process_block` span).
+type Emitted = (StreamEvent, Option<tracing::Span>);
+
+/// A `process_block` span for block `number` of `chain` (its hash is recorded once known).
+fn block_span(chain: &str, number: u64) -> tracing::Span {
+    tracing::info_span!(
+        "process_block",
+        otel.name = "process_block",
+        blockwatch.chain = %chain,
+        blockwatch.block.number = number,
+        blockwatch.block.hash = tracing::field::Empty,
+    )
+}
+
+impl Fetched {
+    fn new(block: Block, provider: &crate::rpc::Provider, span: tracing::Span) -> Self {
+        span.record("blockwatch.block.hash", block.hash.to_string().as_str());
+        Fetched {
+            block,
+            provider: provider.name.clone(),
+            received: SystemTime::now(),
+            span,
+        }
+    }
 }
 
 /// Follows one chain.
@@ -353,14 +382,17 @@ impl ChainFollower {
         }
         if self.verify_tip {
             if let Some(tip) = self.canonical.tip() {
-                let a = unless_cancelled(cancel, self.pool.block_by_number(tip.number)).await?;
+                let span = block_span(&self.cfg.name, tip.number);
+                let a = unless_cancelled(
+                    cancel,
+                    self.pool
+                        .block_by_number(tip.number)
+                        .instrument(span.clone()),
+                )
+                .await?;
                 if let Some(block) = a.value {
                     if block.hash != tip.hash {
-                        let fetched = Fetched {
-                            block,
-                            provider: a.provider.name.clone(),
-                            received: SystemTime::now(),
-                        };
+                        let fetched = Fetched::new(block, &a.provider, span);
                         if !self.resolve_conflict(fetched, cancel).await? {
                             return Ok(());
                         }
@@ -403,7 +435,7 @@ impl ChainFollower {
                 match self.canonical.link(&f.block) {
                     Link::First | Link::Extends => {
                         self.push(&f.block, &mut commit);
-                        events.push(self.block_line(&f));
+                        events.push(self.emitted(&f));
                     }
                     _ => {
                         conflict = Some(f);
@@ -439,8 +471,12 @@ impl ChainFollower {
         cancel: &CancellationToken,
     ) -> (Vec<Fetched>, Option<StepError>) {
         let pool = &self.pool;
+        let chain = self.cfg.name.as_str();
         let mut stream = futures::stream::iter(from..=to)
-            .map(|n| async move { pool.block_by_number(n).await })
+            .map(|n| {
+                let span = block_span(chain, n);
+                async move { (pool.block_by_number(n).instrument(span.clone()).await, span) }
+            })
             .buffered(self.concurrency);
         let mut out = Vec::new();
         loop {
@@ -450,15 +486,11 @@ impl ChainFollower {
             };
             match next {
                 None => return (out, None),
-                Some(Ok(a)) => match a.value {
-                    Some(block) => out.push(Fetched {
-                        block,
-                        provider: a.provider.name.clone(),
-                        received: SystemTime::now(),
-                    }),
+                Some((Ok(a), span)) => match a.value {
+                    Some(block) => out.push(Fetched::new(block, &a.provider, span)),
                     None => return (out, None),
                 },
-                Some(Err(e)) => return (out, Some(StepError::Pool(e))),
+                Some((Err(e), _)) => return (out, Some(StepError::Pool(e))),
             }
         }
     }
@@ -502,7 +534,14 @@ impl ChainFollower {
                     return Ok(false);
                 }
             }
-            let a = unless_cancelled(cancel, self.pool.block_by_hash(cur.parent_hash)).await?;
+            let span = block_span(&self.cfg.name, parent_number);
+            let a = unless_cancelled(
+                cancel,
+                self.pool
+                    .block_by_hash(cur.parent_hash)
+                    .instrument(span.clone()),
+            )
+            .await?;
             let Some(parent) = a.value else {
                 tracing::warn!(chain = %self.cfg.name, number = parent_number,
                     "no provider serves the new branch's parent yet; will retry");
@@ -520,20 +559,20 @@ impl ChainFollower {
                     )),
                 }));
             }
-            branch.push(Fetched {
-                block: parent,
-                provider: a.provider.name.clone(),
-                received: SystemTime::now(),
-            });
+            branch.push(Fetched::new(parent, &a.provider, span));
         };
         let new_head = branch[0].block.as_ref();
-        let mut events = vec![StreamEvent::Reorg(ReorgLine {
-            chain: self.cfg.name.clone(),
-            depth: old_tip.number - ancestor,
-            common_ancestor: ancestor,
-            old_head: old_tip.into(),
-            new_head: new_head.into(),
-        })];
+        // The reorg is an event of the span of the block that revealed it.
+        let mut events = vec![(
+            StreamEvent::Reorg(ReorgLine {
+                chain: self.cfg.name.clone(),
+                depth: old_tip.number - ancestor,
+                common_ancestor: ancestor,
+                old_head: old_tip.into(),
+                new_head: new_head.into(),
+            }),
+            Some(branch[0].span.clone()),
+        )];
         self.canonical.rollback_to(ancestor);
         let mut commit = ChainCommit {
             rollback_above: Some(ancestor),
@@ -543,7 +582,7 @@ impl ChainFollower {
             if !self.push(&f.block, &mut commit) {
                 break;
             }
-            events.push(self.block_line(f));
+            events.push(self.emitted(f));
         }
         self.deep_reorg_reported = None;
         self.publish(events, Some(commit)).await?;
@@ -595,7 +634,11 @@ impl ChainFollower {
             ),
             block_number: Some(seen.number),
         });
-        self.publish(vec![line], None).await
+        self.publish(vec![(line, None)], None).await
+    }
+
+    fn emitted(&self, f: &Fetched) -> Emitted {
+        (self.block_line(f), Some(f.span.clone()))
     }
 
     fn block_line(&self, f: &Fetched) -> StreamEvent {
@@ -625,14 +668,14 @@ impl ChainFollower {
     /// change no state, like error reports, have none), then tells the observers.
     async fn publish(
         &mut self,
-        events: Vec<StreamEvent>,
+        events: Vec<Emitted>,
         commit: Option<ChainCommit>,
     ) -> Result<(), StepError> {
         if events.is_empty() {
             return Ok(());
         }
         let output = self.output.clone();
-        let written = events.clone();
+        let written: Vec<StreamEvent> = events.iter().map(|(e, _)| e.clone()).collect();
         let fatal = |e: FollowError| StepError::Fatal(e);
         tokio::task::spawn_blocking(move || output.write(&written))
             .await
@@ -641,8 +684,17 @@ impl ChainFollower {
         if let Some(commit) = commit {
             self.commit(commit).await.map_err(fatal)?;
         }
-        for o in &self.observers {
-            o.on_events(&events);
+        // Observers see each line inside its block's span, so their logs and events join its trace.
+        for (event, span) in &events {
+            let tell = || {
+                for o in &self.observers {
+                    o.on_events(std::slice::from_ref(event));
+                }
+            };
+            match span {
+                Some(span) => span.in_scope(tell),
+                None => tell(),
+            }
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 mod error;
 pub mod pool;
 pub mod provider;
+pub mod trace_context;
 pub mod types;
 
 pub use error::RpcError;

@@ -19,7 +19,13 @@ use jsonrpsee::{core::params::ArrayParams, rpc_params};
 use opentelemetry::KeyValue;
 use serde::de::DeserializeOwned;
 
-use super::{provider::Provider, types::RpcBlock, RpcError};
+use tracing::Instrument;
+
+use super::{
+    provider::{record_span_error, Provider},
+    types::RpcBlock,
+    RpcError,
+};
 use crate::{
     chain::Block,
     config::{ChainConfig, PoolConfig, Selection},
@@ -280,6 +286,40 @@ impl ProviderPool {
         params: ArrayParams,
         accept: impl Fn(&T) -> Result<bool, RpcError>,
     ) -> Result<Answer<T>, PoolError> {
+        let span = tracing::info_span!(
+            "pool_request",
+            otel.name = "pool_request",
+            otel.status_code = tracing::field::Empty,
+            rpc.method = method,
+            blockwatch.chain = %self.chain,
+            blockwatch.attempts = tracing::field::Empty,
+            blockwatch.provider = tracing::field::Empty,
+        );
+        let result = self
+            .call_attempts(method, params, accept)
+            .instrument(span.clone())
+            .await;
+        match &result {
+            Ok(a) => {
+                span.record("blockwatch.attempts", a.attempts);
+                span.record("blockwatch.provider", a.provider.name.as_str());
+            }
+            Err(e) => {
+                span.record("otel.status_code", "ERROR");
+                if let PoolError::Exhausted { attempts, .. } = e {
+                    span.record("blockwatch.attempts", *attempts);
+                }
+            }
+        }
+        result
+    }
+
+    async fn call_attempts<T: DeserializeOwned>(
+        &self,
+        method: &'static str,
+        params: ArrayParams,
+        accept: impl Fn(&T) -> Result<bool, RpcError>,
+    ) -> Result<Answer<T>, PoolError> {
         let order = self.candidates();
         if order.is_empty() {
             return Err(PoolError::NoProvider {
@@ -319,12 +359,20 @@ impl ProviderPool {
             }
             attempts += 1;
             let started = Instant::now();
-            let result = match self.ensure_verified(provider).await {
-                Ok(()) => provider.request::<T>(method, params.clone()).await,
-                Err(e) => Err(e),
-            };
-            let judged = result.and_then(|value| accept(&value).map(|ok| (ok, value)));
+            let span = provider.attempt_span(&self.chain, method, attempts);
+            let result = async {
+                self.ensure_verified(provider).await?;
+                provider.request::<T>(method, params.clone()).await
+            }
+            .instrument(span.clone())
+            .await;
+            let judged = result
+                .and_then(|value| accept(&value).map(|ok| (ok, value)))
+                .map_err(|e| self.redact_error(e));
             provider.record_attempt(method, started.elapsed(), judged.as_ref().err());
+            if let Err(e) = &judged {
+                record_span_error(&span, e);
+            }
             match judged {
                 Ok((true, value)) => return Ok(self.answered(idx, value, attempts)),
                 Ok((false, value)) => {
@@ -333,12 +381,13 @@ impl ProviderPool {
                     }
                 }
                 Err(error) => {
-                    let error = self.redact_error(error);
-                    tracing::warn!(
-                        chain = %self.chain, provider = %provider.name, method,
-                        attempt = attempts, error_type = %error.error_type(), error = %error,
-                        "provider call failed"
-                    );
+                    span.in_scope(|| {
+                        tracing::warn!(
+                            chain = %self.chain, provider = %provider.name, method,
+                            attempt = attempts, error_type = %error.error_type(), error = %error,
+                            "provider call failed"
+                        )
+                    });
                     provider.cool_down(self.cfg.failover_cooldown.0);
                     last_error = Some((idx, error));
                 }
@@ -400,7 +449,7 @@ impl ProviderPool {
                     } else {
                         "selection"
                     };
-                    tracing::info!(chain = %self.chain, from, to, reason, "provider switch");
+                    tracing::info!(chain = %self.chain, from, to, reason, "provider_switch");
                     self.metrics.provider_switches.add(
                         1,
                         &[

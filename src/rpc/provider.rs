@@ -9,8 +9,11 @@ use std::{
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use jsonrpsee::{
+    core::middleware::layer::RpcLogger,
     core::{client::ClientT, params::ArrayParams},
-    http_client::{HeaderMap, HeaderValue, HttpClient, HttpClientBuilder},
+    http_client::{
+        transport::HttpBackend, HeaderMap, HeaderValue, HttpClient, HttpClientBuilder, RpcService,
+    },
     rpc_params,
 };
 use serde::de::DeserializeOwned;
@@ -23,6 +26,10 @@ use crate::{
     redact::Redactor,
     telemetry::{metrics::attr, Metrics},
 };
+
+/// The jsonrpsee HTTP client with the trace-context layer.
+type Client =
+    HttpClient<RpcLogger<RpcService<super::trace_context::TraceContextService<HttpBackend>>>>;
 
 /// Weight of the newest latency sample in the moving average.
 const LATENCY_EWMA_ALPHA: f64 = 0.2;
@@ -40,7 +47,9 @@ pub struct Provider {
     pub priority: u32,
     /// Per-request timeout.
     pub timeout: Duration,
-    client: HttpClient,
+    client: Client,
+    /// `server.address` and `server.port` of the HTTP endpoint.
+    server: (String, u16),
     /// Configured headers, also sent on the WebSocket handshake.
     headers: HeaderMap,
     limiter: DefaultDirectRateLimiter,
@@ -52,6 +61,16 @@ pub struct Provider {
     metrics: Arc<Metrics>,
     /// `[chain, provider]`, the attributes every measurement of this provider carries.
     attrs: Vec<KeyValue>,
+}
+
+/// Marks an attempt span failed with `error`'s class (and JSON-RPC code).
+pub fn record_span_error(span: &tracing::Span, error: &RpcError) {
+    span.record("otel.status_code", "ERROR");
+    span.record("otel.status_description", error.to_string().as_str());
+    span.record("error.type", error.error_type().as_ref());
+    if let RpcError::Rpc { code, .. } = error {
+        span.record("rpc.response.status_code", code.to_string().as_str());
+    }
 }
 
 /// The outcome of the last `eth_chainId` check.
@@ -100,10 +119,19 @@ impl Provider {
             headers.insert(name, value);
         }
         let display_url = redactor.url(&cfg.url);
+        let server = url::Url::parse(&cfg.url)
+            .map(|u| {
+                let host = u.host_str().unwrap_or_default().to_owned();
+                (host, u.port_or_known_default().unwrap_or(0))
+            })
+            .unwrap_or_default();
         let client = HttpClientBuilder::default()
             .request_timeout(cfg.timeout.0)
             .max_response_size(u32::try_from(pool.max_response_size.0).unwrap_or(u32::MAX))
             .set_headers(headers.clone())
+            .set_http_middleware(
+                tower::ServiceBuilder::new().layer(super::trace_context::TraceContextLayer),
+            )
             .build(&cfg.url)
             .map_err(|e| {
                 format!(
@@ -120,6 +148,7 @@ impl Provider {
             priority: cfg.priority,
             timeout: cfg.timeout.0,
             client,
+            server,
             headers,
             limiter: RateLimiter::direct(Quota::per_second(rps).allow_burst(burst)),
             chain_check: Mutex::new(ChainCheck::Unchecked),
@@ -154,6 +183,28 @@ impl Provider {
         };
         self.record(&result, started.elapsed());
         result
+    }
+
+    /// A CLIENT span for one attempt of `method` on this provider, with the RPC semantic
+    /// conventions; [`record_span_error`] marks it failed.
+    pub fn attempt_span(&self, chain: &str, method: &'static str, attempt: u32) -> tracing::Span {
+        tracing::info_span!(
+            "rpc_attempt",
+            otel.name = method,
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+            rpc.system.name = "jsonrpc",
+            rpc.system = "jsonrpc",
+            rpc.method = method,
+            server.address = %self.server.0,
+            server.port = self.server.1,
+            blockwatch.provider = %self.name,
+            blockwatch.chain = %chain,
+            blockwatch.attempt = attempt,
+            "error.type" = tracing::field::Empty,
+            rpc.response.status_code = tracing::field::Empty,
+        )
     }
 
     /// Records one attempt's duration and outcome; `error` is set when it failed, including an

@@ -11,6 +11,7 @@
 //!   them are dropped and counted by the SDK), and their own HTTP/2 traffic is filtered out of the
 //!   pipeline so telemetry cannot feed on itself.
 
+mod json_log;
 pub mod metrics;
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
@@ -145,7 +146,17 @@ impl Telemetry {
         };
 
         let (export_runtime, tracer_provider, logger_provider, metric_exporter) = match &endpoint {
-            None => (None, None, None, None),
+            // Spans still get ids (for the trace_id in log lines); nothing is exported.
+            None => (
+                None,
+                Some(
+                    SdkTracerProvider::builder()
+                        .with_resource(resource.clone())
+                        .build(),
+                ),
+                None,
+                None,
+            ),
             Some(endpoint) => {
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(1)
@@ -271,10 +282,8 @@ fn install_subscriber(
 ) {
     let stderr = match cfg.log_format {
         LogFormat::Json => fmt::layer()
-            .json()
+            .event_format(json_log::JsonWithTrace)
             .with_writer(std::io::stderr)
-            .with_current_span(true)
-            .flatten_event(true)
             .boxed(),
         LogFormat::Pretty => fmt::layer()
             .with_writer(std::io::stderr)

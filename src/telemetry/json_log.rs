@@ -1,0 +1,76 @@
+//! JSON log lines for stderr: one object a line with `timestamp`, `level`, `target`, the event's
+//! fields flattened, the current span's name, and `trace_id` / `span_id` when the event happens
+//! inside a span, so that a log line leads to its trace.
+
+use std::fmt;
+
+use opentelemetry::trace::TraceContextExt;
+use serde_json::{Map, Value};
+use tracing::{field::Field, Event, Subscriber};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::{
+    fmt::{format::Writer, FmtContext, FormatEvent, FormatFields},
+    registry::LookupSpan,
+};
+
+/// The formatter.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct JsonWithTrace;
+
+struct Fields<'a>(&'a mut Map<String, Value>);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0
+            .insert(field.name().to_owned(), Value::from(format!("{value:?}")));
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for JsonWithTrace
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let meta = event.metadata();
+        let mut map = Map::new();
+        event.record(&mut Fields(&mut map));
+        // The record's own keys win over event fields of the same name.
+        map.insert(
+            "timestamp".into(),
+            Value::from(humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()),
+        );
+        map.insert("level".into(), Value::from(meta.level().as_str()));
+        map.insert("target".into(), Value::from(meta.target()));
+        if let Some(span) = ctx.lookup_current() {
+            map.insert("span".into(), Value::from(span.name()));
+            let cx = tracing::Span::current().context();
+            let sc = cx.span().span_context().clone();
+            if sc.is_valid() {
+                map.insert("trace_id".into(), Value::from(sc.trace_id().to_string()));
+                map.insert("span_id".into(), Value::from(sc.span_id().to_string()));
+            }
+        }
+        writeln!(writer, "{}", Value::Object(map))
+    }
+}
