@@ -404,7 +404,12 @@ impl ChainFollower {
         if self.start_at.is_none() && self.canonical.tip().is_none() {
             // Start at the head only once a provider serves it: a bogus head must not become the
             // start of the stream.
-            let a = unless_cancelled(cancel, self.pool.block_by_number(head.number)).await?;
+            let span = block_span(&self.cfg.name, head.number);
+            let a = unless_cancelled(
+                cancel,
+                self.pool.block_by_number(head.number).instrument(span),
+            )
+            .await?;
             if a.value.is_none() {
                 return Ok(());
             }

@@ -154,6 +154,7 @@ fn status(ctx: &Ctx) -> Value {
             "fault": n.fault(),
             "skipped": n.skipped(),
             "requests": n.requests(),
+            "last_traceparent": n.last_traceparent(),
         })).collect::<Vec<_>>(),
     })
 }

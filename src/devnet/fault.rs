@@ -122,7 +122,14 @@ where
 
     fn call(&mut self, req: HttpRequest<B>) -> Self::Future {
         let (fault, counter) = {
-            let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(tp) = req
+                .headers()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+            {
+                st.last_traceparent = Some(tp.to_owned());
+            }
             (st.fault.clone(), st.requests.clone())
         };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

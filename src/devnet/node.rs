@@ -47,6 +47,8 @@ pub(crate) struct ProviderState {
     pub(crate) skipped: BTreeSet<u64>,
     /// HTTP requests received (WebSocket calls are not counted).
     pub(crate) requests: Arc<AtomicU64>,
+    /// The `traceparent` header of the latest HTTP request that had one.
+    pub(crate) last_traceparent: Option<String>,
 }
 
 impl ProviderState {
@@ -323,6 +325,15 @@ impl ProviderNode {
     pub fn requests(&self) -> u64 {
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         st.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The `traceparent` of the latest HTTP request that carried one.
+    pub fn last_traceparent(&self) -> Option<String> {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_traceparent
+            .clone()
     }
 
     /// Block numbers this provider skips.

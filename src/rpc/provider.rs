@@ -9,7 +9,6 @@ use std::{
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use jsonrpsee::{
-    core::middleware::layer::RpcLogger,
     core::{client::ClientT, params::ArrayParams},
     http_client::{
         transport::HttpBackend, HeaderMap, HeaderValue, HttpClient, HttpClientBuilder, RpcService,
@@ -28,8 +27,9 @@ use crate::{
 };
 
 /// The jsonrpsee HTTP client with the trace-context layer.
-type Client =
-    HttpClient<RpcLogger<RpcService<super::trace_context::TraceContextService<HttpBackend>>>>;
+/// (jsonrpsee's own logging middleware is left out: its `method_call` span would sit between the
+/// attempt span and the request, and take the `traceparent`.)
+type Client = HttpClient<RpcService<super::trace_context::TraceContextService<HttpBackend>>>;
 
 /// Weight of the newest latency sample in the moving average.
 const LATENCY_EWMA_ALPHA: f64 = 0.2;
@@ -132,6 +132,7 @@ impl Provider {
             .set_http_middleware(
                 tower::ServiceBuilder::new().layer(super::trace_context::TraceContextLayer),
             )
+            .set_rpc_middleware(jsonrpsee::core::middleware::RpcServiceBuilder::new())
             .build(&cfg.url)
             .map_err(|e| {
                 format!(

@@ -265,6 +265,11 @@ impl Agent {
         }
     }
 
+    /// The running agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("agent not running").id()
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child
             .as_mut()

@@ -1,0 +1,397 @@
+//! What the agent exports over OTLP/gRPC, received by a real in-process gRPC receiver while the
+//! agent follows devnet through faults: spans per SPEC (names, kinds, attributes, parent links,
+//! error status, events), every metric with its attributes, log records with trace ids, the
+//! `traceparent` devnet saw matching an exported span — and a provider secret nowhere.
+
+mod common;
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use common::*;
+use opentelemetry_proto::tonic::{
+    collector::{
+        logs::v1::{
+            logs_service_server::{LogsService, LogsServiceServer},
+            ExportLogsServiceRequest, ExportLogsServiceResponse,
+        },
+        metrics::v1::{
+            metrics_service_server::{MetricsService, MetricsServiceServer},
+            ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+        },
+        trace::v1::{
+            trace_service_server::{TraceService, TraceServiceServer},
+            ExportTraceServiceRequest, ExportTraceServiceResponse,
+        },
+    },
+    common::v1::{any_value::Value as AnyValue, KeyValue},
+    trace::v1::{span::SpanKind, status::StatusCode, Span},
+};
+use serde_json::json;
+use tonic::{Request, Response, Status};
+
+/// Everything received, kept as the protobuf messages.
+#[derive(Clone, Default)]
+struct Received {
+    traces: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
+    metrics: Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,
+    logs: Arc<Mutex<Vec<ExportLogsServiceRequest>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Received {
+    async fn export(
+        &self,
+        r: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        self.traces.lock().unwrap().push(r.into_inner());
+        Ok(Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for Received {
+    async fn export(
+        &self,
+        r: Request<ExportMetricsServiceRequest>,
+    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+        self.metrics.lock().unwrap().push(r.into_inner());
+        Ok(Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for Received {
+    async fn export(
+        &self,
+        r: Request<ExportLogsServiceRequest>,
+    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
+        self.logs.lock().unwrap().push(r.into_inner());
+        Ok(Response::new(ExportLogsServiceResponse::default()))
+    }
+}
+
+/// Starts the receiver on a loopback port; it stops when the returned handle is aborted.
+async fn receiver() -> (Received, SocketAddr, tokio::task::JoinHandle<()>) {
+    let received = Received::default();
+    let incoming =
+        tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = incoming.local_addr().unwrap();
+    let r = received.clone();
+    let task = tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(r.clone()))
+            .add_service(MetricsServiceServer::new(r.clone()))
+            .add_service(LogsServiceServer::new(r))
+            .serve_with_incoming(incoming)
+            .await;
+    });
+    (received, addr, task)
+}
+
+fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| v.value.as_ref())
+}
+
+fn attr_str(attrs: &[KeyValue], key: &str) -> Option<String> {
+    match attr(attrs, key)? {
+        AnyValue::StringValue(s) => Some(s.clone()),
+        AnyValue::IntValue(i) => Some(i.to_string()),
+        other => Some(format!("{other:?}")),
+    }
+}
+
+fn spans(r: &Received) -> Vec<Span> {
+    r.traces
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t.resource_spans.iter())
+        .flat_map(|rs| rs.scope_spans.iter())
+        .flat_map(|ss| ss.spans.iter().cloned())
+        .collect()
+}
+
+const SECRET_KEY: &str = "Zk3yS3cr3tPathSegment0123456789";
+const SECRET_HEADER: &str = "header-secret-value-42";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_spans_metrics_and_logs_per_spec_without_secrets() {
+    let (received, addr, receiver_task) = receiver().await;
+    let devnet = DevnetProc::start(3, "200ms").await;
+    let dir = tempfile::tempdir().unwrap();
+    // p0's URL carries a key in its path and query, and a header: none may leak.
+    let cfg = devnet
+        .agent_config("")
+        .replacen(
+            &format!("url = \"{}\"", devnet.info.providers[0].http),
+            &format!(
+                "url = \"{}/v3/${{TEST_KEY}}?apikey=${{TEST_KEY}}\"\nheaders = {{ \"x-api-key\" = \"${{TEST_HEADER}}\" }}",
+                devnet.info.providers[0].http
+            ),
+            1,
+        )
+        .replace("otlp_endpoint = \"\"", &format!("otlp_endpoint = \"http://{addr}\""));
+    std::env::set_var("TEST_KEY", SECRET_KEY);
+    std::env::set_var("TEST_HEADER", SECRET_HEADER);
+    std::env::set_var("OTEL_METRIC_EXPORT_INTERVAL", "500");
+    std::env::set_var("OTEL_BSP_SCHEDULE_DELAY", "200");
+    std::env::set_var("OTEL_BLRP_SCHEDULE_DELAY", "200");
+    let mut agent = Agent::start(dir.path(), &cfg);
+    agent.wait_for_block(5, Duration::from_secs(30)).await;
+
+    // A failing provider (error spans, a switch) and a reorg (a span event).
+    devnet
+        .set_fault("p0", json!({"kind": "http_error", "status": 500}))
+        .await;
+    let head = devnet.head().await;
+    agent
+        .wait_for_block(head + 3, Duration::from_secs(30))
+        .await;
+    devnet.clear_faults().await;
+    devnet.reorg(2).await;
+    let head = devnet.head().await;
+    agent
+        .wait_for_block(head + 2, Duration::from_secs(30))
+        .await;
+    let status = devnet.control("devnet_status", json!({})).await;
+    let traceparent = status["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|p| p["last_traceparent"].as_str().map(str::to_owned))
+        .expect("devnet saw a traceparent header");
+    let (_, metrics_text) = http_get(&format!("{}/metrics", agent.api_url().await)).await;
+    assert!(agent
+        .signal_and_wait("TERM", Duration::from_secs(5))
+        .success());
+
+    // Spans.
+    let spans = spans(&received);
+    assert!(!spans.is_empty(), "no span exported");
+    let by_id = |id: &[u8]| spans.iter().find(|s| s.span_id == id);
+    let attempts: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.name == "eth_getBlockByNumber")
+        .collect();
+    assert!(!attempts.is_empty());
+    for s in &attempts {
+        assert_eq!(
+            s.kind,
+            SpanKind::Client as i32,
+            "attempt spans are CLIENT spans"
+        );
+        assert_eq!(
+            attr_str(&s.attributes, "rpc.system.name").as_deref(),
+            Some("jsonrpc")
+        );
+        assert_eq!(
+            attr_str(&s.attributes, "rpc.system").as_deref(),
+            Some("jsonrpc")
+        );
+        assert_eq!(
+            attr_str(&s.attributes, "rpc.method").as_deref(),
+            Some("eth_getBlockByNumber")
+        );
+        assert_eq!(
+            attr_str(&s.attributes, "server.address").as_deref(),
+            Some("127.0.0.1")
+        );
+        assert!(attr_str(&s.attributes, "server.port").is_some());
+        assert!(attr_str(&s.attributes, "blockwatch.provider").is_some_and(|p| p.starts_with('p')));
+        assert_eq!(
+            attr_str(&s.attributes, "blockwatch.chain").as_deref(),
+            Some("anvil")
+        );
+        // attempt → pool_request → process_block
+        let parent = by_id(&s.parent_span_id).expect("attempt span has an exported parent");
+        assert_eq!(parent.name, "pool_request");
+        let grandparent = by_id(&parent.parent_span_id).expect("pool span has an exported parent");
+        assert_eq!(grandparent.name, "process_block");
+        assert!(attr_str(&grandparent.attributes, "blockwatch.block.number").is_some());
+    }
+    let blocks: Vec<&Span> = spans.iter().filter(|s| s.name == "process_block").collect();
+    assert!(blocks
+        .iter()
+        .any(|s| attr_str(&s.attributes, "blockwatch.block.hash")
+            .is_some_and(|h| h.starts_with("0x"))));
+    assert!(blocks
+        .iter()
+        .all(|s| attr_str(&s.attributes, "blockwatch.chain").as_deref() == Some("anvil")));
+    let failed: Vec<&&Span> = attempts
+        .iter()
+        .filter(|s| {
+            s.status
+                .as_ref()
+                .is_some_and(|st| st.code == StatusCode::Error as i32)
+        })
+        .collect();
+    assert!(
+        !failed.is_empty(),
+        "the injected HTTP 500s must be error spans"
+    );
+    assert!(failed
+        .iter()
+        .all(|s| attr_str(&s.attributes, "error.type").as_deref() == Some("http_5xx")));
+    assert!(failed
+        .iter()
+        .all(|s| attr_str(&s.attributes, "blockwatch.provider").as_deref() == Some("p0")));
+    let events: Vec<_> = spans.iter().flat_map(|s| s.events.iter()).collect();
+    let reorg = events
+        .iter()
+        .find(|e| e.name == "reorg")
+        .expect("a reorg span event");
+    assert_eq!(attr_str(&reorg.attributes, "depth").as_deref(), Some("2"));
+    let switch = events
+        .iter()
+        .find(|e| e.name == "provider_switch")
+        .expect("a provider_switch span event");
+    assert!(
+        attr_str(&switch.attributes, "from").is_some()
+            && attr_str(&switch.attributes, "to").is_some()
+    );
+    // The traceparent devnet received names an exported attempt span.
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{traceparent}");
+    assert!(
+        spans.iter().any(|s| hex(&s.trace_id) == parts[1]
+            && hex(&s.span_id) == parts[2]
+            && s.kind == SpanKind::Client as i32),
+        "traceparent {traceparent} matches no exported CLIENT span; same trace: {:?}",
+        spans
+            .iter()
+            .filter(|s| hex(&s.trace_id) == parts[1])
+            .map(|s| (s.name.clone(), hex(&s.span_id), s.kind))
+            .collect::<Vec<_>>()
+    );
+
+    // Metrics.
+    let names: std::collections::BTreeSet<String> = received
+        .metrics
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|m| m.resource_metrics.iter())
+        .flat_map(|rm| rm.scope_metrics.iter())
+        .flat_map(|sm| sm.metrics.iter().map(|m| m.name.clone()))
+        .collect();
+    for name in [
+        "blockwatch.blocks.processed",
+        "blockwatch.block.lag",
+        "blockwatch.rpc.duration",
+        "blockwatch.rpc.errors",
+        "blockwatch.provider.switches",
+        "blockwatch.provider.head",
+        "blockwatch.reorgs",
+    ] {
+        assert!(names.contains(name), "{name} not exported; got {names:?}");
+    }
+    let resource = received.metrics.lock().unwrap()[0].resource_metrics[0]
+        .resource
+        .clone();
+    let res_attrs = &resource.as_ref().unwrap().attributes;
+    assert_eq!(
+        attr_str(res_attrs, "service.name").as_deref(),
+        Some("blockwatch")
+    );
+    assert!(
+        attr_str(res_attrs, "service.version").is_some()
+            && attr_str(res_attrs, "service.instance.id").is_some()
+    );
+
+    // Logs: processed blocks, with the trace they belong to.
+    let logs = received.logs.lock().unwrap().clone();
+    let records: Vec<_> = logs
+        .iter()
+        .flat_map(|l| l.resource_logs.iter())
+        .flat_map(|rl| rl.scope_logs.iter())
+        .flat_map(|sl| sl.log_records.iter())
+        .collect();
+    let block_logs: Vec<_> = records
+        .iter()
+        .filter(|r| format!("{:?}", r.body).contains("block processed"))
+        .collect();
+    assert!(
+        !block_logs.is_empty(),
+        "no 'block processed' log record exported"
+    );
+    assert!(block_logs
+        .iter()
+        .all(|r| r.trace_id.len() == 16 && r.trace_id.iter().any(|b| *b != 0)));
+
+    // No secret anywhere: exported, logged or served.
+    let exported = format!(
+        "{:?}{:?}{:?}",
+        received.traces.lock().unwrap(),
+        received.metrics.lock().unwrap(),
+        logs
+    );
+    for secret in [SECRET_KEY, SECRET_HEADER] {
+        assert!(!exported.contains(secret), "secret exported");
+        assert!(!agent.log().contains(secret), "secret logged");
+        assert!(!metrics_text.contains(secret), "secret served on /metrics");
+    }
+    receiver_task.abort();
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_goes_away_costs_the_stream_nothing() {
+    let (received, addr, receiver_task) = receiver().await;
+    let devnet = DevnetProc::start(3, "100ms").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = devnet.agent_config("").replace(
+        "otlp_endpoint = \"\"",
+        &format!("otlp_endpoint = \"http://{addr}\""),
+    );
+    std::env::set_var("OTEL_BSP_SCHEDULE_DELAY", "200");
+    let mut agent = Agent::start(dir.path(), &cfg);
+    agent.wait_for_block(5, Duration::from_secs(30)).await;
+    wait_for(Duration::from_secs(10), "spans at the receiver", || {
+        let n = spans(&received).len();
+        async move { (n > 0).then_some(()) }
+    })
+    .await;
+
+    // The collector disappears: connections are refused from now on.
+    receiver_task.abort();
+    let _ = receiver_task.await;
+    let pid = agent.pid();
+    let rss_before = rss_kb(pid);
+    let head = devnet.head().await;
+    agent
+        .wait_for_block(head + 40, Duration::from_secs(30))
+        .await;
+    let rss_after = rss_kb(pid);
+    assert!(
+        rss_after < rss_before + 64 * 1024,
+        "memory grew from {rss_before} kB to {rss_after} kB while the collector was away"
+    );
+    let started = std::time::Instant::now();
+    assert!(agent
+        .signal_and_wait("TERM", Duration::from_secs(5))
+        .success());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_matches_node(&canonical(&agent.stream()), &devnet.info.control).await;
+}
