@@ -74,3 +74,46 @@ where
         writeln!(writer, "{}", Value::Object(map))
     }
 }
+
+/// Lets the OpenTelemetry SDK's own events (export failures, above all) reach stderr at most once a
+/// minute per call site: a collector that is down must be reported, not repeated every export
+/// interval.
+#[derive(Debug, Default)]
+pub(super) struct SdkEventThrottle {
+    last: std::sync::Mutex<
+        std::collections::HashMap<tracing::callsite::Identifier, std::time::Instant>,
+    >,
+}
+
+/// Time between two reports of the same SDK event.
+const SDK_EVENT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl<S> tracing_subscriber::layer::Filter<S> for SdkEventThrottle {
+    fn enabled(
+        &self,
+        _meta: &tracing::Metadata<'_>,
+        _cx: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        true
+    }
+
+    fn event_enabled(
+        &self,
+        event: &Event<'_>,
+        _cx: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        let meta = event.metadata();
+        if !meta.target().starts_with("opentelemetry") {
+            return true;
+        }
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        match last.get(&meta.callsite()) {
+            Some(at) if now.duration_since(*at) < SDK_EVENT_INTERVAL => false,
+            _ => {
+                last.insert(meta.callsite(), now);
+                true
+            }
+        }
+    }
+}

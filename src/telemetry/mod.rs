@@ -24,7 +24,7 @@ use opentelemetry_sdk::{
     trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider},
     Resource,
 };
-use tracing_subscriber::{filter::Targets, fmt, prelude::*, EnvFilter, Layer};
+use tracing_subscriber::{filter::FilterExt, filter::Targets, fmt, prelude::*, EnvFilter, Layer};
 
 pub use metrics::Metrics;
 
@@ -290,7 +290,7 @@ fn install_subscriber(
             .with_target(false)
             .boxed(),
     }
-    .with_filter(log_filter(cfg));
+    .with_filter(log_filter(cfg).and(json_log::SdkEventThrottle::default()));
     let spans = tracer_provider.map(|p| {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("blockwatch"))
