@@ -308,8 +308,3 @@ fn install_subscriber(
         .with(logs)
         .try_init();
 }
-
-/// Installs stderr logging only (commands without telemetry).
-pub fn init_logging(cfg: &TelemetryConfig) {
-    install_subscriber(cfg, None, None);
-}
