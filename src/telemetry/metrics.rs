@@ -112,14 +112,6 @@ impl Metrics {
                 .build(),
         }
     }
-
-    /// Instruments that record nowhere (for code run without telemetry, e.g. unit tests).
-    pub fn noop() -> Self {
-        Self::new(&opentelemetry::metrics::MeterProvider::meter(
-            &opentelemetry::metrics::noop::NoopMeterProvider::new(),
-            "blockwatch",
-        ))
-    }
 }
 
 /// `[chain, provider]` attributes.
