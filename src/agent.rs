@@ -23,7 +23,7 @@ use crate::{
 };
 
 /// How long tasks get to finish after a stop is asked for.
-pub const SHUTDOWN_DEADLINE: Duration = Duration::from_millis(3500);
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(3);
 
 /// How long the final sync of the block output may take.
 const OUTPUT_SYNC_DEADLINE: Duration = Duration::from_millis(400);

@@ -102,6 +102,54 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
+/// The parts of `url` that [`redact_url`] would hide (user-info, key-like path segments, query
+/// values) and that are long enough to be credentials rather than words (8 characters or more), so
+/// that they can also be found in free text.
+pub fn url_secrets(url: &str) -> Vec<String> {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = Vec::new();
+    if !parsed.username().is_empty() {
+        out.push(parsed.username().to_owned());
+    }
+    if let Some(p) = parsed.password() {
+        out.push(p.to_owned());
+    }
+    out.extend(
+        parsed
+            .path()
+            .split('/')
+            .filter(|s| looks_like_key(s))
+            .map(str::to_owned),
+    );
+    out.extend(parsed.query_pairs().map(|(_, v)| v.into_owned()));
+    out.retain(|s| s.len() >= 8);
+    out
+}
+
+/// `text` with every `http(s)://` or `ws(s)://` URL in it passed through [`redact_url`] (for messages
+/// from libraries that quote the URL they were given).
+pub fn redact_urls_in(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = ["http://", "https://", "ws://", "wss://"]
+        .iter()
+        .filter_map(|p| rest.find(p))
+        .min()
+    {
+        out.push_str(&rest[..start]);
+        let tail = &rest[start..];
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, '\'' | '"' | '`' | '>' | ')' | ','))
+            .unwrap_or(tail.len());
+        out.push_str(&redact_url(&tail[..end]));
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +173,24 @@ mod tests {
             "http://127.0.0.1:8545/"
         );
         assert_eq!(redact_url("not a url"), "<invalid url>");
+    }
+
+    #[test]
+    fn secrets_of_a_url_are_listed() {
+        let mut s = url_secrets(
+            "https://mememememe:pw@x.io/v2/AbCdEf0123456789xyzQ?key=k1k1k1k1k1&format=json",
+        );
+        s.sort();
+        assert_eq!(s, vec!["AbCdEf0123456789xyzQ", "k1k1k1k1k1", "mememememe"]);
+    }
+
+    #[test]
+    fn urls_inside_messages_are_redacted() {
+        assert_eq!(
+            redact_urls_in("invalid endpoint 'https://u:tok@h.io:4317/v1?key=abc': oops"),
+            "invalid endpoint 'https://<redacted>@h.io:4317/v1?key=<redacted>': oops"
+        );
+        assert_eq!(redact_urls_in("no url here"), "no url here");
     }
 
     #[test]

@@ -18,6 +18,14 @@ fn samples<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// The sum of `blockwatch_blocks_processed_total` over its series.
+fn processed(text: &str) -> usize {
+    samples(text, "blockwatch_blocks_processed_total")
+        .iter()
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum::<f64>() as usize
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_carry_spec_names_and_bounded_labels() {
     let devnet = DevnetProc::start(3, "0s").await;
@@ -45,8 +53,22 @@ async fn metrics_carry_spec_names_and_bounded_labels() {
     assert_eq!(reorgs(&agent.stream()).len(), 1);
 
     let api = agent.api_url().await;
-    let (status, text) = http_get(&format!("{api}/metrics")).await;
-    assert_eq!(status, 200);
+    // A line is written before its block is counted (write, commit, then observers): scrape until
+    // the count has caught up with the lines, as a scraper eventually would.
+    let lines = agent
+        .stream()
+        .iter()
+        .filter(|e| matches!(e, blockwatch::output::StreamEvent::Block(_)))
+        .count();
+    let text = wait_for(CATCH_UP, "blocks_processed to count every line", || {
+        let url = format!("{api}/metrics");
+        async move {
+            let (status, text) = http_get(&url).await;
+            assert_eq!(status, 200);
+            (processed(&text) == lines).then_some(text)
+        }
+    })
+    .await;
 
     for (name, labels) in [
         (
@@ -101,18 +123,8 @@ async fn metrics_carry_spec_names_and_bounded_labels() {
             "{name} lacks service_name"
         );
     }
-    // The reorg count is exact; the processed count covers every block line.
+    // The reorg count is exact (and the processed count matched every block line above).
     assert!(samples(&text, "blockwatch_reorgs_total")[0].ends_with(" 1"));
-    let processed: f64 = samples(&text, "blockwatch_blocks_processed_total")
-        .iter()
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
-        .sum();
-    let lines = agent
-        .stream()
-        .iter()
-        .filter(|e| matches!(e, blockwatch::output::StreamEvent::Block(_)))
-        .count();
-    assert_eq!(processed as usize, lines);
     // No block number or hash ever becomes a label value.
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         assert!(!line.contains("0x"), "hash-like label: {line}");

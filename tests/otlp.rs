@@ -74,22 +74,46 @@ impl LogsService for Received {
     }
 }
 
-/// Starts the receiver on a loopback port; it stops when the returned handle is aborted.
-async fn receiver() -> (Received, SocketAddr, tokio::task::JoinHandle<()>) {
-    let received = Received::default();
-    let incoming =
-        tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let addr = incoming.local_addr().unwrap();
-    let r = received.clone();
-    let task = tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(r.clone()))
-            .add_service(MetricsServiceServer::new(r.clone()))
-            .add_service(LogsServiceServer::new(r))
-            .serve_with_incoming(incoming)
-            .await;
-    });
-    (received, addr, task)
+/// A running receiver; [`Receiver::stop`] shuts it down for good (connections included).
+struct Receiver {
+    received: Received,
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    async fn start() -> Receiver {
+        let received = Received::default();
+        let incoming =
+            tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = incoming.local_addr().unwrap();
+        let r = received.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(r.clone()))
+                .add_service(MetricsServiceServer::new(r.clone()))
+                .add_service(LogsServiceServer::new(r))
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Receiver {
+            received,
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
+    }
 }
 
 fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
@@ -124,7 +148,8 @@ const SECRET_HEADER: &str = "header-secret-value-42";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exports_spans_metrics_and_logs_per_spec_without_secrets() {
-    let (received, addr, receiver_task) = receiver().await;
+    let mut receiver = Receiver::start().await;
+    let (received, addr) = (receiver.received.clone(), receiver.addr);
     let devnet = DevnetProc::start(3, "200ms").await;
     let dir = tempfile::tempdir().unwrap();
     // p0's URL carries a key in its path and query, and a header: none may leak.
@@ -139,12 +164,17 @@ async fn exports_spans_metrics_and_logs_per_spec_without_secrets() {
             1,
         )
         .replace("otlp_endpoint = \"\"", &format!("otlp_endpoint = \"http://{addr}\""));
-    std::env::set_var("TEST_KEY", SECRET_KEY);
-    std::env::set_var("TEST_HEADER", SECRET_HEADER);
-    std::env::set_var("OTEL_METRIC_EXPORT_INTERVAL", "500");
-    std::env::set_var("OTEL_BSP_SCHEDULE_DELAY", "200");
-    std::env::set_var("OTEL_BLRP_SCHEDULE_DELAY", "200");
-    let mut agent = Agent::start(dir.path(), &cfg);
+    let mut agent = Agent::start_with_env(
+        dir.path(),
+        &cfg,
+        &[
+            ("TEST_KEY", SECRET_KEY),
+            ("TEST_HEADER", SECRET_HEADER),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            ("OTEL_BLRP_SCHEDULE_DELAY", "200"),
+        ],
+    );
     agent.wait_for_block(5, Duration::from_secs(30)).await;
 
     // A failing provider (error spans, a switch) and a reorg (a span event).
@@ -225,8 +255,12 @@ async fn exports_spans_metrics_and_logs_per_spec_without_secrets() {
     assert!(blocks
         .iter()
         .all(|s| attr_str(&s.attributes, "blockwatch.chain").as_deref() == Some("anvil")));
-    let failed: Vec<&&Span> = attempts
+    // Every attempt on p0 during the fault failed: the block fetches, or the chain-id re-check that
+    // came due first (its own CLIENT span). Other failures may be there too (a timeout on a loaded
+    // machine), so only the presence of the injected ones is required.
+    let failed: Vec<&Span> = spans
         .iter()
+        .filter(|s| s.kind == SpanKind::Client as i32)
         .filter(|s| {
             s.status
                 .as_ref()
@@ -234,21 +268,23 @@ async fn exports_spans_metrics_and_logs_per_spec_without_secrets() {
         })
         .collect();
     assert!(
-        !failed.is_empty(),
-        "the injected HTTP 500s must be error spans"
+        failed.iter().any(
+            |s| attr_str(&s.attributes, "error.type").as_deref() == Some("http_5xx")
+                && attr_str(&s.attributes, "blockwatch.provider").as_deref() == Some("p0")
+        ),
+        "the injected HTTP 500s must be error spans of p0 with error.type http_5xx"
     );
-    assert!(failed
-        .iter()
-        .all(|s| attr_str(&s.attributes, "error.type").as_deref() == Some("http_5xx")));
-    assert!(failed
-        .iter()
-        .all(|s| attr_str(&s.attributes, "blockwatch.provider").as_deref() == Some("p0")));
     let events: Vec<_> = spans.iter().flat_map(|s| s.events.iter()).collect();
     let reorg = events
         .iter()
         .find(|e| e.name == "reorg")
         .expect("a reorg span event");
-    assert_eq!(attr_str(&reorg.attributes, "depth").as_deref(), Some("2"));
+    // Depth 2 when the agent had emitted both replaced blocks, 1 if it was one behind.
+    assert!(matches!(
+        attr_str(&reorg.attributes, "depth").as_deref(),
+        Some("1" | "2")
+    ));
+    assert!(attr_str(&reorg.attributes, "common_ancestor").is_some());
     let switch = events
         .iter()
         .find(|e| e.name == "provider_switch")
@@ -338,7 +374,7 @@ async fn exports_spans_metrics_and_logs_per_spec_without_secrets() {
         assert!(!agent.log().contains(secret), "secret logged");
         assert!(!metrics_text.contains(secret), "secret served on /metrics");
     }
-    receiver_task.abort();
+    receiver.stop().await;
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -356,42 +392,91 @@ fn rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Follows devnet for `blocks` more blocks, then returns the agent's RSS in kB.
+async fn follow_and_measure(agent: &mut Agent, devnet: &DevnetProc, blocks: u64) -> u64 {
+    let head = devnet.head().await;
+    agent
+        .wait_for_block(head + blocks, Duration::from_secs(60))
+        .await;
+    rss_kb(agent.pid())
+}
+
+/// The agent follows with telemetry going nowhere: memory stays flat after warm-up, the stream is
+/// canonical and SIGTERM is prompt.
+async fn check_unaffected(agent: &mut Agent, devnet: &DevnetProc) {
+    let warm = follow_and_measure(agent, devnet, 40).await;
+    let later = follow_and_measure(agent, devnet, 80).await;
+    assert!(
+        later < warm + 16 * 1024,
+        "memory grew from {warm} kB to {later} kB with the collector unreachable"
+    );
+    let started = std::time::Instant::now();
+    assert!(agent
+        .signal_and_wait("TERM", Duration::from_secs(5))
+        .success());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stop took {:?}",
+        started.elapsed()
+    );
+    assert_matches_node(&canonical(&agent.stream()), &devnet.info.control).await;
+}
+
+/// Small export queues and quick batches, so that a collector going away fills them fast.
+const PRESSURE: [(&str, &str); 4] = [
+    ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ("OTEL_BSP_MAX_QUEUE_SIZE", "256"),
+    ("OTEL_BLRP_MAX_QUEUE_SIZE", "256"),
+    ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_that_goes_away_costs_the_stream_nothing() {
-    let (received, addr, receiver_task) = receiver().await;
+    let mut receiver = Receiver::start().await;
+    let devnet = DevnetProc::start(3, "100ms").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = devnet.agent_config("").replace(
+        "otlp_endpoint = \"\"",
+        &format!("otlp_endpoint = \"http://{}\"", receiver.addr),
+    );
+    let mut agent = Agent::start_with_env(dir.path(), &cfg, &PRESSURE);
+    agent.wait_for_block(5, Duration::from_secs(30)).await;
+    let received = receiver.received.clone();
+    wait_for(Duration::from_secs(10), "spans at the receiver", || {
+        let n = spans(&received).len();
+        async move { (n > 0).then_some(()) }
+    })
+    .await;
+    // The collector goes away: its connections close and new ones are refused.
+    receiver.stop().await;
+    let before = spans(&received).len();
+    check_unaffected(&mut agent, &devnet).await;
+    assert_eq!(
+        spans(&received).len(),
+        before,
+        "the stopped receiver still received spans"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_never_answers_costs_the_stream_nothing() {
+    // A black hole: it accepts connections and never reads nor answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hole = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
     let devnet = DevnetProc::start(3, "100ms").await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = devnet.agent_config("").replace(
         "otlp_endpoint = \"\"",
         &format!("otlp_endpoint = \"http://{addr}\""),
     );
-    std::env::set_var("OTEL_BSP_SCHEDULE_DELAY", "200");
-    let mut agent = Agent::start(dir.path(), &cfg);
+    let mut agent = Agent::start_with_env(dir.path(), &cfg, &PRESSURE);
     agent.wait_for_block(5, Duration::from_secs(30)).await;
-    wait_for(Duration::from_secs(10), "spans at the receiver", || {
-        let n = spans(&received).len();
-        async move { (n > 0).then_some(()) }
-    })
-    .await;
-
-    // The collector disappears: connections are refused from now on.
-    receiver_task.abort();
-    let _ = receiver_task.await;
-    let pid = agent.pid();
-    let rss_before = rss_kb(pid);
-    let head = devnet.head().await;
-    agent
-        .wait_for_block(head + 40, Duration::from_secs(30))
-        .await;
-    let rss_after = rss_kb(pid);
-    assert!(
-        rss_after < rss_before + 64 * 1024,
-        "memory grew from {rss_before} kB to {rss_after} kB while the collector was away"
-    );
-    let started = std::time::Instant::now();
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
-    assert!(started.elapsed() < Duration::from_secs(5));
-    assert_matches_node(&canonical(&agent.stream()), &devnet.info.control).await;
+    check_unaffected(&mut agent, &devnet).await;
+    hole.abort();
 }

@@ -208,14 +208,38 @@ impl Default for TelemetryConfig {
 }
 
 impl TelemetryConfig {
-    /// The OTLP endpoint in force: `OTEL_EXPORTER_OTLP_ENDPOINT` if set, else the config's; `None`
-    /// when export is disabled.
-    pub fn effective_otlp_endpoint(&self) -> Option<String> {
-        let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .unwrap_or_else(|_| self.otlp_endpoint.clone());
-        let endpoint = endpoint.trim().to_owned();
-        (!endpoint.is_empty()).then_some(endpoint)
+    /// Where OTLP goes: any `OTEL_EXPORTER_OTLP_*ENDPOINT` variable hands the choice to the SDK
+    /// (which reads the generic and the per-signal variables), else the config's endpoint; an empty
+    /// endpoint and no variable disables export.
+    pub fn otlp_target(&self) -> OtlpTarget {
+        const VARS: [&str; 4] = [
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+        ];
+        if VARS
+            .iter()
+            .any(|v| std::env::var(v).is_ok_and(|e| !e.trim().is_empty()))
+        {
+            return OtlpTarget::Environment;
+        }
+        match self.otlp_endpoint.trim() {
+            "" => OtlpTarget::Disabled,
+            e => OtlpTarget::Endpoint(e.to_owned()),
+        }
     }
+}
+
+/// Where OTLP export goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OtlpTarget {
+    /// No export.
+    Disabled,
+    /// The endpoints the `OTEL_EXPORTER_OTLP_*` variables name.
+    Environment,
+    /// `telemetry.otlp_endpoint`.
+    Endpoint(String),
 }
 
 /// `telemetry.log_format`.
@@ -467,8 +491,13 @@ impl Config {
         for chain in &config.chains {
             for p in &chain.providers {
                 secrets.extend(p.headers.values().cloned());
+                secrets.extend(crate::redact::url_secrets(&p.url));
+                if let Some(ws) = &p.ws_url {
+                    secrets.extend(crate::redact::url_secrets(ws));
+                }
             }
         }
+        secrets.extend(crate::redact::url_secrets(&config.telemetry.otlp_endpoint));
         config.secrets = secrets;
         config.validate()?;
         Ok(config)

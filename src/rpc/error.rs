@@ -55,7 +55,12 @@ impl RpcError {
             RpcError::HttpStatus { status } if *status >= 500 => Cow::Borrowed("http_5xx"),
             RpcError::HttpStatus { .. } => Cow::Borrowed("http_4xx"),
             RpcError::Connection(_) => Cow::Borrowed("connection"),
-            RpcError::Rpc { code, .. } => Cow::Owned(code.to_string()),
+            // The reserved JSON-RPC range (-32768..=-32000) keeps the attribute bounded; a provider
+            // inventing other codes cannot grow it.
+            RpcError::Rpc { code, .. } if (-32768..=-32000).contains(code) => {
+                Cow::Owned(code.to_string())
+            }
+            RpcError::Rpc { .. } => Cow::Borrowed("rpc_other"),
             RpcError::InvalidResponse(_) => Cow::Borrowed("invalid_response"),
             RpcError::InvalidBlock(_) => Cow::Borrowed("invalid_block"),
             RpcError::WrongChain { .. } => Cow::Borrowed("wrong_chain"),
@@ -119,6 +124,14 @@ mod tests {
             }
             .error_type(),
             "-32000"
+        );
+        assert_eq!(
+            RpcError::Rpc {
+                code: 3,
+                message: "reverted".into()
+            }
+            .error_type(),
+            "rpc_other"
         );
         assert!(RpcError::HttpStatus { status: 429 }.is_rate_limited());
         assert_eq!(

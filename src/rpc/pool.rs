@@ -358,21 +358,26 @@ impl ProviderPool {
                 continue;
             }
             attempts += 1;
-            let started = Instant::now();
-            let span = provider.attempt_span(&self.chain, method, attempts);
-            let result = async {
-                self.ensure_verified(provider).await?;
-                provider.request::<T>(method, params.clone()).await
-            }
-            .instrument(span.clone())
-            .await;
-            let judged = result
-                .and_then(|value| accept(&value).map(|ok| (ok, value)))
-                .map_err(|e| self.redact_error(e));
-            provider.record_attempt(method, started.elapsed(), judged.as_ref().err());
-            if let Err(e) = &judged {
-                record_span_error(&span, e);
-            }
+            // A due chain-id check is a call of its own (with its own span and measurement); if it
+            // fails, `method` is not sent to this provider at all.
+            let (judged, span) = match self.ensure_verified(provider).await {
+                Ok(()) => {
+                    let span = provider.attempt_span(method, attempts);
+                    let started = Instant::now();
+                    let judged = provider
+                        .request::<T>(method, params.clone())
+                        .instrument(span.clone())
+                        .await
+                        .and_then(|value| accept(&value).map(|ok| (ok, value)))
+                        .map_err(|e| self.redact_error(e));
+                    provider.record_attempt(method, started.elapsed(), judged.as_ref().err());
+                    if let Err(e) = &judged {
+                        record_span_error(&span, e);
+                    }
+                    (judged, span)
+                }
+                Err(e) => (Err(self.redact_error(e)), tracing::Span::current()),
+            };
             match judged {
                 Ok((true, value)) => return Ok(self.answered(idx, value, attempts)),
                 Ok((false, value)) => {

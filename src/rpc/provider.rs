@@ -16,6 +16,7 @@ use jsonrpsee::{
     rpc_params,
 };
 use serde::de::DeserializeOwned;
+use tracing::Instrument;
 
 use opentelemetry::KeyValue;
 
@@ -59,6 +60,8 @@ pub struct Provider {
     chain_check_interval: Duration,
     health: Mutex<Health>,
     metrics: Arc<Metrics>,
+    /// The chain's name.
+    chain: String,
     /// `[chain, provider]`, the attributes every measurement of this provider carries.
     attrs: Vec<KeyValue>,
 }
@@ -156,6 +159,7 @@ impl Provider {
             chain_check_interval: pool.chain_check_interval.0,
             health: Mutex::new(Health::default()),
             metrics,
+            chain: chain.to_owned(),
             attrs: crate::telemetry::metrics::chain_provider(chain, &cfg.name),
         })
     }
@@ -188,7 +192,7 @@ impl Provider {
 
     /// A CLIENT span for one attempt of `method` on this provider, with the RPC semantic
     /// conventions; [`record_span_error`] marks it failed.
-    pub fn attempt_span(&self, chain: &str, method: &'static str, attempt: u32) -> tracing::Span {
+    pub fn attempt_span(&self, method: &'static str, attempt: u32) -> tracing::Span {
         tracing::info_span!(
             "rpc_attempt",
             otel.name = method,
@@ -201,7 +205,7 @@ impl Provider {
             server.address = %self.server.0,
             server.port = self.server.1,
             blockwatch.provider = %self.name,
-            blockwatch.chain = %chain,
+            blockwatch.chain = %self.chain,
             blockwatch.attempt = attempt,
             "error.type" = tracing::field::Empty,
             rpc.response.status_code = tracing::field::Empty,
@@ -282,8 +286,19 @@ impl Provider {
     /// Asks the provider's chain id and compares it with `expected`. A mismatch refuses the provider
     /// until a later check (after `chain_check_interval`) finds it on the right chain again.
     pub async fn verify_chain_id(&self, expected: u64) -> Result<(), RpcError> {
-        let answer: alloy_primitives::U64 = self.request("eth_chainId", rpc_params![]).await?;
-        let actual = answer.to::<u64>();
+        // Its own attempt span and measurement: the check is a call of its own, not part of the
+        // call it precedes.
+        let span = self.attempt_span("eth_chainId", 1);
+        let started = Instant::now();
+        let result = self
+            .request::<alloy_primitives::U64>("eth_chainId", rpc_params![])
+            .instrument(span.clone())
+            .await;
+        self.record_attempt("eth_chainId", started.elapsed(), result.as_ref().err());
+        if let Err(e) = &result {
+            record_span_error(&span, e);
+        }
+        let actual = result?.to::<u64>();
         let mut check = self.chain_check.lock().unwrap_or_else(|p| p.into_inner());
         if actual != expected {
             *check = ChainCheck::Wrong(Instant::now(), actual);

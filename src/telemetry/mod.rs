@@ -28,7 +28,7 @@ use tracing_subscriber::{filter::FilterExt, filter::Targets, fmt, prelude::*, En
 
 pub use metrics::Metrics;
 
-use crate::config::{LogFormat, TelemetryConfig};
+use crate::config::{LogFormat, OtlpTarget, TelemetryConfig};
 
 /// Spans kept waiting for export at most; more are dropped (and counted by the SDK).
 const SPAN_QUEUE: usize = 4096;
@@ -132,17 +132,24 @@ fn meter_provider(
 
 impl Telemetry {
     /// Sets up logging and OpenTelemetry per `cfg`. Call once, outside any tokio runtime.
-    pub fn init(cfg: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
+    /// `redactor` knows the secrets of the config: they are replaced in every line written to stderr.
+    pub fn init(
+        cfg: &TelemetryConfig,
+        redactor: Arc<crate::redact::Redactor>,
+    ) -> Result<Telemetry, TelemetryError> {
         let resource = resource(cfg);
         let registry = prometheus::Registry::new();
-        let endpoint = cfg.effective_otlp_endpoint();
-        let shown = endpoint
-            .as_deref()
-            .map(crate::redact::redact_url)
-            .unwrap_or_default();
+        let target = cfg.otlp_target();
+        let (endpoint, shown) = match &target {
+            OtlpTarget::Disabled => (None, String::new()),
+            OtlpTarget::Environment => {
+                (Some(None), "the OTEL_EXPORTER_OTLP_* endpoints".to_owned())
+            }
+            OtlpTarget::Endpoint(e) => (Some(Some(e.clone())), crate::redact::redact_url(e)),
+        };
         let exporter_err = |e: opentelemetry_otlp::ExporterBuildError| TelemetryError::Exporter {
             endpoint: shown.clone(),
-            message: e.to_string(),
+            message: crate::redact::redact_urls_in(&e.to_string()),
         };
 
         let (export_runtime, tracer_provider, logger_provider, metric_exporter) = match &endpoint {
@@ -166,30 +173,31 @@ impl Telemetry {
                     .map_err(|e| TelemetryError::Setup(format!("export runtime: {e}")))?;
                 // tonic channels spawn their connection tasks on the runtime they are built in.
                 let _guard = rt.enter();
-                let spans = opentelemetry_otlp::SpanExporter::builder()
-                    .with_tonic()
-                    .with_endpoint(endpoint.clone())
-                    .with_timeout(EXPORT_TIMEOUT)
-                    .build()
-                    .map_err(exporter_err)?;
-                let logs = opentelemetry_otlp::LogExporter::builder()
-                    .with_tonic()
-                    .with_endpoint(endpoint.clone())
-                    .with_timeout(EXPORT_TIMEOUT)
-                    .build()
-                    .map_err(exporter_err)?;
-                let metrics = opentelemetry_otlp::MetricExporter::builder()
-                    .with_tonic()
-                    .with_endpoint(endpoint.clone())
-                    .with_timeout(EXPORT_TIMEOUT)
-                    .build()
-                    .map_err(exporter_err)?;
+                let e = endpoint.as_deref();
+                let spans =
+                    with_endpoint(opentelemetry_otlp::SpanExporter::builder().with_tonic(), e)
+                        .with_timeout(EXPORT_TIMEOUT)
+                        .build()
+                        .map_err(exporter_err)?;
+                let logs =
+                    with_endpoint(opentelemetry_otlp::LogExporter::builder().with_tonic(), e)
+                        .with_timeout(EXPORT_TIMEOUT)
+                        .build()
+                        .map_err(exporter_err)?;
+                let metrics = with_endpoint(
+                    opentelemetry_otlp::MetricExporter::builder().with_tonic(),
+                    e,
+                )
+                .with_timeout(EXPORT_TIMEOUT)
+                .build()
+                .map_err(exporter_err)?;
+                // OTEL_BSP_MAX_QUEUE_SIZE, when set, wins over our bound.
+                let mut batch = BatchConfigBuilder::default();
+                if std::env::var_os("OTEL_BSP_MAX_QUEUE_SIZE").is_none() {
+                    batch = batch.with_max_queue_size(SPAN_QUEUE);
+                }
                 let processor = BatchSpanProcessor::builder(spans)
-                    .with_batch_config(
-                        BatchConfigBuilder::default()
-                            .with_max_queue_size(SPAN_QUEUE)
-                            .build(),
-                    )
+                    .with_batch_config(batch.build())
                     .build();
                 let tracer_provider = SdkTracerProvider::builder()
                     .with_resource(resource.clone())
@@ -211,9 +219,14 @@ impl Telemetry {
         let meter_provider = meter_provider(&registry, &resource, metric_exporter)?;
         let metrics = Arc::new(Metrics::new(&meter_provider.meter("blockwatch")));
 
-        install_subscriber(cfg, tracer_provider.as_ref(), logger_provider.as_ref());
-        if let Some(endpoint) = &endpoint {
-            tracing::info!(endpoint = %crate::redact::redact_url(endpoint), "exporting traces, metrics and logs over OTLP/gRPC");
+        install_subscriber(
+            cfg,
+            redactor,
+            tracer_provider.as_ref(),
+            logger_provider.as_ref(),
+        );
+        if endpoint.is_some() {
+            tracing::info!(endpoint = %shown, "exporting traces, metrics and logs over OTLP/gRPC");
         }
         Ok(Telemetry {
             handle: TelemetryHandle { metrics, registry },
@@ -239,25 +252,78 @@ impl Telemetry {
             export_runtime,
             ..
         } = self;
-        let (tx, rx) = std::sync::mpsc::channel();
-        let worker = std::thread::Builder::new()
-            .name("otel-shutdown".into())
-            .spawn(move || {
-                if let Some(t) = tracer_provider {
-                    let _ = t.shutdown_with_timeout(deadline);
-                }
-                if let Some(l) = logger_provider {
-                    let _ = l.shutdown_with_timeout(deadline);
-                }
-                let _ = meter_provider.shutdown_with_timeout(deadline);
-                let _ = tx.send(());
-            });
-        if worker.is_ok() {
-            let _ = rx.recv_timeout(deadline + Duration::from_millis(200));
+        // The three providers flush in parallel, each within the deadline: a slow one must not
+        // use up the others' time.
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let mut jobs: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
+        if let Some(t) = tracer_provider {
+            jobs.push(Box::new(move || drop(t.shutdown_with_timeout(deadline))));
+        }
+        if let Some(l) = logger_provider {
+            jobs.push(Box::new(move || drop(l.shutdown_with_timeout(deadline))));
+        }
+        jobs.push(Box::new(move || {
+            drop(meter_provider.shutdown_with_timeout(deadline))
+        }));
+        let started = std::time::Instant::now();
+        let mut running = 0;
+        for job in jobs {
+            let tx = tx.clone();
+            let spawned = std::thread::Builder::new()
+                .name("otel-shutdown".into())
+                .spawn(move || {
+                    job();
+                    let _ = tx.send(());
+                });
+            running += usize::from(spawned.is_ok());
+        }
+        drop(tx);
+        for _ in 0..running {
+            let left = deadline.saturating_sub(started.elapsed());
+            if rx.recv_timeout(left).is_err() {
+                break;
+            }
         }
         if let Some(rt) = export_runtime {
             rt.shutdown_background();
         }
+    }
+}
+
+/// stderr, with every known secret replaced in each record before it is written: the last net
+/// under whatever a library might quote.
+#[derive(Clone, Debug)]
+struct RedactingStderr(Arc<crate::redact::Redactor>);
+
+/// One record's writer for [`RedactingStderr`].
+struct RedactingWriter(Arc<crate::redact::Redactor>);
+
+impl std::io::Write for RedactingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        std::io::stderr().write_all(self.0.redact(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+impl<'a> fmt::MakeWriter<'a> for RedactingStderr {
+    type Writer = RedactingWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        RedactingWriter(self.0.clone())
+    }
+}
+
+/// Sets the exporter's endpoint when the config names one (otherwise the SDK reads the
+/// `OTEL_EXPORTER_OTLP_*` variables itself).
+fn with_endpoint<B: WithExportConfig>(builder: B, endpoint: Option<&str>) -> B {
+    match endpoint {
+        Some(e) => builder.with_endpoint(e),
+        None => builder,
     }
 }
 
@@ -277,16 +343,17 @@ fn log_filter(cfg: &TelemetryConfig) -> EnvFilter {
 
 fn install_subscriber(
     cfg: &TelemetryConfig,
+    redactor: Arc<crate::redact::Redactor>,
     tracer_provider: Option<&SdkTracerProvider>,
     logger_provider: Option<&SdkLoggerProvider>,
 ) {
     let stderr = match cfg.log_format {
         LogFormat::Json => fmt::layer()
             .event_format(json_log::JsonWithTrace)
-            .with_writer(std::io::stderr)
+            .with_writer(RedactingStderr(redactor))
             .boxed(),
         LogFormat::Pretty => fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(RedactingStderr(redactor))
             .with_target(false)
             .boxed(),
     }

@@ -170,17 +170,28 @@ pub struct Agent {
     child: Option<Child>,
     pub dir: PathBuf,
     pub config: PathBuf,
+    /// Environment variables given to the agent process (never set in the test process itself).
+    env: Vec<(String, String)>,
 }
 
 impl Agent {
     /// Writes `config` to `dir/blockwatch.toml` and runs `blockwatch run` there.
     pub fn start(dir: &Path, config: &str) -> Agent {
+        Self::start_with_env(dir, config, &[])
+    }
+
+    /// Like [`Agent::start`], with extra environment variables for the agent process.
+    pub fn start_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Agent {
         let path = dir.join("blockwatch.toml");
         std::fs::write(&path, config).unwrap();
         let mut agent = Agent {
             child: None,
             dir: dir.to_owned(),
             config: path,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         agent.restart();
         agent
@@ -200,6 +211,7 @@ impl Agent {
             .current_dir(&self.dir)
             .env_remove("RUST_LOG")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
