@@ -56,6 +56,13 @@ async fn every_fault_kind_on_the_active_provider() {
         (json!({"kind": "bad_hash"}), Some("hashes to")),
     ];
     for (fault, evidence) in faults {
+        // p0 leads under priority selection once it has recovered from the previous fault (a
+        // Retry-After or a cooldown may keep it out for a while): that is the provider to hit.
+        wait_for(CATCH_UP, "p0 to lead again", || {
+            let p = active_provider(&agent);
+            async move { (p == "p0").then_some(()) }
+        })
+        .await;
         let target = active_provider(&agent);
         devnet.set_fault(&target, fault.clone()).await;
         // The chain goes on while the fault lasts: the agent must keep up through the others.
@@ -173,6 +180,56 @@ async fn the_agent_killed_and_restarted_mid_fault() {
     agent.wait_for_block(head + 3, CATCH_UP).await;
     devnet.clear_faults().await;
     settle_and_check(&mut agent, &devnet, "a SIGKILL mid-fault").await;
+    assert!(agent
+        .signal_and_wait("TERM", Duration::from_secs(5))
+        .success());
+}
+
+/// HTTP requests devnet has received on provider `i`.
+async fn requests(devnet: &DevnetProc, i: usize) -> u64 {
+    devnet.control("devnet_status", json!({})).await["providers"][i]["requests"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_with_retry_after_is_honoured() {
+    let devnet = DevnetProc::start(2, "200ms").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(dir.path(), &devnet.agent_config(""));
+    agent.wait_for_block(3, CATCH_UP).await;
+    assert_eq!(active_provider(&agent), "p0");
+
+    let before = requests(&devnet, 0).await;
+    devnet
+        .set_fault("p0", json!({"kind": "rate_limit", "retry_after_s": 2}))
+        .await;
+    // The first 429 arrives...
+    wait_for(CATCH_UP, "a request to hit the 429", || async {
+        (requests(&devnet, 0).await > before).then_some(())
+    })
+    .await;
+    // ...and from then on p0 hears nothing until its Retry-After has passed (requests already in
+    // flight when the first 429 came back are given 300 ms to land).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let quiet_from = requests(&devnet, 0).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(
+        requests(&devnet, 0).await,
+        quiet_from,
+        "p0 was called during its Retry-After"
+    );
+    // Meanwhile the chain is followed through p1.
+    let head = devnet.head().await;
+    agent.wait_for_block(head, CATCH_UP).await;
+    devnet.clear_faults().await;
+    // After the pause p0 is used again.
+    wait_for(CATCH_UP, "p0 to serve blocks again", || {
+        let p = active_provider(&agent);
+        async move { (p == "p0").then_some(()) }
+    })
+    .await;
+    settle_and_check(&mut agent, &devnet, "a 429 with Retry-After").await;
     assert!(agent
         .signal_and_wait("TERM", Duration::from_secs(5))
         .success());

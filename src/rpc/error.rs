@@ -35,6 +35,10 @@ pub enum RpcError {
     /// A block that is not what was asked for, or whose hash does not match its header.
     #[error("invalid block: {0}")]
     InvalidBlock(String),
+    /// The provider asked (HTTP 429, `Retry-After`) not to be called for this long yet; nothing
+    /// was sent.
+    #[error("provider asked to be left alone for another {0:?} (Retry-After)")]
+    RetryAfter(Duration),
     /// The provider serves another chain.
     #[error("wrong chain: expected chain id {expected}, provider answered {actual}")]
     WrongChain {
@@ -64,13 +68,16 @@ impl RpcError {
             RpcError::InvalidResponse(_) => Cow::Borrowed("invalid_response"),
             RpcError::InvalidBlock(_) => Cow::Borrowed("invalid_block"),
             RpcError::WrongChain { .. } => Cow::Borrowed("wrong_chain"),
+            RpcError::RetryAfter(_) => Cow::Borrowed("retry_after"),
         }
     }
 
     /// Whether the provider told us to slow down.
     pub fn is_rate_limited(&self) -> bool {
-        matches!(self, RpcError::HttpStatus { status: 429 })
-            || matches!(self, RpcError::Rpc { code: -32005, .. })
+        matches!(
+            self,
+            RpcError::HttpStatus { status: 429 } | RpcError::RetryAfter(_)
+        ) || matches!(self, RpcError::Rpc { code: -32005, .. })
     }
 
     /// Classifies a jsonrpsee client error; `timeout` is the timeout that was in force.

@@ -4,6 +4,7 @@
 mod error;
 pub mod pool;
 pub mod provider;
+pub mod retry_after;
 pub mod trace_context;
 pub mod types;
 

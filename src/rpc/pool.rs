@@ -357,6 +357,11 @@ impl ProviderPool {
                 }
                 continue;
             }
+            if provider.asked_to_wait_until().is_some() {
+                // It said when to come back (Retry-After): not before, and without spending an
+                // attempt, so that a call waits out a pool-wide pause instead of failing.
+                continue;
+            }
             attempts += 1;
             // A due chain-id check is a call of its own (with its own span and measurement); if it
             // fails, `method` is not sent to this provider at all.

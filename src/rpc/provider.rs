@@ -30,7 +30,13 @@ use crate::{
 /// The jsonrpsee HTTP client with the trace-context layer.
 /// (jsonrpsee's own logging middleware is left out: its `method_call` span would sit between the
 /// attempt span and the request, and take the `traceparent`.)
-type Client = HttpClient<RpcService<super::trace_context::TraceContextService<HttpBackend>>>;
+type Client = HttpClient<
+    RpcService<
+        super::trace_context::TraceContextService<
+            super::retry_after::RetryAfterService<HttpBackend>,
+        >,
+    >,
+>;
 
 /// Weight of the newest latency sample in the moving average.
 const LATENCY_EWMA_ALPHA: f64 = 0.2;
@@ -49,6 +55,8 @@ pub struct Provider {
     /// Per-request timeout.
     pub timeout: Duration,
     client: Client,
+    /// Until when the provider asked (HTTP 429 with `Retry-After`) not to be called.
+    retry_after: super::retry_after::RetryAfter,
     /// `server.address` and `server.port` of the HTTP endpoint.
     server: (String, u16),
     /// Configured headers, also sent on the WebSocket handshake.
@@ -128,12 +136,15 @@ impl Provider {
                 (host, u.port_or_known_default().unwrap_or(0))
             })
             .unwrap_or_default();
+        let retry_after = super::retry_after::RetryAfter::default();
         let client = HttpClientBuilder::default()
             .request_timeout(cfg.timeout.0)
             .max_response_size(u32::try_from(pool.max_response_size.0).unwrap_or(u32::MAX))
             .set_headers(headers.clone())
             .set_http_middleware(
-                tower::ServiceBuilder::new().layer(super::trace_context::TraceContextLayer),
+                tower::ServiceBuilder::new()
+                    .layer(super::trace_context::TraceContextLayer)
+                    .layer(super::retry_after::RetryAfterLayer(retry_after.clone())),
             )
             .set_rpc_middleware(jsonrpsee::core::middleware::RpcServiceBuilder::new())
             .build(&cfg.url)
@@ -152,6 +163,7 @@ impl Provider {
             priority: cfg.priority,
             timeout: cfg.timeout.0,
             client,
+            retry_after,
             server,
             headers,
             limiter: RateLimiter::direct(Quota::per_second(rps).allow_burst(burst)),
@@ -171,6 +183,12 @@ impl Provider {
         method: &'static str,
         params: ArrayParams,
     ) -> Result<T, RpcError> {
+        // A provider that asked for a pause gets it: nothing is sent before it ends.
+        if let Some(until) = self.retry_after.until() {
+            return Err(RpcError::RetryAfter(
+                until.saturating_duration_since(Instant::now()),
+            ));
+        }
         if self.limiter.check().is_err() {
             self.metrics.ratelimit_throttled.add(1, &self.attrs);
             self.limiter.until_ready().await;
@@ -264,10 +282,20 @@ impl Provider {
         }
     }
 
-    /// Passes the provider over for `cooldown` (while others are usable).
+    /// Until when the provider asked (with `Retry-After`) not to be called, if that is still ahead.
+    pub fn asked_to_wait_until(&self) -> Option<Instant> {
+        self.retry_after.until()
+    }
+
+    /// Passes the provider over for `cooldown` (while others are usable), or for as long as it
+    /// asked with `Retry-After` if that is longer.
     pub fn cool_down(&self, cooldown: Duration) {
+        let mut until = Instant::now() + cooldown;
+        if let Some(asked) = self.retry_after.until() {
+            until = until.max(asked);
+        }
         let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
-        h.cooldown_until = Some(Instant::now() + cooldown);
+        h.cooldown_until = Some(until);
     }
 
     /// A snapshot of the provider's health.
