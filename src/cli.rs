@@ -145,7 +145,37 @@ fn start_telemetry(
 }
 
 fn run_demo(args: DemoArgs) -> i32 {
-    let telemetry = match start_telemetry(&crate::demo::telemetry_config(), Default::default()) {
+    let options = crate::demo::DemoOptions {
+        duration: args.duration.map(|d| d.0),
+        faults: !args.no_faults,
+        http: args.http,
+    };
+    with_telemetry(
+        &crate::demo::telemetry_config(),
+        Default::default(),
+        |handle, signal| async move {
+            crate::demo::run(options, handle, signal)
+                .await
+                .map_err(|e| (e.to_string(), EXIT_FAILURE))
+        },
+    )
+}
+
+/// Runs `job` on a fresh runtime with telemetry set up and the stop signals installed, then stops
+/// the runtime and flushes telemetry within SPEC's 5 s; returns the exit code.
+fn with_telemetry<F, Fut>(
+    cfg: &crate::config::TelemetryConfig,
+    redactor: crate::redact::Redactor,
+    job: F,
+) -> i32
+where
+    F: FnOnce(
+        telemetry::TelemetryHandle,
+        std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    ) -> Fut,
+    Fut: std::future::Future<Output = Result<(), (String, i32)>>,
+{
+    let telemetry = match start_telemetry(cfg, redactor) {
         Ok(t) => t,
         Err(code) => return code,
     };
@@ -154,28 +184,22 @@ fn run_demo(args: DemoArgs) -> i32 {
         Err(code) => return code,
     };
     let handle = telemetry.handle();
-    let options = crate::demo::DemoOptions {
-        duration: args.duration.map(|d| d.0),
-        faults: !args.no_faults,
-        http: args.http,
-    };
-    let code = runtime.block_on(async {
-        let signal = match shutdown_signal() {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("error: cannot install signal handlers: {e}");
-                return EXIT_FAILURE;
-            }
-        };
-        match crate::demo::run(options, handle, signal).await {
-            Ok(()) => EXIT_OK,
-            Err(e) => {
-                eprintln!("error: {e}");
-                EXIT_FAILURE
-            }
+    let result = runtime.block_on(async {
+        match shutdown_signal() {
+            Ok(signal) => job(handle, Box::pin(signal)).await,
+            Err(e) => Err((format!("cannot install signal handlers: {e}"), EXIT_FAILURE)),
         }
     });
+    // Anything still blocked (a stuck write) must not hold the exit past the deadline.
     runtime.shutdown_timeout(std::time::Duration::from_millis(300));
+    let code = match result {
+        Ok(()) => EXIT_OK,
+        Err((message, code)) => {
+            tracing::error!(error = %message, "blockwatch stopped");
+            eprintln!("error: {message}");
+            code
+        }
+    };
     telemetry.shutdown(TELEMETRY_FLUSH);
     code
 }
@@ -221,35 +245,12 @@ fn run_devnet(args: DevnetArgs) -> i32 {
 }
 
 fn run_agent(config: Config) -> i32 {
-    let telemetry = match start_telemetry(&config.telemetry, config.redactor()) {
-        Ok(t) => t,
-        Err(code) => return code,
-    };
-    let runtime = match runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    let handle = telemetry.handle();
-    let result = runtime.block_on(async {
-        match shutdown_signal() {
-            Ok(signal) => agent::run(config, handle, signal)
-                .await
-                .map_err(|e| (e.to_string(), e.exit_code())),
-            Err(e) => Err((format!("cannot install signal handlers: {e}"), EXIT_FAILURE)),
-        }
-    });
-    // Anything still blocked (a stuck write) must not hold the exit past the deadline.
-    runtime.shutdown_timeout(std::time::Duration::from_millis(300));
-    let code = match result {
-        Ok(()) => EXIT_OK,
-        Err((message, code)) => {
-            tracing::error!(error = %message, "blockwatch stopped");
-            eprintln!("error: {message}");
-            code
-        }
-    };
-    telemetry.shutdown(TELEMETRY_FLUSH);
-    code
+    let (cfg, redactor) = (config.telemetry.clone(), config.redactor());
+    with_telemetry(&cfg, redactor, |handle, signal| async move {
+        agent::run(config, handle, signal)
+            .await
+            .map_err(|e| (e.to_string(), e.exit_code()))
+    })
 }
 
 /// Installs the SIGINT and SIGTERM handlers at once (so that a signal during start-up is a clean
