@@ -2,6 +2,7 @@
 //! [`ProviderPool`] per chain.
 
 mod error;
+pub mod latency;
 pub mod pool;
 pub mod provider;
 pub mod retry_after;

@@ -224,7 +224,8 @@ impl ProviderPool {
                 }
             }
             Selection::Best => {
-                let latency = |i: usize| self.providers[i].health().latency_ewma;
+                // The median of recent successful calls (see `Provider::latency`).
+                let latency = |i: usize| self.providers[i].latency().map(|p| p.p50);
                 // Sampled providers by latency, then unsampled ones by priority: no sample is no proof.
                 ready.sort_by_key(|&i| {
                     (

@@ -38,8 +38,15 @@ type Client = HttpClient<
     >,
 >;
 
-/// Weight of the newest latency sample in the moving average.
-const LATENCY_EWMA_ALPHA: f64 = 0.2;
+/// How long computed latency percentiles are reused before they are computed again.
+const PERCENTILES_TTL: Duration = Duration::from_secs(1);
+
+/// Recent successful-call latency and its last computed percentiles.
+#[derive(Debug, Default)]
+struct Latency {
+    window: super::latency::LatencyWindow,
+    cached: Option<(Instant, Option<super::latency::Percentiles>)>,
+}
 
 /// A configured provider of one chain.
 #[derive(Debug)]
@@ -67,6 +74,7 @@ pub struct Provider {
     /// How long a chain-id check holds before it is repeated.
     chain_check_interval: Duration,
     health: Mutex<Health>,
+    latency: Mutex<Latency>,
     metrics: Arc<Metrics>,
     /// The chain's name.
     chain: String,
@@ -103,8 +111,7 @@ pub struct Health {
     pub consecutive_failures: u32,
     /// The provider is passed over until then, while others are usable.
     pub cooldown_until: Option<Instant>,
-    /// Moving average of successful call latency.
-    pub latency_ewma: Option<Duration>,
+
     /// Calls made.
     pub requests: u64,
     /// Calls failed.
@@ -170,6 +177,7 @@ impl Provider {
             chain_check: Mutex::new(ChainCheck::Unchecked),
             chain_check_interval: pool.chain_check_interval.0,
             health: Mutex::new(Health::default()),
+            latency: Mutex::new(Latency::default()),
             metrics,
             chain: chain.to_owned(),
             attrs: crate::telemetry::metrics::chain_provider(chain, &cfg.name),
@@ -268,12 +276,13 @@ impl Provider {
             Ok(_) => {
                 h.consecutive_failures = 0;
                 h.cooldown_until = None;
-                h.latency_ewma = Some(match h.latency_ewma {
-                    None => elapsed,
-                    Some(prev) => {
-                        prev.mul_f64(1.0 - LATENCY_EWMA_ALPHA) + elapsed.mul_f64(LATENCY_EWMA_ALPHA)
-                    }
-                });
+                drop(h);
+                let mut l = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+                l.window.record(elapsed, Instant::now());
+                if l.cached.is_some_and(|(_, p)| p.is_none()) {
+                    // The first sample: do not wait for the cache to expire to know it.
+                    l.cached = None;
+                }
             }
             Err(_) => {
                 h.errors += 1;
@@ -285,6 +294,20 @@ impl Provider {
     /// Until when the provider asked (with `Retry-After`) not to be called, if that is still ahead.
     pub fn asked_to_wait_until(&self) -> Option<Instant> {
         self.retry_after.until()
+    }
+
+    /// p50/p95/p99 of successful calls over the last one to two minutes; `None` without samples.
+    pub fn latency(&self) -> Option<super::latency::Percentiles> {
+        let now = Instant::now();
+        let mut l = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        match l.cached {
+            Some((at, p)) if now.duration_since(at) < PERCENTILES_TTL => p,
+            _ => {
+                let p = l.window.percentiles(now);
+                l.cached = Some((now, p));
+                p
+            }
+        }
     }
 
     /// Passes the provider over for `cooldown` (while others are usable), or for as long as it
