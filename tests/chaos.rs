@@ -234,3 +234,58 @@ async fn a_429_with_retry_after_is_honoured() {
         .signal_and_wait("TERM", Duration::from_secs(5))
         .success());
 }
+
+/// HTTP requests all of devnet's providers have received.
+async fn all_requests(devnet: &DevnetProc) -> u64 {
+    let status = devnet.control("devnet_status", json!({})).await;
+    status["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["requests"].as_u64().unwrap())
+        .sum()
+}
+
+/// Requests per second the agent sends while every provider answers HTTP 500, with `budget` and
+/// `floor` as its retry budget.
+async fn load_during_outage(budget: &str, floor: &str) -> f64 {
+    let devnet = DevnetProc::start(3, "200ms").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = devnet.agent_config("").replace(
+        "chain_check_interval = \"1s\"",
+        &format!(
+            "chain_check_interval = \"1s\"\nretry_budget = {budget}\nretry_budget_floor = {floor}"
+        ),
+    );
+    let mut agent = Agent::start(dir.path(), &cfg);
+    agent.wait_for_block(3, CATCH_UP).await;
+    for p in ["p0", "p1", "p2"] {
+        devnet
+            .set_fault(p, json!({"kind": "http_error", "status": 500}))
+            .await;
+    }
+    // Let a full bank drain, then measure.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let from = all_requests(&devnet).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rate = (all_requests(&devnet).await - from) as f64 / 3.0;
+    devnet.clear_faults().await;
+    settle_and_check(&mut agent, &devnet, "an outage of every provider").await;
+    assert!(agent
+        .signal_and_wait("TERM", Duration::from_secs(5))
+        .success());
+    rate
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_budget_keeps_an_outage_from_multiplying_load() {
+    let unbounded = load_during_outage("10.0", "10000").await;
+    let budgeted = load_during_outage("0.0", "1").await;
+    eprintln!(
+        "requests/s during a full outage: {unbounded:.1} without a budget, {budgeted:.1} with one"
+    );
+    assert!(
+        budgeted * 2.0 < unbounded,
+        "the budget should at least halve the load: {budgeted:.1}/s vs {unbounded:.1}/s"
+    );
+}

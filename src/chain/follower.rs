@@ -205,6 +205,8 @@ pub struct ChainFollower {
     deep_reorg_reported: Option<(BlockRef, BlockRef)>,
     /// The first block this chain's stream ever emitted (since the last `start = "latest"`).
     first_emitted: Option<u64>,
+    /// The last block fetch failed: fetch one block at a time until one succeeds.
+    fetch_failing: bool,
 }
 
 impl ChainFollower {
@@ -232,6 +234,7 @@ impl ChainFollower {
             verify_tip: false,
             deep_reorg_reported: None,
             first_emitted: None,
+            fetch_failing: false,
         }
     }
 
@@ -419,9 +422,10 @@ impl ChainFollower {
             if next > head.number {
                 break;
             }
-            // While a reorg deeper than the window blocks the chain, look at one block per step
-            // only, to notice when the providers change their minds without loading them.
-            let batch = if self.deep_reorg_reported.is_some() {
+            // While a reorg deeper than the window blocks the chain, or the last fetch failed, look
+            // at one block per step only: enough to notice recovery, without sending a batch of
+            // concurrent requests to providers that are failing.
+            let batch = if self.deep_reorg_reported.is_some() || self.fetch_failing {
                 1
             } else {
                 MAX_BATCH
@@ -429,6 +433,7 @@ impl ChainFollower {
             let end = head.number.min(next.saturating_add(batch - 1));
             let wanted = end - next + 1;
             let (blocks, error) = self.fetch_range(next, end, cancel).await;
+            self.fetch_failing = matches!(error, Some(StepError::Pool(_)));
             if matches!(error, Some(StepError::Cancelled)) {
                 return Err(StepError::Cancelled);
             }

@@ -58,6 +58,10 @@ pub const DEFAULT_FAILOVER_COOLDOWN: HumanDuration = HumanDuration::from_secs(5)
 pub const DEFAULT_MAX_RESPONSE_SIZE: ByteSize = ByteSize(10_000_000);
 /// Default number of blocks fetched concurrently while catching up.
 pub const DEFAULT_FETCH_CONCURRENCY: usize = 8;
+/// Default retry budget: each first attempt earns this share of a retry.
+pub const DEFAULT_RETRY_BUDGET: f64 = 0.2;
+/// Default retries per second allowed whatever the budget.
+pub const DEFAULT_RETRY_BUDGET_FLOOR: f64 = 5.0;
 /// Default time after which a provider's chain id is checked again.
 pub const DEFAULT_CHAIN_CHECK_INTERVAL: HumanDuration = HumanDuration::from_secs(60);
 /// Default delay before a dropped WebSocket subscription is reopened (doubles up to 30 s).
@@ -272,6 +276,10 @@ pub struct PoolConfig {
     pub ws_reconnect_backoff: HumanDuration,
     /// How often each provider's chain id is checked again while in use.
     pub chain_check_interval: HumanDuration,
+    /// Retries may add at most this share of the first attempts' load (0.2: 20 %).
+    pub retry_budget: f64,
+    /// Retries per second allowed on top of the budget (banked for up to 10 s).
+    pub retry_budget_floor: f64,
 }
 
 impl Default for PoolConfig {
@@ -285,6 +293,8 @@ impl Default for PoolConfig {
             fetch_concurrency: DEFAULT_FETCH_CONCURRENCY,
             ws_reconnect_backoff: DEFAULT_WS_RECONNECT_BACKOFF,
             chain_check_interval: DEFAULT_CHAIN_CHECK_INTERVAL,
+            retry_budget: DEFAULT_RETRY_BUDGET,
+            retry_budget_floor: DEFAULT_RETRY_BUDGET_FLOOR,
         }
     }
 }
@@ -539,6 +549,24 @@ impl Config {
             return Err(ConfigError::invalid(
                 "pool.fetch_concurrency",
                 "must be between 1 and 256",
+            ));
+        }
+        if !(0.0..=10.0).contains(&p.retry_budget) {
+            return Err(ConfigError::invalid(
+                "pool.retry_budget",
+                format!(
+                    "{} is out of range: a share between 0 and 10",
+                    p.retry_budget
+                ),
+            ));
+        }
+        if !(0.0..=10_000.0).contains(&p.retry_budget_floor) {
+            return Err(ConfigError::invalid(
+                "pool.retry_budget_floor",
+                format!(
+                    "{} is out of range: retries per second between 0 and 10000",
+                    p.retry_budget_floor
+                ),
             ));
         }
         if p.chain_check_interval.0 < std::time::Duration::from_millis(100) {

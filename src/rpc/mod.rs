@@ -6,6 +6,7 @@ pub mod latency;
 pub mod pool;
 pub mod provider;
 pub mod retry_after;
+pub mod retry_budget;
 pub mod trace_context;
 pub mod types;
 

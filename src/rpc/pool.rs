@@ -131,6 +131,7 @@ pub struct ProviderPool {
     cfg: PoolConfig,
     redactor: Arc<Redactor>,
     metrics: Arc<Metrics>,
+    budget: super::retry_budget::RetryBudget,
     state: Mutex<PoolState>,
 }
 
@@ -186,6 +187,11 @@ impl ProviderPool {
             cfg: cfg.clone(),
             redactor,
             metrics,
+            budget: super::retry_budget::RetryBudget::new(
+                cfg.retry_budget,
+                cfg.retry_budget_floor,
+                Instant::now(),
+            ),
             state: Mutex::new(PoolState::default()),
         })
     }
@@ -362,6 +368,15 @@ impl ProviderPool {
                 // It said when to come back (Retry-After): not before, and without spending an
                 // attempt, so that a call waits out a pool-wide pause instead of failing.
                 continue;
+            }
+            // The first attempt earns retries; every attempt after a failure spends one. When the
+            // budget is spent the call fails now and is asked again later, instead of adding load
+            // to providers that are already failing.
+            if last_error.is_none() && attempts == 0 {
+                self.budget.deposit(Instant::now());
+            } else if last_error.is_some() && !self.budget.withdraw(Instant::now()) {
+                tracing::debug!(chain = %self.chain, method, attempts, "retry budget spent; not retrying now");
+                break;
             }
             attempts += 1;
             // A due chain-id check is a call of its own (with its own span and measurement); if it
