@@ -107,15 +107,8 @@ enum ChainCheck {
 /// Recent behaviour of a provider, as the pool sees it.
 #[derive(Clone, Debug, Default)]
 pub struct Health {
-    /// Failures since the last success.
-    pub consecutive_failures: u32,
     /// The provider is passed over until then, while others are usable.
     pub cooldown_until: Option<Instant>,
-
-    /// Calls made.
-    pub requests: u64,
-    /// Calls failed.
-    pub errors: u64,
 }
 
 impl Provider {
@@ -269,25 +262,18 @@ impl Provider {
         self.metrics.provider_head.record(number, &self.attrs);
     }
 
+    /// A success ends the provider's cooldown and adds a latency sample. (Failures are counted in
+    /// the metrics; the pool decides the cooldown they earn.)
     fn record<T>(&self, result: &Result<T, RpcError>, elapsed: Duration) {
-        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
-        h.requests += 1;
-        match result {
-            Ok(_) => {
-                h.consecutive_failures = 0;
-                h.cooldown_until = None;
-                drop(h);
-                let mut l = self.latency.lock().unwrap_or_else(|p| p.into_inner());
-                l.window.record(elapsed, Instant::now());
-                if l.cached.is_some_and(|(_, p)| p.is_none()) {
-                    // The first sample: do not wait for the cache to expire to know it.
-                    l.cached = None;
-                }
-            }
-            Err(_) => {
-                h.errors += 1;
-                h.consecutive_failures = h.consecutive_failures.saturating_add(1);
-            }
+        if result.is_err() {
+            return;
+        }
+        self.health.lock().unwrap_or_else(|p| p.into_inner()).cooldown_until = None;
+        let mut l = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        l.window.record(elapsed, Instant::now());
+        if l.cached.is_some_and(|(_, p)| p.is_none()) {
+            // The first sample: do not wait for the cache to expire to know it.
+            l.cached = None;
         }
     }
 
