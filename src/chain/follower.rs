@@ -28,7 +28,7 @@ use super::{
 use crate::{
     config::{ChainConfig, StartAt},
     output::{self, BlockLine, BlockOutput, ErrorLine, ReorgLine, StreamEvent},
-    rpc::{PoolError, ProviderPool},
+    rpc::{Answer, PoolError, ProviderPool},
     store::{ChainCommit, Store, StoreError},
 };
 
@@ -363,6 +363,19 @@ impl ChainFollower {
         Ok(self.canonical.tip())
     }
 
+    /// Runs a lookup of block `number` inside a new `process_block` span, unless shutdown comes
+    /// first; returns the answer and the span (which stays open as long as it is held).
+    async fn traced(
+        &self,
+        number: u64,
+        cancel: &CancellationToken,
+        lookup: impl std::future::Future<Output = Result<Answer<Option<Block>>, PoolError>>,
+    ) -> Result<(Answer<Option<Block>>, tracing::Span), StepError> {
+        let span = block_span(&self.cfg.name, number);
+        let a = unless_cancelled(cancel, lookup.instrument(span.clone())).await?;
+        Ok((a, span))
+    }
+
     fn next_number(&self) -> Option<u64> {
         self.canonical
             .tip()
@@ -385,14 +398,8 @@ impl ChainFollower {
         }
         if self.verify_tip {
             if let Some(tip) = self.canonical.tip() {
-                let span = block_span(&self.cfg.name, tip.number);
-                let a = unless_cancelled(
-                    cancel,
-                    self.pool
-                        .block_by_number(tip.number)
-                        .instrument(span.clone()),
-                )
-                .await?;
+                let lookup = self.pool.block_by_number(tip.number);
+                let (a, span) = self.traced(tip.number, cancel, lookup).await?;
                 if let Some(block) = a.value {
                     if block.hash != tip.hash {
                         let fetched = Fetched::new(block, &a.provider, span);
@@ -407,12 +414,8 @@ impl ChainFollower {
         if self.start_at.is_none() && self.canonical.tip().is_none() {
             // Start at the head only once a provider serves it: a bogus head must not become the
             // start of the stream.
-            let span = block_span(&self.cfg.name, head.number);
-            let a = unless_cancelled(
-                cancel,
-                self.pool.block_by_number(head.number).instrument(span),
-            )
-            .await?;
+            let lookup = self.pool.block_by_number(head.number);
+            let (a, _span) = self.traced(head.number, cancel, lookup).await?;
             if a.value.is_none() {
                 return Ok(());
             }
@@ -544,14 +547,8 @@ impl ChainFollower {
                     return Ok(false);
                 }
             }
-            let span = block_span(&self.cfg.name, parent_number);
-            let a = unless_cancelled(
-                cancel,
-                self.pool
-                    .block_by_hash(cur.parent_hash)
-                    .instrument(span.clone()),
-            )
-            .await?;
+            let lookup = self.pool.block_by_hash(cur.parent_hash);
+            let (a, span) = self.traced(parent_number, cancel, lookup).await?;
             let Some(parent) = a.value else {
                 tracing::warn!(chain = %self.cfg.name, number = parent_number,
                     "no provider serves the new branch's parent yet; will retry");

@@ -268,7 +268,10 @@ impl Provider {
         if result.is_err() {
             return;
         }
-        self.health.lock().unwrap_or_else(|p| p.into_inner()).cooldown_until = None;
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .cooldown_until = None;
         let mut l = self.latency.lock().unwrap_or_else(|p| p.into_inner());
         l.window.record(elapsed, Instant::now());
         if l.cached.is_some_and(|(_, p)| p.is_none()) {
