@@ -2,7 +2,9 @@
 //! one's parent hash the previous block's hash, so that a client can recompute and link every hash.
 //!
 //! Memory is bounded: only the last `retain` canonical blocks (and the blocks reorganised away from
-//! that range) are kept; older ones are no longer served.
+//! that range) are kept; older ones are no longer served, except the genesis block, which is always
+//! kept and served (by number `0` and by hash) so that clients can check the genesis hash. The
+//! genesis is a function of the chain id, the genesis timestamp and the seed alone.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -79,6 +81,8 @@ impl DevBlock {
 #[derive(Debug)]
 pub struct DevChain {
     chain_id: u64,
+    /// Block 0, kept whatever `retain` says.
+    genesis: Arc<DevBlock>,
     canonical: VecDeque<Arc<DevBlock>>,
     by_hash: HashMap<B256, Arc<DevBlock>>,
     retain: usize,
@@ -87,24 +91,36 @@ pub struct DevChain {
 }
 
 impl DevChain {
-    /// A chain with its genesis block at `genesis_timestamp`.
+    /// A chain with its genesis block at `genesis_timestamp`. The genesis hash depends on
+    /// `chain_id` (written into the genesis `extraData`), `genesis_timestamp` and `seed` only.
     pub fn new(chain_id: u64, genesis_timestamp: u64, seed: u64, retain: usize) -> Self {
-        let mut chain = Self {
-            chain_id,
-            canonical: VecDeque::new(),
-            by_hash: HashMap::new(),
-            retain: retain.max(2),
-            rng: StdRng::seed_from_u64(seed),
-            forks: 0,
-        };
-        let genesis = chain.make_block(
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut extra = b"blockwatch devnet".to_vec();
+        extra.extend_from_slice(&chain_id.to_be_bytes());
+        let genesis = Arc::new(make_block(
+            &mut rng,
             None,
             genesis_timestamp,
             0,
-            Bytes::from_static(b"blockwatch devnet"),
-        );
-        chain.push(genesis);
+            Bytes::from(extra),
+        ));
+        let mut chain = Self {
+            chain_id,
+            genesis: genesis.clone(),
+            canonical: VecDeque::new(),
+            by_hash: HashMap::new(),
+            retain: retain.max(2),
+            rng,
+            forks: 0,
+        };
+        chain.by_hash.insert(genesis.hash, genesis.clone());
+        chain.canonical.push_back(genesis);
         chain
+    }
+
+    /// The genesis block (block 0), always kept.
+    pub fn genesis(&self) -> Arc<DevBlock> {
+        self.genesis.clone()
     }
 
     /// The chain id.
@@ -120,15 +136,21 @@ impl DevChain {
             .expect("the chain always has a genesis block")
     }
 
-    /// The canonical block at `number`, if still kept.
+    /// The canonical block at `number`, if still kept (the genesis always is).
     pub fn by_number(&self, number: u64) -> Option<Arc<DevBlock>> {
+        if number == 0 {
+            return Some(self.genesis.clone());
+        }
         let first = self.canonical.front()?.number();
         let idx = usize::try_from(number.checked_sub(first)?).ok()?;
         self.canonical.get(idx).cloned()
     }
 
-    /// Any kept block (canonical or reorganised away) with `hash`.
+    /// Any kept block (canonical or reorganised away, and always the genesis) with `hash`.
     pub fn by_hash(&self, hash: &B256) -> Option<Arc<DevBlock>> {
+        if *hash == self.genesis.hash {
+            return Some(self.genesis.clone());
+        }
         self.by_hash.get(hash).cloned()
     }
 
@@ -142,7 +164,8 @@ impl DevChain {
     pub fn produce(&mut self, now: u64) -> Arc<DevBlock> {
         let parent = self.head();
         let txs = self.rng.random_range(0..=MAX_TXS);
-        let block = self.make_block(
+        let block = make_block(
+            &mut self.rng,
             Some(&parent),
             now.max(parent.header.timestamp),
             txs,
@@ -170,7 +193,7 @@ impl DevChain {
             let parent = self.head();
             let txs = self.rng.random_range(0..=MAX_TXS);
             let extra = Bytes::from(format!("fork {}", self.forks).into_bytes());
-            let b = self.make_block(Some(&parent), o.header.timestamp, txs, extra);
+            let b = make_block(&mut self.rng, Some(&parent), o.header.timestamp, txs, extra);
             new.push(self.push(b));
         }
         new
@@ -189,59 +212,60 @@ impl DevChain {
         }
         block
     }
+}
 
-    fn make_block(
-        &mut self,
-        parent: Option<&DevBlock>,
-        timestamp: u64,
-        txs: usize,
-        extra_data: Bytes,
-    ) -> DevBlock {
-        let number = parent.map_or(0, |p| p.number() + 1);
-        let tx_hashes: Vec<B256> = (0..txs)
-            .map(|_| B256::from(self.rng.random::<[u8; 32]>()))
-            .collect();
-        let transactions_root = if txs == 0 {
+/// A block on `parent` (the genesis without one), its random contents drawn from `rng`.
+fn make_block(
+    rng: &mut StdRng,
+    parent: Option<&DevBlock>,
+    timestamp: u64,
+    txs: usize,
+    extra_data: Bytes,
+) -> DevBlock {
+    let number = parent.map_or(0, |p| p.number() + 1);
+    let tx_hashes: Vec<B256> = (0..txs)
+        .map(|_| B256::from(rng.random::<[u8; 32]>()))
+        .collect();
+    let transactions_root = if txs == 0 {
+        EMPTY_ROOT_HASH
+    } else {
+        keccak256(tx_hashes.iter().flat_map(|h| h.0).collect::<Vec<u8>>())
+    };
+    let gas_used = (txs as u64 * 21_000).min(GAS_LIMIT);
+    let header = Header {
+        parent_hash: parent.map_or(B256::ZERO, |p| p.hash),
+        ommers_hash: EMPTY_OMMER_ROOT_HASH,
+        beneficiary: Address::from([0x42; 20]),
+        state_root: B256::from(rng.random::<[u8; 32]>()),
+        transactions_root,
+        receipts_root: if txs == 0 {
             EMPTY_ROOT_HASH
         } else {
-            keccak256(tx_hashes.iter().flat_map(|h| h.0).collect::<Vec<u8>>())
-        };
-        let gas_used = (txs as u64 * 21_000).min(GAS_LIMIT);
-        let header = Header {
-            parent_hash: parent.map_or(B256::ZERO, |p| p.hash),
-            ommers_hash: EMPTY_OMMER_ROOT_HASH,
-            beneficiary: Address::from([0x42; 20]),
-            state_root: B256::from(self.rng.random::<[u8; 32]>()),
-            transactions_root,
-            receipts_root: if txs == 0 {
-                EMPTY_ROOT_HASH
-            } else {
-                B256::from(self.rng.random::<[u8; 32]>())
-            },
-            logs_bloom: Bloom::ZERO,
-            difficulty: U256::ZERO,
-            number,
-            gas_limit: GAS_LIMIT,
-            gas_used,
-            timestamp,
-            extra_data,
-            mix_hash: B256::from(self.rng.random::<[u8; 32]>()),
-            nonce: B64::ZERO,
-            base_fee_per_gas: Some(1_000_000_000),
-            withdrawals_root: Some(EMPTY_ROOT_HASH),
-            blob_gas_used: Some(0),
-            excess_blob_gas: Some(0),
-            parent_beacon_block_root: Some(B256::from(self.rng.random::<[u8; 32]>())),
-            requests_hash: Some(keccak256([])),
-            block_access_list_hash: None,
-            slot_number: None,
-        };
-        let hash = header.hash_slow();
-        DevBlock {
-            header,
-            hash,
-            tx_hashes,
-        }
+            B256::from(rng.random::<[u8; 32]>())
+        },
+        logs_bloom: Bloom::ZERO,
+        difficulty: U256::ZERO,
+        number,
+        gas_limit: GAS_LIMIT,
+        gas_used,
+        timestamp,
+        extra_data,
+        mix_hash: B256::from(rng.random::<[u8; 32]>()),
+        nonce: B64::ZERO,
+        base_fee_per_gas: Some(1_000_000_000),
+        withdrawals_root: Some(EMPTY_ROOT_HASH),
+        blob_gas_used: Some(0),
+        excess_blob_gas: Some(0),
+        parent_beacon_block_root: Some(B256::from(rng.random::<[u8; 32]>())),
+        requests_hash: Some(keccak256([])),
+        block_access_list_hash: None,
+        slot_number: None,
+    };
+    let hash = header.hash_slow();
+    DevBlock {
+        header,
+        hash,
+        tx_hashes,
     }
 }
 
@@ -309,5 +333,60 @@ mod tests {
         assert!(c.by_hash.len() <= 20 + 2);
         assert!(c.by_number(50).is_none());
         assert!(c.by_number(c.head().number()).is_some());
+    }
+
+    #[test]
+    fn genesis_is_kept_and_served_after_the_chain_outgrows_its_retention() {
+        let mut c = DevChain::new(1337, 1_700_000_000, 3, 10);
+        let genesis = c.by_number(0).unwrap();
+        assert_eq!(genesis.number(), 0);
+        assert_eq!(genesis.header.parent_hash, B256::ZERO);
+        for t in 0..100 {
+            c.produce(1_700_000_001 + t);
+            if t % 7 == 0 {
+                c.reorg(2);
+            }
+        }
+        assert!(c.by_number(1).is_none(), "old blocks are pruned");
+        assert!(c.canonical.len() <= 10);
+        for served in [
+            c.by_number(0).unwrap(),
+            c.by_hash(&genesis.hash).unwrap(),
+            c.genesis(),
+        ] {
+            assert_eq!(served.hash, genesis.hash);
+            assert!(c.is_canonical(&served));
+        }
+        let json: RpcBlock =
+            serde_json::from_value(c.by_number(0).unwrap().to_json(false)).unwrap();
+        json.verify_hash().unwrap();
+        assert_eq!(json.header.hash, genesis.hash);
+        c.reorg(1_000);
+        assert_eq!(c.by_number(0).unwrap().hash, genesis.hash, "never reorged");
+    }
+
+    #[test]
+    fn genesis_hash_depends_on_chain_id_timestamp_and_seed_only() {
+        let genesis = |chain_id, timestamp, seed| {
+            DevChain::new(chain_id, timestamp, seed, 100)
+                .by_number(0)
+                .unwrap()
+                .hash
+        };
+        let base = genesis(1337, 1_700_000_000, 1);
+        assert_eq!(base, genesis(1337, 1_700_000_000, 1), "same parameters");
+        let mut grown = DevChain::new(1337, 1_700_000_000, 1, 2);
+        for t in 0..10 {
+            grown.produce(1_700_000_001 + t);
+        }
+        assert_eq!(
+            grown.by_number(0).unwrap().hash,
+            base,
+            "stable as the chain grows"
+        );
+        assert_ne!(base, genesis(1, 1_700_000_000, 1), "other chain id");
+        assert_ne!(base, genesis(1338, 1_700_000_000, 1), "other chain id");
+        assert_ne!(base, genesis(1337, 1_700_000_000, 2), "other seed");
+        assert_ne!(base, genesis(1337, 1_700_000_001, 1), "other timestamp");
     }
 }

@@ -1,6 +1,8 @@
 //! The devnet's control endpoint (JSON-RPC): `devnet_setFault`, `devnet_clearFaults`, `devnet_reorg`,
 //! `devnet_skipBlock`, `devnet_mine` and `devnet_status`. Each takes one object, either as named
-//! params or as the only positional param. It also answers `eth_chainId`, `eth_blockNumber` and
+//! params or as the only positional param; `devnet_setFault`'s `fault` is a [`Fault`] (`down`,
+//! `http_error`, `rpc_error`, `latency`, `rate_limit`, `timeout`, `stale`, `malformed`,
+//! `wrong_chain`, `bad_hash` or `ws_silent`). It also answers `eth_chainId`, `eth_blockNumber` and
 //! `eth_getBlockByNumber` for the canonical chain, untouched by any fault.
 
 use std::{

@@ -1,5 +1,5 @@
-//! The faults a devnet provider can be told to have, as SPEC's control API names them, and the HTTP
-//! layer that plays the transport-level ones.
+//! The faults a devnet provider can be told to have, as SPEC's control API names them (plus
+//! `ws_silent`, an addition), and the HTTP layer that plays the transport-level ones.
 
 use std::{
     future::Future,
@@ -53,6 +53,9 @@ pub enum Fault {
     },
     /// Blocks are served with a hash that does not match their header.
     BadHash,
+    /// WebSocket `newHeads` subscriptions stay open (pings and requests are answered) but deliver
+    /// no notification; HTTP and the head are unaffected. Not in SPEC's list: an addition.
+    WsSilent,
 }
 
 impl Fault {
@@ -194,6 +197,7 @@ mod tests {
                 Fault::WrongChain { chain_id: 5 },
             ),
             (r#"{"kind":"bad_hash"}"#, Fault::BadHash),
+            (r#"{"kind":"ws_silent"}"#, Fault::WsSilent),
         ];
         for (text, fault) in cases {
             assert_eq!(
@@ -205,5 +209,10 @@ mod tests {
         assert!(serde_json::from_str::<Fault>(r#"{"kind":"gremlins"}"#).is_err());
         assert!(serde_json::from_str::<Fault>(r#"{"kind":"latency"}"#).is_err());
         assert!(Fault::HttpError { status: 200 }.validate().is_err());
+        assert!(Fault::WsSilent.validate().is_ok());
+        assert_eq!(
+            serde_json::to_string(&Fault::WsSilent).unwrap(),
+            r#"{"kind":"ws_silent"}"#
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The devnet: one simulated chain served by several providers over real JSON-RPC (HTTP and
-//! WebSocket, jsonrpsee's server), each of which can be told to fail in any of SPEC's ways at
-//! runtime, through a control JSON-RPC endpoint or, in-process, through [`Devnet`]'s methods.
+//! WebSocket, jsonrpsee's server), each of which can be told to fail in any of SPEC's ways (and with
+//! `ws_silent`, a quiet `newHeads` subscription) at runtime, through a control JSON-RPC endpoint or,
+//! in-process, through [`Devnet`]'s methods.
 
 pub mod chain;
 mod control;

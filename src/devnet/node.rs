@@ -13,7 +13,7 @@ use jsonrpsee::{
     types::{ErrorObject, ErrorObjectOwned, Params},
     RpcModule,
 };
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
 use super::{
@@ -55,6 +55,22 @@ impl ProviderState {
     fn visible_head(&self, canonical_head: u64) -> u64 {
         self.stale_head
             .map_or(canonical_head, |s| s.min(canonical_head))
+    }
+
+    /// `eth_syncing`: `false`, or while the provider is `stale` the object geth answers while it
+    /// syncs, its current block the stale head and its highest block the canonical head.
+    fn syncing(&self, canonical_head: u64) -> Value {
+        match self.stale_head {
+            Some(_) => {
+                let current = U64::from(self.visible_head(canonical_head));
+                json!({
+                    "startingBlock": current,
+                    "currentBlock": current,
+                    "highestBlock": U64::from(canonical_head),
+                })
+            }
+            None => Value::Bool(false),
+        }
     }
 
     fn serves(&self, number: u64, canonical_head: u64) -> bool {
@@ -156,6 +172,12 @@ fn build_module(ctx: Ctx) -> RpcModule<Ctx> {
         Ok::<_, ErrorObjectOwned>(U64::from(ctx.state().visible_head(head)))
     })
     .expect("unique method name");
+    m.register_method("eth_syncing", |_, ctx, _| {
+        ctx.rpc_fault()?;
+        let head = ctx.shared.chain().head().number();
+        Ok::<_, ErrorObjectOwned>(ctx.state().syncing(head))
+    })
+    .expect("unique method name");
     m.register_method("eth_getBlockByNumber", |params: Params<'_>, ctx, _| {
         ctx.rpc_fault()?;
         let (tag, _full): (Value, Option<bool>) = params.parse()?;
@@ -206,7 +228,7 @@ fn build_module(ctx: Ctx) -> RpcModule<Ctx> {
                     let st = ctx.state();
                     st.stale_head.is_none()
                         && !st.skipped.contains(&block.number())
-                        && !matches!(st.fault, Some(Fault::Down))
+                        && !matches!(st.fault, Some(Fault::Down | Fault::WsSilent))
                 };
                 if !announce || !ctx.shared.chain().is_canonical(&block) {
                     continue;
@@ -353,5 +375,187 @@ impl ProviderNode {
             let _ = h.stop();
             h.stopped().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use jsonrpsee::{
+        core::client::{ClientT, Error as ClientError, Subscription, SubscriptionClientT},
+        http_client::HttpClient,
+        rpc_params,
+        ws_client::WsClientBuilder,
+    };
+    use serde_json::{json, Value};
+
+    use super::super::{Devnet, DevnetConfig, Fault};
+
+    async fn devnet(providers: usize) -> std::sync::Arc<Devnet> {
+        Devnet::start(DevnetConfig {
+            providers,
+            block_time: Duration::ZERO,
+            ..DevnetConfig::default()
+        })
+        .await
+        .unwrap()
+    }
+
+    fn http(devnet: &Devnet, provider: usize) -> HttpClient {
+        HttpClient::builder()
+            .request_timeout(Duration::from_secs(5))
+            .build(devnet.providers()[provider].http_url())
+            .unwrap()
+    }
+
+    /// The number of the next `newHeads` notification, or `None` if none comes within `wait_ms`.
+    async fn next(sub: &mut Subscription<Value>, wait_ms: u64) -> Option<Value> {
+        tokio::time::timeout(Duration::from_millis(wait_ms), sub.next())
+            .await
+            .ok()
+            .flatten()
+            .map(|r| r.unwrap()["number"].clone())
+    }
+
+    async fn syncing(client: &HttpClient) -> Result<Value, ClientError> {
+        client.request("eth_syncing", rpc_params![]).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn eth_syncing_is_false_unless_the_provider_is_stale() {
+        let d = devnet(2).await;
+        d.mine(3);
+        let (p0, p1) = (http(&d, 0), http(&d, 1));
+        assert_eq!(syncing(&p0).await.unwrap(), json!(false));
+
+        d.set_fault(0, Some(Fault::Stale)).await.unwrap();
+        d.mine(4);
+        assert_eq!(
+            syncing(&p0).await.unwrap(),
+            json!({"startingBlock": "0x3", "currentBlock": "0x3", "highestBlock": "0x7"})
+        );
+        let head: Value = p0.request("eth_blockNumber", rpc_params![]).await.unwrap();
+        assert_eq!(head, json!("0x3"), "currentBlock is the head it answers");
+        assert_eq!(syncing(&p1).await.unwrap(), json!(false), "p1 is healthy");
+
+        // Every other fault applies to it as to any method.
+        d.set_fault(0, Some(Fault::RpcError { code: -32005 }))
+            .await
+            .unwrap();
+        match syncing(&p0).await {
+            Err(ClientError::Call(e)) => assert_eq!(e.code(), -32005),
+            other => panic!("expected the injected error, got {other:?}"),
+        }
+        d.set_fault(0, Some(Fault::HttpError { status: 503 }))
+            .await
+            .unwrap();
+        assert!(syncing(&p0).await.is_err(), "HTTP 503");
+        d.set_fault(0, Some(Fault::Malformed)).await.unwrap();
+        assert!(syncing(&p0).await.is_err(), "not JSON");
+
+        d.set_fault(0, None).await.unwrap();
+        assert_eq!(syncing(&p0).await.unwrap(), json!(false));
+        d.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ws_silent_keeps_subscriptions_open_but_quiet() {
+        let d = devnet(2).await;
+        let ws = WsClientBuilder::default()
+            .request_timeout(Duration::from_secs(5))
+            .build(d.providers()[0].ws_url())
+            .await
+            .unwrap();
+        let subscribe = || {
+            ws.subscribe::<Value, _>("eth_subscribe", rpc_params!["newHeads"], "eth_unsubscribe")
+        };
+        let mut sub = subscribe().await.unwrap();
+        let ws1 = WsClientBuilder::default()
+            .build(d.providers()[1].ws_url())
+            .await
+            .unwrap();
+        let mut sub1 = ws1
+            .subscribe::<Value, _>("eth_subscribe", rpc_params!["newHeads"], "eth_unsubscribe")
+            .await
+            .unwrap();
+        d.mine(1);
+        assert_eq!(next(&mut sub, 5_000).await, Some(json!("0x1")));
+        assert_eq!(next(&mut sub1, 5_000).await, Some(json!("0x1")));
+
+        d.set_fault(0, Some(Fault::WsSilent)).await.unwrap();
+        let mut late = subscribe().await.expect("new subscriptions are accepted");
+        d.mine(2);
+        assert_eq!(next(&mut sub1, 5_000).await, Some(json!("0x2")));
+        assert_eq!(next(&mut sub1, 5_000).await, Some(json!("0x3")));
+        assert_eq!(next(&mut sub, 300).await, None, "p0 announced a head");
+        assert_eq!(next(&mut late, 100).await, None, "p0 announced a head");
+        assert!(ws.is_connected());
+        let head: Value = ws.request("eth_blockNumber", rpc_params![]).await.unwrap();
+        assert_eq!(head, json!("0x3"), "requests over the socket are answered");
+        let p0 = http(&d, 0);
+        let head: Value = p0.request("eth_blockNumber", rpc_params![]).await.unwrap();
+        assert_eq!(head, json!("0x3"), "the head advances over HTTP");
+        let block: Value = p0
+            .request("eth_getBlockByNumber", rpc_params!["0x3", false])
+            .await
+            .unwrap();
+        assert_eq!(block["number"], json!("0x3"));
+        let synced: Value = p0.request("eth_syncing", rpc_params![]).await.unwrap();
+        assert_eq!(synced, json!(false));
+
+        d.set_fault(0, None).await.unwrap();
+        d.mine(1);
+        assert_eq!(
+            next(&mut sub, 5_000).await,
+            Some(json!("0x4")),
+            "resumes with the next new block, without replaying the silent ones"
+        );
+        assert_eq!(next(&mut late, 5_000).await, Some(json!("0x4")));
+        d.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn genesis_is_served_by_number_after_the_chain_is_pruned() {
+        use std::sync::{Arc, RwLock};
+
+        use super::super::{control, DevChain};
+        use super::{ProviderNode, Shared};
+
+        let (heads, _) = tokio::sync::broadcast::channel(16);
+        let shared = Arc::new(Shared {
+            chain: RwLock::new(DevChain::new(1337, 1_700_000_000, 1, 10)),
+            heads,
+        });
+        let genesis = shared.chain().genesis();
+        let node = ProviderNode::start(
+            "p0".into(),
+            std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            shared.clone(),
+        )
+        .await
+        .unwrap();
+        control::mine(&shared, 50);
+        let client = HttpClient::builder().build(node.http_url()).unwrap();
+        let get = |n: &'static str| {
+            let c = client.clone();
+            async move {
+                c.request::<Value, _>("eth_getBlockByNumber", rpc_params![n, false])
+                    .await
+                    .unwrap()
+            }
+        };
+        assert!(get("0x1").await.is_null(), "block 1 is pruned");
+        for tag in ["0x0", "earliest"] {
+            let block = get(tag).await;
+            assert_eq!(block["number"], json!("0x0"));
+            assert_eq!(block["hash"], json!(genesis.hash), "{tag}");
+        }
+        let by_hash: Value = client
+            .request("eth_getBlockByHash", rpc_params![genesis.hash, false])
+            .await
+            .unwrap();
+        assert_eq!(by_hash["hash"], json!(genesis.hash));
+        node.shutdown().await;
     }
 }
