@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     api,
     chain::{
-        ChainFollower, FollowError, HeadTracker, LogObserver, MetricsObserver, StreamObserver,
+        ChainFollower, FollowError, HeadTracker, LogObserver, MetricsObserver, Progress,
+        StreamObserver,
     },
     config::Config,
     output::BlockOutput,
@@ -115,8 +116,18 @@ pub async fn run_with_observers(
     };
     let cancel = CancellationToken::new();
     let mut tasks: JoinSet<(String, Result<(), FollowError>)> = JoinSet::new();
+    let mut views = Vec::new();
+    for (chain, pool) in config.chains.iter().zip(pools) {
+        views.push(api::ChainView {
+            name: chain.name.clone(),
+            chain_id: chain.chain_id,
+            pool: Arc::new(pool?),
+            progress: Arc::new(Progress::default()),
+        });
+    }
     let router = api::router(api::ApiState {
         telemetry: telemetry.clone(),
+        chains: views.clone(),
     });
     let c = cancel.clone();
     tasks.spawn(async move {
@@ -130,8 +141,14 @@ pub async fn run_with_observers(
         Arc::new(MetricsObserver::new(metrics.clone())),
     ];
     observers.extend(extra);
-    for (chain, pool) in config.chains.iter().zip(pools) {
-        let pool = Arc::new(pool?);
+    for (chain, view) in config.chains.iter().zip(views) {
+        let pool = view.pool;
+        let label = format!("{}/monitor", chain.name);
+        let (p, c) = (pool.clone(), cancel.clone());
+        tasks.spawn(async move {
+            p.monitor(c).await;
+            (label, Ok(()))
+        });
         let (tracker, heads) = HeadTracker::new(&chain.name);
         let silence = (chain.expected_block_time.0 * 2).max(Duration::from_secs(1));
         let label = format!("{}/poll", chain.name);
@@ -157,13 +174,15 @@ pub async fn run_with_observers(
                 (label, Ok(()))
             });
         }
+        let mut chain_observers = observers.clone();
+        chain_observers.push(view.progress);
         let follower = ChainFollower::new(
             chain.clone(),
             pool,
             store.clone(),
             output.clone(),
             heads,
-            observers.clone(),
+            chain_observers,
             config.pool.fetch_concurrency,
         );
         let label = format!("{}/follow", chain.name);

@@ -1,27 +1,114 @@
-//! The agent's HTTP API, on `agent.http_listen`. Today: `GET /metrics`, the Prometheus text
-//! exposition of the agent's OpenTelemetry metrics. Later routes share this router.
+//! The agent's HTTP API, on `agent.http_listen`: `GET /metrics`, the Prometheus text exposition of
+//! the agent's OpenTelemetry metrics, and `GET /status`, every chain's progress and providers.
 //!
 //! Shutdown does not wait for slow clients: the agent's shutdown deadline aborts the server task.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
-use axum::{extract::State, http::header, response::IntoResponse, routing::get, Router};
+use axum::{extract::State, http::header, response::IntoResponse, routing::get, Json, Router};
+use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::telemetry::TelemetryHandle;
+use crate::{
+    chain::Progress,
+    rpc::{pool::PoolHealth, ProviderPool},
+    telemetry::TelemetryHandle,
+};
+
+/// One chain, as the API sees it.
+#[derive(Clone, Debug)]
+pub struct ChainView {
+    /// Its name.
+    pub name: String,
+    /// Its chain id.
+    pub chain_id: u64,
+    /// Its providers.
+    pub pool: Arc<ProviderPool>,
+    /// Its stream's progress.
+    pub progress: Arc<Progress>,
+}
 
 /// What handlers read.
 #[derive(Clone, Debug)]
 pub struct ApiState {
     /// Metrics behind `/metrics`.
     pub telemetry: TelemetryHandle,
+    /// Every chain.
+    pub chains: Vec<ChainView>,
 }
 
 /// The routes.
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
+        .route("/status", get(status))
         .with_state(state)
+}
+
+/// `/status` of one chain.
+#[derive(Debug, Serialize)]
+struct ChainStatus {
+    chain: String,
+    chain_id: u64,
+    /// healthy (a usable provider), degraded (only last-resort providers), unhealthy (none).
+    status: PoolHealth,
+    head: Option<u64>,
+    last_processed_block: Option<u64>,
+    last_block_hash: Option<String>,
+    /// How late the last block was emitted, in seconds.
+    block_lag_seconds: Option<f64>,
+    /// Seconds since the last block's timestamp.
+    seconds_since_last_block: Option<f64>,
+    current_provider: Option<String>,
+    rpc_error_count: u64,
+    reorgs: u64,
+    providers: Vec<crate::rpc::provider::ProviderStatus>,
+    forks: Vec<crate::rpc::heads::Fork>,
+}
+
+#[derive(Debug, Serialize)]
+struct StatusBody {
+    status: PoolHealth,
+    chains: Vec<ChainStatus>,
+}
+
+async fn status(State(state): State<ApiState>) -> Json<StatusBody> {
+    let chains: Vec<ChainStatus> = state
+        .chains
+        .iter()
+        .map(|c| {
+            let pool = c.pool.status();
+            let last = c.progress.last();
+            ChainStatus {
+                chain: c.name.clone(),
+                chain_id: c.chain_id,
+                status: pool.health,
+                head: pool.head,
+                last_processed_block: last.map(|l| l.number),
+                last_block_hash: last.map(|l| l.hash.to_string()),
+                block_lag_seconds: last.map(|l| l.lag_ms as f64 / 1000.0),
+                seconds_since_last_block: c
+                    .progress
+                    .seconds_behind()
+                    .map(|s| (s * 1000.0).round() / 1000.0),
+                current_provider: pool.current_provider,
+                rpc_error_count: pool.rpc_error_count,
+                reorgs: c.progress.reorgs(),
+                providers: pool.providers,
+                forks: pool.forks,
+            }
+        })
+        .collect();
+    let status = chains
+        .iter()
+        .map(|c| c.status)
+        .max_by_key(|s| match s {
+            PoolHealth::Healthy => 0,
+            PoolHealth::Degraded => 1,
+            PoolHealth::Unhealthy => 2,
+        })
+        .unwrap_or(PoolHealth::Healthy);
+    Json(StatusBody { status, chains })
 }
 
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {

@@ -319,6 +319,7 @@ fn demo_config(devnet: &Devnet, dir: &std::path::Path, http: std::net::SocketAdd
             timeout: HumanDuration::from_millis(500),
             rate_limit: RateLimitConfig::default(),
             headers: Default::default(),
+            max_batch_size: crate::config::DEFAULT_MAX_BATCH_SIZE,
         })
         .collect();
     Config {
@@ -333,6 +334,10 @@ fn demo_config(devnet: &Devnet, dir: &std::path::Path, http: std::net::SocketAdd
             chain_check_interval: HumanDuration::from_secs(5),
             retry_initial_backoff: HumanDuration::from_millis(100),
             retry_max_backoff: HumanDuration::from_secs(1),
+            probe_interval: HumanDuration::from_secs(2),
+            score_window: HumanDuration::from_secs(10),
+            switch_hold: HumanDuration::from_secs(2),
+            circuit_open_for: HumanDuration::from_secs(3),
             ..PoolConfig::default()
         },
         chains: vec![ChainConfig {
@@ -344,6 +349,7 @@ fn demo_config(devnet: &Devnet, dir: &std::path::Path, http: std::net::SocketAdd
             start: StartAt::Latest,
             selection: Selection::Priority,
             poll_interval: None,
+            genesis_hash: None,
             providers,
         }],
         secrets: Vec::new(),

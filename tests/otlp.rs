@@ -240,13 +240,31 @@ async fn exports_spans_metrics_and_logs_per_spec_without_secrets() {
             attr_str(&s.attributes, "blockwatch.chain").as_deref(),
             Some("anvil")
         );
-        // attempt → pool_request → process_block
+        // attempt → pool_request → process_block (one block) or fetch_blocks (a batch while
+        // catching up); or attempt → probe (a background probe of an idle provider) or
+        // check_provider (chain id and genesis block at start-up).
         let parent = by_id(&s.parent_span_id).expect("attempt span has an exported parent");
+        if parent.name == "probe" || parent.name == "check_provider" {
+            continue;
+        }
         assert_eq!(parent.name, "pool_request");
         let grandparent = by_id(&parent.parent_span_id).expect("pool span has an exported parent");
-        assert_eq!(grandparent.name, "process_block");
-        assert!(attr_str(&grandparent.attributes, "blockwatch.block.number").is_some());
+        match grandparent.name.as_str() {
+            "process_block" => {
+                assert!(attr_str(&grandparent.attributes, "blockwatch.block.number").is_some())
+            }
+            "fetch_blocks" => {
+                assert!(attr_str(&grandparent.attributes, "blockwatch.block.from").is_some())
+            }
+            other => panic!("pool_request under {other}"),
+        }
     }
+    assert!(
+        attempts.iter().any(|s| by_id(&s.parent_span_id)
+            .and_then(|p| by_id(&p.parent_span_id))
+            .is_some_and(|g| g.name == "process_block")),
+        "block fetches are traced under their process_block span"
+    );
     let blocks: Vec<&Span> = spans.iter().filter(|s| s.name == "process_block").collect();
     assert!(blocks
         .iter()

@@ -475,8 +475,10 @@ impl ChainFollower {
         Ok(())
     }
 
-    /// Fetches `from..=to` concurrently, in order, stopping at the first block no provider has.
-    /// Returns the blocks fetched in order before any error, and the error.
+    /// Fetches `from..=to` concurrently, in order, stopping at the first block no provider has:
+    /// one block per call when following the head, JSON-RPC batches (of the smallest batch any
+    /// provider takes) when catching up. Returns the blocks fetched in order before any error, and
+    /// the error.
     async fn fetch_range(
         &self,
         from: u64,
@@ -485,10 +487,51 @@ impl ChainFollower {
     ) -> (Vec<Fetched>, Option<StepError>) {
         let pool = &self.pool;
         let chain = self.cfg.name.as_str();
-        let mut stream = futures::stream::iter(from..=to)
-            .map(|n| {
-                let span = block_span(chain, n);
-                async move { (pool.block_by_number(n).instrument(span.clone()).await, span) }
+        let batch = pool.batch_size().max(1);
+        let chunks = (from..=to)
+            .step_by(batch as usize)
+            .map(move |start| (start, to.min(start + batch - 1)));
+        let mut stream = futures::stream::iter(chunks)
+            .map(|(start, end)| async move {
+                if start == end {
+                    let span = block_span(chain, start);
+                    let a = pool.block_by_number(start).instrument(span.clone()).await;
+                    let wanted = 1;
+                    return (
+                        a.map(|a| {
+                            let provider = a.provider.clone();
+                            (
+                                a.value.into_iter().map(|b| (b, span.clone())).collect(),
+                                provider,
+                            )
+                        }),
+                        wanted,
+                    );
+                }
+                let fetch = tracing::info_span!(
+                    "fetch_blocks",
+                    otel.name = "fetch_blocks",
+                    blockwatch.chain = %chain,
+                    blockwatch.block.from = start,
+                    blockwatch.block.to = end,
+                );
+                let a = pool
+                    .blocks_by_number(start, end)
+                    .instrument(fetch.clone())
+                    .await;
+                let out = a.map(|a| {
+                    let blocks: Vec<(Block, tracing::Span)> = a
+                        .value
+                        .into_iter()
+                        .map(|b| {
+                            let span = block_span(chain, b.number);
+                            span.follows_from(&fetch);
+                            (b, span)
+                        })
+                        .collect();
+                    (blocks, a.provider)
+                });
+                (out, end - start + 1)
             })
             .buffered(self.concurrency);
         let mut out = Vec::new();
@@ -499,10 +542,18 @@ impl ChainFollower {
             };
             match next {
                 None => return (out, None),
-                Some((Ok(a), span)) => match a.value {
-                    Some(block) => out.push(Fetched::new(block, &a.provider, span)),
-                    None => return (out, None),
-                },
+                Some((Ok((blocks, provider)), wanted)) => {
+                    let got = blocks.len() as u64;
+                    out.extend(
+                        blocks
+                            .into_iter()
+                            .map(|(block, span)| Fetched::new(block, &provider, span)),
+                    );
+                    if got < wanted {
+                        // The providers do not have the rest yet.
+                        return (out, None);
+                    }
+                }
                 Some((Err(e), _)) => return (out, Some(StepError::Pool(e))),
             }
         }

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::{ChainConfig, PoolConfig},
     redact::Redactor,
-    rpc::{types::RpcHeader, Provider, ProviderPool},
+    rpc::{provider::Subscription, types::RpcHeader, Provider, ProviderPool},
 };
 
 /// How often an idle WebSocket is pinged; three silent intervals close it.
@@ -88,6 +88,25 @@ impl HeadTracker {
         });
     }
 
+    /// Publishes the chain's corroborated head `best` after a provider announced `number` (with
+    /// `hash`): its hash goes with it when the provider announced that very height. Unlike
+    /// [`Self::observe`], `best` may also be lower than before: a head that was believed while its
+    /// provider was the only one heard from is withdrawn once others contradict it.
+    pub fn publish(&self, best: Option<u64>, number: u64, hash: Option<B256>) {
+        let Some(best) = best else { return };
+        let hash = hash.filter(|_| number == best);
+        self.tx.send_if_modified(|current| {
+            let news = match current {
+                None => true,
+                Some(cur) => best != cur.number || (hash.is_some() && hash != cur.hash),
+            };
+            if news {
+                *current = Some(Head { number: best, hash });
+            }
+            news
+        });
+    }
+
     /// Polls `eth_blockNumber` every `interval` while no subscription is delivering heads (none is
     /// live, or none has spoken for `silence`). Ends when `cancel` fires.
     pub async fn poll(
@@ -118,13 +137,10 @@ impl HeadTracker {
                 a = pool.block_number() => a,
             };
             match answer {
-                Ok(a) => {
-                    a.provider.record_head(a.value);
-                    self.observe(Head {
-                        number: a.value,
-                        hash: None,
-                    })
-                }
+                Ok(a) => self.observe(Head {
+                    number: a.value,
+                    hash: None,
+                }),
                 Err(e) => tracing::warn!(chain = %self.chain, error = %e, "head poll failed"),
             }
         }
@@ -149,22 +165,34 @@ impl HeadTracker {
         loop {
             let outcome = tokio::select! {
                 _ = cancel.cancelled() => return,
-                o = self.follow_subscription(&provider, &ws_url, chain.chain_id) => o,
+                o = self.follow_subscription(&provider, &ws_url, &chain) => o,
             };
+            let silence = silence_limit(&chain);
             match outcome {
-                Ok(delivered) => {
+                Ok(Ended::Closed { delivered }) => {
+                    provider.set_subscription(Subscription::Down);
                     tracing::warn!(chain = %self.chain, provider = %provider.name, url = %shown,
                         "newHeads subscription ended; polling until it is reopened");
                     if delivered {
                         backoff = pool_cfg.ws_reconnect_backoff.0;
                     }
                 }
+                Ok(Ended::Silent) => {
+                    provider.set_subscription(Subscription::Silent);
+                    tracing::warn!(chain = %self.chain, provider = %provider.name, url = %shown,
+                        silent_for = ?silence, retry_in = ?backoff,
+                        "newHeads subscription is connected but silent while other providers announce new blocks; polling until it delivers again");
+                }
                 Err(SubscribeError::WrongChain(actual)) => {
+                    provider.set_subscription(Subscription::Down);
                     tracing::error!(chain = %self.chain, provider = %provider.name, url = %shown,
                         expected = chain.chain_id, actual, "WebSocket endpoint serves another chain; not subscribing");
                     return;
                 }
                 Err(SubscribeError::Other(e)) => {
+                    if provider.subscription() != Subscription::Silent {
+                        provider.set_subscription(Subscription::Down);
+                    }
                     tracing::warn!(chain = %self.chain, provider = %provider.name, url = %shown,
                         error = %redactor.redact(&e), retry_in = ?backoff,
                         "cannot open newHeads subscription; polling meanwhile");
@@ -178,13 +206,14 @@ impl HeadTracker {
         }
     }
 
-    /// One subscription's life; returns whether it delivered any head before it ended.
+    /// One subscription's life: until it closes, or stays silent for longer than the chain allows
+    /// while the other providers announce new blocks.
     async fn follow_subscription(
         &self,
         provider: &Provider,
         ws_url: &str,
-        chain_id: u64,
-    ) -> Result<bool, SubscribeError> {
+        chain: &ChainConfig,
+    ) -> Result<Ended, SubscribeError> {
         let client = WsClientBuilder::default()
             .connection_timeout(provider.timeout)
             .request_timeout(provider.timeout)
@@ -203,7 +232,7 @@ impl HeadTracker {
             .request("eth_chainId", rpc_params![])
             .await
             .map_err(|e| SubscribeError::Other(e.to_string()))?;
-        if id.to::<u64>() != chain_id {
+        if id.to::<u64>() != chain.chain_id {
             return Err(SubscribeError::WrongChain(id.to::<u64>()));
         }
         let mut sub = client
@@ -212,18 +241,43 @@ impl HeadTracker {
             .map_err(|e| SubscribeError::Other(e.to_string()))?;
         tracing::info!(chain = %self.chain, provider = %provider.name, "newHeads subscription open");
         let _live = LiveGuard::new(&self.live_subscriptions);
+        let silence = silence_limit(chain);
+        let mut check = tokio::time::interval(silence / 4);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut delivered = false;
-        while let Some(item) = sub.next().await {
+        // The newest head it delivered, and when (the subscription's start until the first).
+        let mut last: (Option<u64>, Instant) = (None, Instant::now());
+        let start_head = provider.chain_head();
+        loop {
+            let item = tokio::select! {
+                item = sub.next() => item,
+                _ = check.tick() => {
+                    let since = last.0.or(start_head);
+                    let others_moved = match (provider.chain_head(), since) {
+                        (Some(best), Some(mine)) => best >= mine.saturating_add(2),
+                        _ => false,
+                    };
+                    if others_moved && last.1.elapsed() >= silence {
+                        return Ok(Ended::Silent);
+                    }
+                    continue;
+                }
+            };
+            let Some(item) = item else {
+                return Ok(Ended::Closed { delivered });
+            };
             match item {
                 Ok(h) => {
+                    if !delivered {
+                        provider.set_subscription(Subscription::Live);
+                    }
                     delivered = true;
+                    let number = h.number.to::<u64>();
+                    last = (Some(number), Instant::now());
                     *self.last_ws_head.lock().unwrap_or_else(|p| p.into_inner()) =
                         Some(Instant::now());
-                    provider.record_head(h.number.to::<u64>());
-                    self.observe(Head {
-                        number: h.number.to::<u64>(),
-                        hash: Some(h.hash),
-                    });
+                    let best = provider.record_head(number, Some(h.hash), true);
+                    self.publish(best, number, Some(h.hash));
                 }
                 Err(e) => {
                     tracing::warn!(chain = %self.chain, provider = %provider.name, error = %e,
@@ -231,8 +285,21 @@ impl HeadTracker {
                 }
             }
         }
-        Ok(delivered)
     }
+}
+
+/// How a subscription ended without an error.
+enum Ended {
+    /// The server or the connection closed it.
+    Closed { delivered: bool },
+    /// It stopped delivering heads while other providers announced new blocks.
+    Silent,
+}
+
+/// How long a subscription may stay silent while other providers announce new blocks: three block
+/// times, at least a second.
+fn silence_limit(chain: &ChainConfig) -> Duration {
+    (chain.expected_block_time.0 * 3).max(Duration::from_secs(1))
 }
 
 enum SubscribeError {

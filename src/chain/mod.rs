@@ -4,8 +4,10 @@ mod block;
 pub mod canonical;
 pub mod follower;
 pub mod head;
+pub mod progress;
 
 pub use block::{Block, BlockRef};
 pub use canonical::{CanonicalChain, Link};
 pub use follower::{ChainFollower, FollowError, LogObserver, MetricsObserver, StreamObserver};
 pub use head::{Head, HeadTracker};
+pub use progress::Progress;

@@ -66,6 +66,36 @@ pub const DEFAULT_RETRY_BUDGET_FLOOR: f64 = 5.0;
 pub const DEFAULT_CHAIN_CHECK_INTERVAL: HumanDuration = HumanDuration::from_secs(60);
 /// Default delay before a dropped WebSocket subscription is reopened (doubles up to 30 s).
 pub const DEFAULT_WS_RECONNECT_BACKOFF: HumanDuration = HumanDuration::from_millis(500);
+/// Default interval between background probes of providers that calls have not used lately.
+pub const DEFAULT_PROBE_INTERVAL: HumanDuration = HumanDuration::from_secs(10);
+/// Default window of latency percentiles, error rate and rate-limit pressure.
+pub const DEFAULT_SCORE_WINDOW: HumanDuration = HumanDuration::from_secs(60);
+/// Default blocks behind the chain head beyond which a provider is lagging.
+pub const DEFAULT_OUT_OF_SYNC_BLOCKS: u64 = 5;
+/// Default blocks a head may lead every other provider's by before it needs corroboration.
+pub const DEFAULT_HEAD_OUTLIER_BLOCKS: u64 = 64;
+/// Default error rate at which a provider is degraded.
+pub const DEFAULT_DEGRADED_ERROR_RATE: f64 = 0.1;
+/// Default p95 latency at which a provider is degraded.
+pub const DEFAULT_DEGRADED_LATENCY: HumanDuration = HumanDuration::from_secs(2);
+/// Default failure count that opens a provider's circuit.
+pub const DEFAULT_CIRCUIT_FAILURES: u32 = 5;
+/// Default error rate over the score window that opens a provider's circuit.
+pub const DEFAULT_CIRCUIT_ERROR_RATE: f64 = 0.5;
+/// Default calls in the window before the error rate may open a circuit.
+pub const DEFAULT_CIRCUIT_MIN_CALLS: u64 = 20;
+/// Default time an open circuit waits before its half-open probe.
+pub const DEFAULT_CIRCUIT_OPEN_FOR: HumanDuration = HumanDuration::from_secs(10);
+/// Default latency percentile after which a call is hedged to the next provider (0: never).
+pub const DEFAULT_HEDGE_PERCENTILE: u8 = 95;
+/// Default shortest wait before a hedge.
+pub const DEFAULT_HEDGE_MIN_DELAY: HumanDuration = HumanDuration::from_millis(50);
+/// Default factor by which a challenger's cost must be lower to take over under `selection = "best"`.
+pub const DEFAULT_SWITCH_RATIO: f64 = 1.5;
+/// Default time a challenger must stay clearly better before it takes over.
+pub const DEFAULT_SWITCH_HOLD: HumanDuration = HumanDuration::from_secs(5);
+/// Default largest JSON-RPC batch sent to a provider (1: no batching).
+pub const DEFAULT_MAX_BATCH_SIZE: u32 = 32;
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -280,6 +310,117 @@ pub struct PoolConfig {
     pub retry_budget: f64,
     /// Retries per second allowed on top of the budget (banked for up to 10 s).
     pub retry_budget_floor: f64,
+    /// How often providers that calls have not used lately are probed (chain id, head).
+    pub probe_interval: HumanDuration,
+    /// Window of latency percentiles, error rate and rate-limit pressure behind states and scores.
+    pub score_window: HumanDuration,
+    /// A provider whose head is more than this many blocks behind the chain head is lagging.
+    pub out_of_sync_blocks: u64,
+    /// A head more than this many blocks ahead of every other provider's is not believed until
+    /// another provider comes close, or the chain could have grown that much since.
+    pub head_outlier_blocks: u64,
+    /// Error rate over the score window at which a provider is degraded.
+    pub degraded_error_rate: f64,
+    /// p95 latency at which a provider is degraded.
+    pub degraded_latency: HumanDuration,
+    /// Failure count (one per failure, minus a half per success) that opens a provider's circuit.
+    pub circuit_failures: u32,
+    /// Error rate over the score window that opens a provider's circuit.
+    pub circuit_error_rate: f64,
+    /// Calls in the score window before the error rate may open a circuit.
+    pub circuit_min_calls: u64,
+    /// How long an open circuit waits before a half-open probe.
+    pub circuit_open_for: HumanDuration,
+    /// A call not answered by this percentile of the provider's recent latency is also sent to the
+    /// next provider, and the first good answer wins (0 disables hedging).
+    pub hedge_percentile: u8,
+    /// Shortest wait before a hedge.
+    pub hedge_min_delay: HumanDuration,
+    /// Under `selection = "best"`, a challenger's cost must be this many times lower than the
+    /// current provider's…
+    pub switch_ratio: f64,
+    /// …for this long before it takes over.
+    pub switch_hold: HumanDuration,
+    /// Rate-limit tokens each method costs (default 1): one limit can model compute units.
+    pub method_costs: BTreeMap<String, u32>,
+}
+
+impl PoolConfig {
+    /// Checks the health, hedging and switching knobs.
+    fn validate_health(&self) -> Result<(), ConfigError> {
+        use std::time::Duration;
+        let share = |key: &str, v: f64| {
+            if v > 0.0 && v <= 1.0 {
+                Ok(())
+            } else {
+                Err(ConfigError::invalid(
+                    format!("pool.{key}"),
+                    format!("{v} is out of range: a share above 0 and at most 1"),
+                ))
+            }
+        };
+        share("degraded_error_rate", self.degraded_error_rate)?;
+        share("circuit_error_rate", self.circuit_error_rate)?;
+        let at_least = |key: &str, d: HumanDuration, min: Duration| {
+            if d.0 >= min {
+                Ok(())
+            } else {
+                Err(ConfigError::invalid(
+                    format!("pool.{key}"),
+                    format!("must be at least {}", humantime::format_duration(min)),
+                ))
+            }
+        };
+        at_least(
+            "probe_interval",
+            self.probe_interval,
+            Duration::from_millis(100),
+        )?;
+        at_least("score_window", self.score_window, Duration::from_secs(1))?;
+        at_least(
+            "degraded_latency",
+            self.degraded_latency,
+            Duration::from_millis(1),
+        )?;
+        at_least(
+            "circuit_open_for",
+            self.circuit_open_for,
+            Duration::from_millis(100),
+        )?;
+        if self.circuit_failures == 0 {
+            return Err(ConfigError::invalid(
+                "pool.circuit_failures",
+                "must be at least 1",
+            ));
+        }
+        if self.hedge_percentile > 99 {
+            return Err(ConfigError::invalid(
+                "pool.hedge_percentile",
+                format!(
+                    "{} is out of range: a percentile from 1 to 99, or 0 to turn hedging off",
+                    self.hedge_percentile
+                ),
+            ));
+        }
+        if !(1.0..=100.0).contains(&self.switch_ratio) {
+            return Err(ConfigError::invalid(
+                "pool.switch_ratio",
+                format!("{} is out of range: between 1 and 100", self.switch_ratio),
+            ));
+        }
+        if let Some((method, _)) = self.method_costs.iter().find(|(_, &c)| c == 0) {
+            return Err(ConfigError::invalid(
+                format!("pool.method_costs.{method}"),
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Rate-limit tokens a call of `method` costs.
+    pub fn method_cost(&self, method: &str) -> u32 {
+        self.method_costs.get(method).copied().unwrap_or(1)
+    }
 }
 
 impl Default for PoolConfig {
@@ -295,6 +436,21 @@ impl Default for PoolConfig {
             chain_check_interval: DEFAULT_CHAIN_CHECK_INTERVAL,
             retry_budget: DEFAULT_RETRY_BUDGET,
             retry_budget_floor: DEFAULT_RETRY_BUDGET_FLOOR,
+            probe_interval: DEFAULT_PROBE_INTERVAL,
+            score_window: DEFAULT_SCORE_WINDOW,
+            out_of_sync_blocks: DEFAULT_OUT_OF_SYNC_BLOCKS,
+            head_outlier_blocks: DEFAULT_HEAD_OUTLIER_BLOCKS,
+            degraded_error_rate: DEFAULT_DEGRADED_ERROR_RATE,
+            degraded_latency: DEFAULT_DEGRADED_LATENCY,
+            circuit_failures: DEFAULT_CIRCUIT_FAILURES,
+            circuit_error_rate: DEFAULT_CIRCUIT_ERROR_RATE,
+            circuit_min_calls: DEFAULT_CIRCUIT_MIN_CALLS,
+            circuit_open_for: DEFAULT_CIRCUIT_OPEN_FOR,
+            hedge_percentile: DEFAULT_HEDGE_PERCENTILE,
+            hedge_min_delay: DEFAULT_HEDGE_MIN_DELAY,
+            switch_ratio: DEFAULT_SWITCH_RATIO,
+            switch_hold: DEFAULT_SWITCH_HOLD,
+            method_costs: BTreeMap::new(),
         }
     }
 }
@@ -326,6 +482,10 @@ pub struct ChainConfig {
     /// (default: a quarter of `expected_block_time`, between 100 ms and 3 s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub poll_interval: Option<HumanDuration>,
+    /// The hash of block 0 every provider must serve (default: providers must agree with each
+    /// other).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub genesis_hash: Option<alloy_primitives::B256>,
     /// The providers serving this chain; at least one.
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
@@ -442,6 +602,13 @@ pub struct ProviderConfig {
     /// Extra HTTP headers sent with every request (secret: never shown).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// Most calls sent in one JSON-RPC batch while catching up (1: no batching).
+    #[serde(default = "default_max_batch_size")]
+    pub max_batch_size: u32,
+}
+
+fn default_max_batch_size() -> u32 {
+    DEFAULT_MAX_BATCH_SIZE
 }
 
 fn default_timeout() -> HumanDuration {
@@ -575,6 +742,7 @@ impl Config {
                 "must be at least 100ms",
             ));
         }
+        p.validate_health()?;
         if self.agent.state_path.as_os_str().is_empty() {
             return Err(ConfigError::invalid(
                 "agent.state_path",
@@ -681,6 +849,29 @@ impl Config {
                     return Err(ConfigError::invalid(
                         key("rate_limit.burst"),
                         "must be at least 1",
+                    ));
+                }
+                if let Some((method, cost)) = self
+                    .pool
+                    .method_costs
+                    .iter()
+                    .find(|(_, &c)| c > prov.rate_limit.burst)
+                {
+                    return Err(ConfigError::invalid(
+                        key("rate_limit.burst"),
+                        format!(
+                            "{} is below pool.method_costs.{method} = {cost}: a call of {method} could never be sent",
+                            prov.rate_limit.burst
+                        ),
+                    ));
+                }
+                if prov.max_batch_size == 0 || prov.max_batch_size > 1000 {
+                    return Err(ConfigError::invalid(
+                        key("max_batch_size"),
+                        format!(
+                            "{} is out of range: between 1 (no batching) and 1000",
+                            prov.max_batch_size
+                        ),
                     ));
                 }
                 for (name, value) in &prov.headers {

@@ -77,6 +77,14 @@ impl LatencyWindow {
         let _ = self.current.record(micros);
     }
 
+    /// The `q` quantile (0–1) of the recent samples as of `now`; `None` without any.
+    pub fn quantile(&mut self, q: f64, now: Instant) -> Option<Duration> {
+        self.rotate(now);
+        let mut all = self.current.clone();
+        all.add(&self.previous).ok()?;
+        (!all.is_empty()).then(|| Duration::from_micros(all.value_at_quantile(q)))
+    }
+
     /// Percentiles over the recent samples as of `now`; `None` without any.
     pub fn percentiles(&mut self, now: Instant) -> Option<Percentiles> {
         self.rotate(now);

@@ -2,6 +2,8 @@
 //! [`ProviderPool`] per chain.
 
 mod error;
+pub mod heads;
+pub mod health;
 pub mod latency;
 pub mod pool;
 pub mod provider;

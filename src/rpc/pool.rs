@@ -1,28 +1,40 @@
-//! The provider pool of one chain: picks a provider by the chain's selection policy, fails over to the
-//! next one when a call fails, and retries with exponential backoff and full jitter once every usable
-//! provider has been tried. Providers that answer another chain id are refused: at start-up that stops
-//! the agent, at runtime (chain ids are re-checked every `pool.chain_check_interval`) the provider is
-//! passed over until a later check finds it on the right chain.
+//! The provider pool of one chain: ranks providers by health and the chain's selection policy,
+//! hedges slow calls to a second provider, fails over when a call fails, and retries with exponential
+//! backoff and full jitter (within a retry budget) once every usable provider has been tried.
 //!
-//! Every call goes through [`ProviderPool::request`] (or [`ProviderPool::request_some`] for lookups that
-//! a lagging provider may answer with `null`), so that later layers (spans, metrics, health scoring)
-//! have one place to hook into.
+//! Providers are ranked in tiers: usable ones (`alive`, `degraded`) that are not cooling down after a
+//! failure or asked to wait (`Retry-After`) come first, ordered by the selection policy; then the
+//! rest, least bad first (cooling down, `lagging`, `unreachable`, `circuit_open`). Nobody usable is
+//! never a reason to stop calling: the last providers are tried anyway and the chain is reported
+//! degraded. Providers on another chain (`wrong_chain`) are never called. At start-up a provider on
+//! another chain id or genesis block stops the agent; at runtime (chain ids are re-checked every
+//! `pool.chain_check_interval`) it is passed over until a later check finds it on the right chain.
+//!
+//! A background monitor ([`ProviderPool::monitor`]) re-evaluates every provider's state and probes
+//! providers that calls have not used lately, so that the pool knows who is healthy before it needs
+//! them.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
 use alloy_primitives::{B256, U64};
 use backon::{BackoffBuilder, ExponentialBuilder};
+use futures::{future::BoxFuture, stream::FuturesUnordered, FutureExt, StreamExt};
 use jsonrpsee::{core::params::ArrayParams, rpc_params};
 use opentelemetry::KeyValue;
 use serde::de::DeserializeOwned;
-
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{
-    provider::{record_span_error, Provider},
+    heads::{Fork, HeadBook, HeadRules},
+    health::{HealthConfig, State},
+    provider::{Provider, ProviderContext, ProviderStatus},
     types::RpcBlock,
     RpcError,
 };
@@ -33,9 +45,12 @@ use crate::{
     telemetry::{metrics::attr, Metrics},
 };
 
-/// A challenger must be this many times faster than the active provider to take over under
-/// `selection = "best"`, so that two near-equal providers never flap.
-const BEST_SWITCH_FACTOR: f64 = 1.5;
+/// Under `selection = "best"`, a challenger must also be at least this much cheaper (in
+/// milliseconds) than the current provider to take over.
+const MIN_SWITCH_GAIN_MS: f64 = 20.0;
+
+/// Longest pause between two evaluations of every provider's state.
+const MAX_EVALUATION_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Why a pool call failed.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +104,14 @@ pub enum PoolSetupError {
         /// What it answered.
         actual: u64,
     },
+    /// Providers serve different genesis blocks and none can be trusted over the others.
+    #[error("chain {chain}: {message}; refusing to start (set chains[].genesis_hash, or fix the provider URLs)")]
+    Genesis {
+        /// The chain.
+        chain: String,
+        /// Who serves what.
+        message: String,
+    },
 }
 
 /// A successful call: the value and who answered it.
@@ -98,7 +121,7 @@ pub struct Answer<T> {
     pub value: T,
     /// The provider that answered.
     pub provider: Arc<Provider>,
-    /// Attempts it took (1 when the first provider answered).
+    /// Attempts it took (1 when the first provider answered), hedges included.
     pub attempts: u32,
 }
 
@@ -113,13 +136,71 @@ impl<T> Answer<T> {
     }
 }
 
+/// The whole chain's view of its providers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PoolHealth {
+    /// At least one provider is usable.
+    Healthy,
+    /// No provider is usable, but calls still go to the least bad ones.
+    Degraded,
+    /// Every provider serves another chain.
+    Unhealthy,
+}
+
+/// The pool as `/status` shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PoolStatus {
+    /// healthy, degraded or unhealthy.
+    pub health: PoolHealth,
+    /// The corroborated chain head.
+    pub head: Option<u64>,
+    /// The provider calls go to first.
+    pub current_provider: Option<String>,
+    /// Failed calls since start, over all providers.
+    pub rpc_error_count: u64,
+    /// Every provider.
+    pub providers: Vec<ProviderStatus>,
+    /// Provider pairs that announced different hashes at the same height.
+    pub forks: Vec<Fork>,
+}
+
 #[derive(Debug, Default)]
 struct PoolState {
-    /// Index of the provider that answered last.
+    /// Index of the provider calls go to first.
     active: Option<usize>,
     /// Next start position for round-robin selection.
     rr_next: usize,
+    /// Under `selection = "best"`: a provider clearly better than the active one, since when.
+    challenger: Option<(usize, Instant)>,
 }
+
+/// The order in which a call tries providers, and why the first one is first.
+#[derive(Debug)]
+struct Plan {
+    order: Vec<usize>,
+    /// How many of `order` are usable (the rest are last resorts).
+    usable: usize,
+    /// Why `order[0]` replaces the active provider, if it does.
+    switch_reason: &'static str,
+}
+
+/// Which attempt of a call: on which provider, its number, whether it is a hedge.
+#[derive(Clone, Copy, Debug)]
+struct Try {
+    idx: usize,
+    number: u32,
+    hedge: bool,
+}
+
+/// One finished attempt.
+struct Attempt<T> {
+    of: Try,
+    result: Result<(bool, T), RpcError>,
+}
+
+/// Sends one call to one provider.
+type Sender<'a, T> = dyn Fn(Arc<Provider>) -> BoxFuture<'a, Result<T, RpcError>> + Send + Sync + 'a;
 
 /// The providers of one chain.
 #[derive(Debug)]
@@ -127,38 +208,94 @@ pub struct ProviderPool {
     chain: String,
     chain_id: u64,
     providers: Vec<Arc<Provider>>,
+    heads: Arc<HeadBook>,
     selection: Selection,
     cfg: PoolConfig,
     redactor: Arc<Redactor>,
     metrics: Arc<Metrics>,
     budget: super::retry_budget::RetryBudget,
     state: Mutex<PoolState>,
+    /// The genesis hash providers must serve, once known.
+    genesis: Mutex<Option<B256>>,
+    /// Providers whose genesis block has been checked.
+    genesis_checked: Vec<AtomicBool>,
 }
 
 impl ProviderPool {
-    /// Builds the pool and checks every provider's chain id concurrently. A provider that answers
-    /// another chain id is a set-up error; one that cannot be reached is checked on first use.
+    /// Builds the pool and checks every provider's chain id and genesis block concurrently. A
+    /// provider on another chain is a set-up error; one that cannot be reached is checked when it
+    /// answers.
     pub async fn connect(
         chain: &ChainConfig,
         cfg: &PoolConfig,
         redactor: Arc<Redactor>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, PoolSetupError> {
+        let heads = Arc::new(HeadBook::new(
+            HeadRules {
+                outlier_blocks: cfg.head_outlier_blocks,
+                block_time: chain.expected_block_time.0,
+                freshness: (cfg.probe_interval.0 * 3).max(chain.max_block_delay.0),
+            },
+            chain.providers.len(),
+        ));
+        let costs = Arc::new(cfg.method_costs.clone());
         let mut providers = Vec::with_capacity(chain.providers.len());
-        for p in &chain.providers {
-            let provider = Provider::new(&chain.name, p, cfg, &redactor, metrics.clone()).map_err(
-                |message| PoolSetupError::Client {
+        for (index, p) in chain.providers.iter().enumerate() {
+            let ctx = ProviderContext {
+                chain: chain.name.clone(),
+                index,
+                health: HealthConfig::new(cfg, chain.expected_block_time.0),
+                heads: heads.clone(),
+                costs: costs.clone(),
+                metrics: metrics.clone(),
+            };
+            let provider = Provider::new(ctx, p, cfg, &redactor).map_err(|message| {
+                PoolSetupError::Client {
                     chain: chain.name.clone(),
                     provider: p.name.clone(),
                     message,
-                },
-            )?;
+                }
+            })?;
             providers.push(Arc::new(provider));
         }
-        let checks = providers
-            .iter()
-            .map(|p| async move { (p, p.verify_chain_id(chain.chain_id).await) });
-        for (p, result) in futures::future::join_all(checks).await {
+        let pool = Self {
+            chain: chain.name.clone(),
+            chain_id: chain.chain_id,
+            genesis_checked: providers.iter().map(|_| AtomicBool::new(false)).collect(),
+            providers,
+            heads,
+            selection: chain.selection,
+            cfg: cfg.clone(),
+            redactor,
+            metrics,
+            budget: super::retry_budget::RetryBudget::new(
+                cfg.retry_budget,
+                cfg.retry_budget_floor,
+                Instant::now(),
+            ),
+            state: Mutex::new(PoolState::default()),
+            genesis: Mutex::new(chain.genesis_hash),
+        };
+        let checks = pool.providers.iter().map(|p| {
+            let span = tracing::info_span!(
+                "check_provider",
+                otel.name = "check_provider",
+                blockwatch.chain = %chain.name,
+                blockwatch.provider = %p.name,
+            );
+            async move {
+                let id = p.verify_chain_id(chain.chain_id).await;
+                let genesis = match id {
+                    Ok(()) => Some(p.genesis_hash().await),
+                    Err(_) => None,
+                };
+                (p, id, genesis)
+            }
+            .instrument(span)
+        });
+        let mut served = Vec::new();
+        for (p, result, genesis) in futures::future::join_all(checks).await {
             match result {
                 Ok(()) => {
                     tracing::info!(chain = %chain.name, provider = %p.name, url = %p.display_url, "provider serves the configured chain")
@@ -174,26 +311,99 @@ impl ProviderPool {
                 }
                 Err(e) => tracing::warn!(
                     chain = %chain.name, provider = %p.name, url = %p.display_url,
-                    error = %redactor.redact(&e.to_string()),
+                    error = %pool.redactor.redact(&e.to_string()),
                     "provider unreachable at start-up; its chain id will be checked before first use"
                 ),
             }
+            match genesis {
+                Some(Ok(Some(hash))) => served.push((p.index, hash)),
+                Some(Ok(None)) => {
+                    // It does not serve block 0 (pruned history): nothing to compare.
+                    pool.genesis_checked[p.index].store(true, Ordering::Relaxed);
+                }
+                Some(Err(e)) => tracing::warn!(
+                    chain = %chain.name, provider = %p.name,
+                    error = %pool.redactor.redact(&e.to_string()),
+                    "cannot read the genesis block at start-up; it will be checked later"
+                ),
+                None => {}
+            }
         }
-        Ok(Self {
-            chain: chain.name.clone(),
-            chain_id: chain.chain_id,
-            providers,
-            selection: chain.selection,
-            cfg: cfg.clone(),
-            redactor,
-            metrics,
-            budget: super::retry_budget::RetryBudget::new(
-                cfg.retry_budget,
-                cfg.retry_budget_floor,
-                Instant::now(),
-            ),
-            state: Mutex::new(PoolState::default()),
-        })
+        pool.settle_genesis(served)?;
+        Ok(pool)
+    }
+
+    /// Compares the genesis hashes providers served at start-up with the configured one, or with
+    /// each other's: a provider in the minority is refused; a tie stops the agent.
+    fn settle_genesis(&self, served: Vec<(usize, B256)>) -> Result<(), PoolSetupError> {
+        let configured = *self.genesis.lock().unwrap_or_else(|p| p.into_inner());
+        let expected = match configured {
+            Some(h) => Some(h),
+            None => {
+                let mut counts: Vec<(B256, usize)> = Vec::new();
+                for &(_, h) in &served {
+                    match counts.iter_mut().find(|(x, _)| *x == h) {
+                        Some((_, n)) => *n += 1,
+                        None => counts.push((h, 1)),
+                    }
+                }
+                counts.sort_by_key(|c| std::cmp::Reverse(c.1));
+                match counts.as_slice() {
+                    [] => None,
+                    [(h, _)] => Some(*h),
+                    [(h, a), (_, b), ..] if a > b => Some(*h),
+                    _ => {
+                        let who: Vec<String> = served
+                            .iter()
+                            .map(|&(i, h)| format!("{} serves {h}", self.providers[i].name))
+                            .collect();
+                        return Err(PoolSetupError::Genesis {
+                            chain: self.chain.clone(),
+                            message: format!(
+                                "providers disagree on the genesis block and no hash has a majority: {}",
+                                who.join(", ")
+                            ),
+                        });
+                    }
+                }
+            }
+        };
+        let Some(expected) = expected else {
+            return Ok(());
+        };
+        *self.genesis.lock().unwrap_or_else(|p| p.into_inner()) = Some(expected);
+        for (idx, hash) in served {
+            self.judge_genesis(idx, hash, expected, configured.is_some())?;
+        }
+        Ok(())
+    }
+
+    fn judge_genesis(
+        &self,
+        idx: usize,
+        hash: B256,
+        expected: B256,
+        fatal: bool,
+    ) -> Result<(), PoolSetupError> {
+        self.genesis_checked[idx].store(true, Ordering::Relaxed);
+        if hash == expected {
+            return Ok(());
+        }
+        let p = &self.providers[idx];
+        if fatal {
+            return Err(PoolSetupError::Genesis {
+                chain: self.chain.clone(),
+                message: format!(
+                    "provider {} ({}) serves genesis block {hash}, but chains[].genesis_hash is {expected}",
+                    p.name, p.display_url
+                ),
+            });
+        }
+        tracing::error!(chain = %self.chain, provider = %p.name, url = %p.display_url,
+            served = %hash, expected = %expected,
+            "provider serves another genesis block than the other providers; it will not be used");
+        p.refuse_genesis();
+        Ok(())
     }
 
     /// The chain's name.
@@ -206,92 +416,198 @@ impl ProviderPool {
         &self.providers
     }
 
-    /// The provider that answered last.
+    /// The chain's head book.
+    pub fn heads(&self) -> &Arc<HeadBook> {
+        &self.heads
+    }
+
+    /// The provider calls go to first.
     pub fn active(&self) -> Option<Arc<Provider>> {
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         st.active.map(|i| self.providers[i].clone())
     }
 
-    /// The order in which providers are tried for the next call: usable ones by the selection
-    /// policy, then those cooling down after a failure (soonest back first), never refused ones.
-    fn candidates(&self) -> Vec<usize> {
+    /// Whether any provider is usable, or only last resorts are left, or none at all.
+    pub fn health(&self) -> PoolHealth {
+        let now = Instant::now();
+        let tiers: Vec<Option<u8>> = (0..self.providers.len())
+            .map(|i| self.tier(i, now))
+            .collect();
+        if tiers.contains(&Some(0)) {
+            PoolHealth::Healthy
+        } else if tiers.iter().any(Option::is_some) {
+            PoolHealth::Degraded
+        } else {
+            PoolHealth::Unhealthy
+        }
+    }
+
+    /// The pool as `/status` shows it.
+    pub fn status(&self) -> PoolStatus {
+        let names: Vec<&str> = self.providers.iter().map(|p| p.name.as_str()).collect();
+        PoolStatus {
+            health: self.health(),
+            head: self.heads.best(),
+            current_provider: self.active().map(|p| p.name.clone()),
+            rpc_error_count: self.providers.iter().map(|p| p.errors()).sum(),
+            providers: self.providers.iter().map(|p| p.status()).collect(),
+            forks: self.heads.forks(&names),
+        }
+    }
+
+    /// How much a provider may be used now: 0 usable, 1 cooling down or asked to wait, 2 lagging,
+    /// 3 unreachable, 4 circuit open; `None`: never (another chain).
+    fn tier(&self, i: usize, now: Instant) -> Option<u8> {
+        let p = &self.providers[i];
+        if p.is_refused() {
+            return None;
+        }
+        let waiting = p.cooling_until(now).is_some() || p.asked_to_wait_until().is_some();
+        match p.state() {
+            State::WrongChain if p.needs_chain_check() => Some(4),
+            State::WrongChain => None,
+            State::Alive | State::Degraded if !waiting => Some(0),
+            State::Alive | State::Degraded => Some(1),
+            State::Lagging => Some(2),
+            State::Unreachable => Some(3),
+            State::CircuitOpen => Some(4),
+        }
+    }
+
+    /// The order in which providers are tried for the next call.
+    fn plan(&self) -> Plan {
         let now = Instant::now();
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let (mut ready, mut cooling): (Vec<usize>, Vec<usize>) = (0..self.providers.len())
-            .filter(|&i| !self.providers[i].is_refused())
-            .partition(|&i| self.providers[i].is_available(now));
+        let mut ready = Vec::new();
+        let mut rest = Vec::new();
+        for i in 0..self.providers.len() {
+            match self.tier(i, now) {
+                Some(0) => ready.push(i),
+                Some(t) => rest.push((t, i)),
+                None => {}
+            }
+        }
+        let active = st.active;
+        let mut switch_reason = match active {
+            Some(a) if !ready.contains(&a) => {
+                let p = &self.providers[a];
+                match p.state() {
+                    s if !s.is_usable() => s.as_str(),
+                    _ if p.asked_to_wait_until().is_some() => "rate_limited",
+                    _ => "cooldown",
+                }
+            }
+            _ => "selection",
+        };
         match self.selection {
-            Selection::Priority => ready.sort_by_key(|&i| (self.providers[i].priority, i)),
+            Selection::Priority => {
+                ready.sort_by_key(|&i| (self.providers[i].priority, i));
+                if switch_reason == "selection" {
+                    switch_reason = "priority";
+                }
+            }
             Selection::RoundRobin => {
                 if !ready.is_empty() {
                     let start = st.rr_next % ready.len();
                     ready.rotate_left(start);
                     st.rr_next = st.rr_next.wrapping_add(1);
                 }
+                switch_reason = "round_robin";
             }
             Selection::Best => {
-                // The median of recent successful calls (see `Provider::latency`).
-                let latency = |i: usize| self.providers[i].latency().map(|p| p.p50);
-                // Sampled providers by latency, then unsampled ones by priority: no sample is no proof.
-                ready.sort_by_key(|&i| {
-                    (
-                        latency(i).is_none(),
-                        latency(i),
-                        self.providers[i].priority,
-                        i,
-                    )
+                let costs: Vec<Option<f64>> = self.providers.iter().map(|p| p.cost_ms()).collect();
+                // Providers with samples by cost, then unsampled ones by priority: no sample is no
+                // proof of being best.
+                ready.sort_by(|&a, &b| {
+                    let key = |i: usize| (costs[i].is_none(), self.providers[i].priority, i);
+                    match (costs[a], costs[b]) {
+                        (Some(x), Some(y)) => x.total_cmp(&y).then(key(a).cmp(&key(b))),
+                        _ => key(a).cmp(&key(b)),
+                    }
                 });
-                if let Some(active) = st.active.filter(|a| ready.contains(a)) {
-                    let challenger = ready[0];
-                    let beaten = match (latency(active), latency(challenger)) {
-                        (Some(a), Some(c)) => c.mul_f64(BEST_SWITCH_FACTOR) < a,
-                        _ => false,
+                if let Some(a) = active.filter(|a| ready.contains(a)) {
+                    let c = ready[0];
+                    let beaten = c != a
+                        && match (costs[a], costs[c]) {
+                            (Some(ca), Some(cc)) => {
+                                cc * self.cfg.switch_ratio < ca && ca - cc >= MIN_SWITCH_GAIN_MS
+                            }
+                            (None, Some(_)) => true,
+                            _ => false,
+                        };
+                    let held = match (beaten, st.challenger) {
+                        (false, _) => {
+                            st.challenger = None;
+                            false
+                        }
+                        (true, Some((who, since))) if who == c => {
+                            now.duration_since(since) >= self.cfg.switch_hold.0
+                        }
+                        (true, _) => {
+                            st.challenger = Some((c, now));
+                            false
+                        }
                     };
-                    if !beaten {
-                        ready.retain(|&i| i != active);
-                        ready.insert(0, active);
+                    if held {
+                        switch_reason = "score";
+                    } else {
+                        ready.retain(|&i| i != a);
+                        ready.insert(0, a);
                     }
                 }
             }
         }
-        cooling.sort_by_key(|&i| self.providers[i].health().cooldown_until);
-        ready.extend(cooling);
-        ready
+        let usable = ready.len();
+        rest.sort_by_key(|&(t, i)| (t, self.providers[i].cooling_until(now), i));
+        ready.extend(rest.into_iter().map(|(_, i)| i));
+        Plan {
+            order: ready,
+            usable,
+            switch_reason,
+        }
     }
 
-    /// Calls `method` with failover and retry; the first answer wins.
-    pub async fn request<T: DeserializeOwned>(
+    /// Calls `method` with hedging, failover and retry; the first answer wins.
+    pub async fn request<T: DeserializeOwned + Send + 'static>(
         &self,
         method: &'static str,
         params: ArrayParams,
     ) -> Result<Answer<T>, PoolError> {
-        self.call(method, params, |_: &T| Ok(true)).await
+        let send = move |p: Arc<Provider>| {
+            let params = params.clone();
+            async move { p.request::<T>(method, params).await }.boxed()
+        };
+        self.call(method, &send, |_: &T| Ok(true)).await
     }
 
     /// Calls a lookup that a provider may answer with `null` because it has not seen the object yet:
     /// a `null` moves on to the next usable provider (without counting as a failure), and `None` is
     /// returned only when every usable provider answered `null`.
-    pub async fn request_some<T: DeserializeOwned>(
+    pub async fn request_some<T: DeserializeOwned + Send + 'static>(
         &self,
         method: &'static str,
         params: ArrayParams,
-        check: impl Fn(&T) -> Result<(), RpcError>,
+        check: impl Fn(&T) -> Result<(), RpcError> + Sync,
     ) -> Result<Answer<Option<T>>, PoolError> {
-        self.call(method, params, |v: &Option<T>| match v {
+        let send = move |p: Arc<Provider>| {
+            let params = params.clone();
+            async move { p.request::<Option<T>>(method, params).await }.boxed()
+        };
+        self.call(method, &send, |v: &Option<T>| match v {
             None => Ok(false),
             Some(v) => check(v).map(|()| true),
         })
         .await
     }
 
-    /// Calls `method` on providers in turn. `accept` judges each answer: `Ok(true)` takes it,
-    /// `Ok(false)` moves on (an answer to keep if nobody does better), `Err` counts as the provider's
-    /// failure (a broken answer).
-    async fn call<T: DeserializeOwned>(
+    /// Calls on providers in turn. `accept` judges each answer: `Ok(true)` takes it, `Ok(false)`
+    /// moves on (an answer to keep if nobody does better), `Err` counts as the provider's failure
+    /// (a broken answer).
+    async fn call<T: Send>(
         &self,
         method: &'static str,
-        params: ArrayParams,
-        accept: impl Fn(&T) -> Result<bool, RpcError>,
+        send: &Sender<'_, T>,
+        accept: impl Fn(&T) -> Result<bool, RpcError> + Sync,
     ) -> Result<Answer<T>, PoolError> {
         let span = tracing::info_span!(
             "pool_request",
@@ -301,9 +617,11 @@ impl ProviderPool {
             blockwatch.chain = %self.chain,
             blockwatch.attempts = tracing::field::Empty,
             blockwatch.provider = tracing::field::Empty,
+            blockwatch.hedged = tracing::field::Empty,
+            blockwatch.hedge_won = tracing::field::Empty,
         );
         let result = self
-            .call_attempts(method, params, accept)
+            .call_attempts(method, send, &accept, &span)
             .instrument(span.clone())
             .await;
         match &result {
@@ -321,13 +639,42 @@ impl ProviderPool {
         result
     }
 
-    async fn call_attempts<T: DeserializeOwned>(
+    /// One attempt on provider `idx`: a due chain-id check first (a call of its own, with its own
+    /// span; if it fails, the call is not sent), then the call in its attempt span.
+    async fn attempt<T: Send>(
+        &self,
+        of: Try,
+        method: &'static str,
+        send: &Sender<'_, T>,
+        accept: &(impl Fn(&T) -> Result<bool, RpcError> + Sync + ?Sized),
+        span: tracing::Span,
+    ) -> Attempt<T> {
+        let provider = self.providers[of.idx].clone();
+        let result = match self.ensure_verified(&provider).await {
+            Err(e) => Err(self.redact_error(e)),
+            Ok(()) => {
+                let started = Instant::now();
+                let judged = send(provider.clone())
+                    .instrument(span.clone())
+                    .await
+                    .and_then(|value| accept(&value).map(|ok| (ok, value)))
+                    .map_err(|e| self.redact_error(e));
+                provider.finish_attempt(&span, method, started.elapsed(), judged.as_ref().err());
+                judged
+            }
+        };
+        Attempt { of, result }
+    }
+
+    async fn call_attempts<T: Send>(
         &self,
         method: &'static str,
-        params: ArrayParams,
-        accept: impl Fn(&T) -> Result<bool, RpcError>,
+        send: &Sender<'_, T>,
+        accept: &(impl Fn(&T) -> Result<bool, RpcError> + Sync + ?Sized),
+        call_span: &tracing::Span,
     ) -> Result<Answer<T>, PoolError> {
-        let order = self.candidates();
+        let plan = self.plan();
+        let order = &plan.order;
         if order.is_empty() {
             return Err(PoolError::NoProvider {
                 chain: self.chain.clone(),
@@ -343,12 +690,13 @@ impl ProviderPool {
         let mut unaccepted: Option<(usize, T)> = None;
         let mut attempts = 0u32;
         let mut pos = 0usize;
+        let mut hedged = false;
         while attempts < self.cfg.max_attempts {
             if pos > 0 && pos % order.len() == 0 {
                 // Every provider has been tried once more: a `null` from all of them is an answer,
                 // a failure from all of them earns a pause before the next round.
                 if let Some((idx, value)) = unaccepted.take() {
-                    return Ok(self.answered(idx, value, attempts));
+                    return Ok(self.answered(idx, value, attempts, &plan, false));
                 }
                 let delay = backoff.next().unwrap_or(self.cfg.retry_max_backoff.0);
                 tokio::time::sleep(delay).await;
@@ -379,48 +727,115 @@ impl ProviderPool {
                 break;
             }
             attempts += 1;
-            // A due chain-id check is a call of its own (with its own span and measurement); if it
-            // fails, `method` is not sent to this provider at all.
-            let (judged, span) = match self.ensure_verified(provider).await {
-                Ok(()) => {
-                    let span = provider.attempt_span(method, attempts);
-                    let started = Instant::now();
-                    let judged = provider
-                        .request::<T>(method, params.clone())
-                        .instrument(span.clone())
-                        .await
-                        .and_then(|value| accept(&value).map(|ok| (ok, value)))
-                        .map_err(|e| self.redact_error(e));
-                    provider.record_attempt(method, started.elapsed(), judged.as_ref().err());
-                    if let Err(e) = &judged {
-                        record_span_error(&span, e);
-                    }
-                    (judged, span)
-                }
-                Err(e) => (Err(self.redact_error(e)), tracing::Span::current()),
+            let span = provider.attempt_span(method, attempts);
+            let of = Try {
+                idx,
+                number: attempts,
+                hedge: false,
             };
-            match judged {
-                Ok((true, value)) => return Ok(self.answered(idx, value, attempts)),
-                Ok((false, value)) => {
-                    if unaccepted.is_none() {
-                        unaccepted = Some((idx, value));
+            let primary = self.attempt(of, method, send, accept, span.clone());
+            // A hedge: once per call, to the next usable provider, when this one is slower than
+            // it usually is.
+            let hedge_to = (!hedged && self.cfg.hedge_percentile > 0)
+                .then(|| {
+                    order[..plan.usable]
+                        .iter()
+                        .copied()
+                        .find(|&i| i != idx && self.providers[i].asked_to_wait_until().is_none())
+                })
+                .flatten();
+            let mut running = FuturesUnordered::new();
+            running.push(primary);
+            let mut spans = vec![(idx, Instant::now(), span)];
+            let mut early = None;
+            if let Some(h) = hedge_to {
+                let delay = provider.hedge_delay(self.cfg.hedge_min_delay.0);
+                let first = tokio::select! {
+                    done = running.next() => done,
+                    _ = tokio::time::sleep(delay) => None,
+                };
+                match first {
+                    // Answered in time: no hedge.
+                    Some(done) => early = Some(done),
+                    None if self.budget.withdraw(Instant::now()) => {
+                        hedged = true;
+                        attempts += 1;
+                        call_span.record("blockwatch.hedged", true);
+                        let hspan = self.providers[h].attempt_span(method, attempts);
+                        hspan.record("blockwatch.hedge", true);
+                        tracing::debug!(chain = %self.chain, method, from = %provider.name,
+                            to = %self.providers[h].name, after_ms = delay.as_millis() as u64, "hedging a slow call");
+                        let of = Try {
+                            idx: h,
+                            number: attempts,
+                            hedge: true,
+                        };
+                        running.push(self.attempt(of, method, send, accept, hspan.clone()));
+                        spans.push((h, Instant::now(), hspan));
+                    }
+                    None => {}
+                }
+            }
+            loop {
+                let done = match early.take() {
+                    Some(done) => done,
+                    None => match running.next().await {
+                        Some(done) => done,
+                        None => break,
+                    },
+                };
+                let Attempt {
+                    of:
+                        Try {
+                            idx: who,
+                            number,
+                            hedge,
+                        },
+                    result,
+                } = done;
+                if hedged {
+                    self.count_hedge(who, hedge, matches!(result, Ok((true, _))));
+                }
+                match result {
+                    Ok((true, value)) => {
+                        // The other attempt is abandoned: it took at least this long.
+                        for (i, started, s) in &spans {
+                            if *i != who {
+                                self.providers[*i].abandon_attempt(s, started.elapsed());
+                            }
+                        }
+                        if hedged {
+                            call_span.record("blockwatch.hedge_won", hedge);
+                        }
+                        drop(running);
+                        return Ok(self.answered(who, value, attempts.max(number), &plan, hedge));
+                    }
+                    Ok((false, value)) => {
+                        if unaccepted.is_none() {
+                            unaccepted = Some((who, value));
+                        }
+                    }
+                    Err(error) => {
+                        let p = &self.providers[who];
+                        tracing::warn!(
+                            chain = %self.chain, provider = %p.name, method,
+                            attempt = number, error_type = %error.error_type(), error = %error,
+                            "provider call failed"
+                        );
+                        p.cool_down(self.cfg.failover_cooldown.0);
+                        last_error = Some((who, error));
                     }
                 }
-                Err(error) => {
-                    span.in_scope(|| {
-                        tracing::warn!(
-                            chain = %self.chain, provider = %provider.name, method,
-                            attempt = attempts, error_type = %error.error_type(), error = %error,
-                            "provider call failed"
-                        )
-                    });
-                    provider.cool_down(self.cfg.failover_cooldown.0);
-                    last_error = Some((idx, error));
+            }
+            if let Some(h) = hedge_to.filter(|_| hedged) {
+                // The hedge target has been tried: do not try it again in this round.
+                if order.get(pos % order.len()) == Some(&h) {
+                    pos += 1;
                 }
             }
         }
         if let Some((idx, value)) = unaccepted {
-            return Ok(self.answered(idx, value, attempts));
+            return Ok(self.answered(idx, value, attempts, &plan, false));
         }
         let (idx, error) = last_error.unwrap_or((
             order[0],
@@ -435,6 +850,20 @@ impl ProviderPool {
         })
     }
 
+    fn count_hedge(&self, idx: usize, hedge: bool, won: bool) {
+        if !hedge {
+            return;
+        }
+        self.metrics.rpc_hedges.add(
+            1,
+            &[
+                KeyValue::new(attr::CHAIN, self.chain.clone()),
+                KeyValue::new(attr::PROVIDER, self.providers[idx].name.clone()),
+                KeyValue::new(attr::OUTCOME, if won { "won" } else { "lost" }),
+            ],
+        );
+    }
+
     async fn ensure_verified(&self, provider: &Provider) -> Result<(), RpcError> {
         if !provider.needs_chain_check() {
             return Ok(());
@@ -446,7 +875,29 @@ impl ProviderPool {
                 expected, actual, "provider serves another chain; it will not be used"
             );
         }
+        if result.is_ok() && !self.genesis_checked[provider.index].load(Ordering::Relaxed) {
+            self.check_genesis_later(provider).await;
+        }
         result
+    }
+
+    /// Checks the genesis block of a provider that could not be checked at start-up.
+    async fn check_genesis_later(&self, provider: &Provider) {
+        let expected = *self.genesis.lock().unwrap_or_else(|p| p.into_inner());
+        match provider.genesis_hash().await {
+            Ok(Some(hash)) => match expected {
+                Some(expected) => {
+                    let _ = self.judge_genesis(provider.index, hash, expected, false);
+                }
+                None => {
+                    // The first provider to answer sets it for those that come later.
+                    *self.genesis.lock().unwrap_or_else(|p| p.into_inner()) = Some(hash);
+                    self.genesis_checked[provider.index].store(true, Ordering::Relaxed);
+                }
+            },
+            Ok(None) => self.genesis_checked[provider.index].store(true, Ordering::Relaxed),
+            Err(_) => {}
+        }
     }
 
     fn redact_error(&self, error: RpcError) -> RpcError {
@@ -462,18 +913,27 @@ impl ProviderPool {
         }
     }
 
-    fn answered<T>(&self, idx: usize, value: T, attempts: u32) -> Answer<T> {
+    /// Makes `idx` the active provider unless `hedge` (a hedge that won one call is not a switch),
+    /// counting the switch with its reason.
+    fn answered<T>(
+        &self,
+        idx: usize,
+        value: T,
+        attempts: u32,
+        plan: &Plan,
+        hedge: bool,
+    ) -> Answer<T> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if st.active != Some(idx) {
+        if st.active != Some(idx) && !hedge {
             let to = self.providers[idx].name.as_str();
             match st.active {
-                Some(prev) => {
+                Some(prev) if self.selection != Selection::RoundRobin => {
                     let from = self.providers[prev].name.as_str();
-                    // More than one attempt: the previous choice failed this very call.
-                    let reason = if attempts > 1 {
+                    // Not the plan's first choice: the providers before it failed this very call.
+                    let reason = if plan.order.first() != Some(&idx) {
                         "failover"
                     } else {
-                        "selection"
+                        plan.switch_reason
                     };
                     tracing::info!(chain = %self.chain, from, to, reason, "provider_switch");
                     self.metrics.provider_switches.add(
@@ -486,9 +946,11 @@ impl ProviderPool {
                         ],
                     );
                 }
+                Some(_) => {}
                 None => tracing::info!(chain = %self.chain, provider = to, "first provider in use"),
             }
             st.active = Some(idx);
+            st.challenger = None;
         }
         Answer {
             value,
@@ -497,12 +959,14 @@ impl ProviderPool {
         }
     }
 
-    /// The head block number (`eth_blockNumber`).
+    /// The head block number (`eth_blockNumber`), recorded in the head book.
     pub async fn block_number(&self) -> Result<Answer<u64>, PoolError> {
         let a = self
             .request::<U64>("eth_blockNumber", rpc_params![])
             .await?;
-        Ok(a.map(|n| n.to::<u64>()))
+        let a = a.map(|n| n.to::<u64>());
+        a.provider.record_head(a.value, None, false);
+        Ok(a)
     }
 
     /// The block at `number`, without transaction bodies; `None` if no provider has it yet. A block
@@ -513,18 +977,60 @@ impl ProviderPool {
             .request_some::<RpcBlock>(
                 "eth_getBlockByNumber",
                 rpc_params![U64::from(number), false],
-                |b| {
-                    if b.number() != number {
-                        return Err(RpcError::InvalidBlock(format!(
-                            "asked for block {number}, got block {}",
-                            b.number()
-                        )));
-                    }
-                    b.verify_hash()
-                },
+                |b| check_number(b, number),
             )
             .await?;
         Ok(a.map(|b| b.map(Block::from)))
+    }
+
+    /// Blocks `from..=to` in JSON-RPC batches (each provider within its `max_batch_size` and
+    /// rate-limit burst), in order, up to the first block the answering provider does not have.
+    /// Every block is checked like [`Self::block_by_number`]; one broken block fails the batch on
+    /// that provider, and another is asked.
+    pub async fn blocks_by_number(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<Answer<Vec<Block>>, PoolError> {
+        let send = move |p: Arc<Provider>| {
+            async move {
+                let end = to.min(from + u64::from(p.max_batch) - 1);
+                p.batch_blocks(from, end).await
+            }
+            .boxed()
+        };
+        let a = self
+            .call(
+                "eth_getBlockByNumber",
+                &send,
+                |blocks: &Vec<Option<RpcBlock>>| {
+                    for (i, b) in blocks.iter().enumerate() {
+                        match b {
+                            Some(b) => check_number(b, from + i as u64)?,
+                            None => break,
+                        }
+                    }
+                    // A provider without even the first block is asked no further.
+                    Ok(blocks.first().is_some_and(Option::is_some))
+                },
+            )
+            .await?;
+        Ok(a.map(|blocks| {
+            blocks
+                .into_iter()
+                .map_while(|b| b.map(Block::from))
+                .collect()
+        }))
+    }
+
+    /// Blocks per batch while catching up: the smallest `max_batch_size` of the providers (within
+    /// their rate-limit bursts), so that whichever provider answers serves the whole batch.
+    pub fn batch_size(&self) -> u64 {
+        self.providers
+            .iter()
+            .map(|p| u64::from(p.max_batch))
+            .min()
+            .unwrap_or(1)
     }
 
     /// The block with `hash`, without transaction bodies; `None` if no provider knows it. Checked
@@ -548,4 +1054,124 @@ impl ProviderPool {
     pub fn retry_pause(&self) -> Duration {
         self.cfg.retry_initial_backoff.0
     }
+
+    /// Re-evaluates every provider's state (at least every half second) and probes providers that
+    /// calls have not used for `pool.probe_interval`, and open circuits whose half-open probe is
+    /// due. Runs until `cancel` fires.
+    pub async fn monitor(self: Arc<Self>, cancel: CancellationToken) {
+        let tick = self.cfg.probe_interval.0.min(MAX_EVALUATION_INTERVAL);
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut probes = tokio::task::JoinSet::new();
+        let probing: Arc<Vec<AtomicBool>> = Arc::new(
+            self.providers
+                .iter()
+                .map(|_| AtomicBool::new(false))
+                .collect(),
+        );
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = ticker.tick() => {}
+                Some(_) = probes.join_next(), if !probes.is_empty() => continue,
+            }
+            let now = Instant::now();
+            for p in &self.providers {
+                if let Some(event) = p.check_state(now) {
+                    let span = tracing::info_span!("provider_health", blockwatch.chain = %self.chain,
+                        blockwatch.provider = %p.name);
+                    span.in_scope(|| p.report(event));
+                }
+            }
+            for p in &self.providers {
+                let idle = p
+                    .last_call()
+                    .is_none_or(|t| now.duration_since(t) >= self.cfg.probe_interval.0);
+                let due = p.probe_due(now)
+                    || (idle && (!p.is_refused() || p.needs_chain_check()))
+                    || (p.is_refused() && p.needs_chain_check() && p.wrong_chain().is_some());
+                if !due || p.asked_to_wait_until().is_some() {
+                    continue;
+                }
+                if probing[p.index].swap(true, Ordering::Relaxed) {
+                    continue;
+                }
+                let (pool, provider, probing, cancel) =
+                    (self.clone(), p.clone(), probing.clone(), cancel.clone());
+                probes.spawn(async move {
+                    tokio::select! {
+                        _ = cancel.cancelled() => {}
+                        _ = pool.probe(&provider) => {}
+                    }
+                    probing[provider.index].store(false, Ordering::Relaxed);
+                });
+            }
+        }
+    }
+
+    /// One probe of `provider`: its chain id when due, its newest block (head and hash into the head
+    /// book), and whether it is syncing when it is behind.
+    async fn probe(&self, provider: &Provider) {
+        let span = tracing::info_span!(
+            "probe",
+            otel.name = "probe",
+            blockwatch.chain = %self.chain,
+            blockwatch.provider = %provider.name,
+        );
+        async {
+            if self.ensure_verified(provider).await.is_err() {
+                return;
+            }
+            let method = "eth_getBlockByNumber";
+            let attempt = provider.attempt_span(method, 1);
+            let started = Instant::now();
+            let result = provider
+                .request::<Option<RpcBlock>>(method, rpc_params!["latest", false])
+                .instrument(attempt.clone())
+                .await
+                .map_err(|e| self.redact_error(e))
+                .and_then(|b| {
+                    b.ok_or_else(|| RpcError::InvalidResponse("no latest block".into()))
+                        .and_then(|b| b.verify_hash().map(|()| b))
+                });
+            provider.finish_attempt(&attempt, method, started.elapsed(), result.as_ref().err());
+            let Ok(block) = result else { return };
+            provider.record_head(block.number(), Some(block.header.hash), false);
+            let behind = self
+                .heads
+                .provider(provider.index)
+                .lag_blocks
+                .is_some_and(|l| l > self.cfg.out_of_sync_blocks);
+            if behind {
+                let method = "eth_syncing";
+                let attempt = provider.attempt_span(method, 1);
+                let started = Instant::now();
+                let result = provider
+                    .request::<serde_json::Value>(method, rpc_params![])
+                    .instrument(attempt.clone())
+                    .await
+                    .map_err(|e| self.redact_error(e));
+                provider.finish_attempt(&attempt, method, started.elapsed(), result.as_ref().err());
+                if let Ok(v) = result {
+                    provider.record_syncing(v.is_object());
+                }
+            } else {
+                provider.record_syncing(false);
+            }
+            provider.evaluate(Instant::now());
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// Checks that `b` is block `number` and that its hash matches its header.
+fn check_number(b: &RpcBlock, number: u64) -> Result<(), RpcError> {
+    if b.number() != number {
+        return Err(RpcError::InvalidBlock(format!(
+            "asked for block {number}, got block {}",
+            b.number()
+        )));
+    }
+    b.verify_hash()
 }

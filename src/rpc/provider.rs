@@ -2,8 +2,12 @@
 //! and the bookkeeping the pool needs to choose between providers.
 
 use std::{
+    collections::BTreeMap,
     num::NonZeroU32,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, AtomicU8, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -20,7 +24,13 @@ use tracing::Instrument;
 
 use opentelemetry::KeyValue;
 
-use super::RpcError;
+use super::{
+    heads::HeadBook,
+    health::{self, HeadView, HealthConfig, HealthEvent, Outcome, State, Tracker},
+    latency::Percentiles,
+    types::RpcBlock,
+    RpcError,
+};
 use crate::{
     config::{PoolConfig, ProviderConfig},
     redact::Redactor,
@@ -41,11 +51,108 @@ type Client = HttpClient<
 /// How long computed latency percentiles are reused before they are computed again.
 const PERCENTILES_TTL: Duration = Duration::from_secs(1);
 
-/// Recent successful-call latency and its last computed percentiles.
-#[derive(Debug, Default)]
-struct Latency {
-    window: super::latency::LatencyWindow,
-    cached: Option<(Instant, Option<super::latency::Percentiles>)>,
+/// The provider's health and its last computed latency percentiles.
+#[derive(Debug)]
+struct Health {
+    tracker: Tracker,
+    cached: Option<(Instant, Option<Percentiles>)>,
+    /// The hedging quantile (0: none) and its last computed value.
+    hedge_quantile: f64,
+    hedge_cached: Option<(Instant, Option<Duration>)>,
+}
+
+impl Health {
+    fn percentiles(&mut self, now: Instant) -> Option<Percentiles> {
+        match self.cached {
+            Some((at, p)) if now.duration_since(at) < PERCENTILES_TTL => p,
+            _ => {
+                let p = self.tracker.percentiles(now);
+                self.cached = Some((now, p));
+                p
+            }
+        }
+    }
+
+    fn hedge_latency(&mut self, now: Instant) -> Option<Duration> {
+        match self.hedge_cached {
+            Some((at, d)) if now.duration_since(at) < PERCENTILES_TTL => d,
+            _ => {
+                let d = self.tracker.quantile(self.hedge_quantile, now);
+                self.hedge_cached = Some((now, d));
+                d
+            }
+        }
+    }
+}
+
+/// The state of a provider's `newHeads` subscription, for `/status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Subscription {
+    /// No WebSocket URL configured.
+    None = 0,
+    /// Not connected (opening, or waiting to reopen).
+    Down = 1,
+    /// Delivering heads.
+    Live = 2,
+    /// Was connected but stopped delivering heads while others advanced; polled instead.
+    Silent = 3,
+}
+
+impl Subscription {
+    /// The name in `/status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Subscription::None => "none",
+            Subscription::Down => "down",
+            Subscription::Live => "live",
+            Subscription::Silent => "silent",
+        }
+    }
+}
+
+/// p50/p95/p99 in milliseconds.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct LatencyMs {
+    /// Median.
+    pub p50: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+}
+
+/// A provider as `/status` shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ProviderStatus {
+    /// Configured name.
+    pub name: String,
+    /// Health state.
+    pub state: &'static str,
+    /// 0–100, higher is better; `null` before the first answer.
+    pub score: Option<f64>,
+    /// Newest head it announced.
+    pub head: Option<u64>,
+    /// Blocks behind the chain head.
+    pub lag_blocks: Option<u64>,
+    /// Recent latency percentiles; `null` without samples.
+    pub latency_ms: Option<LatencyMs>,
+    /// Failed share of calls in the score window.
+    pub error_rate: f64,
+    /// Calls since start.
+    pub requests: u64,
+    /// Rate-limited calls since start.
+    pub rate_limited: u64,
+    /// How late it announces new heads compared with the first provider, in milliseconds.
+    pub head_delay_ms: Option<f64>,
+    /// It said it is syncing.
+    pub syncing: bool,
+    /// The decaying failure count.
+    pub failures: f64,
+    /// `newHeads` subscription: none, down, live or silent.
+    pub subscription: &'static str,
+    /// The URL, credentials removed.
+    pub url: String,
 }
 
 /// A configured provider of one chain.
@@ -61,6 +168,10 @@ pub struct Provider {
     pub priority: u32,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// Position in the chain's provider list.
+    pub index: usize,
+    /// Most blocks asked in one batch (within its burst at their cost).
+    pub max_batch: u32,
     client: Client,
     /// Until when the provider asked (HTTP 429 with `Retry-After`) not to be called.
     retry_after: super::retry_after::RetryAfter,
@@ -69,12 +180,19 @@ pub struct Provider {
     /// Configured headers, also sent on the WebSocket handshake.
     headers: HeaderMap,
     limiter: DefaultDirectRateLimiter,
+    /// The limiter's burst: the most tokens one call may take.
+    burst: NonZeroU32,
+    /// Rate-limit tokens per method (default 1).
+    costs: Arc<BTreeMap<String, u32>>,
     /// The provider's last chain-id check.
     chain_check: Mutex<ChainCheck>,
     /// How long a chain-id check holds before it is repeated.
     chain_check_interval: Duration,
+    /// Served another genesis block: refused for good.
+    wrong_genesis: AtomicBool,
     health: Mutex<Health>,
-    latency: Mutex<Latency>,
+    heads: Arc<HeadBook>,
+    subscription: AtomicU8,
     metrics: Arc<Metrics>,
     /// The chain's name.
     chain: String,
@@ -104,21 +222,30 @@ enum ChainCheck {
     Wrong(Instant, u64),
 }
 
-/// Recent behaviour of a provider, as the pool sees it.
-#[derive(Clone, Debug, Default)]
-pub struct Health {
-    /// The provider is passed over until then, while others are usable.
-    pub cooldown_until: Option<Instant>,
+/// How a provider is built: where it sits in its chain and what it shares with the pool.
+#[derive(Clone, Debug)]
+pub struct ProviderContext {
+    /// The chain's name.
+    pub chain: String,
+    /// Position in the chain's provider list.
+    pub index: usize,
+    /// The health rules.
+    pub health: HealthConfig,
+    /// The chain's head book.
+    pub heads: Arc<HeadBook>,
+    /// Rate-limit tokens per method.
+    pub costs: Arc<BTreeMap<String, u32>>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Provider {
     /// Builds the provider's client from its config; `redactor` cleans its URL for display.
     pub fn new(
-        chain: &str,
+        ctx: ProviderContext,
         cfg: &ProviderConfig,
         pool: &PoolConfig,
         redactor: &Redactor,
-        metrics: Arc<Metrics>,
     ) -> Result<Self, String> {
         let mut headers = HeaderMap::new();
         for (k, v) in &cfg.headers {
@@ -156,29 +283,79 @@ impl Provider {
             })?;
         let rps = NonZeroU32::new(cfg.rate_limit.requests_per_second).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(cfg.rate_limit.burst).unwrap_or(NonZeroU32::MIN);
-        Ok(Self {
+        // A batch is paid for at once: it must fit the burst.
+        let block_cost = ctx
+            .costs
+            .get("eth_getBlockByNumber")
+            .copied()
+            .unwrap_or(1)
+            .max(1);
+        let max_batch = cfg.max_batch_size.min(burst.get() / block_cost).max(1);
+        let attrs = crate::telemetry::metrics::chain_provider(&ctx.chain, &cfg.name);
+        let now = Instant::now();
+        let provider = Self {
             name: cfg.name.clone(),
             display_url,
             ws_url: cfg.ws_url.clone(),
             priority: cfg.priority,
             timeout: cfg.timeout.0,
+            index: ctx.index,
+            max_batch,
             client,
             retry_after,
             server,
             headers,
             limiter: RateLimiter::direct(Quota::per_second(rps).allow_burst(burst)),
+            burst,
+            costs: ctx.costs,
             chain_check: Mutex::new(ChainCheck::Unchecked),
             chain_check_interval: pool.chain_check_interval.0,
-            health: Mutex::new(Health::default()),
-            latency: Mutex::new(Latency::default()),
-            metrics,
-            chain: chain.to_owned(),
-            attrs: crate::telemetry::metrics::chain_provider(chain, &cfg.name),
-        })
+            wrong_genesis: AtomicBool::new(false),
+            health: Mutex::new(Health {
+                tracker: Tracker::new(ctx.health, now),
+                cached: None,
+                hedge_quantile: f64::from(pool.hedge_percentile) / 100.0,
+                hedge_cached: None,
+            }),
+            heads: ctx.heads,
+            subscription: AtomicU8::new(if cfg.ws_url.is_some() {
+                Subscription::Down as u8
+            } else {
+                Subscription::None as u8
+            }),
+            metrics: ctx.metrics,
+            chain: ctx.chain,
+            attrs,
+        };
+        provider.export_state(State::Alive);
+        Ok(provider)
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Rate-limit tokens a call of `method` costs.
+    pub fn cost(&self, method: &str) -> u32 {
+        self.costs.get(method).copied().unwrap_or(1).max(1)
+    }
+
+    /// Waits for `cost` tokens of the rate limit, counting the wait as rate-limit pressure.
+    async fn take_tokens(&self, cost: u32) {
+        let n = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
+        if !matches!(self.limiter.check_n(n), Ok(Ok(()))) {
+            self.metrics.ratelimit_throttled.add(1, &self.attrs);
+            self.health()
+                .tracker
+                .record_throttled_locally(Instant::now());
+            // More than the burst can never be granted: take what can be (config validation and
+            // batch sizing keep this from happening).
+            let capped = n.min(self.burst);
+            let _ = self.limiter.until_n_ready(capped).await;
+        }
     }
 
     /// One call: waits for the rate limit, then sends the request under the timeout.
-    /// Records the outcome in the provider's health.
     pub async fn request<T: DeserializeOwned>(
         &self,
         method: &'static str,
@@ -190,27 +367,71 @@ impl Provider {
                 until.saturating_duration_since(Instant::now()),
             ));
         }
-        if self.limiter.check().is_err() {
-            self.metrics.ratelimit_throttled.add(1, &self.attrs);
-            self.limiter.until_ready().await;
-        }
-        let started = Instant::now();
+        self.take_tokens(self.cost(method)).await;
         // The client has the same timeout; this outer one also bounds connection set-up.
         let outcome = tokio::time::timeout(
             self.timeout + Duration::from_millis(50),
             self.client.request::<T, _>(method, params),
         )
         .await;
-        let result = match outcome {
+        match outcome {
             Err(_) => Err(RpcError::Timeout(self.timeout)),
             Ok(r) => r.map_err(|e| RpcError::from_client(e, self.timeout)),
+        }
+    }
+
+    /// Blocks `from..=to` (at most [`Self::max_batch`]) without transaction bodies, in one JSON-RPC
+    /// batch; an entry the provider answered with an error fails the whole batch.
+    pub async fn batch_blocks(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Option<RpcBlock>>, RpcError> {
+        if let Some(until) = self.retry_after.until() {
+            return Err(RpcError::RetryAfter(
+                until.saturating_duration_since(Instant::now()),
+            ));
+        }
+        let mut batch = jsonrpsee::core::params::BatchRequestBuilder::new();
+        for n in from..=to {
+            batch
+                .insert(
+                    "eth_getBlockByNumber",
+                    rpc_params![alloy_primitives::U64::from(n), false],
+                )
+                .map_err(|e| RpcError::InvalidResponse(e.to_string()))?;
+        }
+        let count = (to - from + 1) as u32;
+        self.take_tokens(count.saturating_mul(self.cost("eth_getBlockByNumber")))
+            .await;
+        let outcome = tokio::time::timeout(
+            self.timeout + Duration::from_millis(50),
+            self.client.batch_request::<Option<RpcBlock>>(batch),
+        )
+        .await;
+        let response = match outcome {
+            Err(_) => return Err(RpcError::Timeout(self.timeout)),
+            Ok(r) => r.map_err(|e| RpcError::from_client(e, self.timeout))?,
         };
-        self.record(&result, started.elapsed());
-        result
+        if response.len() != count as usize {
+            return Err(RpcError::InvalidResponse(format!(
+                "batch of {count} answered with {} entries",
+                response.len()
+            )));
+        }
+        response
+            .into_iter()
+            .map(|entry| {
+                entry.map_err(|e| RpcError::Rpc {
+                    code: e.code(),
+                    message: e.message().to_owned(),
+                })
+            })
+            .collect()
     }
 
     /// A CLIENT span for one attempt of `method` on this provider, with the RPC semantic
-    /// conventions; [`record_span_error`] marks it failed.
+    /// conventions; [`Self::finish_attempt`] records its outcome.
     pub fn attempt_span(&self, method: &'static str, attempt: u32) -> tracing::Span {
         tracing::info_span!(
             "rpc_attempt",
@@ -226,19 +447,28 @@ impl Provider {
             blockwatch.provider = %self.name,
             blockwatch.chain = %self.chain,
             blockwatch.attempt = attempt,
+            blockwatch.hedge = tracing::field::Empty,
+            blockwatch.batch_size = tracing::field::Empty,
+            blockwatch.abandoned = tracing::field::Empty,
             "error.type" = tracing::field::Empty,
             rpc.response.status_code = tracing::field::Empty,
         )
     }
 
-    /// Records one attempt's duration and outcome; `error` is set when it failed, including an
-    /// answer that arrived but was refused (a broken block).
-    pub fn record_attempt(
+    /// Records one attempt's duration and outcome in metrics, health and its span; `error` is set
+    /// when it failed, including an answer that arrived but was refused (a broken block). Circuit
+    /// and state changes it causes become events of `span`.
+    pub fn finish_attempt(
         &self,
+        span: &tracing::Span,
         method: &'static str,
         elapsed: Duration,
         error: Option<&RpcError>,
     ) {
+        if let Some(RpcError::RetryAfter(_)) = error {
+            // Nothing was sent.
+            return;
+        }
         let mut attrs = self.attrs.clone();
         attrs.push(KeyValue::new(attr::METHOD, method));
         attrs.push(KeyValue::new(
@@ -248,36 +478,220 @@ impl Provider {
         self.metrics
             .rpc_duration
             .record(elapsed.as_secs_f64(), &attrs);
-        let Some(error) = error else { return };
-        attrs.pop();
-        attrs.push(KeyValue::new(attr::ERROR_TYPE, error.error_type()));
-        self.metrics.rpc_errors.add(1, &attrs);
-        if matches!(error, RpcError::InvalidBlock(_)) {
-            self.metrics.integrity_errors.add(1, &self.attrs);
-        }
+        let outcome = match error {
+            None => Outcome::Ok,
+            Some(e) => {
+                record_span_error(span, e);
+                attrs.pop();
+                attrs.push(KeyValue::new(attr::ERROR_TYPE, e.error_type()));
+                self.metrics.rpc_errors.add(1, &attrs);
+                if matches!(e, RpcError::InvalidBlock(_)) {
+                    self.metrics.integrity_errors.add(1, &self.attrs);
+                }
+                if e.is_rate_limited() {
+                    Outcome::Throttled
+                } else if matches!(e, RpcError::Timeout(_) | RpcError::Connection(_)) {
+                    Outcome::TransportFailure
+                } else {
+                    Outcome::Failure
+                }
+            }
+        };
+        let now = Instant::now();
+        let event = {
+            let mut h = self.health();
+            let event = h.tracker.record(outcome, elapsed, now);
+            if outcome == Outcome::Ok && h.cached.is_some_and(|(_, p)| p.is_none()) {
+                // The first sample: do not wait for the cache to expire to know it.
+                h.cached = None;
+                h.hedge_cached = None;
+            }
+            event
+        };
+        span.in_scope(|| {
+            if let Some(event) = event {
+                self.report(event);
+            }
+            self.evaluate(now);
+        });
     }
 
-    /// Records the newest block this provider announced.
-    pub fn record_head(&self, number: u64) {
+    /// An attempt given up after `elapsed` because another provider answered first.
+    pub fn abandon_attempt(&self, span: &tracing::Span, elapsed: Duration) {
+        span.record("blockwatch.abandoned", true);
+        self.health()
+            .tracker
+            .record_abandoned(elapsed, Instant::now());
+    }
+
+    /// Records the newest block this provider announced (`pushed`: by a `newHeads` notification);
+    /// returns the chain's corroborated head after it.
+    pub fn record_head(
+        &self,
+        number: u64,
+        hash: Option<alloy_primitives::B256>,
+        pushed: bool,
+    ) -> Option<u64> {
         self.metrics.provider_head.record(number, &self.attrs);
+        let (best, disagree) = self
+            .heads
+            .report(self.index, number, hash, pushed, Instant::now());
+        for other in disagree {
+            tracing::warn!(chain = %self.chain, provider = %self.name, other_index = other, block_number = number,
+                "providers disagree on the hash at the same height");
+            self.metrics.provider_disagreements.add(1, &self.attrs);
+        }
+        best
     }
 
-    /// A success ends the provider's cooldown and adds a latency sample. (Failures are counted in
-    /// the metrics; the pool decides the cooldown they earn.)
-    fn record<T>(&self, result: &Result<T, RpcError>, elapsed: Duration) {
-        if result.is_err() {
-            return;
+    /// The chain's corroborated head.
+    pub fn chain_head(&self) -> Option<u64> {
+        self.heads.best()
+    }
+
+    /// Records what `eth_syncing` answered.
+    pub fn record_syncing(&self, syncing: bool) {
+        self.heads.set_syncing(self.index, syncing);
+    }
+
+    /// Works out the provider's state as of `now`; reports a change in the current span.
+    pub fn evaluate(&self, now: Instant) {
+        if let Some(event) = self.check_state(now) {
+            self.report(event);
         }
-        self.health
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .cooldown_until = None;
-        let mut l = self.latency.lock().unwrap_or_else(|p| p.into_inner());
-        l.window.record(elapsed, Instant::now());
-        if l.cached.is_some_and(|(_, p)| p.is_none()) {
-            // The first sample: do not wait for the cache to expire to know it.
-            l.cached = None;
+    }
+
+    /// Works out the provider's state as of `now`; returns the change for [`Self::report`].
+    pub fn check_state(&self, now: Instant) -> Option<HealthEvent> {
+        let view = self.head_view();
+        let retry_after = self.retry_after.until().is_some();
+        let wrong = self.wrong_chain().is_some() || self.wrong_genesis.load(Ordering::Relaxed);
+        let mut h = self.health();
+        h.tracker.set_wrong_chain(wrong);
+        let p = h.percentiles(now);
+        h.tracker.evaluate(now, p, view, retry_after)
+    }
+
+    fn head_view(&self) -> HeadView {
+        let h = self.heads.provider(self.index);
+        HeadView {
+            lag_blocks: h.lag_blocks,
+            arrival_delay: h.arrival_delay,
+            syncing: h.syncing,
         }
+    }
+
+    /// Logs a health event (inside the current span, so that it is also a span event) and exports
+    /// a state change.
+    pub fn report(&self, event: HealthEvent) {
+        let (chain, provider) = (self.chain.as_str(), self.name.as_str());
+        match event {
+            HealthEvent::CircuitOpened(reason) => {
+                tracing::warn!(chain, provider, reason, "circuit_open")
+            }
+            HealthEvent::CircuitClosed => tracing::info!(chain, provider, "circuit_closed"),
+            HealthEvent::State { from, to, reason } => {
+                let (from_s, to_s) = (from.as_str(), to.as_str());
+                if to.is_usable() {
+                    tracing::info!(
+                        chain,
+                        provider,
+                        from = from_s,
+                        to = to_s,
+                        reason,
+                        "provider_state"
+                    );
+                } else {
+                    tracing::warn!(
+                        chain,
+                        provider,
+                        from = from_s,
+                        to = to_s,
+                        reason,
+                        "provider_state"
+                    );
+                }
+                self.export_state(to);
+            }
+        }
+    }
+
+    /// Sets `blockwatch.provider.up` to 1 for `state` and 0 for every other state.
+    fn export_state(&self, state: State) {
+        for s in State::ALL {
+            let mut attrs = self.attrs.clone();
+            attrs.push(KeyValue::new(attr::STATE, s.as_str()));
+            self.metrics
+                .provider_up
+                .record(u64::from(s == state), &attrs);
+        }
+    }
+
+    /// The current health state.
+    pub fn state(&self) -> State {
+        self.health().tracker.state()
+    }
+
+    /// The provider's cost in milliseconds for ranking (lower is better); `None` before its first
+    /// answer.
+    pub fn cost_ms(&self) -> Option<f64> {
+        let view = self.head_view();
+        let now = Instant::now();
+        let mut h = self.health();
+        let p = h.percentiles(now);
+        let rates = h.tracker.rates(now);
+        h.tracker.cost_ms(p, rates, view)
+    }
+
+    /// The provider as `/status` shows it.
+    pub fn status(&self) -> ProviderStatus {
+        let head = self.heads.provider(self.index);
+        let view = self.head_view();
+        let now = Instant::now();
+        let mut h = self.health();
+        let p = h.percentiles(now);
+        let rates = h.tracker.rates(now);
+        let state = h.tracker.state();
+        let score = match state {
+            State::WrongChain | State::CircuitOpen | State::Unreachable => Some(0.0),
+            _ => h.tracker.cost_ms(p, rates, view).map(health::score),
+        };
+        let ms = |d: Duration| (d.as_secs_f64() * 10_000.0).round() / 10.0;
+        ProviderStatus {
+            name: self.name.clone(),
+            state: state.as_str(),
+            score,
+            head: head.head,
+            lag_blocks: head.lag_blocks,
+            latency_ms: p.map(|p| LatencyMs {
+                p50: ms(p.p50),
+                p95: ms(p.p95),
+                p99: ms(p.p99),
+            }),
+            error_rate: (rates.error_rate() * 1000.0).round() / 1000.0,
+            requests: h.tracker.requests,
+            rate_limited: h.tracker.rate_limited,
+            head_delay_ms: head.arrival_delay.map(ms),
+            syncing: head.syncing,
+            failures: h.tracker.failures(),
+            subscription: self.subscription().as_str(),
+            url: self.display_url.clone(),
+        }
+    }
+
+    /// How long to wait for this provider before hedging a call to another one: its recent
+    /// `pool.hedge_percentile` latency (half its timeout before it has answered), at least `floor`.
+    pub fn hedge_delay(&self, floor: Duration) -> Duration {
+        let recent = self.health().hedge_latency(Instant::now());
+        recent
+            .unwrap_or(self.timeout / 2)
+            .max(floor)
+            .min(self.timeout)
+    }
+
+    /// Failed calls since start.
+    pub fn errors(&self) -> u64 {
+        self.health().tracker.errors
     }
 
     /// Until when the provider asked (with `Retry-After`) not to be called, if that is still ahead.
@@ -285,18 +699,9 @@ impl Provider {
         self.retry_after.until()
     }
 
-    /// p50/p95/p99 of successful calls over the last one to two minutes; `None` without samples.
-    pub fn latency(&self) -> Option<super::latency::Percentiles> {
-        let now = Instant::now();
-        let mut l = self.latency.lock().unwrap_or_else(|p| p.into_inner());
-        match l.cached {
-            Some((at, p)) if now.duration_since(at) < PERCENTILES_TTL => p,
-            _ => {
-                let p = l.window.percentiles(now);
-                l.cached = Some((now, p));
-                p
-            }
-        }
+    /// p50/p95/p99 of successful calls over the score window; `None` without samples.
+    pub fn latency(&self) -> Option<Percentiles> {
+        self.health().percentiles(Instant::now())
     }
 
     /// Passes the provider over for `cooldown` (while others are usable), or for as long as it
@@ -306,21 +711,37 @@ impl Provider {
         if let Some(asked) = self.retry_after.until() {
             until = until.max(asked);
         }
-        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
-        h.cooldown_until = Some(until);
+        self.health().tracker.cool_down(until);
     }
 
-    /// A snapshot of the provider's health.
-    pub fn health(&self) -> Health {
-        self.health
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    /// Until when it is passed over after a failure, if that is ahead.
+    pub fn cooling_until(&self, now: Instant) -> Option<Instant> {
+        self.health().tracker.cooling_until(now)
     }
 
-    /// Whether the provider is out of its cooldown.
-    pub fn is_available(&self, now: Instant) -> bool {
-        !self.is_refused() && self.health().cooldown_until.is_none_or(|t| t <= now)
+    /// Whether its circuit is open and the half-open probe is due.
+    pub fn probe_due(&self, now: Instant) -> bool {
+        self.health().tracker.probe_due(now)
+    }
+
+    /// When a call or probe last ended.
+    pub fn last_call(&self) -> Option<Instant> {
+        self.health().tracker.last_call()
+    }
+
+    /// The subscription's state.
+    pub fn subscription(&self) -> Subscription {
+        match self.subscription.load(Ordering::Relaxed) {
+            1 => Subscription::Down,
+            2 => Subscription::Live,
+            3 => Subscription::Silent,
+            _ => Subscription::None,
+        }
+    }
+
+    /// Sets the subscription's state.
+    pub fn set_subscription(&self, s: Subscription) {
+        self.subscription.store(s as u8, Ordering::Relaxed);
     }
 
     /// Asks the provider's chain id and compares it with `expected`. A mismatch refuses the provider
@@ -334,18 +755,58 @@ impl Provider {
             .request::<alloy_primitives::U64>("eth_chainId", rpc_params![])
             .instrument(span.clone())
             .await;
-        self.record_attempt("eth_chainId", started.elapsed(), result.as_ref().err());
-        if let Err(e) = &result {
-            record_span_error(&span, e);
-        }
-        let actual = result?.to::<u64>();
-        let mut check = self.chain_check.lock().unwrap_or_else(|p| p.into_inner());
-        if actual != expected {
-            *check = ChainCheck::Wrong(Instant::now(), actual);
-            return Err(RpcError::WrongChain { expected, actual });
-        }
-        *check = ChainCheck::Verified(Instant::now());
-        Ok(())
+        let checked = result.and_then(|id| {
+            let actual = id.to::<u64>();
+            let mut check = self.chain_check.lock().unwrap_or_else(|p| p.into_inner());
+            if actual != expected {
+                *check = ChainCheck::Wrong(Instant::now(), actual);
+                return Err(RpcError::WrongChain { expected, actual });
+            }
+            *check = ChainCheck::Verified(Instant::now());
+            Ok(())
+        });
+        self.finish_attempt(
+            &span,
+            "eth_chainId",
+            started.elapsed(),
+            checked.as_ref().err(),
+        );
+        checked
+    }
+
+    /// The hash of block 0 as this provider serves it (checked against its header); `None` if it
+    /// does not serve block 0.
+    pub async fn genesis_hash(&self) -> Result<Option<alloy_primitives::B256>, RpcError> {
+        let span = self.attempt_span("eth_getBlockByNumber", 1);
+        let started = Instant::now();
+        let result = self
+            .request::<Option<RpcBlock>>(
+                "eth_getBlockByNumber",
+                rpc_params![alloy_primitives::U64::ZERO, false],
+            )
+            .instrument(span.clone())
+            .await
+            .and_then(|b| match b {
+                Some(b) if b.number() != 0 => Err(RpcError::InvalidBlock(format!(
+                    "asked for block 0, got block {}",
+                    b.number()
+                ))),
+                Some(b) => b.verify_hash().map(|()| Some(b.header.hash)),
+                None => Ok(None),
+            });
+        self.finish_attempt(
+            &span,
+            "eth_getBlockByNumber",
+            started.elapsed(),
+            result.as_ref().err(),
+        );
+        result
+    }
+
+    /// Refuses the provider for good: it serves another chain's genesis block.
+    pub fn refuse_genesis(&self) {
+        self.wrong_genesis.store(true, Ordering::Relaxed);
+        self.evaluate(Instant::now());
     }
 
     /// Whether the chain id must be (re)checked before the next use: never checked, or checked
@@ -373,9 +834,10 @@ impl Provider {
         }
     }
 
-    /// Whether the provider answered another chain id at its last check and may not be used
-    /// until the next check is due.
+    /// Whether the provider may not be used: it served another genesis block, or answered another
+    /// chain id at its last check and the next check is not due yet.
     pub fn is_refused(&self) -> bool {
-        self.wrong_chain().is_some() && !self.needs_chain_check()
+        self.wrong_genesis.load(Ordering::Relaxed)
+            || (self.wrong_chain().is_some() && !self.needs_chain_check())
     }
 }

@@ -28,6 +28,8 @@ pub mod attr {
     pub const TO: &str = "to";
     /// Why a switch happened.
     pub const REASON: &str = "reason";
+    /// A provider's health state.
+    pub const STATE: &str = "state";
 }
 
 /// Bucket boundaries for RPC durations, in seconds: 5 ms to 10 s.
@@ -56,6 +58,13 @@ pub struct Metrics {
     pub ratelimit_throttled: Counter<u64>,
     /// `blockwatch.block.integrity_errors` ({block}): blocks refused as inconsistent.
     pub integrity_errors: Counter<u64>,
+    /// `blockwatch.provider.up` (1/0 per state): the state each provider is in.
+    pub provider_up: Gauge<u64>,
+    /// `blockwatch.rpc.hedges` ({request}): hedged calls, by provider hedged to and outcome.
+    pub rpc_hedges: Counter<u64>,
+    /// `blockwatch.provider.disagreements` ({block}): heights at which a provider announced
+    /// another hash than another provider.
+    pub provider_disagreements: Counter<u64>,
 }
 
 impl Metrics {
@@ -109,6 +118,25 @@ impl Metrics {
                 .u64_counter("blockwatch.block.integrity_errors")
                 .with_unit("{block}")
                 .with_description("Blocks refused because their hash or number did not match")
+                .build(),
+            provider_up: meter
+                .u64_gauge("blockwatch.provider.up")
+                .with_unit("{provider}")
+                .with_description("1 for the health state each provider is in, 0 for the others")
+                .build(),
+            rpc_hedges: meter
+                .u64_counter("blockwatch.rpc.hedges")
+                .with_unit("{request}")
+                .with_description(
+                    "Calls also sent to a second provider because the first was slow, by outcome",
+                )
+                .build(),
+            provider_disagreements: meter
+                .u64_counter("blockwatch.provider.disagreements")
+                .with_unit("{block}")
+                .with_description(
+                    "Heights at which a provider announced another hash than another provider",
+                )
                 .build(),
         }
     }
