@@ -66,8 +66,8 @@ impl DevBlock {
     }
 
     /// The `newHeads` notification for this block.
-    pub fn head_json(&self) -> Value {
-        let mut v = self.to_json(false);
+    pub fn head_json(&self, bad_hash: bool) -> Value {
+        let mut v = self.to_json(bad_hash);
         if let Some(obj) = v.as_object_mut() {
             obj.remove("transactions");
             obj.remove("uncles");

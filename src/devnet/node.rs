@@ -224,16 +224,19 @@ fn build_module(ctx: Ctx) -> RpcModule<Ctx> {
                         Err(broadcast::error::RecvError::Closed) => return Ok(()),
                     },
                 };
-                let announce = {
+                let (announce, bad_hash) = {
                     let st = ctx.state();
-                    st.stale_head.is_none()
-                        && !st.skipped.contains(&block.number())
-                        && !matches!(st.fault, Some(Fault::Down | Fault::WsSilent))
+                    (
+                        st.stale_head.is_none()
+                            && !st.skipped.contains(&block.number())
+                            && !matches!(st.fault, Some(Fault::Down | Fault::WsSilent)),
+                        matches!(st.fault, Some(Fault::BadHash)),
+                    )
                 };
                 if !announce || !ctx.shared.chain().is_canonical(&block) {
                     continue;
                 }
-                let raw = serde_json::value::to_raw_value(&block.head_json())?;
+                let raw = serde_json::value::to_raw_value(&block.head_json(bad_hash))?;
                 sink.send(SubscriptionMessage::from(raw)).await?;
             }
         },

@@ -363,8 +363,11 @@ impl Tracker {
 
     /// A call abandoned after `elapsed` because another provider answered first: its latency is at
     /// least that, and counting it keeps a provider that never finishes from looking fast.
+    /// It still counts as use: a provider whose calls are all overtaken is not idle, and is not
+    /// probed.
     pub fn record_abandoned(&mut self, elapsed: Duration, now: Instant) {
         self.latency.record(elapsed, now);
+        self.last_call = Some(now);
     }
 
     fn trip(&mut self, now: Instant) -> Option<HealthEvent> {
@@ -484,7 +487,11 @@ impl Tracker {
         let p = latency?;
         let ms = |d: Duration| d.max(LATENCY_FLOOR).as_secs_f64() * 1000.0;
         let base = 0.5 * ms(p.p50) + 0.5 * ms(p.p95);
-        let lag = head.lag_blocks.unwrap_or(0) as f64 * self.cfg.block_time.as_secs_f64() * 1000.0;
+        // One block behind is a head announcement in flight (providers announce each block a few
+        // milliseconds apart; arrival delay measures that): lag counts from the second block.
+        let lag = head.lag_blocks.unwrap_or(0).saturating_sub(1) as f64
+            * self.cfg.block_time.as_secs_f64()
+            * 1000.0;
         let arrival = head.arrival_delay.map_or(0.0, |d| d.as_secs_f64() * 1000.0);
         Some(
             base * (1.0 + 4.0 * rates.error_rate()) * (1.0 + 2.0 * rates.pressure())
@@ -672,9 +679,14 @@ mod tests {
         };
         assert!(t.cost_ms(p(100), erroring, head).unwrap() > base * 1.3);
         let lagging = HeadView {
+            lag_blocks: Some(2),
+            ..head
+        };
+        let in_flight = HeadView {
             lag_blocks: Some(1),
             ..head
         };
+        assert_eq!(t.cost_ms(p(100), none, in_flight).unwrap(), base);
         assert_eq!(t.cost_ms(p(100), none, lagging).unwrap(), 12_100.0);
         assert!(score(0.0) == 100.0 && score(250.0) == 50.0 && score(1e9) < 0.1);
     }

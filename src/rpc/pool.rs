@@ -200,7 +200,9 @@ struct Attempt<T> {
 }
 
 /// Sends one call to one provider.
-type Sender<'a, T> = dyn Fn(Arc<Provider>) -> BoxFuture<'a, Result<T, RpcError>> + Send + Sync + 'a;
+/// Sends one call to one provider; answers with how long the provider took.
+type Sender<'a, T> =
+    dyn Fn(Arc<Provider>) -> BoxFuture<'a, (Result<T, RpcError>, Duration)> + Send + Sync + 'a;
 
 /// The providers of one chain.
 #[derive(Debug)]
@@ -575,7 +577,7 @@ impl ProviderPool {
     ) -> Result<Answer<T>, PoolError> {
         let send = move |p: Arc<Provider>| {
             let params = params.clone();
-            async move { p.request::<T>(method, params).await }.boxed()
+            async move { p.request_timed::<T>(method, params).await }.boxed()
         };
         self.call(method, &send, |_: &T| Ok(true)).await
     }
@@ -591,7 +593,7 @@ impl ProviderPool {
     ) -> Result<Answer<Option<T>>, PoolError> {
         let send = move |p: Arc<Provider>| {
             let params = params.clone();
-            async move { p.request::<Option<T>>(method, params).await }.boxed()
+            async move { p.request_timed::<Option<T>>(method, params).await }.boxed()
         };
         self.call(method, &send, |v: &Option<T>| match v {
             None => Ok(false),
@@ -653,13 +655,11 @@ impl ProviderPool {
         let result = match self.ensure_verified(&provider).await {
             Err(e) => Err(self.redact_error(e)),
             Ok(()) => {
-                let started = Instant::now();
-                let judged = send(provider.clone())
-                    .instrument(span.clone())
-                    .await
+                let (result, took) = send(provider.clone()).instrument(span.clone()).await;
+                let judged = result
                     .and_then(|value| accept(&value).map(|ok| (ok, value)))
                     .map_err(|e| self.redact_error(e));
-                provider.finish_attempt(&span, method, started.elapsed(), judged.as_ref().err());
+                provider.finish_attempt(&span, method, took, judged.as_ref().err());
                 judged
             }
         };
@@ -1124,17 +1124,15 @@ impl ProviderPool {
             }
             let method = "eth_getBlockByNumber";
             let attempt = provider.attempt_span(method, 1);
-            let started = Instant::now();
-            let result = provider
-                .request::<Option<RpcBlock>>(method, rpc_params!["latest", false])
+            let (result, took) = provider
+                .request_timed::<Option<RpcBlock>>(method, rpc_params!["latest", false])
                 .instrument(attempt.clone())
-                .await
-                .map_err(|e| self.redact_error(e))
-                .and_then(|b| {
-                    b.ok_or_else(|| RpcError::InvalidResponse("no latest block".into()))
-                        .and_then(|b| b.verify_hash().map(|()| b))
-                });
-            provider.finish_attempt(&attempt, method, started.elapsed(), result.as_ref().err());
+                .await;
+            let result = result.map_err(|e| self.redact_error(e)).and_then(|b| {
+                b.ok_or_else(|| RpcError::InvalidResponse("no latest block".into()))
+                    .and_then(|b| b.verify_hash().map(|()| b))
+            });
+            provider.finish_attempt(&attempt, method, took, result.as_ref().err());
             let Ok(block) = result else { return };
             provider.record_head(block.number(), Some(block.header.hash), false);
             let behind = self
@@ -1145,13 +1143,12 @@ impl ProviderPool {
             if behind {
                 let method = "eth_syncing";
                 let attempt = provider.attempt_span(method, 1);
-                let started = Instant::now();
-                let result = provider
-                    .request::<serde_json::Value>(method, rpc_params![])
+                let (result, took) = provider
+                    .request_timed::<serde_json::Value>(method, rpc_params![])
                     .instrument(attempt.clone())
-                    .await
-                    .map_err(|e| self.redact_error(e));
-                provider.finish_attempt(&attempt, method, started.elapsed(), result.as_ref().err());
+                    .await;
+                let result = result.map_err(|e| self.redact_error(e));
+                provider.finish_attempt(&attempt, method, took, result.as_ref().err());
                 if let Ok(v) = result {
                     provider.record_syncing(v.is_object());
                 }

@@ -361,65 +361,83 @@ impl Provider {
         method: &'static str,
         params: ArrayParams,
     ) -> Result<T, RpcError> {
+        self.request_timed(method, params).await.0
+    }
+
+    /// [`Self::request`], with how long the provider took: the time from sending to the answer,
+    /// without the wait for the rate limit (which says nothing about the provider).
+    pub async fn request_timed<T: DeserializeOwned>(
+        &self,
+        method: &'static str,
+        params: ArrayParams,
+    ) -> (Result<T, RpcError>, Duration) {
         // A provider that asked for a pause gets it: nothing is sent before it ends.
         if let Some(until) = self.retry_after.until() {
-            return Err(RpcError::RetryAfter(
-                until.saturating_duration_since(Instant::now()),
-            ));
+            let wait = until.saturating_duration_since(Instant::now());
+            return (Err(RpcError::RetryAfter(wait)), Duration::ZERO);
         }
         self.take_tokens(self.cost(method)).await;
+        let sent = Instant::now();
         // The client has the same timeout; this outer one also bounds connection set-up.
         let outcome = tokio::time::timeout(
             self.timeout + Duration::from_millis(50),
             self.client.request::<T, _>(method, params),
         )
         .await;
-        match outcome {
+        let result = match outcome {
             Err(_) => Err(RpcError::Timeout(self.timeout)),
             Ok(r) => r.map_err(|e| RpcError::from_client(e, self.timeout)),
-        }
+        };
+        (result, sent.elapsed())
     }
 
     /// Blocks `from..=to` (at most [`Self::max_batch`]) without transaction bodies, in one JSON-RPC
-    /// batch; an entry the provider answered with an error fails the whole batch.
+    /// batch, with how long the provider took (as [`Self::request_timed`]); an entry the provider
+    /// answered with an error fails the whole batch.
     pub async fn batch_blocks(
         &self,
         from: u64,
         to: u64,
-    ) -> Result<Vec<Option<RpcBlock>>, RpcError> {
+    ) -> (Result<Vec<Option<RpcBlock>>, RpcError>, Duration) {
         if let Some(until) = self.retry_after.until() {
-            return Err(RpcError::RetryAfter(
-                until.saturating_duration_since(Instant::now()),
-            ));
+            let wait = until.saturating_duration_since(Instant::now());
+            return (Err(RpcError::RetryAfter(wait)), Duration::ZERO);
         }
         let mut batch = jsonrpsee::core::params::BatchRequestBuilder::new();
         for n in from..=to {
-            batch
-                .insert(
-                    "eth_getBlockByNumber",
-                    rpc_params![alloy_primitives::U64::from(n), false],
-                )
-                .map_err(|e| RpcError::InvalidResponse(e.to_string()))?;
+            if let Err(e) = batch.insert(
+                "eth_getBlockByNumber",
+                rpc_params![alloy_primitives::U64::from(n), false],
+            ) {
+                return (
+                    Err(RpcError::InvalidResponse(e.to_string())),
+                    Duration::ZERO,
+                );
+            }
         }
         let count = (to - from + 1) as u32;
         self.take_tokens(count.saturating_mul(self.cost("eth_getBlockByNumber")))
             .await;
+        let sent = Instant::now();
         let outcome = tokio::time::timeout(
             self.timeout + Duration::from_millis(50),
             self.client.batch_request::<Option<RpcBlock>>(batch),
         )
         .await;
+        let took = sent.elapsed();
         let response = match outcome {
-            Err(_) => return Err(RpcError::Timeout(self.timeout)),
-            Ok(r) => r.map_err(|e| RpcError::from_client(e, self.timeout))?,
+            Err(_) => return (Err(RpcError::Timeout(self.timeout)), took),
+            Ok(Err(e)) => return (Err(RpcError::from_client(e, self.timeout)), took),
+            Ok(Ok(r)) => r,
         };
         if response.len() != count as usize {
-            return Err(RpcError::InvalidResponse(format!(
+            let e = RpcError::InvalidResponse(format!(
                 "batch of {count} answered with {} entries",
                 response.len()
-            )));
+            ));
+            return (Err(e), took);
         }
-        response
+        let blocks = response
             .into_iter()
             .map(|entry| {
                 entry.map_err(|e| RpcError::Rpc {
@@ -427,7 +445,8 @@ impl Provider {
                     message: e.message().to_owned(),
                 })
             })
-            .collect()
+            .collect();
+        (blocks, took)
     }
 
     /// A CLIENT span for one attempt of `method` on this provider, with the RPC semantic
@@ -750,9 +769,8 @@ impl Provider {
         // Its own attempt span and measurement: the check is a call of its own, not part of the
         // call it precedes.
         let span = self.attempt_span("eth_chainId", 1);
-        let started = Instant::now();
-        let result = self
-            .request::<alloy_primitives::U64>("eth_chainId", rpc_params![])
+        let (result, took) = self
+            .request_timed::<alloy_primitives::U64>("eth_chainId", rpc_params![])
             .instrument(span.clone())
             .await;
         let checked = result.and_then(|id| {
@@ -765,12 +783,7 @@ impl Provider {
             *check = ChainCheck::Verified(Instant::now());
             Ok(())
         });
-        self.finish_attempt(
-            &span,
-            "eth_chainId",
-            started.elapsed(),
-            checked.as_ref().err(),
-        );
+        self.finish_attempt(&span, "eth_chainId", took, checked.as_ref().err());
         checked
     }
 
@@ -778,28 +791,22 @@ impl Provider {
     /// does not serve block 0.
     pub async fn genesis_hash(&self) -> Result<Option<alloy_primitives::B256>, RpcError> {
         let span = self.attempt_span("eth_getBlockByNumber", 1);
-        let started = Instant::now();
-        let result = self
-            .request::<Option<RpcBlock>>(
+        let (result, took) = self
+            .request_timed::<Option<RpcBlock>>(
                 "eth_getBlockByNumber",
                 rpc_params![alloy_primitives::U64::ZERO, false],
             )
             .instrument(span.clone())
-            .await
-            .and_then(|b| match b {
-                Some(b) if b.number() != 0 => Err(RpcError::InvalidBlock(format!(
-                    "asked for block 0, got block {}",
-                    b.number()
-                ))),
-                Some(b) => b.verify_hash().map(|()| Some(b.header.hash)),
-                None => Ok(None),
-            });
-        self.finish_attempt(
-            &span,
-            "eth_getBlockByNumber",
-            started.elapsed(),
-            result.as_ref().err(),
-        );
+            .await;
+        let result = result.and_then(|b| match b {
+            Some(b) if b.number() != 0 => Err(RpcError::InvalidBlock(format!(
+                "asked for block 0, got block {}",
+                b.number()
+            ))),
+            Some(b) => b.verify_hash().map(|()| Some(b.header.hash)),
+            None => Ok(None),
+        });
+        self.finish_attempt(&span, "eth_getBlockByNumber", took, result.as_ref().err());
         result
     }
 

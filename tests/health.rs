@@ -1,0 +1,416 @@
+//! Provider health on devnet: states, scores, switching, circuit breaking, hedging, silent
+//! subscriptions and forks, each asserted on `/status`, `/metrics` and the emitted stream. Every
+//! scenario ends with the stream equal to devnet's canonical chain: no block lost or repeated.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+const CATCH_UP: Duration = Duration::from_secs(30);
+
+/// Health knobs short enough for a test: decisions within a second or two.
+const FAST_HEALTH: &str = r#"probe_interval = "300ms"
+score_window = "3s"
+switch_hold = "1s"
+circuit_open_for = "1s"
+"#;
+
+fn config_with(devnet: &DevnetProc, selection: &str, pool: &str) -> String {
+    devnet
+        .agent_config("")
+        .replace(
+            "selection = \"priority\"",
+            &format!("selection = \"{selection}\""),
+        )
+        .replace("[pool]\n", &format!("[pool]\n{FAST_HEALTH}{pool}"))
+}
+
+async fn status(agent: &Agent) -> Value {
+    let (code, body) = http_get(&format!("{}/status", agent.api_url().await)).await;
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).expect("/status is JSON")
+}
+
+fn chain(status: &Value) -> &Value {
+    &status["chains"][0]
+}
+
+fn provider<'a>(status: &'a Value, name: &str) -> &'a Value {
+    chain(status)["providers"]
+        .as_array()
+        .expect("providers")
+        .iter()
+        .find(|p| p["name"] == name)
+        .expect("provider in /status")
+}
+
+/// Waits until `/status` satisfies `pred`; returns that status.
+async fn wait_status(agent: &Agent, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    wait_for(CATCH_UP, what, || {
+        let agent = &agent;
+        let pred = &pred;
+        async move {
+            let s = status(agent).await;
+            pred(&s).then_some(s)
+        }
+    })
+    .await
+}
+
+async fn metrics(agent: &Agent) -> String {
+    http_get(&format!("{}/metrics", agent.api_url().await))
+        .await
+        .1
+}
+
+/// The sum of the samples of `name` whose labels include every `labels` pair.
+fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn settle_and_check(agent: &mut Agent, devnet: &DevnetProc) {
+    let head = devnet.head().await;
+    agent.wait_for_block(head, CATCH_UP).await;
+    assert!(agent.is_running(), "agent died; log:\n{}", agent.log());
+    let chain = canonical(&agent.stream());
+    assert_matches_node(&chain, &devnet.info.control).await;
+}
+
+fn current(status: &Value) -> String {
+    chain(status)["current_provider"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_provider_loses_the_lead_and_gets_it_back_after_recovering() {
+    let devnet = DevnetProc::start(2, "200ms").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(dir.path(), &config_with(&devnet, "best", ""));
+    agent.wait_for_block(3, CATCH_UP).await;
+    let s = wait_status(&agent, "a current provider with a score", |s| {
+        !current(s).is_empty()
+            && chain(s)["providers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p["score"].is_number())
+    })
+    .await;
+    let leader = current(&s);
+    let other = if leader == "p0" { "p1" } else { "p0" };
+    // Two equal providers do not flap: with no fault, no switch for a few seconds.
+    let before = metric_sum(
+        &metrics(&agent).await,
+        "blockwatch_provider_switches_total",
+        &[],
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let m = metrics(&agent).await;
+    let after = metric_sum(&m, "blockwatch_provider_switches_total", &[]);
+    assert_eq!(
+        before,
+        after,
+        "equal providers flapped: {}\n{}",
+        m.lines()
+            .filter(|l| l.starts_with("blockwatch_provider_switches_total"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        agent.log()
+    );
+
+    devnet
+        .set_fault(&leader, json!({"kind": "latency", "ms": 300}))
+        .await;
+    let s = wait_status(&agent, "the fast provider to take the lead", |s| {
+        current(s) == other
+    })
+    .await;
+    let slow = provider(&s, &leader);
+    assert!(
+        slow["score"].as_f64().unwrap() < provider(&s, other)["score"].as_f64().unwrap(),
+        "{s:#}"
+    );
+    assert_eq!(slow["state"], "alive", "300 ms is slow, not broken: {s:#}");
+    let m = metrics(&agent).await;
+    assert!(
+        metric_sum(
+            &m,
+            "blockwatch_provider_switches_total",
+            &[("from", &leader), ("to", other), ("reason", "score")]
+        ) >= 1.0,
+        "{m}"
+    );
+
+    // The old leader recovers, the new one slows down: the lead goes back.
+    devnet.clear_faults().await;
+    devnet
+        .set_fault(other, json!({"kind": "latency", "ms": 300}))
+        .await;
+    wait_status(&agent, "the recovered provider to lead again", |s| {
+        current(s) == leader
+    })
+    .await;
+    devnet.clear_faults().await;
+    settle_and_check(&mut agent, &devnet).await;
+
+    assert!(agent
+        .signal_and_wait("TERM", Duration::from_secs(5))
+        .success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_provider_is_demoted_and_says_it_is_syncing() {
+    let devnet = DevnetProc::start(3, "200ms").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(dir.path(), &config_with(&devnet, "priority", ""));
+    agent.wait_for_block(3, CATCH_UP).await;
+    wait_status(&agent, "p0 to lead", |s| current(s) == "p0").await;
+
+    devnet.set_fault("p0", json!({"kind": "stale"})).await;
+    let s = wait_status(&agent, "p0 to be lagging and demoted", |s| {
+        provider(s, "p0")["state"] == "lagging" && current(s) != "p0"
+    })
+    .await;
+    assert!(
+        provider(&s, "p0")["lag_blocks"].as_u64().unwrap() > 5,
+        "{s:#}"
+    );
+    assert_eq!(chain(&s)["status"], "healthy", "{s:#}");
+    wait_status(&agent, "eth_syncing to say p0 is syncing", |s| {
+        provider(s, "p0")["syncing"] == true
+    })
+    .await;
+    let m = metrics(&agent).await;
+    assert_eq!(
+        metric_sum(
+            &m,
+            "blockwatch_provider_up",
+            &[("provider", "p0"), ("state", "lagging")]
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_sum(
+            &m,
+            "blockwatch_provider_up",
+            &[("provider", "p0"), ("state", "alive")]
+        ),
+        0.0
+    );
+    // The chain goes on meanwhile.
+    let head = devnet.head().await;
+    agent.wait_for_block(head + 5, CATCH_UP).await;
+
+    devnet.clear_faults().await;
+    wait_status(&agent, "p0 to catch up and lead again", |s| {
+        provider(s, "p0")["state"] == "alive" && current(s) == "p0"
+    })
+    .await;
+    settle_and_check(&mut agent, &devnet).await;
+    let log = agent.log();
+    assert!(
+        log.contains(r#""message":"provider_state""#) && log.contains(r#""to":"lagging""#),
+        "the transition is logged:\n{log}"
+    );
+    assert!(agent
+        .signal_and_wait("TERM", Duration::from_secs(5))
+        .success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_circuit_opens_on_failures_and_a_half_open_probe_closes_it() {
+    let devnet = DevnetProc::start(2, "200ms").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(
+        dir.path(),
+        &config_with(&devnet, "priority", "circuit_failures = 3\n"),
+    );
+    agent.wait_for_block(3, CATCH_UP).await;
+    wait_status(&agent, "p0 to lead", |s| current(s) == "p0").await;
+
+    devnet
+        .set_fault("p0", json!({"kind": "rpc_error", "code": -32000}))
+        .await;
+    let s = wait_status(&agent, "p0's circuit to open", |s| {
+        provider(s, "p0")["state"] == "circuit_open"
+    })
+    .await;
+    assert_eq!(provider(&s, "p0")["score"], 0.0, "{s:#}");
+    let head = devnet.head().await;
+    agent.wait_for_block(head + 5, CATCH_UP).await;
+    assert_eq!(current(&status(&agent).await), "p1");
+
+    devnet.clear_faults().await;
+    wait_status(&agent, "p0's circuit to close and p0 to lead", |s| {
+        provider(s, "p0")["state"] == "alive" && current(s) == "p0"
+    })
+    .await;
+    settle_and_check(&mut agent, &devnet).await;
+    let log = agent.log();
+    assert!(log.contains(r#""message":"circuit_open""#), "{log}");
+    assert!(log.contains(r#""message":"circuit_closed""#), "{log}");
+    let m = metrics(&agent).await;
+    assert!(
+        metric_sum(
+            &m,
+            "blockwatch_provider_switches_total",
+            &[("from", "p0"), ("to", "p1")]
+        ) >= 1.0,
+        "{m}"
+    );
+    assert!(agent
+        .signal_and_wait("TERM", Duration::from_secs(5))
+        .success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hedge_wins_against_an_800ms_provider() {
+    let devnet = DevnetProc::start(2, "200ms").await;
+    let dir = tempfile::tempdir().unwrap();
+    // Priority selection keeps p0 first however slow it is: what carries the chain is the hedge.
+    // (Chain-id re-checks are spaced out so that their slow answers do not become p0's p95, and
+    // the timeout is above 800 ms so that p0 is slow, not failing.)
+    let cfg = config_with(&devnet, "priority", "hedge_min_delay = \"50ms\"\n")
+        .replace(
+            "chain_check_interval = \"1s\"",
+            "chain_check_interval = \"60s\"",
+        )
+        .replace("timeout = \"500ms\"", "timeout = \"2s\"");
+    let mut agent = Agent::start(dir.path(), &cfg);
+    agent.wait_for_block(3, CATCH_UP).await;
+    wait_status(&agent, "p0 to lead", |s| current(s) == "p0").await;
+
+    devnet
+        .set_fault("p0", json!({"kind": "latency", "ms": 800}))
+        .await;
+    let from = devnet.head().await + 1;
+    agent.wait_for_block(from + 10, CATCH_UP).await;
+    let s = status(&agent).await;
+    assert_eq!(current(&s), "p0", "a hedge win is not a switch: {s:#}");
+    let during: Vec<_> = canonical(&agent.stream())
+        .into_iter()
+        .filter(|b| b.block_number >= from)
+        .collect();
+    let by_p1 = during.iter().filter(|b| b.provider == "p1").count();
+    assert!(
+        by_p1 * 10 >= during.len() * 8,
+        "hedged calls are answered by p1: {by_p1} of {}: {:?}",
+        during.len(),
+        during
+            .iter()
+            .map(|b| (b.block_number, &b.provider, &b.received_at))
+            .collect::<Vec<_>>(),
+    );
+    let m = metrics(&agent).await;
+    assert!(
+        metric_sum(
+            &m,
+            "blockwatch_rpc_hedges_total",
+            &[("provider", "p1"), ("outcome", "won")]
+        ) >= 10.0,
+        "{m}"
+    );
+    devnet.clear_faults().await;
+    settle_and_check(&mut agent, &devnet).await;
+    assert!(agent
+        .signal_and_wait("TERM", Duration::from_secs(5))
+        .success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_subscription_is_noticed_and_polling_takes_over() {
+    let devnet = DevnetProc::start(2, "200ms").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(dir.path(), &config_with(&devnet, "priority", ""));
+    agent.wait_for_block(3, CATCH_UP).await;
+    wait_status(&agent, "both subscriptions live", |s| {
+        provider(s, "p0")["subscription"] == "live" && provider(s, "p1")["subscription"] == "live"
+    })
+    .await;
+
+    devnet.set_fault("p0", json!({"kind": "ws_silent"})).await;
+    wait_status(&agent, "p0's subscription to be found silent", |s| {
+        provider(s, "p0")["subscription"] == "silent"
+    })
+    .await;
+    // Both silent: the head comes from polling, and the chain goes on.
+    devnet.set_fault("p1", json!({"kind": "ws_silent"})).await;
+    wait_status(&agent, "p1's subscription to be found silent", |s| {
+        provider(s, "p1")["subscription"] == "silent"
+    })
+    .await;
+    let head = devnet.head().await;
+    agent.wait_for_block(head + 5, CATCH_UP).await;
+
+    devnet.clear_faults().await;
+    wait_status(&agent, "both subscriptions live again", |s| {
+        provider(s, "p0")["subscription"] == "live" && provider(s, "p1")["subscription"] == "live"
+    })
+    .await;
+    settle_and_check(&mut agent, &devnet).await;
+    assert!(agent
+        .signal_and_wait("TERM", Duration::from_secs(5))
+        .success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_on_another_fork_is_counted_never_followed_or_emitted() {
+    let devnet = DevnetProc::start(3, "200ms").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(dir.path(), &config_with(&devnet, "priority", ""));
+    agent.wait_for_block(3, CATCH_UP).await;
+    wait_status(&agent, "p0 to lead", |s| current(s) == "p0").await;
+
+    // p0 announces and serves hashes the others do not: a disagreement at every height.
+    devnet.set_fault("p0", json!({"kind": "bad_hash"})).await;
+    let from = devnet.head().await + 1;
+    let s = wait_status(&agent, "the disagreement in /status", |s| {
+        chain(s)["forks"].as_array().is_some_and(|f| {
+            f.iter()
+                .any(|f| f["providers"][0] == "p0" && f["count"].as_u64().unwrap_or(0) >= 3)
+        })
+    })
+    .await;
+    assert_eq!(provider(&s, "p0")["name"], "p0");
+    agent.wait_for_block(from + 10, CATCH_UP).await;
+    let during: Vec<_> = canonical(&agent.stream())
+        .into_iter()
+        .filter(|b| b.block_number >= from)
+        .collect();
+    assert!(
+        during.iter().all(|b| b.provider != "p0"),
+        "a block from the bad-hash provider was emitted"
+    );
+    let m = metrics(&agent).await;
+    assert!(
+        metric_sum(
+            &m,
+            "blockwatch_block_integrity_errors_total",
+            &[("provider", "p0")]
+        ) >= 1.0,
+        "{m}"
+    );
+    devnet.clear_faults().await;
+    settle_and_check(&mut agent, &devnet).await;
+    assert!(
+        reorgs(&agent.stream()).is_empty(),
+        "a disagreeing provider caused a reorg"
+    );
+    assert!(agent
+        .signal_and_wait("TERM", Duration::from_secs(5))
+        .success());
+}
