@@ -5,7 +5,7 @@ ANVIL := .tools/bin/anvil
 ANVIL_PORT ?= 8545
 ANVIL_BLOCK_TIME ?= 2
 
-.PHONY: build release test lint fmt tools anvil run demo devnet clean
+.PHONY: build release test lint fmt tools anvil run demo devnet bench clean
 
 build:
 	$(CARGO) build --locked
@@ -20,6 +20,10 @@ tools:
 ## Unit tests, then integration tests against a real anvil node.
 test: tools
 	$(CARGO) test --locked --all-targets
+
+## Benchmarks (results are recorded in BENCHMARKS.md).
+bench:
+	$(CARGO) bench --locked --bench failover
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -134,25 +134,26 @@ async fn a_slow_provider_loses_the_lead_and_gets_it_back_after_recovering() {
     devnet
         .set_fault(&leader, json!({"kind": "latency", "ms": 300}))
         .await;
-    let s = wait_status(&agent, "the fast provider to take the lead", |s| {
-        current(s) == other
-    })
+    let score = |s: &Value, p: &str| provider(s, p)["score"].as_f64().unwrap_or(0.0);
+    let s = wait_status(
+        &agent,
+        "the fast provider to take the lead on a better score",
+        |s| current(s) == other && score(s, &leader) < score(s, other),
+    )
     .await;
     let slow = provider(&s, &leader);
-    assert!(
-        slow["score"].as_f64().unwrap() < provider(&s, other)["score"].as_f64().unwrap(),
-        "{s:#}"
-    );
     assert_eq!(slow["state"], "alive", "300 ms is slow, not broken: {s:#}");
+    // Whichever came first: its score fell behind, or it lost calls to hedges and was passed over
+    // (after which the score keeps it out of the lead).
     let m = metrics(&agent).await;
-    assert!(
+    let switched = |reason| {
         metric_sum(
             &m,
             "blockwatch_provider_switches_total",
-            &[("from", &leader), ("to", other), ("reason", "score")]
-        ) >= 1.0,
-        "{m}"
-    );
+            &[("from", &leader), ("to", other), ("reason", reason)],
+        )
+    };
+    assert!(switched("score") + switched("cooldown") >= 1.0, "{m}");
 
     // The old leader recovers, the new one slows down: the lead goes back.
     devnet.clear_faults().await;
@@ -281,7 +282,7 @@ async fn a_circuit_opens_on_failures_and_a_half_open_probe_closes_it() {
 async fn a_hedge_wins_against_an_800ms_provider() {
     let devnet = DevnetProc::start(2, "200ms").await;
     let dir = tempfile::tempdir().unwrap();
-    // Priority selection keeps p0 first however slow it is: what carries the chain is the hedge.
+    // Priority selection keeps p0 first while it answers: what carries the chain is the hedge.
     // (Chain-id re-checks are spaced out so that their slow answers do not become p0's p95, and
     // the timeout is above 800 ms so that p0 is slow, not failing.)
     let cfg = config_with(&devnet, "priority", "hedge_min_delay = \"50ms\"\n")
@@ -299,8 +300,16 @@ async fn a_hedge_wins_against_an_800ms_provider() {
         .await;
     let from = devnet.head().await + 1;
     agent.wait_for_block(from + 10, CATCH_UP).await;
-    let s = status(&agent).await;
-    assert_eq!(current(&s), "p0", "a hedge win is not a switch: {s:#}");
+    // After a few calls lost to hedges p0 is passed over: hedging does not hide a slow leader.
+    let m = metrics(&agent).await;
+    assert!(
+        metric_sum(
+            &m,
+            "blockwatch_provider_switches_total",
+            &[("from", "p0"), ("to", "p1"), ("reason", "cooldown")]
+        ) >= 1.0,
+        "{m}"
+    );
     let during: Vec<_> = canonical(&agent.stream())
         .into_iter()
         .filter(|b| b.block_number >= from)
@@ -321,7 +330,7 @@ async fn a_hedge_wins_against_an_800ms_provider() {
             &m,
             "blockwatch_rpc_hedges_total",
             &[("provider", "p1"), ("outcome", "won")]
-        ) >= 10.0,
+        ) >= 3.0,
         "{m}"
     );
     devnet.clear_faults().await;

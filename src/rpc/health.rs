@@ -265,7 +265,13 @@ pub struct Tracker {
     pub rate_limited: u64,
     /// Failed calls since start, for `/status`.
     pub errors: u64,
+    /// Calls abandoned to a faster hedge since its last answer.
+    overtaken: u32,
 }
+
+/// Calls in a row a provider may lose to hedges, without answering one itself, before it is passed
+/// over like a failing one: hedging must not hide a provider that has stopped answering.
+pub const MAX_OVERTAKEN: u32 = 3;
 
 /// How a call ended, as health sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -297,6 +303,7 @@ impl Tracker {
             requests: 0,
             rate_limited: 0,
             errors: 0,
+            overtaken: 0,
         }
     }
 
@@ -328,6 +335,7 @@ impl Tracker {
         match outcome {
             Outcome::Ok => {
                 bucket.ok += 1;
+                self.overtaken = 0;
                 self.latency.record(elapsed, now);
                 self.failures = (self.failures - SUCCESS_DECAY).max(0.0);
                 self.transport_down = false;
@@ -364,10 +372,17 @@ impl Tracker {
     /// A call abandoned after `elapsed` because another provider answered first: its latency is at
     /// least that, and counting it keeps a provider that never finishes from looking fast.
     /// It still counts as use: a provider whose calls are all overtaken is not idle, and is not
-    /// probed.
-    pub fn record_abandoned(&mut self, elapsed: Duration, now: Instant) {
+    /// probed. Returns true when it has now lost [`MAX_OVERTAKEN`] calls in a row without answering
+    /// one: time to pass it over.
+    pub fn record_abandoned(&mut self, elapsed: Duration, now: Instant) -> bool {
         self.latency.record(elapsed, now);
         self.last_call = Some(now);
+        self.overtaken += 1;
+        if self.overtaken >= MAX_OVERTAKEN {
+            self.overtaken = 0;
+            return true;
+        }
+        false
     }
 
     fn trip(&mut self, now: Instant) -> Option<HealthEvent> {

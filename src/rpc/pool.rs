@@ -201,8 +201,11 @@ struct Attempt<T> {
 
 /// Sends one call to one provider.
 /// Sends one call to one provider; answers with how long the provider took.
-type Sender<'a, T> =
-    dyn Fn(Arc<Provider>) -> BoxFuture<'a, (Result<T, RpcError>, Duration)> + Send + Sync + 'a;
+/// The flag is set once the request has passed the rate limit and left.
+type Sender<'a, T> = dyn Fn(Arc<Provider>, Arc<AtomicBool>) -> BoxFuture<'a, (Result<T, RpcError>, Duration)>
+    + Send
+    + Sync
+    + 'a;
 
 /// The providers of one chain.
 #[derive(Debug)]
@@ -496,6 +499,7 @@ impl ProviderPool {
                 match p.state() {
                     s if !s.is_usable() => s.as_str(),
                     _ if p.asked_to_wait_until().is_some() => "rate_limited",
+                    // Failed recently, or lost calls to hedges.
                     _ => "cooldown",
                 }
             }
@@ -575,9 +579,9 @@ impl ProviderPool {
         method: &'static str,
         params: ArrayParams,
     ) -> Result<Answer<T>, PoolError> {
-        let send = move |p: Arc<Provider>| {
+        let send = move |p: Arc<Provider>, sent: Arc<AtomicBool>| {
             let params = params.clone();
-            async move { p.request_timed::<T>(method, params).await }.boxed()
+            async move { p.request_timed::<T>(method, params, Some(&sent)).await }.boxed()
         };
         self.call(method, &send, |_: &T| Ok(true)).await
     }
@@ -591,9 +595,13 @@ impl ProviderPool {
         params: ArrayParams,
         check: impl Fn(&T) -> Result<(), RpcError> + Sync,
     ) -> Result<Answer<Option<T>>, PoolError> {
-        let send = move |p: Arc<Provider>| {
+        let send = move |p: Arc<Provider>, sent: Arc<AtomicBool>| {
             let params = params.clone();
-            async move { p.request_timed::<Option<T>>(method, params).await }.boxed()
+            async move {
+                p.request_timed::<Option<T>>(method, params, Some(&sent))
+                    .await
+            }
+            .boxed()
         };
         self.call(method, &send, |v: &Option<T>| match v {
             None => Ok(false),
@@ -650,12 +658,13 @@ impl ProviderPool {
         send: &Sender<'_, T>,
         accept: &(impl Fn(&T) -> Result<bool, RpcError> + Sync + ?Sized),
         span: tracing::Span,
+        sent: Arc<AtomicBool>,
     ) -> Attempt<T> {
         let provider = self.providers[of.idx].clone();
         let result = match self.ensure_verified(&provider).await {
             Err(e) => Err(self.redact_error(e)),
             Ok(()) => {
-                let (result, took) = send(provider.clone()).instrument(span.clone()).await;
+                let (result, took) = send(provider.clone(), sent).instrument(span.clone()).await;
                 let judged = result
                     .and_then(|value| accept(&value).map(|ok| (ok, value)))
                     .map_err(|e| self.redact_error(e));
@@ -733,7 +742,8 @@ impl ProviderPool {
                 number: attempts,
                 hedge: false,
             };
-            let primary = self.attempt(of, method, send, accept, span.clone());
+            let sent = Arc::new(AtomicBool::new(false));
+            let primary = self.attempt(of, method, send, accept, span.clone(), sent.clone());
             // A hedge: once per call, to the next usable provider, when this one is slower than
             // it usually is.
             let hedge_to = (!hedged && self.cfg.hedge_percentile > 0)
@@ -746,7 +756,7 @@ impl ProviderPool {
                 .flatten();
             let mut running = FuturesUnordered::new();
             running.push(primary);
-            let mut spans = vec![(idx, Instant::now(), span)];
+            let mut spans = vec![(idx, Instant::now(), span, sent)];
             let mut early = None;
             if let Some(h) = hedge_to {
                 let delay = provider.hedge_delay(self.cfg.hedge_min_delay.0);
@@ -770,8 +780,16 @@ impl ProviderPool {
                             number: attempts,
                             hedge: true,
                         };
-                        running.push(self.attempt(of, method, send, accept, hspan.clone()));
-                        spans.push((h, Instant::now(), hspan));
+                        let sent = Arc::new(AtomicBool::new(false));
+                        running.push(self.attempt(
+                            of,
+                            method,
+                            send,
+                            accept,
+                            hspan.clone(),
+                            sent.clone(),
+                        ));
+                        spans.push((h, Instant::now(), hspan, sent));
                     }
                     None => {}
                 }
@@ -798,10 +816,21 @@ impl ProviderPool {
                 }
                 match result {
                     Ok((true, value)) => {
-                        // The other attempt is abandoned: it took at least this long.
-                        for (i, started, s) in &spans {
-                            if *i != who {
-                                self.providers[*i].abandon_attempt(s, started.elapsed());
+                        // The other attempt is abandoned. If it had been sent, the provider took
+                        // at least this long; if it was still waiting for the rate limit, that
+                        // says nothing about the provider.
+                        for (i, started, s, sent) in &spans {
+                            let p = &self.providers[*i];
+                            if *i != who
+                                && sent.load(Ordering::Relaxed)
+                                && p.abandon_attempt(s, started.elapsed())
+                            {
+                                s.in_scope(|| {
+                                    tracing::warn!(chain = %self.chain, provider = %p.name,
+                                        overtaken = super::health::MAX_OVERTAKEN,
+                                        "provider lost several calls in a row to hedges without answering; passing it over")
+                                });
+                                p.cool_down(self.cfg.failover_cooldown.0);
                             }
                         }
                         if hedged {
@@ -992,10 +1021,10 @@ impl ProviderPool {
         from: u64,
         to: u64,
     ) -> Result<Answer<Vec<Block>>, PoolError> {
-        let send = move |p: Arc<Provider>| {
+        let send = move |p: Arc<Provider>, sent: Arc<AtomicBool>| {
             async move {
-                let end = to.min(from + u64::from(p.max_batch) - 1);
-                p.batch_blocks(from, end).await
+                let end = to.min(from.saturating_add(u64::from(p.max_batch.max(1)) - 1));
+                p.batch_blocks(from, end, Some(&sent)).await
             }
             .boxed()
         };
@@ -1125,7 +1154,7 @@ impl ProviderPool {
             let method = "eth_getBlockByNumber";
             let attempt = provider.attempt_span(method, 1);
             let (result, took) = provider
-                .request_timed::<Option<RpcBlock>>(method, rpc_params!["latest", false])
+                .request_timed::<Option<RpcBlock>>(method, rpc_params!["latest", false], None)
                 .instrument(attempt.clone())
                 .await;
             let result = result.map_err(|e| self.redact_error(e)).and_then(|b| {
@@ -1144,7 +1173,7 @@ impl ProviderPool {
                 let method = "eth_syncing";
                 let attempt = provider.attempt_span(method, 1);
                 let (result, took) = provider
-                    .request_timed::<serde_json::Value>(method, rpc_params![])
+                    .request_timed::<serde_json::Value>(method, rpc_params![], None)
                     .instrument(attempt.clone())
                     .await;
                 let result = result.map_err(|e| self.redact_error(e));

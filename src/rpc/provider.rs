@@ -361,15 +361,17 @@ impl Provider {
         method: &'static str,
         params: ArrayParams,
     ) -> Result<T, RpcError> {
-        self.request_timed(method, params).await.0
+        self.request_timed(method, params, None).await.0
     }
 
     /// [`Self::request`], with how long the provider took: the time from sending to the answer,
-    /// without the wait for the rate limit (which says nothing about the provider).
+    /// without the wait for the rate limit (which says nothing about the provider). `sent`, if
+    /// given, is set once the request has left (the rate limit let it through).
     pub async fn request_timed<T: DeserializeOwned>(
         &self,
         method: &'static str,
         params: ArrayParams,
+        sent: Option<&AtomicBool>,
     ) -> (Result<T, RpcError>, Duration) {
         // A provider that asked for a pause gets it: nothing is sent before it ends.
         if let Some(until) = self.retry_after.until() {
@@ -377,6 +379,9 @@ impl Provider {
             return (Err(RpcError::RetryAfter(wait)), Duration::ZERO);
         }
         self.take_tokens(self.cost(method)).await;
+        if let Some(flag) = sent {
+            flag.store(true, Ordering::Relaxed);
+        }
         let sent = Instant::now();
         // The client has the same timeout; this outer one also bounds connection set-up.
         let outcome = tokio::time::timeout(
@@ -398,6 +403,7 @@ impl Provider {
         &self,
         from: u64,
         to: u64,
+        sent: Option<&AtomicBool>,
     ) -> (Result<Vec<Option<RpcBlock>>, RpcError>, Duration) {
         if let Some(until) = self.retry_after.until() {
             let wait = until.saturating_duration_since(Instant::now());
@@ -418,6 +424,9 @@ impl Provider {
         let count = (to - from + 1) as u32;
         self.take_tokens(count.saturating_mul(self.cost("eth_getBlockByNumber")))
             .await;
+        if let Some(flag) = sent {
+            flag.store(true, Ordering::Relaxed);
+        }
         let sent = Instant::now();
         let outcome = tokio::time::timeout(
             self.timeout + Duration::from_millis(50),
@@ -535,12 +544,13 @@ impl Provider {
         });
     }
 
-    /// An attempt given up after `elapsed` because another provider answered first.
-    pub fn abandon_attempt(&self, span: &tracing::Span, elapsed: Duration) {
+    /// An attempt given up after `elapsed` because another provider answered first. Returns true
+    /// when the provider has lost too many calls in a row this way and should be passed over.
+    pub fn abandon_attempt(&self, span: &tracing::Span, elapsed: Duration) -> bool {
         span.record("blockwatch.abandoned", true);
         self.health()
             .tracker
-            .record_abandoned(elapsed, Instant::now());
+            .record_abandoned(elapsed, Instant::now())
     }
 
     /// Records the newest block this provider announced (`pushed`: by a `newHeads` notification);
@@ -770,7 +780,7 @@ impl Provider {
         // call it precedes.
         let span = self.attempt_span("eth_chainId", 1);
         let (result, took) = self
-            .request_timed::<alloy_primitives::U64>("eth_chainId", rpc_params![])
+            .request_timed::<alloy_primitives::U64>("eth_chainId", rpc_params![], None)
             .instrument(span.clone())
             .await;
         let checked = result.and_then(|id| {
@@ -795,6 +805,7 @@ impl Provider {
             .request_timed::<Option<RpcBlock>>(
                 "eth_getBlockByNumber",
                 rpc_params![alloy_primitives::U64::ZERO, false],
+                None,
             )
             .instrument(span.clone())
             .await;

@@ -1,0 +1,238 @@
+//! Failover delay and the effect of hedging, measured on devnet with the real agent in-process.
+//!
+//! Each scenario: devnet mines only when told to; the leader (p0, under priority selection) gets a
+//! fault; one block is mined and the time until the agent emits it is the *failover delay*; four more
+//! blocks give the *steady* latency under the fault; the fault is cleared and p0 is waited back.
+//! Repeated `REPS` times. Run with `make bench` (`cargo bench --bench failover`); `cargo test` skips it.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use blockwatch::{
+    agent,
+    chain::StreamObserver,
+    config::Config,
+    devnet::{Devnet, DevnetConfig, Fault},
+    output::StreamEvent,
+    telemetry::Telemetry,
+};
+use tokio::sync::mpsc;
+
+const REPS: usize = 10;
+const STEADY: usize = 4;
+
+/// Sends (block number, provider, when) for every emitted block.
+struct Timer(mpsc::UnboundedSender<(u64, String, Instant)>);
+
+impl StreamObserver for Timer {
+    fn on_events(&self, events: &[StreamEvent]) {
+        for e in events {
+            if let StreamEvent::Block(b) = e {
+                let _ = self
+                    .0
+                    .send((b.block_number, b.provider.clone(), Instant::now()));
+            }
+        }
+    }
+}
+
+fn config(devnet: &Devnet, dir: &std::path::Path, hedge: bool) -> Config {
+    let providers: String = devnet
+        .providers()
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            format!(
+                "[[chains.providers]]\nname = \"{}\"\nurl = \"{}\"\nws_url = \"{}\"\npriority = {i}\ntimeout = \"1s\"\nrate_limit = {{ requests_per_second = 1000, burst = 1000 }}\n",
+                p.name,
+                p.http_url(),
+                p.ws_url()
+            )
+        })
+        .collect();
+    let text = format!(
+        r#"[agent]
+state_path = "{}"
+block_output = "none"
+http_listen = "127.0.0.1:0"
+
+[telemetry]
+otlp_endpoint = ""
+log_level = "error"
+
+[pool]
+failover_cooldown = "1s"
+retry_initial_backoff = "20ms"
+retry_max_backoff = "200ms"
+probe_interval = "300ms"
+circuit_open_for = "1s"
+hedge_percentile = {}
+
+[[chains]]
+name = "devnet"
+chain_id = {}
+expected_block_time = "1s"
+selection = "priority"
+start = "latest"
+{providers}"#,
+        dir.join("bench.db").display(),
+        if hedge { 95 } else { 0 },
+        devnet.info().chain_id,
+    );
+    Config::from_toml_str(&text, std::path::Path::new("bench.toml"), &|_| None).expect("config")
+}
+
+struct Stats(Vec<Duration>);
+
+impl Stats {
+    fn q(&self, q: f64) -> Duration {
+        let mut v = self.0.clone();
+        v.sort();
+        v[((v.len() - 1) as f64 * q).round() as usize]
+    }
+    fn row(&self) -> String {
+        let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1000.0);
+        format!(
+            "{} | {} | {}",
+            ms(self.q(0.5)),
+            ms(self.q(0.95)),
+            ms(self.q(1.0))
+        )
+    }
+}
+
+async fn emitted(
+    rx: &mut mpsc::UnboundedReceiver<(u64, String, Instant)>,
+    number: u64,
+) -> (String, Instant) {
+    loop {
+        let (n, provider, at) = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("block emitted within 30 s")
+            .expect("agent running");
+        if n >= number {
+            return (provider, at);
+        }
+    }
+}
+
+/// Mines one block and returns how long the agent took to emit it, and who served it.
+async fn mine_and_time(
+    devnet: &Devnet,
+    rx: &mut mpsc::UnboundedReceiver<(u64, String, Instant)>,
+) -> (Duration, String) {
+    while rx.try_recv().is_ok() {}
+    let t0 = Instant::now();
+    let n = devnet.mine(1);
+    let (provider, at) = emitted(rx, n).await;
+    (at.duration_since(t0), provider)
+}
+
+async fn scenario(name: &str, fault: Option<Fault>, hedge: bool) -> String {
+    let devnet = Devnet::start(DevnetConfig {
+        providers: 2,
+        block_time: Duration::ZERO,
+        ..Default::default()
+    })
+    .await
+    .expect("devnet");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let s = stop.clone();
+    let telemetry = HANDLE.lock().unwrap().clone().expect("telemetry");
+    let agent = tokio::spawn(agent::run_with_observers(
+        config(&devnet, dir.path(), hedge),
+        telemetry,
+        vec![Arc::new(Timer(tx))],
+        async move { s.cancelled().await },
+    ));
+    // Warm up: latency windows filled, p0 leading.
+    for _ in 0..20 {
+        mine_and_time(&devnet, &mut rx).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (mut first, mut steady, mut healthy) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..REPS {
+        // p0 leads again before each repetition.
+        loop {
+            let (d, p) = mine_and_time(&devnet, &mut rx).await;
+            if p == "p0" {
+                healthy.push(d);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        devnet.set_fault(0, fault.clone()).await.expect("fault");
+        first.push(mine_and_time(&devnet, &mut rx).await.0);
+        for _ in 0..STEADY {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            steady.push(mine_and_time(&devnet, &mut rx).await.0);
+        }
+        devnet.set_fault(0, None).await.expect("clear");
+    }
+    stop.cancel();
+    let _ = agent.await;
+    devnet.shutdown().await;
+    let h = if hedge { "on" } else { "off" };
+    format!(
+        "| {name} | {h} | {} | {} | {} |",
+        Stats(healthy).row(),
+        Stats(first).row(),
+        Stats(steady).row()
+    )
+}
+
+static HANDLE: Mutex<Option<blockwatch::telemetry::TelemetryHandle>> = Mutex::new(None);
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("failover: run with `cargo bench --bench failover` (skipped under cargo test)");
+        return;
+    }
+    let cfg = blockwatch::config::TelemetryConfig {
+        otlp_endpoint: String::new(),
+        log_level: "error".into(),
+        ..Default::default()
+    };
+    let telemetry = Telemetry::init(&cfg, Arc::new(Default::default())).expect("telemetry");
+    *HANDLE.lock().unwrap() = Some(telemetry.handle());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let scenarios: Vec<(&str, Option<Fault>, bool)> = vec![
+        ("none", None, true),
+        ("down (connection refused)", Some(Fault::Down), true),
+        (
+            "http_error 500",
+            Some(Fault::HttpError { status: 500 }),
+            true,
+        ),
+        (
+            "timeout (never answers; timeout 1s)",
+            Some(Fault::Timeout),
+            false,
+        ),
+        (
+            "timeout (never answers; timeout 1s)",
+            Some(Fault::Timeout),
+            true,
+        ),
+        ("latency 800ms", Some(Fault::Latency { ms: 800 }), false),
+        ("latency 800ms", Some(Fault::Latency { ms: 800 }), true),
+    ];
+    println!("Time from `devnet_mine` to the agent emitting the block, in ms (p50 | p95 | max);");
+    println!("2 providers, priority selection, fault on the leader p0, {REPS} repetitions.");
+    println!();
+    println!("| fault on p0 | hedging | healthy p50 | p95 | max | first block after fault p50 | p95 | max | next {STEADY} blocks p50 | p95 | max |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for (name, fault, hedge) in scenarios {
+        let row = rt.block_on(scenario(name, fault, hedge));
+        println!("{row}");
+    }
+    drop(telemetry);
+}
