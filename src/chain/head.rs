@@ -137,10 +137,8 @@ impl HeadTracker {
                 a = pool.block_number() => a,
             };
             match answer {
-                Ok(a) => self.observe(Head {
-                    number: a.value,
-                    hash: None,
-                }),
+                // The corroborated head, not whatever this provider said.
+                Ok(a) => self.publish(pool.heads().best(), a.value, None),
                 Err(e) => tracing::warn!(chain = %self.chain, error = %e, "head poll failed"),
             }
         }

@@ -71,6 +71,8 @@ pub struct ProviderHead {
     pub arrival_delay: Option<Duration>,
     /// It said it is syncing.
     pub syncing: bool,
+    /// When it last announced a head.
+    pub reported: Option<Instant>,
 }
 
 /// A disagreement count between two providers.
@@ -175,6 +177,17 @@ impl HeadBook {
         (best, disagree)
     }
 
+    /// Forgets provider `idx`'s head: it serves another chain, and must not count.
+    pub fn forget(&self, idx: usize) {
+        let mut b = self.lock();
+        b.entries[idx] = Entry::default();
+        let now = Instant::now();
+        let best = self.corroborate(&mut b, now);
+        if best.is_none() {
+            b.best = None;
+        }
+    }
+
     /// Records whether provider `idx` said it is syncing.
     pub fn set_syncing(&self, idx: usize, syncing: bool) {
         self.lock().entries[idx].syncing = syncing;
@@ -236,12 +249,25 @@ impl HeadBook {
         let b = self.lock();
         let e = &b.entries[idx];
         let head = e.head.map(|h| h.number);
+        let now = Instant::now();
         ProviderHead {
             head,
-            lag_blocks: match (b.best, head) {
-                (Some(best), Some(h)) => Some(best.number.saturating_sub(h)),
+            // Behind by what the chain head has gained beyond what the chain could have grown since
+            // the provider last said where it is: a provider heard from only by an occasional probe
+            // is not lagging just because it has not been asked lately.
+            lag_blocks: match (b.best, e.head) {
+                (Some(best), Some(h)) => {
+                    let since = now.saturating_duration_since(h.at).as_secs_f64()
+                        / self.rules.block_time.as_secs_f64().max(0.001);
+                    Some(
+                        best.number
+                            .saturating_sub(h.number)
+                            .saturating_sub(since as u64),
+                    )
+                }
                 _ => None,
             },
+            reported: e.head.map(|h| h.at),
             arrival_delay: e
                 .delay_ms
                 .map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1000.0)),

@@ -196,7 +196,8 @@ impl OutcomeWindow {
         let current = self.slot(now);
         self.buckets
             .iter()
-            .filter(|b| b.slot != 0 && current - b.slot < BUCKETS as u64)
+            // A bucket newer than `now` (another thread recorded after `now` was read) counts too.
+            .filter(|b| b.slot != 0 && current.saturating_sub(b.slot) < BUCKETS as u64)
             .fold(Rates::default(), |r, b| Rates {
                 calls: r.calls + b.ok + b.failed,
                 failed: r.failed + b.failed,
@@ -351,6 +352,13 @@ impl Tracker {
                 bucket.ok += 1;
                 bucket.throttled += 1;
                 self.rate_limited += 1;
+                // A half-open probe that was told to slow down proves nothing either way: the
+                // circuit stays open, and the next probe waits another `circuit_open_for`.
+                if let Circuit::Open { until } = &mut self.circuit {
+                    if now >= *until {
+                        *until = now + self.cfg.circuit_open_for;
+                    }
+                }
                 None
             }
             Outcome::TransportFailure | Outcome::Failure => {
@@ -569,6 +577,29 @@ mod tests {
         );
         assert!(!t.circuit_open());
         assert_eq!(t.failures(), 0.0);
+    }
+
+    #[test]
+    fn a_throttled_half_open_probe_reschedules_the_next_one() {
+        let t0 = Instant::now();
+        let mut t = Tracker::new(cfg(), t0);
+        for _ in 0..4 {
+            t.record(Outcome::Failure, MS, t0);
+        }
+        let due = t0 + Duration::from_secs(5);
+        assert!(t.probe_due(due));
+        assert_eq!(t.record(Outcome::Throttled, MS, due), None);
+        assert!(t.circuit_open() && !t.probe_due(due + Duration::from_secs(1)));
+        assert!(t.probe_due(due + Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn outcomes_recorded_after_now_was_read_do_not_underflow() {
+        let t0 = Instant::now();
+        let mut t = Tracker::new(cfg(), t0);
+        let later = t0 + Duration::from_secs(3);
+        t.record(Outcome::Failure, MS, later);
+        assert_eq!(t.rates(t0).failed, 1);
     }
 
     #[test]

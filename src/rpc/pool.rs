@@ -254,6 +254,7 @@ impl ProviderPool {
                 heads: heads.clone(),
                 costs: costs.clone(),
                 metrics: metrics.clone(),
+                redactor: redactor.clone(),
             };
             let provider = Provider::new(ctx, p, cfg, &redactor).map_err(|message| {
                 PoolSetupError::Client {
@@ -700,6 +701,8 @@ impl ProviderPool {
         let mut attempts = 0u32;
         let mut pos = 0usize;
         let mut hedged = false;
+        // Providers tried in the current round over `order` (a hedge target included).
+        let mut tried: Vec<usize> = Vec::with_capacity(order.len());
         while attempts < self.cfg.max_attempts {
             if pos > 0 && pos % order.len() == 0 {
                 // Every provider has been tried once more: a `null` from all of them is an answer,
@@ -707,11 +710,26 @@ impl ProviderPool {
                 if let Some((idx, value)) = unaccepted.take() {
                     return Ok(self.answered(idx, value, attempts, &plan, false));
                 }
+                tried.clear();
                 let delay = backoff.next().unwrap_or(self.cfg.retry_max_backoff.0);
                 tokio::time::sleep(delay).await;
             }
+            // `null` from every usable provider is the answer: last resorts (lagging, unreachable,
+            // circuit open) are not waited for to confirm that a block does not exist yet.
+            if plan.usable > 0
+                && unaccepted.is_some()
+                && order[..plan.usable].iter().all(|i| tried.contains(i))
+            {
+                if let Some((idx, value)) = unaccepted.take() {
+                    return Ok(self.answered(idx, value, attempts, &plan, false));
+                }
+            }
             let idx = order[pos % order.len()];
             pos += 1;
+            if tried.contains(&idx) {
+                // Already tried in this round, as a hedge.
+                continue;
+            }
             let provider = &self.providers[idx];
             if provider.is_refused() {
                 if order.iter().all(|&i| self.providers[i].is_refused()) {
@@ -736,6 +754,7 @@ impl ProviderPool {
                 break;
             }
             attempts += 1;
+            tried.push(idx);
             let span = provider.attempt_span(method, attempts);
             let of = Try {
                 idx,
@@ -746,14 +765,21 @@ impl ProviderPool {
             let primary = self.attempt(of, method, send, accept, span.clone(), sent.clone());
             // A hedge: once per call, to the next usable provider, when this one is slower than
             // it usually is.
-            let hedge_to = (!hedged && self.cfg.hedge_percentile > 0)
-                .then(|| {
-                    order[..plan.usable]
-                        .iter()
-                        .copied()
-                        .find(|&i| i != idx && self.providers[i].asked_to_wait_until().is_none())
-                })
-                .flatten();
+            let now = Instant::now();
+            let hedge_to =
+                (!hedged && self.cfg.hedge_percentile > 0 && attempts < self.cfg.max_attempts)
+                    .then(|| {
+                        // A usable provider not tried yet in this call's round, and not cooling down
+                        // after failing (possibly this very call).
+                        order[..plan.usable].iter().copied().find(|&i| {
+                            let p = &self.providers[i];
+                            !tried.contains(&i)
+                                && p.cooling_until(now).is_none()
+                                && p.asked_to_wait_until().is_none()
+                                && !p.is_refused()
+                        })
+                    })
+                    .flatten();
             let mut running = FuturesUnordered::new();
             running.push(primary);
             let mut spans = vec![(idx, Instant::now(), span, sent)];
@@ -770,6 +796,7 @@ impl ProviderPool {
                     None if self.budget.withdraw(Instant::now()) => {
                         hedged = true;
                         attempts += 1;
+                        tried.push(h);
                         call_span.record("blockwatch.hedged", true);
                         let hspan = self.providers[h].attempt_span(method, attempts);
                         hspan.record("blockwatch.hedge", true);
@@ -811,9 +838,19 @@ impl ProviderPool {
                         },
                     result,
                 } = done;
-                if hedged {
-                    self.count_hedge(who, hedge, matches!(result, Ok((true, _))));
+                // A finished attempt is no longer one that could be abandoned.
+                let finished = spans.iter().position(|(i, ..)| *i == who);
+                let finished = finished.map(|at| spans.swap_remove(at));
+                let won = matches!(result, Ok((true, _)));
+                if hedge {
+                    self.count_hedge(who, won);
+                } else if won {
+                    // The primary won: a hedge still in flight lost.
+                    for (i, ..) in spans.iter().filter(|_| hedged) {
+                        self.count_hedge(*i, false);
+                    }
                 }
+                drop(finished);
                 match result {
                     Ok((true, value)) => {
                         // The other attempt is abandoned. If it had been sent, the provider took
@@ -856,12 +893,6 @@ impl ProviderPool {
                     }
                 }
             }
-            if let Some(h) = hedge_to.filter(|_| hedged) {
-                // The hedge target has been tried: do not try it again in this round.
-                if order.get(pos % order.len()) == Some(&h) {
-                    pos += 1;
-                }
-            }
         }
         if let Some((idx, value)) = unaccepted {
             return Ok(self.answered(idx, value, attempts, &plan, false));
@@ -879,10 +910,8 @@ impl ProviderPool {
         })
     }
 
-    fn count_hedge(&self, idx: usize, hedge: bool, won: bool) {
-        if !hedge {
-            return;
-        }
+    /// Counts a hedge sent to provider `idx` that won or lost.
+    fn count_hedge(&self, idx: usize, won: bool) {
         self.metrics.rpc_hedges.add(
             1,
             &[
@@ -1113,11 +1142,15 @@ impl ProviderPool {
                 }
             }
             for p in &self.providers {
-                let idle = p
-                    .last_call()
-                    .is_none_or(|t| now.duration_since(t) >= self.cfg.probe_interval.0);
+                let older = |t: Option<Instant>| {
+                    t.is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.probe_interval.0)
+                };
+                // Idle (no call lately), or in use but not heard announcing a head lately (an
+                // HTTP-only provider that calls do not ask for the head).
+                let quiet = older(p.last_call()) || older(self.heads.provider(p.index).reported);
                 let due = p.probe_due(now)
-                    || (idle && (!p.is_refused() || p.needs_chain_check()))
+                    || (quiet && !p.is_refused())
+                    // Refused for another chain id: probed when its re-check is due.
                     || (p.is_refused() && p.needs_chain_check() && p.wrong_chain().is_some());
                 if !due || p.asked_to_wait_until().is_some() {
                     continue;

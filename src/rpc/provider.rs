@@ -193,6 +193,7 @@ pub struct Provider {
     health: Mutex<Health>,
     heads: Arc<HeadBook>,
     subscription: AtomicU8,
+    redactor: Arc<Redactor>,
     metrics: Arc<Metrics>,
     /// The chain's name.
     chain: String,
@@ -200,10 +201,14 @@ pub struct Provider {
     attrs: Vec<KeyValue>,
 }
 
-/// Marks an attempt span failed with `error`'s class (and JSON-RPC code).
-pub fn record_span_error(span: &tracing::Span, error: &RpcError) {
+/// Marks an attempt span failed with `error`'s class (and JSON-RPC code); the description passes
+/// through `redactor` (a provider may quote its own URL, key included, in an error).
+pub fn record_span_error(span: &tracing::Span, error: &RpcError, redactor: &Redactor) {
     span.record("otel.status_code", "ERROR");
-    span.record("otel.status_description", error.to_string().as_str());
+    span.record(
+        "otel.status_description",
+        redactor.redact(&error.to_string()).as_str(),
+    );
     span.record("error.type", error.error_type().as_ref());
     if let RpcError::Rpc { code, .. } = error {
         span.record("rpc.response.status_code", code.to_string().as_str());
@@ -237,6 +242,8 @@ pub struct ProviderContext {
     pub costs: Arc<BTreeMap<String, u32>>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Removes secrets from error messages before they reach spans.
+    pub redactor: Arc<Redactor>,
 }
 
 impl Provider {
@@ -323,6 +330,7 @@ impl Provider {
             } else {
                 Subscription::None as u8
             }),
+            redactor: ctx.redactor,
             metrics: ctx.metrics,
             chain: ctx.chain,
             attrs,
@@ -509,7 +517,7 @@ impl Provider {
         let outcome = match error {
             None => Outcome::Ok,
             Some(e) => {
-                record_span_error(span, e);
+                record_span_error(span, e, &self.redactor);
                 attrs.pop();
                 attrs.push(KeyValue::new(attr::ERROR_TYPE, e.error_type()));
                 self.metrics.rpc_errors.add(1, &attrs);
@@ -561,6 +569,10 @@ impl Provider {
         hash: Option<alloy_primitives::B256>,
         pushed: bool,
     ) -> Option<u64> {
+        if self.is_refused() {
+            // Another chain's heads must not count towards this chain's.
+            return self.heads.best();
+        }
         self.metrics.provider_head.record(number, &self.attrs);
         let (best, disagree) = self
             .heads
@@ -824,6 +836,7 @@ impl Provider {
     /// Refuses the provider for good: it serves another chain's genesis block.
     pub fn refuse_genesis(&self) {
         self.wrong_genesis.store(true, Ordering::Relaxed);
+        self.heads.forget(self.index);
         self.evaluate(Instant::now());
     }
 
