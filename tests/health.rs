@@ -282,10 +282,12 @@ async fn a_circuit_opens_on_failures_and_a_half_open_probe_closes_it() {
 async fn a_hedge_wins_against_an_800ms_provider() {
     let devnet = DevnetProc::start(2, "200ms").await;
     let dir = tempfile::tempdir().unwrap();
-    // Priority selection keeps p0 first while it answers: what carries the chain is the hedge.
-    // (Chain-id re-checks are spaced out so that their slow answers do not become p0's p95, and
-    // the timeout is above 800 ms so that p0 is slow, not failing.)
-    let cfg = config_with(&devnet, "priority", "hedge_min_delay = \"50ms\"\n")
+    // Scores would move the lead away from a slow provider after `switch_hold`: held off here, so
+    // that what carries the chain past the slow leader is the hedge. (Chain-id re-checks are
+    // spaced out so that their slow answers do not become its p95, and the timeout is above
+    // 800 ms so that it is slow, not failing.)
+    let cfg = config_with(&devnet, "best", "hedge_min_delay = \"50ms\"\n")
+        .replace("switch_hold = \"1s\"", "switch_hold = \"60s\"")
         .replace(
             "chain_check_interval = \"1s\"",
             "chain_check_interval = \"60s\"",
@@ -293,20 +295,22 @@ async fn a_hedge_wins_against_an_800ms_provider() {
         .replace("timeout = \"500ms\"", "timeout = \"2s\"");
     let mut agent = Agent::start(dir.path(), &cfg);
     agent.wait_for_block(3, CATCH_UP).await;
-    wait_status(&agent, "p0 to lead", |s| current(s) == "p0").await;
+    let s = wait_status(&agent, "a leader", |s| !current(s).is_empty()).await;
+    let slow = current(&s);
+    let fast = if slow == "p0" { "p1" } else { "p0" };
 
     devnet
-        .set_fault("p0", json!({"kind": "latency", "ms": 800}))
+        .set_fault(&slow, json!({"kind": "latency", "ms": 800}))
         .await;
     let from = devnet.head().await + 1;
     agent.wait_for_block(from + 10, CATCH_UP).await;
-    // After a few calls lost to hedges p0 is passed over: hedging does not hide a slow leader.
+    // After a few calls lost to hedges the slow leader is passed over: hedging does not hide it.
     let m = metrics(&agent).await;
     assert!(
         metric_sum(
             &m,
             "blockwatch_provider_switches_total",
-            &[("from", "p0"), ("to", "p1"), ("reason", "cooldown")]
+            &[("from", &slow), ("to", fast), ("reason", "cooldown")]
         ) >= 1.0,
         "{m}"
     );
@@ -314,10 +318,10 @@ async fn a_hedge_wins_against_an_800ms_provider() {
         .into_iter()
         .filter(|b| b.block_number >= from)
         .collect();
-    let by_p1 = during.iter().filter(|b| b.provider == "p1").count();
+    let by_fast = during.iter().filter(|b| b.provider == fast).count();
     assert!(
-        by_p1 * 10 >= during.len() * 8,
-        "hedged calls are answered by p1: {by_p1} of {}: {:?}",
+        by_fast * 10 >= during.len() * 8,
+        "hedged calls are answered by {fast}: {by_fast} of {}: {:?}",
         during.len(),
         during
             .iter()
@@ -329,7 +333,7 @@ async fn a_hedge_wins_against_an_800ms_provider() {
         metric_sum(
             &m,
             "blockwatch_rpc_hedges_total",
-            &[("provider", "p1"), ("outcome", "won")]
+            &[("provider", fast), ("outcome", "won")]
         ) >= 3.0,
         "{m}"
     );
@@ -419,6 +423,55 @@ async fn a_provider_on_another_fork_is_counted_never_followed_or_emitted() {
         reorgs(&agent.stream()).is_empty(),
         "a disagreeing provider caused a reorg"
     );
+    assert!(agent
+        .signal_and_wait("TERM", Duration::from_secs(5))
+        .success());
+}
+
+/// HTTP requests all of devnet's providers have received.
+async fn all_requests(devnet: &DevnetProc) -> u64 {
+    let status = devnet.control("devnet_status", json!({})).await;
+    status["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["requests"].as_u64().unwrap())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catching_up_uses_batches_and_a_broken_block_is_fetched_elsewhere() {
+    let devnet = DevnetProc::start(2, "0s").await;
+    devnet.mine(100).await;
+    // p0 leads and serves broken blocks: every batch it answers has one, and fails as a whole.
+    devnet.set_fault("p0", json!({"kind": "bad_hash"})).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Default probing (a probe every 300 ms would dwarf the block requests counted below).
+    let cfg = devnet.agent_config("start = 1");
+    let mut agent = Agent::start(dir.path(), &cfg);
+    agent.wait_for_block(100, CATCH_UP).await;
+    let requests = all_requests(&devnet).await;
+    assert!(
+        requests < 60,
+        "100 blocks took {requests} HTTP requests: not batched"
+    );
+    let chain = canonical(&agent.stream());
+    assert_eq!(chain.first().map(|b| b.block_number), Some(1));
+    assert!(
+        chain.iter().all(|b| b.provider == "p1"),
+        "a block from the bad-hash provider was emitted"
+    );
+    let m = metrics(&agent).await;
+    assert!(
+        metric_sum(
+            &m,
+            "blockwatch_block_integrity_errors_total",
+            &[("provider", "p0")]
+        ) >= 1.0,
+        "{m}"
+    );
+    devnet.clear_faults().await;
+    settle_and_check(&mut agent, &devnet).await;
     assert!(agent
         .signal_and_wait("TERM", Duration::from_secs(5))
         .success());

@@ -169,3 +169,84 @@ async fn null_from_every_usable_provider_does_not_wait_for_a_lagging_one() {
     );
     assert!(ans.value.is_none());
 }
+
+/// A server on chain 1 whose block 0 is `genesis` (a devnet block, so its hash checks out).
+async fn serve_genesis(genesis: Value) -> (String, Arc<Mutex<HashMap<String, u64>>>) {
+    serve(Arc::new(move |m, p| match m {
+        "eth_chainId" => (None, json!({"result": "0x1"})),
+        "eth_getBlockByNumber" if p[0] == json!("0x0") => (None, json!({"result": genesis})),
+        "eth_getBlockByNumber" => (None, json!({"result": null})),
+        _ => (None, json!({"result": "0x1"})),
+    }))
+    .await
+}
+
+fn genesis_of(seed: u64) -> Value {
+    blockwatch::devnet::DevChain::new(1, 1_700_000_000, seed, 16)
+        .genesis()
+        .to_json(false)
+}
+
+async fn connect(urls: &[&str], extra_chain: &str) -> Result<ProviderPool, String> {
+    let provs: String = urls
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            format!("[[chains.providers]]\nname = \"p{i}\"\nurl = \"{u}\"\npriority = {i}\n")
+        })
+        .collect();
+    let text = format!(
+        "[[chains]]\nname = \"c\"\nchain_id = 1\nexpected_block_time = \"1s\"\nselection = \"priority\"\n{extra_chain}\n{provs}"
+    );
+    let cfg = Config::from_toml_str(&text, Path::new("x.toml"), &|_| None).unwrap();
+    let meter = opentelemetry::global::meter("t");
+    ProviderPool::connect(
+        &cfg.chains[0],
+        &cfg.pool,
+        Arc::new(cfg.redactor()),
+        Arc::new(Metrics::new(&meter)),
+    )
+    .await
+    .map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_serving_another_genesis_block_is_refused() {
+    let (a, _) = serve_genesis(genesis_of(1)).await;
+    let (b, _) = serve_genesis(genesis_of(1)).await;
+    let (c, _) = serve_genesis(genesis_of(2)).await;
+    // The majority wins; the odd one out is never used.
+    let pool = connect(&[&c, &a, &b], "").await.unwrap();
+    let states: Vec<_> = pool
+        .providers()
+        .iter()
+        .map(|p| {
+            p.evaluate(Instant::now());
+            (p.name.as_str(), p.state().as_str(), p.is_refused())
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("p0", "wrong_chain", true),
+            ("p1", "alive", false),
+            ("p2", "alive", false)
+        ]
+    );
+    let n = pool.block_number().await.unwrap();
+    assert_eq!(n.provider.name, "p1", "the refused provider is skipped");
+
+    // Two providers, two genesis blocks, no majority: refuse to start.
+    let err = connect(&[&a, &c], "").await.unwrap_err();
+    assert!(err.contains("disagree on the genesis block"), "{err}");
+
+    // A configured genesis hash is the reference.
+    let hash = genesis_of(2)["hash"].as_str().unwrap().to_owned();
+    let err = connect(&[&a], &format!("genesis_hash = \"{hash}\""))
+        .await
+        .unwrap_err();
+    assert!(err.contains("chains[].genesis_hash"), "{err}");
+    assert!(connect(&[&c], &format!("genesis_hash = \"{hash}\""))
+        .await
+        .is_ok());
+}

@@ -142,3 +142,36 @@ fn secrets_never_appear_in_validation_errors() {
         "{msg}"
     );
 }
+
+#[test]
+fn health_knobs_are_checked() {
+    let pool = |body: &str| err_of(&format!("[pool]\n{body}\n{MINIMAL}"));
+    let msg = pool("degraded_error_rate = 1.5");
+    assert!(msg.contains("pool.degraded_error_rate"), "{msg}");
+    let msg = pool("hedge_percentile = 100");
+    assert!(msg.contains("pool.hedge_percentile"), "{msg}");
+    let msg = pool("switch_ratio = 0.5");
+    assert!(msg.contains("pool.switch_ratio"), "{msg}");
+    let msg = pool("circuit_failures = 0");
+    assert!(msg.contains("pool.circuit_failures"), "{msg}");
+    let msg = pool("probe_interval = \"1ms\"");
+    assert!(msg.contains("pool.probe_interval"), "{msg}");
+    let msg = pool("method_costs = { eth_getBlockByNumber = 0 }");
+    assert!(
+        msg.contains("pool.method_costs.eth_getBlockByNumber"),
+        "{msg}"
+    );
+    // A method costing more than a provider's burst could never be sent.
+    let msg = pool("method_costs = { eth_getBlockByNumber = 60 }");
+    assert!(
+        msg.contains("providers[0].rate_limit.burst") && msg.contains("eth_getBlockByNumber"),
+        "{msg}"
+    );
+    let msg = err_of(&format!("{MINIMAL}\n  max_batch_size = 0\n"));
+    assert!(msg.contains("providers[0].max_batch_size"), "{msg}");
+    let msg = err_of(&MINIMAL.replace("chain_id = 31337", "chain_id = 1\ngenesis_hash = \"0x12\""));
+    assert!(msg.contains("chains[0].genesis_hash"), "{msg}");
+    let c = parse(&format!("[pool]\nmethod_costs = {{ eth_getBlockByNumber = 16 }}\n{MINIMAL}\n  rate_limit = {{ requests_per_second = 100, burst = 100 }}\n")).unwrap();
+    assert_eq!(c.pool.method_cost("eth_getBlockByNumber"), 16);
+    assert_eq!(c.pool.method_cost("eth_chainId"), 1);
+}
