@@ -128,6 +128,7 @@ fn attr_str(attrs: &[KeyValue], key: &str) -> Option<String> {
     match attr(attrs, key)? {
         AnyValue::StringValue(s) => Some(s.clone()),
         AnyValue::IntValue(i) => Some(i.to_string()),
+        AnyValue::BoolValue(b) => Some(b.to_string()),
         other => Some(format!("{other:?}")),
     }
 }
@@ -191,6 +192,22 @@ async fn exports_spans_metrics_and_logs_per_spec_without_secrets() {
     agent
         .wait_for_block(head + 2, Duration::from_secs(30))
         .await;
+    // A slow leader (300 ms, under its 500 ms timeout): calls are hedged to the next provider.
+    wait_for(Duration::from_secs(30), "p0 to lead again", || {
+        let p = canonical(&agent.stream())
+            .last()
+            .map(|b| b.provider.clone());
+        async move { (p.as_deref() == Some("p0")).then_some(()) }
+    })
+    .await;
+    devnet
+        .set_fault("p0", json!({"kind": "latency", "ms": 300}))
+        .await;
+    let head = devnet.head().await;
+    agent
+        .wait_for_block(head + 3, Duration::from_secs(30))
+        .await;
+    devnet.clear_faults().await;
     let status = devnet.control("devnet_status", json!({})).await;
     let traceparent = status["providers"]
         .as_array()
@@ -292,7 +309,24 @@ async fn exports_spans_metrics_and_logs_per_spec_without_secrets() {
         ),
         "the injected HTTP 500s must be error spans of p0 with error.type http_5xx"
     );
+    // Hedges are visible: the pool span says it hedged, the hedge's attempt span says it is one.
+    assert!(
+        spans.iter().any(|s| s.name == "pool_request"
+            && attr_str(&s.attributes, "blockwatch.hedged").as_deref() == Some("true")),
+        "no hedged pool_request span"
+    );
+    assert!(
+        spans.iter().any(|s| s.kind == SpanKind::Client as i32
+            && attr_str(&s.attributes, "blockwatch.hedge").as_deref() == Some("true")),
+        "no hedge attempt span"
+    );
     let events: Vec<_> = spans.iter().flat_map(|s| s.events.iter()).collect();
+    // Span events are the agent's own log events at the log level, not library trace events
+    // (jsonrpsee's quote whole HTTP bodies).
+    assert!(
+        events.iter().all(|e| !e.name.starts_with("HTTP body")),
+        "library trace events exported as span events"
+    );
     let reorg = events
         .iter()
         .find(|e| e.name == "reorg")

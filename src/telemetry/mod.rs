@@ -35,13 +35,15 @@ const SPAN_QUEUE: usize = 4096;
 /// How long one OTLP export may take.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Crates whose own telemetry must not enter the OpenTelemetry pipeline (the exporter's transport).
-const EXPORTER_TARGETS: [&str; 6] = [
+const EXPORTER_TARGETS: [&str; 7] = [
     "h2",
     "hyper",
     "hyper_util",
     "tonic",
     "tower",
     "opentelemetry",
+    // Its trace events quote whole request and response bodies.
+    "jsonrpsee",
 ];
 
 /// Why telemetry could not be set up.
@@ -359,8 +361,11 @@ fn install_subscriber(
     }
     .with_filter(log_filter(cfg).and(json_log::SdkEventThrottle::default()));
     let spans = tracer_provider.map(|p| {
+        // Events become span events: the same level as the logs, not every trace event of every
+        // library.
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("blockwatch"))
+            .with_filter(log_filter(cfg))
             .with_filter(exporter_quiet())
     });
     let logs = logger_provider.map(|p| {
