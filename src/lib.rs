@@ -23,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod devnet;
+pub mod monitor;
 pub mod output;
 pub mod redact;
 pub mod rpc;

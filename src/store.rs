@@ -34,6 +34,15 @@ CREATE TABLE IF NOT EXISTS canonical_blocks (
     hash   BLOB NOT NULL,
     PRIMARY KEY (chain, number)
 ) WITHOUT ROWID;
+-- one row per missed block: the record as JSON, with the columns exports filter on
+CREATE TABLE IF NOT EXISTS missed_blocks (
+    chain        TEXT NOT NULL,
+    block_number INTEGER NOT NULL,
+    missed_at    INTEGER NOT NULL,
+    record       TEXT NOT NULL,
+    PRIMARY KEY (chain, block_number)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS missed_blocks_at ON missed_blocks (missed_at);
 ";
 
 /// Why the state database could not be used.
@@ -146,6 +155,75 @@ impl Store {
         Ok(Self {
             conn: Mutex::new(conn),
         })
+    }
+
+    /// Stores missed-block records, replacing an earlier record of the same block (a miss that was
+    /// since recovered), all in one transaction.
+    pub fn save_missed(&self, records: &[crate::monitor::MissedBlock]) -> Result<(), StoreError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn
+            .transaction()
+            .map_err(query_err("saving missed blocks"))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO missed_blocks (chain, block_number, missed_at, record)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (chain, block_number) DO UPDATE SET record = excluded.record",
+                )
+                .map_err(query_err("saving missed blocks"))?;
+            for r in records {
+                let json = serde_json::to_string(r).map_err(|e| StoreError::Query {
+                    doing: "encoding a missed block",
+                    source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+                })?;
+                stmt.execute(params![
+                    r.chain,
+                    i64::try_from(r.block_number).unwrap_or(i64::MAX),
+                    i64::try_from(r.timestamp).unwrap_or(i64::MAX),
+                    json
+                ])
+                .map_err(query_err("saving missed blocks"))?;
+            }
+        }
+        tx.commit().map_err(query_err("saving missed blocks"))
+    }
+
+    /// Missed-block records, oldest block first, of `chain` (or every chain), missed at or after
+    /// `since` (Unix seconds), at most `limit`.
+    pub fn missed(
+        &self,
+        chain: Option<&str>,
+        since: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<crate::monitor::MissedBlock>, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT record FROM missed_blocks
+                 WHERE (?1 IS NULL OR chain = ?1) AND missed_at >= ?2
+                 ORDER BY chain, block_number LIMIT ?3",
+            )
+            .map_err(query_err("reading missed blocks"))?;
+        let since = i64::try_from(since.unwrap_or(0)).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(params![chain, since, limit], |row| row.get::<_, String>(0))
+            .map_err(query_err("reading missed blocks"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let text = row.map_err(query_err("reading missed blocks"))?;
+            let record = serde_json::from_str(&text).map_err(|e| StoreError::Query {
+                doing: "decoding a missed block",
+                source: rusqlite::Error::FromSqlConversionFailure(
+                    0,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                ),
+            })?;
+            out.push(record);
+        }
+        Ok(out)
     }
 
     /// Loads a chain's cursor and window, refusing a cursor stored for another chain id.
@@ -277,6 +355,46 @@ mod tests {
             number: n,
             hash: B256::from(b),
         }
+    }
+
+    fn missed(chain: &str, n: u64, at: u64, recovered: bool) -> crate::monitor::MissedBlock {
+        use crate::monitor::{MissedBlock, Reason, Severity};
+        MissedBlock {
+            timestamp: at,
+            chain: chain.into(),
+            block_number: n,
+            reason: Reason::Timeout,
+            severity: Severity::Medium,
+            expected_timestamp: at - 1,
+            actual_timestamp: at,
+            recovery_attempts: 1,
+            recovered,
+            recovered_from: recovered.then(|| "p1".into()),
+            metadata: Default::default(),
+            alert_sent: false,
+        }
+    }
+
+    #[test]
+    fn missed_blocks_are_stored_once_updated_and_filtered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = Store::open(&path).unwrap();
+        store
+            .save_missed(&[missed("a", 7, 100, false), missed("b", 3, 200, false)])
+            .unwrap();
+        // Recovered later: the same record, updated, not a second one.
+        store.save_missed(&[missed("a", 7, 100, true)]).unwrap();
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        let all = store.missed(None, None, 100).unwrap();
+        assert_eq!(
+            all,
+            vec![missed("a", 7, 100, true), missed("b", 3, 200, false)]
+        );
+        assert_eq!(store.missed(Some("b"), None, 100).unwrap().len(), 1);
+        assert_eq!(store.missed(None, Some(150), 100).unwrap().len(), 1);
+        assert_eq!(store.missed(None, None, 1).unwrap().len(), 1);
     }
 
     #[test]

@@ -123,6 +123,8 @@ pub struct Answer<T> {
     pub provider: Arc<Provider>,
     /// Attempts it took (1 when the first provider answered), hedges included.
     pub attempts: u32,
+    /// The first attempt that failed on the way, if one did: which provider, and how.
+    pub first_failure: Option<(String, RpcError)>,
 }
 
 impl<T> Answer<T> {
@@ -132,6 +134,7 @@ impl<T> Answer<T> {
             value: f(self.value),
             provider: self.provider,
             attempts: self.attempts,
+            first_failure: self.first_failure,
         }
     }
 }
@@ -697,6 +700,7 @@ impl ProviderPool {
             .without_max_times()
             .build();
         let mut last_error: Option<(usize, RpcError)> = None;
+        let mut first_failure: Option<(String, RpcError)> = None;
         let mut unaccepted: Option<(usize, T)> = None;
         let mut attempts = 0u32;
         let mut pos = 0usize;
@@ -708,7 +712,14 @@ impl ProviderPool {
                 // Every provider has been tried once more: a `null` from all of them is an answer,
                 // a failure from all of them earns a pause before the next round.
                 if let Some((idx, value)) = unaccepted.take() {
-                    return Ok(self.answered(idx, value, attempts, &plan, false));
+                    return Ok(self.answered(
+                        idx,
+                        value,
+                        attempts,
+                        &plan,
+                        false,
+                        first_failure.take(),
+                    ));
                 }
                 tried.clear();
                 let delay = backoff.next().unwrap_or(self.cfg.retry_max_backoff.0);
@@ -721,7 +732,14 @@ impl ProviderPool {
                 && order[..plan.usable].iter().all(|i| tried.contains(i))
             {
                 if let Some((idx, value)) = unaccepted.take() {
-                    return Ok(self.answered(idx, value, attempts, &plan, false));
+                    return Ok(self.answered(
+                        idx,
+                        value,
+                        attempts,
+                        &plan,
+                        false,
+                        first_failure.take(),
+                    ));
                 }
             }
             let idx = order[pos % order.len()];
@@ -874,7 +892,14 @@ impl ProviderPool {
                             call_span.record("blockwatch.hedge_won", hedge);
                         }
                         drop(running);
-                        return Ok(self.answered(who, value, attempts.max(number), &plan, hedge));
+                        return Ok(self.answered(
+                            who,
+                            value,
+                            attempts.max(number),
+                            &plan,
+                            hedge,
+                            first_failure.take(),
+                        ));
                     }
                     Ok((false, value)) => {
                         if unaccepted.is_none() {
@@ -889,13 +914,16 @@ impl ProviderPool {
                             "provider call failed"
                         );
                         p.cool_down(self.cfg.failover_cooldown.0);
+                        if first_failure.is_none() {
+                            first_failure = Some((p.name.clone(), error.clone()));
+                        }
                         last_error = Some((who, error));
                     }
                 }
             }
         }
         if let Some((idx, value)) = unaccepted {
-            return Ok(self.answered(idx, value, attempts, &plan, false));
+            return Ok(self.answered(idx, value, attempts, &plan, false, first_failure.take()));
         }
         let (idx, error) = last_error.unwrap_or((
             order[0],
@@ -980,6 +1008,7 @@ impl ProviderPool {
         attempts: u32,
         plan: &Plan,
         hedge: bool,
+        first_failure: Option<(String, RpcError)>,
     ) -> Answer<T> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if st.active != Some(idx) && !hedge {
@@ -1014,6 +1043,7 @@ impl ProviderPool {
             value,
             provider: self.providers[idx].clone(),
             attempts,
+            first_failure,
         }
     }
 
