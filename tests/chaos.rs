@@ -235,17 +235,6 @@ async fn a_429_with_retry_after_is_honoured() {
         .success());
 }
 
-/// HTTP requests all of devnet's providers have received.
-async fn all_requests(devnet: &DevnetProc) -> u64 {
-    let status = devnet.control("devnet_status", json!({})).await;
-    status["providers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["requests"].as_u64().unwrap())
-        .sum()
-}
-
 /// Requests per second the agent sends while every provider answers HTTP 500, with `budget` and
 /// `floor` as its retry budget.
 async fn load_during_outage(budget: &str, floor: &str) -> f64 {
@@ -266,9 +255,9 @@ async fn load_during_outage(budget: &str, floor: &str) -> f64 {
     }
     // Let a full bank drain, then measure.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let from = all_requests(&devnet).await;
+    let from = devnet.all_requests().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let rate = (all_requests(&devnet).await - from) as f64 / 3.0;
+    let rate = (devnet.all_requests().await - from) as f64 / 3.0;
     devnet.clear_faults().await;
     settle_and_check(&mut agent, &devnet, "an outage of every provider").await;
     assert!(agent

@@ -428,17 +428,6 @@ async fn a_provider_on_another_fork_is_counted_never_followed_or_emitted() {
         .success());
 }
 
-/// HTTP requests all of devnet's providers have received.
-async fn all_requests(devnet: &DevnetProc) -> u64 {
-    let status = devnet.control("devnet_status", json!({})).await;
-    status["providers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["requests"].as_u64().unwrap())
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catching_up_uses_batches_and_a_broken_block_is_fetched_elsewhere() {
     let devnet = DevnetProc::start(2, "0s").await;
@@ -450,7 +439,7 @@ async fn catching_up_uses_batches_and_a_broken_block_is_fetched_elsewhere() {
     let cfg = devnet.agent_config("start = 1");
     let mut agent = Agent::start(dir.path(), &cfg);
     agent.wait_for_block(100, CATCH_UP).await;
-    let requests = all_requests(&devnet).await;
+    let requests = devnet.all_requests().await;
     assert!(
         requests < 60,
         "100 blocks took {requests} HTTP requests: not batched"

@@ -70,39 +70,7 @@ fn common(m: &str) -> Option<Value> {
 }
 
 async fn pool(urls: &[&str], extra_pool: &str) -> ProviderPool {
-    let provs: String = urls
-        .iter()
-        .enumerate()
-        .map(|(i, u)| format!("[[chains.providers]]\nname = \"p{i}\"\nurl = \"{u}\"\npriority = {i}\ntimeout = \"2s\"\n"))
-        .collect();
-    let text = format!(
-        r#"[agent]
-state_path = "state.db"
-block_output = "none"
-http_listen = "127.0.0.1:0"
-[telemetry]
-otlp_endpoint = ""
-[pool]
-retry_initial_backoff = "100ms"
-retry_max_backoff = "500ms"
-{extra_pool}
-[[chains]]
-name = "c"
-chain_id = 1
-expected_block_time = "1s"
-selection = "priority"
-{provs}"#
-    );
-    let cfg = Config::from_toml_str(&text, Path::new("x.toml"), &|_| None).unwrap();
-    let meter = opentelemetry::global::meter("t");
-    ProviderPool::connect(
-        &cfg.chains[0],
-        &cfg.pool,
-        Arc::new(cfg.redactor()),
-        Arc::new(Metrics::new(&meter)),
-    )
-    .await
-    .unwrap()
+    connect(urls, extra_pool, "").await.unwrap()
 }
 
 /// p0 fails at once; p1 is slow: p1's attempt is not hedged back to p0, which just failed.
@@ -187,16 +155,31 @@ fn genesis_of(seed: u64) -> Value {
         .to_json(false)
 }
 
-async fn connect(urls: &[&str], extra_chain: &str) -> Result<ProviderPool, String> {
+/// A pool of one chain (id 1) over `urls`, priority in that order.
+async fn connect(
+    urls: &[&str],
+    extra_pool: &str,
+    extra_chain: &str,
+) -> Result<ProviderPool, String> {
     let provs: String = urls
         .iter()
         .enumerate()
         .map(|(i, u)| {
-            format!("[[chains.providers]]\nname = \"p{i}\"\nurl = \"{u}\"\npriority = {i}\n")
+            format!("[[chains.providers]]\nname = \"p{i}\"\nurl = \"{u}\"\npriority = {i}\ntimeout = \"2s\"\n")
         })
         .collect();
     let text = format!(
-        "[[chains]]\nname = \"c\"\nchain_id = 1\nexpected_block_time = \"1s\"\nselection = \"priority\"\n{extra_chain}\n{provs}"
+        r#"[pool]
+retry_initial_backoff = "100ms"
+retry_max_backoff = "500ms"
+{extra_pool}
+[[chains]]
+name = "c"
+chain_id = 1
+expected_block_time = "1s"
+selection = "priority"
+{extra_chain}
+{provs}"#
     );
     let cfg = Config::from_toml_str(&text, Path::new("x.toml"), &|_| None).unwrap();
     let meter = opentelemetry::global::meter("t");
@@ -216,7 +199,7 @@ async fn a_provider_serving_another_genesis_block_is_refused() {
     let (b, _) = serve_genesis(genesis_of(1)).await;
     let (c, _) = serve_genesis(genesis_of(2)).await;
     // The majority wins; the odd one out is never used.
-    let pool = connect(&[&c, &a, &b], "").await.unwrap();
+    let pool = connect(&[&c, &a, &b], "", "").await.unwrap();
     let states: Vec<_> = pool
         .providers()
         .iter()
@@ -237,16 +220,16 @@ async fn a_provider_serving_another_genesis_block_is_refused() {
     assert_eq!(n.provider.name, "p1", "the refused provider is skipped");
 
     // Two providers, two genesis blocks, no majority: refuse to start.
-    let err = connect(&[&a, &c], "").await.unwrap_err();
+    let err = connect(&[&a, &c], "", "").await.unwrap_err();
     assert!(err.contains("disagree on the genesis block"), "{err}");
 
     // A configured genesis hash is the reference.
     let hash = genesis_of(2)["hash"].as_str().unwrap().to_owned();
-    let err = connect(&[&a], &format!("genesis_hash = \"{hash}\""))
+    let err = connect(&[&a], "", &format!("genesis_hash = \"{hash}\""))
         .await
         .unwrap_err();
     assert!(err.contains("chains[].genesis_hash"), "{err}");
-    assert!(connect(&[&c], &format!("genesis_hash = \"{hash}\""))
+    assert!(connect(&[&c], "", &format!("genesis_hash = \"{hash}\""))
         .await
         .is_ok());
 }

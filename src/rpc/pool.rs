@@ -708,39 +708,23 @@ impl ProviderPool {
         // Providers tried in the current round over `order` (a hedge target included).
         let mut tried: Vec<usize> = Vec::with_capacity(order.len());
         while attempts < self.cfg.max_attempts {
-            if pos > 0 && pos % order.len() == 0 {
-                // Every provider has been tried once more: a `null` from all of them is an answer,
-                // a failure from all of them earns a pause before the next round.
+            let round_done = pos > 0 && pos % order.len() == 0;
+            // `null` from every provider of a round is an answer; so is `null` from every usable
+            // one: last resorts (lagging, unreachable, circuit open) are not waited for to confirm
+            // that a block does not exist yet.
+            let nulls_suffice = round_done
+                || (plan.usable > 0 && order[..plan.usable].iter().all(|i| tried.contains(i)));
+            if nulls_suffice {
                 if let Some((idx, value)) = unaccepted.take() {
-                    return Ok(self.answered(
-                        idx,
-                        value,
-                        attempts,
-                        &plan,
-                        false,
-                        first_failure.take(),
-                    ));
+                    let failure = first_failure.take();
+                    return Ok(self.answered(idx, value, attempts, &plan, false, failure));
                 }
+            }
+            if round_done {
+                // A failure from every provider earns a pause before the next round.
                 tried.clear();
                 let delay = backoff.next().unwrap_or(self.cfg.retry_max_backoff.0);
                 tokio::time::sleep(delay).await;
-            }
-            // `null` from every usable provider is the answer: last resorts (lagging, unreachable,
-            // circuit open) are not waited for to confirm that a block does not exist yet.
-            if plan.usable > 0
-                && unaccepted.is_some()
-                && order[..plan.usable].iter().all(|i| tried.contains(i))
-            {
-                if let Some((idx, value)) = unaccepted.take() {
-                    return Ok(self.answered(
-                        idx,
-                        value,
-                        attempts,
-                        &plan,
-                        false,
-                        first_failure.take(),
-                    ));
-                }
             }
             let idx = order[pos % order.len()];
             pos += 1;

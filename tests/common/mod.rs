@@ -480,6 +480,17 @@ impl DevnetProc {
         rpc(&self.info.control, method, serde_json::json!([arg])).await
     }
 
+    /// HTTP requests all of devnet's providers have received.
+    pub async fn all_requests(&self) -> u64 {
+        let status = self.control("devnet_status", serde_json::json!({})).await;
+        status["providers"]
+            .as_array()
+            .expect("providers in devnet_status")
+            .iter()
+            .map(|p| p["requests"].as_u64().unwrap_or(0))
+            .sum()
+    }
+
     pub async fn set_fault(&self, provider: &str, fault: Value) {
         self.control(
             "devnet_setFault",
