@@ -17,6 +17,7 @@ use crate::{
         StreamObserver,
     },
     config::Config,
+    monitor::{ChainMonitor, ChainStats},
     output::BlockOutput,
     rpc::{PoolSetupError, ProviderPool},
     store::{Store, StoreError},
@@ -123,6 +124,7 @@ pub async fn run_with_observers(
             chain_id: chain.chain_id,
             pool: Arc::new(pool?),
             progress: Arc::new(Progress::default()),
+            stats: Arc::new(std::sync::Mutex::new(ChainStats::default())),
         });
     }
     let router = api::router(api::ApiState {
@@ -184,7 +186,14 @@ pub async fn run_with_observers(
             heads,
             chain_observers,
             config.pool.fetch_concurrency,
-        );
+        )
+        .with_monitor(ChainMonitor::new(
+            &chain.name,
+            chain.expected_block_time.0,
+            chain.max_block_delay.0,
+            view.stats,
+            metrics.clone(),
+        ));
         let label = format!("{}/follow", chain.name);
         let c = cancel.clone();
         tasks.spawn(async move { (label, follower.run(c).await) });

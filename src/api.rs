@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     chain::Progress,
+    monitor::ChainStats,
     rpc::{pool::PoolHealth, ProviderPool},
     telemetry::TelemetryHandle,
 };
@@ -26,6 +27,8 @@ pub struct ChainView {
     pub pool: Arc<ProviderPool>,
     /// Its stream's progress.
     pub progress: Arc<Progress>,
+    /// Its missed-block statistics.
+    pub stats: Arc<std::sync::Mutex<ChainStats>>,
 }
 
 /// What handlers read.
@@ -42,6 +45,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/status", get(status))
+        .route("/stats", get(stats))
         .with_state(state)
 }
 
@@ -70,6 +74,26 @@ struct ChainStatus {
 struct StatusBody {
     status: PoolHealth,
     chains: Vec<ChainStatus>,
+}
+
+/// `/stats` of one chain.
+#[derive(Debug, Serialize)]
+struct ChainStatsBody {
+    chain: String,
+    #[serde(flatten)]
+    stats: crate::monitor::stats::StatsView,
+}
+
+async fn stats(State(state): State<ApiState>) -> Json<serde_json::Value> {
+    let chains: Vec<ChainStatsBody> = state
+        .chains
+        .iter()
+        .map(|c| ChainStatsBody {
+            chain: c.name.clone(),
+            stats: c.stats.lock().unwrap_or_else(|p| p.into_inner()).view(),
+        })
+        .collect();
+    Json(serde_json::json!({ "chains": chains }))
 }
 
 async fn status(State(state): State<ApiState>) -> Json<StatusBody> {

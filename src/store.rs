@@ -112,6 +112,8 @@ pub struct ChainCommit {
     pub keep_from: u64,
     /// Set when the stream (re)started with this block.
     pub first_emitted: Option<u64>,
+    /// Missed-block records found or updated with these blocks.
+    pub missed: Vec<crate::monitor::MissedBlock>,
 }
 
 /// The state database.
@@ -164,28 +166,7 @@ impl Store {
         let tx = conn
             .transaction()
             .map_err(query_err("saving missed blocks"))?;
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO missed_blocks (chain, block_number, missed_at, record)
-                     VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (chain, block_number) DO UPDATE SET record = excluded.record",
-                )
-                .map_err(query_err("saving missed blocks"))?;
-            for r in records {
-                let json = serde_json::to_string(r).map_err(|e| StoreError::Query {
-                    doing: "encoding a missed block",
-                    source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
-                })?;
-                stmt.execute(params![
-                    r.chain,
-                    i64::try_from(r.block_number).unwrap_or(i64::MAX),
-                    i64::try_from(r.timestamp).unwrap_or(i64::MAX),
-                    json
-                ])
-                .map_err(query_err("saving missed blocks"))?;
-            }
-        }
+        insert_missed(&tx, records)?;
         tx.commit().map_err(query_err("saving missed blocks"))
     }
 
@@ -332,8 +313,40 @@ impl Store {
             )
             .map_err(query_err("storing the cursor"))?;
         }
+        insert_missed(&tx, &commit.missed)?;
         tx.commit().map_err(query_err("committing"))
     }
+}
+
+/// Upserts missed-block records in `tx`.
+fn insert_missed(
+    tx: &rusqlite::Transaction<'_>,
+    records: &[crate::monitor::MissedBlock],
+) -> Result<(), StoreError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO missed_blocks (chain, block_number, missed_at, record)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (chain, block_number) DO UPDATE SET record = excluded.record",
+        )
+        .map_err(query_err("saving missed blocks"))?;
+    for r in records {
+        let json = serde_json::to_string(r).map_err(|e| StoreError::Query {
+            doing: "encoding a missed block",
+            source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+        })?;
+        stmt.execute(params![
+            r.chain,
+            i64::try_from(r.block_number).unwrap_or(i64::MAX),
+            i64::try_from(r.timestamp).unwrap_or(i64::MAX),
+            json
+        ])
+        .map_err(query_err("saving missed blocks"))?;
+    }
+    Ok(())
 }
 
 fn to_hash(bytes: &[u8]) -> B256 {
@@ -427,6 +440,7 @@ mod tests {
                     cursor: Some(r(4, 1)),
                     keep_from: 2,
                     first_emitted: None,
+                    missed: Vec::new(),
                 },
             )
             .unwrap();

@@ -159,6 +159,28 @@ struct Fetched {
     received: SystemTime,
     /// The block's `process_block` span: open from its fetch until its line is published.
     span: tracing::Span,
+    /// How its fetch went: duration, attempts, the first failed attempt.
+    fetch: FetchInfo,
+}
+
+/// How a block's fetch went, for the missed-block monitor.
+#[derive(Clone, Debug, Default)]
+struct FetchInfo {
+    took: Duration,
+    attempts: u32,
+    first_failure: Option<(String, crate::rpc::RpcError)>,
+    /// Fetched one block at a time while following the head.
+    live: bool,
+}
+
+/// Logs a missed block (inside a block's span: a `missed_block` span event).
+fn log_missed(r: &crate::monitor::MissedBlock) {
+    tracing::warn!(
+        chain = %r.chain, block_number = r.block_number, reason = r.reason.as_str(),
+        severity = r.severity.as_str(), recovered = r.recovered,
+        recovery_attempts = r.recovery_attempts, recovered_from = r.recovered_from.as_deref(),
+        "missed_block"
+    );
 }
 
 /// A line to publish, with the span its observers run in (a block's `process_block` span).
@@ -183,6 +205,7 @@ impl Fetched {
             provider: provider.name.clone(),
             received: SystemTime::now(),
             span,
+            fetch: FetchInfo::default(),
         }
     }
 }
@@ -207,6 +230,8 @@ pub struct ChainFollower {
     first_emitted: Option<u64>,
     /// The last block fetch failed: fetch one block at a time until one succeeds.
     fetch_failing: bool,
+    /// The missed-block monitor, when there is one.
+    monitor: Option<crate::monitor::ChainMonitor>,
 }
 
 impl ChainFollower {
@@ -235,7 +260,14 @@ impl ChainFollower {
             deep_reorg_reported: None,
             first_emitted: None,
             fetch_failing: false,
+            monitor: None,
         }
+    }
+
+    /// Watches the stream for missed blocks with `monitor`.
+    pub fn with_monitor(mut self, monitor: crate::monitor::ChainMonitor) -> Self {
+        self.monitor = Some(monitor);
+        self
     }
 
     /// Runs until `cancel` fires (returns `Ok`) or the state or output fails (returns the error).
@@ -265,6 +297,11 @@ impl ChainFollower {
                 stall_reported = true;
                 tracing::warn!(chain = %self.cfg.name, since_secs = last_progress.elapsed().as_secs(),
                     last_block = ?self.canonical.tip().map(|t| t.number), "no new block for longer than max_block_delay");
+                match self.overdue(&cancel).await {
+                    Ok(()) => {}
+                    Err(StepError::Fatal(e)) => return Err(e),
+                    Err(_) => return Ok(()),
+                }
             }
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
@@ -437,6 +474,10 @@ impl ChainFollower {
             let wanted = end - next + 1;
             let (blocks, error) = self.fetch_range(next, end, cancel).await;
             self.fetch_failing = matches!(error, Some(StepError::Pool(_)));
+            if let Some(StepError::Pool(e)) = &error {
+                // The first block that could not be fetched holds the stream: an open miss.
+                self.fetch_failed(next + blocks.len() as u64, e).await?;
+            }
             if matches!(error, Some(StepError::Cancelled)) {
                 return Err(StepError::Cancelled);
             }
@@ -448,6 +489,7 @@ impl ChainFollower {
                 match self.canonical.link(&f.block) {
                     Link::First | Link::Extends => {
                         self.push(&f.block, &mut commit);
+                        self.watch(&f, &mut commit);
                         events.push(self.emitted(&f));
                     }
                     _ => {
@@ -488,22 +530,28 @@ impl ChainFollower {
         let pool = &self.pool;
         let chain = self.cfg.name.as_str();
         let batch = pool.batch_size().max(1);
+        // At most two blocks to fetch: following the head, where lateness counts.
+        let following = to - from < 2;
         let chunks = (from..=to)
             .step_by(batch as usize)
             .map(move |start| (start, to.min(start + batch - 1)));
         let mut stream = futures::stream::iter(chunks)
             .map(|(start, end)| async move {
+                let started = Instant::now();
                 if start == end {
                     let span = block_span(chain, start);
                     let a = pool.block_by_number(start).instrument(span.clone()).await;
                     let wanted = 1;
                     return (
                         a.map(|a| {
-                            let provider = a.provider.clone();
-                            (
-                                a.value.into_iter().map(|b| (b, span.clone())).collect(),
-                                provider,
-                            )
+                            let info = FetchInfo {
+                                took: started.elapsed(),
+                                attempts: a.attempts,
+                                first_failure: a.first_failure,
+                                live: following,
+                            };
+                            let blocks = a.value.into_iter().map(|b| (b, span.clone())).collect();
+                            (blocks, a.provider, info)
                         }),
                         wanted,
                     );
@@ -520,6 +568,12 @@ impl ChainFollower {
                     .instrument(fetch.clone())
                     .await;
                 let out = a.map(|a| {
+                    let info = FetchInfo {
+                        took: started.elapsed(),
+                        attempts: a.attempts,
+                        first_failure: a.first_failure,
+                        live: false,
+                    };
                     let blocks: Vec<(Block, tracing::Span)> = a
                         .value
                         .into_iter()
@@ -529,7 +583,7 @@ impl ChainFollower {
                             (b, span)
                         })
                         .collect();
-                    (blocks, a.provider)
+                    (blocks, a.provider, info)
                 });
                 (out, end - start + 1)
             })
@@ -542,13 +596,13 @@ impl ChainFollower {
             };
             match next {
                 None => return (out, None),
-                Some((Ok((blocks, provider)), wanted)) => {
+                Some((Ok((blocks, provider, info)), wanted)) => {
                     let got = blocks.len() as u64;
-                    out.extend(
-                        blocks
-                            .into_iter()
-                            .map(|(block, span)| Fetched::new(block, &provider, span)),
-                    );
+                    out.extend(blocks.into_iter().map(|(block, span)| {
+                        let mut f = Fetched::new(block, &provider, span);
+                        f.fetch = info.clone();
+                        f
+                    }));
                     if got < wanted {
                         // The providers do not have the rest yet.
                         return (out, None);
@@ -636,10 +690,14 @@ impl ChainFollower {
             rollback_above: Some(ancestor),
             ..Default::default()
         };
+        if let Some(m) = self.monitor.as_mut() {
+            m.reorg();
+        }
         for f in branch.iter().rev() {
             if !self.push(&f.block, &mut commit) {
                 break;
             }
+            self.watch(f, &mut commit);
             events.push(self.emitted(f));
         }
         self.deep_reorg_reported = None;
@@ -693,6 +751,74 @@ impl ChainFollower {
             block_number: Some(seen.number),
         });
         self.publish(vec![(line, None)], None).await
+    }
+
+    /// Tells the monitor that `f` is being emitted; a missed-block record goes into `commit` (so it
+    /// is stored with the cursor) and is a `missed_block` event of the block's span.
+    fn watch(&mut self, f: &Fetched, commit: &mut ChainCommit) {
+        let Some(monitor) = self.monitor.as_mut() else {
+            return;
+        };
+        let record = monitor.emitted(&crate::monitor::Emitted {
+            number: f.block.number,
+            timestamp: f.block.timestamp,
+            provider: &f.provider,
+            received: f.received,
+            fetch_took: f.fetch.took,
+            attempts: f.fetch.attempts,
+            first_failure: f.fetch.first_failure.as_ref(),
+            live: f.fetch.live,
+        });
+        if let Some(r) = record {
+            f.span.in_scope(|| log_missed(&r));
+            commit.missed.push(r);
+        }
+    }
+
+    /// No block after the tip has come for `max_block_delay`: the next one is overdue. One head
+    /// poll says why (a failure's class, or providers answering without a new block).
+    async fn overdue(&mut self, cancel: &CancellationToken) -> Result<(), StepError> {
+        let Some(next) = self.next_number() else {
+            return Ok(());
+        };
+        if self.monitor.is_none() {
+            return Ok(());
+        }
+        let reason = match unless_cancelled(cancel, self.pool.block_number()).await {
+            Err(StepError::Pool(PoolError::Exhausted { error, .. })) => {
+                crate::monitor::Reason::from_error(&error)
+            }
+            Err(StepError::Pool(PoolError::NoProvider { .. })) | Ok(_) => {
+                crate::monitor::Reason::NodeUnresponsive
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(record) = self.monitor.as_mut().and_then(|m| m.overdue(next, reason)) else {
+            return Ok(());
+        };
+        self.store_open_miss(record).await
+    }
+
+    /// No provider could serve block `number`: an open miss, stored at once.
+    async fn fetch_failed(&mut self, number: u64, error: &PoolError) -> Result<(), StepError> {
+        let Some(record) = self
+            .monitor
+            .as_mut()
+            .and_then(|m| m.fetch_failed(number, error))
+        else {
+            return Ok(());
+        };
+        self.store_open_miss(record).await
+    }
+
+    /// Logs and stores a miss found while the stream waits for its block.
+    async fn store_open_miss(&self, record: crate::monitor::MissedBlock) -> Result<(), StepError> {
+        block_span(&self.cfg.name, record.block_number).in_scope(|| log_missed(&record));
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.save_missed(&[record]))
+            .await
+            .map_err(|e| StepError::Fatal(e.into()))?
+            .map_err(|e| StepError::Fatal(e.into()))
     }
 
     fn emitted(&self, f: &Fetched) -> Emitted {

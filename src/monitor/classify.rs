@@ -89,7 +89,7 @@ impl Severity {
 /// The thresholds severities are decided by.
 #[derive(Clone, Copy, Debug)]
 pub struct SeverityRules {
-    /// The chain's `max_block_delay`.
+    /// The chain's `max_block_delay`: later than this past its expected time, a block is missed.
     pub max_block_delay: Duration,
     /// Streak length from which a miss is at least `High`.
     pub high_streak: u64,

@@ -4,10 +4,12 @@
 //! (Work in progress for issue 6: detection in the follower, recovery, the JSON-lines log and export
 //! build on these.)
 
+pub mod chain;
 pub mod classify;
 pub mod record;
 pub mod stats;
 
+pub use chain::{ChainMonitor, Emitted};
 pub use classify::{Reason, Severity, SeverityRules};
 pub use record::MissedBlock;
 pub use stats::ChainStats;

@@ -55,6 +55,11 @@ impl ChainStats {
         self.current_streak
     }
 
+    /// Missed blocks in a row, now.
+    pub fn current_streak(&self) -> u64 {
+        self.current_streak
+    }
+
     /// A missed block was got back and emitted, `took` after it was found missed.
     pub fn recovered(&mut self, took: Duration) {
         self.processed += 1;

@@ -28,6 +28,8 @@ pub mod attr {
     pub const TO: &str = "to";
     /// Why a switch happened.
     pub const REASON: &str = "reason";
+    /// A missed block's severity.
+    pub const SEVERITY: &str = "severity";
     /// A provider's health state.
     pub const STATE: &str = "state";
 }
@@ -65,7 +67,20 @@ pub struct Metrics {
     /// `blockwatch.provider.disagreements` ({block}): heights at which a provider announced
     /// another hash than another provider.
     pub provider_disagreements: Counter<u64>,
+    /// `blockwatch.blocks.missed` ({block}), by reason and severity when found.
+    pub blocks_missed: Counter<u64>,
+    /// `blockwatch.blocks.recovered` ({block}).
+    pub blocks_recovered: Counter<u64>,
+    /// `blockwatch.missed_block.recovery.duration` (s).
+    pub recovery_duration: Histogram<f64>,
+    /// `blockwatch.missed_blocks.streak` ({block}): missed blocks in a row, now.
+    pub missed_streak: Gauge<u64>,
 }
+
+/// Bucket bounds of the recovery duration histogram, in seconds.
+const RECOVERY_BUCKETS: [f64; 12] = [
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
 
 impl Metrics {
     /// Creates every instrument on `meter`.
@@ -130,6 +145,27 @@ impl Metrics {
                 .with_description(
                     "Calls also sent to a second provider because the first was slow, by outcome",
                 )
+                .build(),
+            blocks_missed: meter
+                .u64_counter("blockwatch.blocks.missed")
+                .with_unit("{block}")
+                .with_description("Blocks found missed, by reason and severity when found")
+                .build(),
+            blocks_recovered: meter
+                .u64_counter("blockwatch.blocks.recovered")
+                .with_unit("{block}")
+                .with_description("Missed blocks got back and emitted")
+                .build(),
+            recovery_duration: meter
+                .f64_histogram("blockwatch.missed_block.recovery.duration")
+                .with_unit("s")
+                .with_description("Time from finding a block missed to emitting it")
+                .with_boundaries(RECOVERY_BUCKETS.to_vec())
+                .build(),
+            missed_streak: meter
+                .u64_gauge("blockwatch.missed_blocks.streak")
+                .with_unit("{block}")
+                .with_description("Missed blocks in a row, now")
                 .build(),
             provider_disagreements: meter
                 .u64_counter("blockwatch.provider.disagreements")

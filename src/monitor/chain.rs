@@ -1,0 +1,287 @@
+//! The missed-block monitor of one chain, fed by its follower: decides, for each block the stream
+//! emits, whether it was missed on the way (a first attempt that failed, an outright failure that
+//! held the stream, or a late arrival), and keeps the chain's statistics.
+//!
+//! The follower holds the stream's order: a block no provider can serve is never skipped. It stays
+//! an *open* miss (recorded unrecovered at once) while the follower keeps asking for it, and its
+//! record is completed when it is finally emitted.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use opentelemetry::KeyValue;
+
+use super::{ChainStats, MissedBlock, Reason, SeverityRules};
+use crate::{
+    rpc::{PoolError, RpcError},
+    telemetry::{metrics::attr, Metrics},
+};
+
+/// What the monitor is told of an emitted block.
+#[derive(Debug)]
+pub struct Emitted<'a> {
+    /// Its number.
+    pub number: u64,
+    /// Its timestamp (Unix seconds).
+    pub timestamp: u64,
+    /// The provider that served it.
+    pub provider: &'a str,
+    /// When the agent had it.
+    pub received: SystemTime,
+    /// How long its fetch took.
+    pub fetch_took: Duration,
+    /// Attempts its fetch took.
+    pub attempts: u32,
+    /// The first attempt that failed, if one did.
+    pub first_failure: Option<&'a (String, RpcError)>,
+    /// Fetched while following the head (not catching up, not a reorg's branch): only then is
+    /// lateness judged.
+    pub live: bool,
+}
+
+#[derive(Debug)]
+struct OpenMiss {
+    record: MissedBlock,
+    found: SystemTime,
+    attempts: u32,
+}
+
+/// The monitor of one chain.
+#[derive(Debug)]
+pub struct ChainMonitor {
+    chain: String,
+    rules: SeverityRules,
+    expected_block_time: Duration,
+    stats: Arc<Mutex<ChainStats>>,
+    open: Option<OpenMiss>,
+    /// The previous emitted block's timestamp.
+    last_timestamp: Option<u64>,
+    /// The timestamp of the first block emitted while following the head: blocks from then on are
+    /// judged for lateness even when fetched in a batch (catching up after an outage), blocks
+    /// before it (history before the agent ran) are not.
+    live_since: Option<u64>,
+    /// Why the last miss happened: late blocks of the same outage share it.
+    last_reason: Option<Reason>,
+    metrics: Arc<Metrics>,
+}
+
+fn round_ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+fn since_epoch(t: SystemTime) -> Duration {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default()
+}
+
+fn unix(t: SystemTime) -> u64 {
+    since_epoch(t).as_secs()
+}
+
+impl ChainMonitor {
+    /// A monitor for `chain`, sharing `stats` with the HTTP API.
+    pub fn new(
+        chain: &str,
+        expected_block_time: Duration,
+        max_block_delay: Duration,
+        stats: Arc<Mutex<ChainStats>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            chain: chain.to_owned(),
+            rules: SeverityRules::new(max_block_delay),
+            expected_block_time,
+            stats,
+            open: None,
+            last_timestamp: None,
+            live_since: None,
+            last_reason: None,
+            metrics,
+        }
+    }
+
+    fn stats(&self) -> std::sync::MutexGuard<'_, ChainStats> {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// When the block after the last emitted one was expected (since the Unix epoch; `fallback`
+    /// before the first block).
+    fn expected_at(&self, fallback: Duration) -> Duration {
+        self.last_timestamp
+            .map(|t| Duration::from_secs(t) + self.expected_block_time)
+            .unwrap_or(fallback)
+    }
+
+    /// No provider could serve block `number` this time: opens a miss (returned, unrecovered, to
+    /// be stored) or counts one more attempt on the open one (returns `None`).
+    pub fn fetch_failed(&mut self, number: u64, error: &PoolError) -> Option<MissedBlock> {
+        let (reason, provider) = match error {
+            PoolError::Exhausted {
+                error, provider, ..
+            } => (Reason::from_error(error), Some(provider.clone())),
+            PoolError::NoProvider { .. } => (Reason::NodeUnresponsive, None),
+        };
+        self.open_miss(number, reason, provider)
+    }
+
+    /// No block after the tip has come for `max_block_delay`: block `number` is overdue, for
+    /// `reason`. Opens a miss (returned) unless it is open already.
+    pub fn overdue(&mut self, number: u64, reason: Reason) -> Option<MissedBlock> {
+        self.open_miss(number, reason, None)
+    }
+
+    fn open_miss(
+        &mut self,
+        number: u64,
+        reason: Reason,
+        provider: Option<String>,
+    ) -> Option<MissedBlock> {
+        if let Some(open) = self
+            .open
+            .as_mut()
+            .filter(|o| o.record.block_number == number)
+        {
+            open.attempts += 1;
+            return None;
+        }
+        let now = SystemTime::now();
+        self.last_reason = Some(reason);
+        let streak = self.stats().missed();
+        let mut metadata = serde_json::Map::new();
+        if let Some(p) = provider {
+            metadata.insert("failed_provider".into(), p.into());
+        }
+        let record = MissedBlock {
+            timestamp: unix(now),
+            chain: self.chain.clone(),
+            block_number: number,
+            reason,
+            severity: self.rules.rate(Duration::ZERO, streak, false),
+            expected_timestamp: self.expected_at(since_epoch(now)).as_secs(),
+            actual_timestamp: unix(now),
+            recovery_attempts: 0,
+            recovered: false,
+            recovered_from: None,
+            metadata,
+            alert_sent: false,
+        };
+        self.count(&record, streak);
+        self.open = Some(OpenMiss {
+            record: record.clone(),
+            found: now,
+            attempts: 1,
+        });
+        Some(record)
+    }
+
+    /// Block `b` is being emitted: returns its missed-block record if it was missed on the way
+    /// (found now, or the open miss it completes).
+    pub fn emitted(&mut self, b: &Emitted<'_>) -> Option<MissedBlock> {
+        let expected = self.expected_at(Duration::from_secs(b.timestamp));
+        self.last_timestamp = Some(b.timestamp);
+        let received = unix(b.received);
+        if let Some(open) = self.open.take() {
+            if open.record.block_number == b.number {
+                let took = b.received.duration_since(open.found).unwrap_or_default();
+                let streak = self.stats().current_streak();
+                self.stats().recovered(took);
+                let mut record = open.record;
+                record.recovered = true;
+                record.recovered_from = Some(b.provider.to_owned());
+                record.recovery_attempts = open.attempts;
+                record.actual_timestamp = received;
+                record
+                    .metadata
+                    .insert("recovery_seconds".into(), round_ms(took).into());
+                record.severity = self.rules.rate(
+                    since_epoch(b.received)
+                        .saturating_sub(Duration::from_secs(record.expected_timestamp)),
+                    streak,
+                    true,
+                );
+                self.recovered(took);
+                return Some(record);
+            }
+            // A reorg moved the stream elsewhere: the open block is no longer the next one.
+            self.open = Some(open);
+        }
+        let late = since_epoch(b.received).saturating_sub(expected);
+        let judged = b.live || self.live_since.is_some_and(|t| b.timestamp >= t);
+        let reason = match b.first_failure {
+            Some((_, error)) => Reason::from_error(error),
+            None if judged && late > self.rules.max_block_delay => {
+                self.last_reason.unwrap_or(Reason::NetworkLatency)
+            }
+            None => {
+                if b.live && self.live_since.is_none() {
+                    self.live_since = Some(b.timestamp);
+                }
+                self.last_reason = None;
+                self.stats().on_time();
+                self.metrics
+                    .missed_streak
+                    .record(0, &[KeyValue::new(attr::CHAIN, self.chain.clone())]);
+                return None;
+            }
+        };
+        let streak = self.stats().missed();
+        // Recovered this long after it became a miss: a late block when it was `max_block_delay`
+        // past its expected time, a failed fetch when its first attempt failed.
+        let took = if b.first_failure.is_some() {
+            b.fetch_took
+        } else {
+            late.saturating_sub(self.rules.max_block_delay)
+        };
+        self.stats().recovered(took);
+        let mut metadata = serde_json::Map::new();
+        if let Some((p, e)) = b.first_failure {
+            metadata.insert("failed_provider".into(), p.clone().into());
+            metadata.insert("error_type".into(), e.error_type().into_owned().into());
+        }
+        metadata.insert("recovery_seconds".into(), round_ms(took).into());
+        let record = MissedBlock {
+            timestamp: received,
+            chain: self.chain.clone(),
+            block_number: b.number,
+            reason,
+            severity: self.rules.rate(late, streak, true),
+            expected_timestamp: expected.as_secs(),
+            actual_timestamp: received,
+            recovery_attempts: b.attempts.saturating_sub(1),
+            recovered: true,
+            recovered_from: Some(b.provider.to_owned()),
+            metadata,
+            alert_sent: false,
+        };
+        self.count(&record, streak);
+        self.recovered(took);
+        Some(record)
+    }
+
+    /// A reorg was followed.
+    pub fn reorg(&mut self) {
+        self.stats().reorg();
+    }
+
+    fn count(&self, r: &MissedBlock, streak: u64) {
+        let chain = KeyValue::new(attr::CHAIN, self.chain.clone());
+        self.metrics.blocks_missed.add(
+            1,
+            &[
+                chain.clone(),
+                KeyValue::new(attr::REASON, r.reason.as_str()),
+                KeyValue::new(attr::SEVERITY, r.severity.as_str()),
+            ],
+        );
+        self.metrics.missed_streak.record(streak, &[chain]);
+    }
+
+    fn recovered(&self, took: Duration) {
+        let chain = [KeyValue::new(attr::CHAIN, self.chain.clone())];
+        self.metrics.blocks_recovered.add(1, &chain);
+        self.metrics
+            .recovery_duration
+            .record(took.as_secs_f64(), &chain);
+    }
+}
