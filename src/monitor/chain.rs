@@ -285,3 +285,100 @@ impl ChainMonitor {
             .record(took.as_secs_f64(), &chain);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn monitor() -> ChainMonitor {
+        let meter = opentelemetry::global::meter("test");
+        ChainMonitor::new(
+            "c",
+            Duration::from_secs(12),
+            Duration::from_secs(30),
+            Arc::new(Mutex::new(ChainStats::default())),
+            Arc::new(Metrics::new(&meter)),
+        )
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    fn block(number: u64, timestamp: u64, received: u64, live: bool) -> Emitted<'static> {
+        Emitted {
+            number,
+            timestamp,
+            provider: "p1",
+            received: at(received),
+            fetch_took: Duration::from_millis(20),
+            attempts: 1,
+            first_failure: None,
+            live,
+        }
+    }
+
+    #[test]
+    fn history_is_not_late_but_blocks_after_following_began_are() {
+        let mut m = monitor();
+        // Catching up on old blocks: not judged.
+        assert_eq!(m.emitted(&block(1, 1000, 5000, false)), None);
+        assert_eq!(m.emitted(&block(2, 1012, 5000, false)), None);
+        // Following the head from block 3 (timestamp 1024).
+        assert_eq!(m.emitted(&block(3, 1024, 1025, true)), None);
+        // Block 4, expected at 1036, had at 1070: 34 s late, more than max_block_delay.
+        let r = m.emitted(&block(4, 1036, 1070, false)).expect("late");
+        assert_eq!(r.reason, Reason::NetworkLatency);
+        assert_eq!(r.expected_timestamp, 1036);
+        assert_eq!(r.severity, crate::monitor::Severity::Medium);
+        assert!(r.recovered);
+        assert_eq!(r.metadata["recovery_seconds"], 4.0);
+        let v = m.stats.lock().unwrap().view();
+        assert_eq!((v.blocks_processed, v.blocks_missed), (4, 1));
+    }
+
+    #[test]
+    fn an_open_miss_is_completed_once_when_its_block_comes() {
+        let mut m = monitor();
+        m.emitted(&block(9, 1000, 1001, true));
+        let err = PoolError::Exhausted {
+            chain: "c".into(),
+            method: "eth_getBlockByNumber".into(),
+            attempts: 3,
+            provider: "p0".into(),
+            error: RpcError::Timeout(Duration::from_secs(5)),
+        };
+        let open = m.fetch_failed(10, &err).expect("opened");
+        assert!(!open.recovered);
+        assert_eq!(open.reason, Reason::Timeout);
+        assert_eq!(open.severity, crate::monitor::Severity::Critical);
+        assert_eq!(m.fetch_failed(10, &err), None, "one record per block");
+        assert_eq!(m.overdue(10, Reason::NodeUnresponsive), None);
+        let done = m
+            .emitted(&block(10, 1012, unix(SystemTime::now()), true))
+            .expect("completed");
+        assert!(done.recovered);
+        assert_eq!(done.block_number, 10);
+        assert_eq!(done.reason, Reason::Timeout, "the reason it was missed for");
+        assert_eq!(done.recovery_attempts, 3);
+        let v = m.stats.lock().unwrap().view();
+        assert_eq!((v.blocks_missed, v.blocks_recovered), (1, 1));
+    }
+
+    #[test]
+    fn a_first_attempt_failure_is_a_recovered_miss() {
+        let mut m = monitor();
+        let failure = ("p0".to_owned(), RpcError::HttpStatus { status: 429 });
+        let b = Emitted {
+            first_failure: Some(&failure),
+            attempts: 2,
+            ..block(5, 1000, 1001, true)
+        };
+        let r = m.emitted(&b).expect("missed");
+        assert_eq!(r.reason, Reason::RateLimitExceeded);
+        assert_eq!(r.recovery_attempts, 1);
+        assert_eq!(r.recovered_from.as_deref(), Some("p1"));
+        assert_eq!(r.metadata["failed_provider"], "p0");
+        assert_eq!(r.severity, crate::monitor::Severity::Low);
+    }
+}
