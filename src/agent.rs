@@ -130,6 +130,7 @@ pub async fn run_with_observers(
     let router = api::router(api::ApiState {
         telemetry: telemetry.clone(),
         chains: views.clone(),
+        store: store.clone(),
     });
     let c = cancel.clone();
     tasks.spawn(async move {

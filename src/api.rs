@@ -38,6 +38,8 @@ pub struct ApiState {
     pub telemetry: TelemetryHandle,
     /// Every chain.
     pub chains: Vec<ChainView>,
+    /// The state database (missed-block records for `/export`).
+    pub store: Arc<crate::store::Store>,
 }
 
 /// The routes.
@@ -46,6 +48,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/stats", get(stats))
+        .route("/export", get(export))
         .with_state(state)
 }
 
@@ -74,6 +77,65 @@ struct ChainStatus {
 struct StatusBody {
     status: PoolHealth,
     chains: Vec<ChainStatus>,
+}
+
+/// A 400 with a JSON body naming the problem.
+fn bad_request(message: String) -> axum::response::Response {
+    (
+        axum::http::StatusCode::BAD_REQUEST,
+        Json(serde_json::json!({ "error": message })),
+    )
+        .into_response()
+}
+
+/// `GET /export?format=json|csv[&chain=][&since=]`: missed-block records from the database.
+async fn export(
+    State(state): State<ApiState>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> axum::response::Response {
+    use crate::monitor::export::{parse_since, render, Format, MAX_RECORDS};
+    let mut format = Format::Json;
+    let (mut chain, mut since) = (None, None);
+    for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match key.as_ref() {
+            "format" => match value.parse() {
+                Ok(f) => format = f,
+                Err(e) => return bad_request(e),
+            },
+            "chain" => {
+                if !state.chains.iter().any(|c| c.name == value) {
+                    return bad_request(format!("no chain named {value:?} is configured"));
+                }
+                chain = Some(value.into_owned());
+            }
+            "since" => match parse_since(&value) {
+                Ok(s) => since = Some(s),
+                Err(e) => return bad_request(e),
+            },
+            other => {
+                return bad_request(format!(
+                    "unknown parameter {other:?}: use format, chain and since"
+                ))
+            }
+        }
+    }
+    let store = state.store.clone();
+    let records =
+        tokio::task::spawn_blocking(move || store.missed(chain.as_deref(), since, MAX_RECORDS))
+            .await;
+    let body = match records {
+        Ok(Ok(records)) => render(&records, format),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match body {
+        Ok(body) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
+        Err(e) => (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            Json(serde_json::json!({ "error": e })),
+        )
+            .into_response(),
+    }
 }
 
 /// `/stats` of one chain.

@@ -1,4 +1,4 @@
-//! The command line: `blockwatch run` and `blockwatch check-config`.
+//! The command line: `blockwatch run`, `check-config`, `export`, `devnet` and `demo`.
 //!
 //! Exit codes: 0 success, 2 bad usage or invalid config, 1 runtime failure.
 
@@ -35,6 +35,25 @@ pub enum Command {
     Devnet(DevnetArgs),
     /// Run the devnet and the agent together, with scripted provider failures, and tell the story.
     Demo(DemoArgs),
+    /// Print missed-block records from the state database as JSON or CSV.
+    Export(ExportArgs),
+}
+
+/// `blockwatch export` options.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Output format.
+    #[arg(long, value_enum)]
+    pub format: crate::monitor::export::Format,
+    /// Only this chain's records.
+    #[arg(long)]
+    pub chain: Option<String>,
+    /// Only records of misses found at or after this time: Unix seconds or RFC 3339.
+    #[arg(long, value_parser = crate::monitor::export::parse_since)]
+    pub since: Option<u64>,
+    /// The config whose `agent.state_path` holds the records.
+    #[command(flatten)]
+    pub config: ConfigArg,
 }
 
 /// `blockwatch demo` options.
@@ -106,6 +125,7 @@ pub fn main() -> i32 {
             }
         },
         Command::Devnet(args) => run_devnet(args),
+        Command::Export(args) => run_export(args),
         Command::Demo(args) => run_demo(args),
         Command::Run(args) => {
             let config = match Config::load(&args.config) {
@@ -116,6 +136,56 @@ pub fn main() -> i32 {
                 }
             };
             run_agent(config)
+        }
+    }
+}
+
+/// `blockwatch export`: reads the state database the config names; never creates one.
+fn run_export(args: ExportArgs) -> i32 {
+    use crate::monitor::export::{render, MAX_RECORDS};
+    let config = match Config::load(&args.config.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    if let Some(chain) = &args.chain {
+        if !config.chains.iter().any(|c| &c.name == chain) {
+            eprintln!(
+                "error: --chain {chain:?}: no such chain in {}",
+                args.config.config.display()
+            );
+            return EXIT_USAGE;
+        }
+    }
+    let path = &config.agent.state_path;
+    if !path.exists() {
+        eprintln!(
+            "error: no state database at {} (agent.state_path): nothing was recorded yet",
+            path.display()
+        );
+        return EXIT_FAILURE;
+    }
+    let records = crate::store::Store::open(path)
+        .and_then(|store| store.missed(args.chain.as_deref(), args.since, MAX_RECORDS));
+    match records
+        .map_err(|e| e.to_string())
+        .and_then(|r| render(&r, args.format))
+    {
+        Ok(text) => {
+            use std::io::Write;
+            match std::io::stdout().write_all(text.as_bytes()) {
+                Ok(()) => EXIT_OK,
+                Err(e) => {
+                    eprintln!("error: cannot write the export: {e}");
+                    EXIT_FAILURE
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_FAILURE
         }
     }
 }

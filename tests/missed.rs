@@ -109,6 +109,44 @@ async fn a_block_the_leader_fails_is_a_recovered_miss_with_its_reason() {
         recs.len() as f64
     );
     assert!(agent.log().contains(r#""message":"missed_block""#));
+
+    // Export: the same records as JSON and CSV, over HTTP and from the command line.
+    let api = agent.api_url().await;
+    let (code, json) = http_get(&format!("{api}/export?format=json&chain=anvil")).await;
+    assert_eq!(code, 200, "{json}");
+    let exported: Vec<MissedBlock> = serde_json::from_str(&json).unwrap();
+    assert_eq!(exported, recs);
+    let (code, csv) = http_get(&format!("{api}/export?format=csv")).await;
+    assert_eq!(code, 200, "{csv}");
+    assert_eq!(csv.lines().count(), recs.len() + 1, "{csv}");
+    assert!(csv.starts_with("chain,block_number,reason,severity,"));
+    let (code, none) = http_get(&format!("{api}/export?format=json&since=4000000000")).await;
+    assert_eq!((code, none.trim()), (200, "[]"));
+    for bad in ["format=xml", "chain=nope", "since=yesterday", "limit=3"] {
+        let (code, body) = http_get(&format!("{api}/export?{bad}")).await;
+        assert_eq!(code, 400, "{bad}: {body}");
+        let err: Value = serde_json::from_str(&body).unwrap();
+        assert!(err["error"].is_string(), "{body}");
+    }
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_blockwatch"))
+        .args(["export", "--format", "csv", "--config", "blockwatch.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    let cli_csv = String::from_utf8(cli.stdout).unwrap();
+    assert_eq!(cli_csv.lines().count(), recs.len() + 1, "{cli_csv}");
+    assert_eq!(cli_csv.lines().next(), csv.lines().next());
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_blockwatch"))
+        .args(["export", "--format", "xml", "--config", "blockwatch.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
     assert!(agent
         .signal_and_wait("TERM", Duration::from_secs(5))
         .success());

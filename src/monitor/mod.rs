@@ -6,6 +6,7 @@
 
 pub mod chain;
 pub mod classify;
+pub mod export;
 pub mod record;
 pub mod stats;
 
