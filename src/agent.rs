@@ -17,7 +17,7 @@ use crate::{
         StreamObserver,
     },
     config::Config,
-    monitor::{ChainMonitor, ChainStats},
+    monitor::{log::MissedBlockLog, ChainMonitor, ChainStats},
     output::BlockOutput,
     rpc::{PoolSetupError, ProviderPool},
     store::{Store, StoreError},
@@ -53,6 +53,9 @@ pub enum AgentError {
     /// A task ended unexpectedly.
     #[error("task {0} ended unexpectedly")]
     TaskEnded(String),
+    /// The missed-block log could not be opened.
+    #[error(transparent)]
+    MissedLog(crate::monitor::log::LogError),
     /// The HTTP API could not listen.
     #[error("cannot listen on {addr} for the HTTP API: {source} (choose another address with agent.http_listen)")]
     Http {
@@ -139,6 +142,20 @@ pub async fn run_with_observers(
         }
         ("http".to_owned(), Ok(()))
     });
+    // The missed-block log file, written from the state database.
+    let missed_stored = if config.missed_block_log.path.as_os_str().is_empty() {
+        None
+    } else {
+        let log = MissedBlockLog::open(&config.missed_block_log, store.clone())
+            .map_err(AgentError::MissedLog)?;
+        let notify = log.notifier();
+        let c = cancel.clone();
+        tasks.spawn(async move {
+            log.run(c).await;
+            ("missed_block_log".to_owned(), Ok(()))
+        });
+        Some(notify)
+    };
     let mut observers: Vec<Arc<dyn StreamObserver>> = vec![
         Arc::new(LogObserver),
         Arc::new(MetricsObserver::new(metrics.clone())),
@@ -188,13 +205,17 @@ pub async fn run_with_observers(
             chain_observers,
             config.pool.fetch_concurrency,
         )
-        .with_monitor(ChainMonitor::new(
-            &chain.name,
-            chain.expected_block_time.0,
-            chain.max_block_delay.0,
-            view.stats,
-            metrics.clone(),
-        ));
+        .with_monitor(
+            ChainMonitor::new(
+                &chain.name,
+                chain.expected_block_time.0,
+                chain.max_block_delay.0,
+                view.stats,
+                metrics.clone(),
+            ),
+            missed_stored.clone(),
+            config.missed_block_log.console,
+        );
         let label = format!("{}/follow", chain.name);
         let c = cancel.clone();
         tasks.spawn(async move { (label, follower.run(c).await) });

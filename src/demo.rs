@@ -352,6 +352,10 @@ fn demo_config(devnet: &Devnet, dir: &std::path::Path, http: std::net::SocketAdd
             genesis_hash: None,
             providers,
         }],
+        missed_block_log: crate::config::MissedBlockLogConfig {
+            path: dir.join("missed_blocks.jsonl"),
+            ..Default::default()
+        },
         secrets: Vec::new(),
     }
 }

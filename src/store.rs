@@ -35,14 +35,17 @@ CREATE TABLE IF NOT EXISTS canonical_blocks (
     PRIMARY KEY (chain, number)
 ) WITHOUT ROWID;
 -- one row per missed block: the record as JSON, with the columns exports filter on
+-- `logged`: this version of the record is in the missed-block log file
 CREATE TABLE IF NOT EXISTS missed_blocks (
     chain        TEXT NOT NULL,
     block_number INTEGER NOT NULL,
     missed_at    INTEGER NOT NULL,
     record       TEXT NOT NULL,
+    logged       INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (chain, block_number)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS missed_blocks_at ON missed_blocks (missed_at);
+CREATE INDEX IF NOT EXISTS missed_blocks_unlogged ON missed_blocks (logged, missed_at);
 ";
 
 /// Why the state database could not be used.
@@ -168,6 +171,51 @@ impl Store {
             .map_err(query_err("saving missed blocks"))?;
         insert_missed(&tx, records)?;
         tx.commit().map_err(query_err("saving missed blocks"))
+    }
+
+    /// Missed-block records not in the log file yet (or updated since), oldest first, at most
+    /// `limit`, each with its stored JSON (to mark it logged by).
+    pub fn unlogged(&self, limit: usize) -> Result<Vec<(String, u64, String)>, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT chain, block_number, record FROM missed_blocks WHERE logged = 0
+                 ORDER BY missed_at, chain, block_number LIMIT ?1",
+            )
+            .map_err(query_err("reading unlogged missed blocks"))?;
+        let rows = stmt
+            .query_map(params![i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)? as u64,
+                    row.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(query_err("reading unlogged missed blocks"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(query_err("reading unlogged missed blocks"))
+    }
+
+    /// Records that these versions are in the log file (a record updated since stays unlogged).
+    pub fn mark_logged(&self, written: &[(String, u64, String)]) -> Result<(), StoreError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn
+            .transaction()
+            .map_err(query_err("marking missed blocks logged"))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE missed_blocks SET logged = 1
+                     WHERE chain = ?1 AND block_number = ?2 AND record = ?3",
+                )
+                .map_err(query_err("marking missed blocks logged"))?;
+            for (chain, number, record) in written {
+                stmt.execute(params![chain, *number as i64, record])
+                    .map_err(query_err("marking missed blocks logged"))?;
+            }
+        }
+        tx.commit()
+            .map_err(query_err("marking missed blocks logged"))
     }
 
     /// Missed-block records, oldest block first, of `chain` (or every chain), missed at or after
@@ -330,7 +378,7 @@ fn insert_missed(
         .prepare_cached(
             "INSERT INTO missed_blocks (chain, block_number, missed_at, record)
              VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (chain, block_number) DO UPDATE SET record = excluded.record",
+             ON CONFLICT (chain, block_number) DO UPDATE SET record = excluded.record, logged = 0",
         )
         .map_err(query_err("saving missed blocks"))?;
     for r in records {

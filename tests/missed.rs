@@ -108,7 +108,7 @@ async fn a_block_the_leader_fails_is_a_recovered_miss_with_its_reason() {
         metric_sum(&m, "blockwatch_blocks_recovered_total", &[]),
         recs.len() as f64
     );
-    assert!(agent.log().contains(r#""message":"missed_block""#));
+    assert!(agent.log().contains(r#""message":"missed block""#));
 
     // Export: the same records as JSON and CSV, over HTTP and from the command line.
     let api = agent.api_url().await;
@@ -150,6 +150,124 @@ async fn a_block_the_leader_fails_is_a_recovered_miss_with_its_reason() {
     assert!(agent
         .signal_and_wait("TERM", Duration::from_secs(5))
         .success());
+    // The log file got every record, once, at shutdown (the batch had not filled).
+    assert_eq!(log_records(dir.path()), recs);
+}
+
+/// Every record in the missed-block log directory (rotated and compressed files included), sorted
+/// by block.
+fn log_records(dir: &std::path::Path) -> Vec<MissedBlock> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir.join("logs")).unwrap() {
+        let path = entry.unwrap().path();
+        let mut text = String::new();
+        let file = std::fs::File::open(&path).unwrap();
+        if path.extension().is_some_and(|e| e == "gz") {
+            flate2::read::GzDecoder::new(file)
+                .read_to_string(&mut text)
+                .unwrap();
+        } else {
+            std::io::BufReader::new(file)
+                .read_to_string(&mut text)
+                .unwrap();
+        }
+        for line in text.lines() {
+            out.push(
+                serde_json::from_str::<MissedBlock>(line)
+                    .unwrap_or_else(|e| panic!("{}: {line}: {e}", path.display())),
+            );
+        }
+    }
+    out.sort_by_key(|r| (r.chain.clone(), r.block_number));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_rotates_compresses_and_drops_old_files() {
+    let devnet = DevnetProc::start(2, "200ms").await;
+    let dir = tempfile::tempdir().unwrap();
+    // A rotated file from long ago: past retention, it goes at the next rotation.
+    std::fs::create_dir_all(dir.path().join("logs")).unwrap();
+    let old = dir
+        .path()
+        .join("logs/missed_blocks.jsonl.20200101T000000.gz");
+    std::fs::write(&old, b"").unwrap();
+    let cfg = devnet.agent_config("").replace(
+        "[pool]",
+        "[missed_block_log]\nrotation_size = \"1KB\"\nbatch_size = 1\nbatch_timeout = \"100ms\"\nretention_days = 7\n\n[pool]",
+    );
+    let mut agent = Agent::start(dir.path(), &cfg);
+    agent.wait_for_block(3, CATCH_UP).await;
+    // The leader fails every call: every block is a (recovered) miss, about 350 bytes a line.
+    devnet
+        .set_fault("p0", json!({"kind": "rpc_error", "code": -32000}))
+        .await;
+    wait_for(CATCH_UP, "rotated, compressed log files", || {
+        let n = std::fs::read_dir(dir.path().join("logs"))
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                let name = name.to_string_lossy();
+                name.ends_with(".gz") && !name.contains("20200101")
+            })
+            .count();
+        async move { (n >= 1).then_some(()) }
+    })
+    .await;
+    devnet.clear_faults().await;
+    settle_and_check(&mut agent, &devnet).await;
+    assert!(agent
+        .signal_and_wait("TERM", Duration::from_secs(5))
+        .success());
+    assert!(!old.exists(), "a file past retention_days was kept");
+    let logged = log_records(dir.path());
+    assert_eq!(
+        logged,
+        records(dir.path()),
+        "every record once, across the files"
+    );
+    assert!(logged.len() >= 3, "{logged:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkill_before_the_log_flush_loses_no_record() {
+    let devnet = DevnetProc::start(2, "200ms").await;
+    let dir = tempfile::tempdir().unwrap();
+    // Batches that never fill and never time out in this test: only a restart writes them.
+    let cfg = devnet.agent_config("").replace(
+        "[pool]",
+        "[missed_block_log]\nbatch_size = 1000\nbatch_timeout = \"1h\"\n\n[pool]",
+    );
+    let mut agent = Agent::start(dir.path(), &cfg);
+    agent.wait_for_block(3, CATCH_UP).await;
+    devnet
+        .set_fault("p0", json!({"kind": "rpc_error", "code": -32000}))
+        .await;
+    let stored = wait_for(CATCH_UP, "misses in the database", || {
+        let recs = records(dir.path());
+        async move { (recs.len() >= 2).then_some(recs) }
+    })
+    .await;
+    agent.signal_and_wait("KILL", Duration::from_secs(5));
+    assert!(
+        log_records(dir.path()).is_empty(),
+        "nothing was flushed before the kill"
+    );
+    devnet.clear_faults().await;
+    agent.restart();
+    // The restart writes what the killed run stored.
+    let want = stored.len();
+    wait_for(CATCH_UP, "the stored records in the log", || {
+        let n = log_records(dir.path()).len();
+        async move { (n >= want).then_some(()) }
+    })
+    .await;
+    settle_and_check(&mut agent, &devnet).await;
+    assert!(agent
+        .signal_and_wait("TERM", Duration::from_secs(5))
+        .success());
+    assert_eq!(log_records(dir.path()), records(dir.path()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -173,14 +173,39 @@ struct FetchInfo {
     live: bool,
 }
 
-/// Logs a missed block (inside a block's span: a `missed_block` span event).
-fn log_missed(r: &crate::monitor::MissedBlock) {
-    tracing::warn!(
-        chain = %r.chain, block_number = r.block_number, reason = r.reason.as_str(),
-        severity = r.severity.as_str(), recovered = r.recovered,
-        recovery_attempts = r.recovery_attempts, recovered_from = r.recovered_from.as_deref(),
-        "missed_block"
+/// Adds a `missed_block` event to the block's `span` (whatever the log level), and logs the miss in
+/// it, at warn when `console`, else at debug.
+fn log_missed(span: &tracing::Span, r: &crate::monitor::MissedBlock, console: bool) {
+    use opentelemetry::KeyValue;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    span.add_event(
+        "missed_block",
+        vec![
+            KeyValue::new("block_number", r.block_number as i64),
+            KeyValue::new("reason", r.reason.as_str()),
+            KeyValue::new("severity", r.severity.as_str()),
+            KeyValue::new("recovered", r.recovered),
+        ],
     );
+    span.in_scope(|| {
+        macro_rules! log {
+            ($level:expr) => {
+                tracing::event!(
+                    $level,
+                    chain = %r.chain, block_number = r.block_number, reason = r.reason.as_str(),
+                    severity = r.severity.as_str(), recovered = r.recovered,
+                    recovery_attempts = r.recovery_attempts,
+                    recovered_from = r.recovered_from.as_deref(),
+                    "missed block"
+                )
+            };
+        }
+        if console {
+            log!(tracing::Level::WARN)
+        } else {
+            log!(tracing::Level::DEBUG)
+        }
+    });
 }
 
 /// A line to publish, with the span its observers run in (a block's `process_block` span).
@@ -232,6 +257,10 @@ pub struct ChainFollower {
     fetch_failing: bool,
     /// The missed-block monitor, when there is one.
     monitor: Option<crate::monitor::ChainMonitor>,
+    /// Told when missed-block records were stored (the log writer).
+    missed_stored: Option<Arc<tokio::sync::Notify>>,
+    /// Missed blocks are logged at warn (else at debug).
+    missed_console: bool,
 }
 
 impl ChainFollower {
@@ -261,12 +290,22 @@ impl ChainFollower {
             first_emitted: None,
             fetch_failing: false,
             monitor: None,
+            missed_stored: None,
+            missed_console: true,
         }
     }
 
-    /// Watches the stream for missed blocks with `monitor`.
-    pub fn with_monitor(mut self, monitor: crate::monitor::ChainMonitor) -> Self {
+    /// Watches the stream for missed blocks with `monitor`; `stored` is told when records were
+    /// stored; `console`: missed blocks are logged at warn (else at debug).
+    pub fn with_monitor(
+        mut self,
+        monitor: crate::monitor::ChainMonitor,
+        stored: Option<Arc<tokio::sync::Notify>>,
+        console: bool,
+    ) -> Self {
         self.monitor = Some(monitor);
+        self.missed_stored = stored;
+        self.missed_console = console;
         self
     }
 
@@ -770,7 +809,7 @@ impl ChainFollower {
             live: f.fetch.live,
         });
         if let Some(r) = record {
-            f.span.in_scope(|| log_missed(&r));
+            log_missed(&f.span, &r, self.missed_console);
             commit.missed.push(r);
         }
     }
@@ -813,12 +852,17 @@ impl ChainFollower {
 
     /// Logs and stores a miss found while the stream waits for its block.
     async fn store_open_miss(&self, record: crate::monitor::MissedBlock) -> Result<(), StepError> {
-        block_span(&self.cfg.name, record.block_number).in_scope(|| log_missed(&record));
+        let span = block_span(&self.cfg.name, record.block_number);
+        log_missed(&span, &record, self.missed_console);
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.save_missed(&[record]))
             .await
             .map_err(|e| StepError::Fatal(e.into()))?
-            .map_err(|e| StepError::Fatal(e.into()))
+            .map_err(|e| StepError::Fatal(e.into()))?;
+        if let Some(n) = &self.missed_stored {
+            n.notify_one();
+        }
+        Ok(())
     }
 
     fn emitted(&self, f: &Fetched) -> Emitted {
@@ -866,7 +910,13 @@ impl ChainFollower {
             .map_err(|e| fatal(e.into()))?
             .map_err(|e| fatal(e.into()))?;
         if let Some(commit) = commit {
+            let missed = !commit.missed.is_empty();
             self.commit(commit).await.map_err(fatal)?;
+            if missed {
+                if let Some(n) = &self.missed_stored {
+                    n.notify_one();
+                }
+            }
         }
         // Observers see each line inside its block's span, so their logs and events join its trace.
         for (event, span) in &events {

@@ -94,6 +94,16 @@ pub const DEFAULT_HEDGE_MIN_DELAY: HumanDuration = HumanDuration::from_millis(50
 pub const DEFAULT_SWITCH_RATIO: f64 = 1.5;
 /// Default time a challenger must stay clearly better before it takes over.
 pub const DEFAULT_SWITCH_HOLD: HumanDuration = HumanDuration::from_secs(5);
+/// Default missed-block log file.
+pub const DEFAULT_MISSED_BLOCK_LOG: &str = "logs/missed_blocks.jsonl";
+/// Default size at which the missed-block log is rotated.
+pub const DEFAULT_ROTATION_SIZE: ByteSize = ByteSize(10_000_000);
+/// Default days rotated missed-block logs are kept.
+pub const DEFAULT_RETENTION_DAYS: u32 = 30;
+/// Default records written to the missed-block log at once.
+pub const DEFAULT_LOG_BATCH_SIZE: usize = 100;
+/// Default longest wait before waiting records are written.
+pub const DEFAULT_LOG_BATCH_TIMEOUT: HumanDuration = HumanDuration::from_secs(60);
 /// Default largest JSON-RPC batch sent to a provider (1: no batching).
 pub const DEFAULT_MAX_BATCH_SIZE: u32 = 32;
 
@@ -151,9 +161,46 @@ pub struct Config {
     /// The chains to follow; at least one.
     #[serde(default)]
     pub chains: Vec<ChainConfig>,
+    /// The missed-block log file.
+    #[serde(default)]
+    pub missed_block_log: MissedBlockLogConfig,
     /// Values that must never be shown (filled while loading, not read from the file).
     #[serde(skip)]
     pub secrets: Vec<String>,
+}
+
+/// `[missed_block_log]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MissedBlockLogConfig {
+    /// The JSON-lines file; `""` writes no file (records stay in the state database).
+    pub path: PathBuf,
+    /// The file is rotated once it passes this size.
+    pub rotation_size: ByteSize,
+    /// Rotated files older than this many days are removed (0: never).
+    pub retention_days: u32,
+    /// Rotated files are gzip-compressed.
+    pub compress: bool,
+    /// Records are written once this many are waiting…
+    pub batch_size: usize,
+    /// …or this long after the last write, and at shutdown.
+    pub batch_timeout: HumanDuration,
+    /// Each missed block is also logged on stderr at warn level (otherwise at debug).
+    pub console: bool,
+}
+
+impl Default for MissedBlockLogConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from(DEFAULT_MISSED_BLOCK_LOG),
+            rotation_size: DEFAULT_ROTATION_SIZE,
+            retention_days: DEFAULT_RETENTION_DAYS,
+            compress: true,
+            batch_size: DEFAULT_LOG_BATCH_SIZE,
+            batch_timeout: DEFAULT_LOG_BATCH_TIMEOUT,
+            console: true,
+        }
+    }
 }
 
 /// `[agent]`.
@@ -743,6 +790,27 @@ impl Config {
             ));
         }
         p.validate_health()?;
+        let log = &self.missed_block_log;
+        if !log.path.as_os_str().is_empty() {
+            if log.rotation_size.0 < 1000 {
+                return Err(ConfigError::invalid(
+                    "missed_block_log.rotation_size",
+                    "must be at least 1KB",
+                ));
+            }
+            if log.batch_size == 0 || log.batch_size > 100_000 {
+                return Err(ConfigError::invalid(
+                    "missed_block_log.batch_size",
+                    "must be between 1 and 100000",
+                ));
+            }
+            if log.batch_timeout.0.is_zero() {
+                return Err(ConfigError::invalid(
+                    "missed_block_log.batch_timeout",
+                    "must be above zero",
+                ));
+            }
+        }
         if self.agent.state_path.as_os_str().is_empty() {
             return Err(ConfigError::invalid(
                 "agent.state_path",

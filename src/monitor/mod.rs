@@ -7,6 +7,7 @@
 pub mod chain;
 pub mod classify;
 pub mod export;
+pub mod log;
 pub mod record;
 pub mod stats;
 
