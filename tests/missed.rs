@@ -333,3 +333,40 @@ async fn a_block_nobody_can_serve_stays_open_until_it_is_recovered_in_order() {
         .signal_and_wait("TERM", Duration::from_secs(5))
         .success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_the_leader_skips_is_a_miss_served_by_another_provider() {
+    let devnet = DevnetProc::start(2, "200ms").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(dir.path(), &devnet.agent_config(""));
+    agent.wait_for_block(3, CATCH_UP).await;
+    // p0 leads (priority) and will never announce nor serve the next block.
+    let skipped = devnet
+        .control("devnet_skipBlock", json!({"provider": "p0"}))
+        .await["skipped"]
+        .as_u64()
+        .unwrap();
+    agent.wait_for_block(skipped + 3, CATCH_UP).await;
+    let rec = wait_for(CATCH_UP, "the skipped block's record", || {
+        let recs = records(dir.path());
+        async move { recs.into_iter().find(|r| r.block_number == skipped) }
+    })
+    .await;
+    assert_eq!(rec.reason, Reason::NodeUnresponsive, "{rec:?}");
+    assert_eq!(rec.metadata["skipped_by"], "p0", "{rec:?}");
+    assert_eq!(rec.recovered_from.as_deref(), Some("p1"), "{rec:?}");
+    assert!(rec.recovered);
+    settle_and_check(&mut agent, &devnet).await;
+    // Once, everywhere.
+    let recs = records(dir.path());
+    assert_eq!(recs.iter().filter(|r| r.block_number == skipped).count(), 1);
+    let stats = get_json(&agent, "/stats").await;
+    assert_eq!(
+        stats["chains"][0]["blocks_missed"].as_u64().unwrap(),
+        recs.len() as u64
+    );
+    assert!(agent
+        .signal_and_wait("TERM", Duration::from_secs(5))
+        .success());
+    assert_eq!(log_records(dir.path()), recs);
+}

@@ -329,6 +329,7 @@ impl ChainFollower {
                     tracing::warn!(chain = %self.cfg.name, error = %e, "cannot fetch blocks now; will retry");
                 }
             }
+            self.note_skips().await?;
             if self.canonical.tip() != tip_before {
                 last_progress = Instant::now();
                 stall_reported = false;
@@ -838,6 +839,34 @@ impl ChainFollower {
         self.store_open_miss(record).await
     }
 
+    /// Blocks the active provider skipped in its `newHeads` sequence are misses (served by others):
+    /// recorded now if they were emitted already, else when they are.
+    async fn note_skips(&mut self) -> Result<(), FollowError> {
+        let gaps = self.pool.heads().take_gaps();
+        let (Some(monitor), Some(active)) = (self.monitor.as_mut(), self.pool.active()) else {
+            return Ok(());
+        };
+        let mut records = Vec::new();
+        for (idx, first, last) in gaps {
+            if idx != active.index {
+                continue;
+            }
+            for n in first..=last {
+                if let Some(r) = monitor.skipped(n, &active.name) {
+                    records.push(r);
+                }
+            }
+        }
+        for r in records {
+            match self.store_open_miss(r).await {
+                Ok(()) => {}
+                Err(StepError::Fatal(e)) => return Err(e),
+                Err(_) => {}
+            }
+        }
+        Ok(())
+    }
+
     /// No provider could serve block `number`: an open miss, stored at once.
     async fn fetch_failed(&mut self, number: u64, error: &PoolError) -> Result<(), StepError> {
         let Some(record) = self
@@ -850,7 +879,7 @@ impl ChainFollower {
         self.store_open_miss(record).await
     }
 
-    /// Logs and stores a miss found while the stream waits for its block.
+    /// Logs and stores a miss found outside a batch's commit (an open miss, a skip found late).
     async fn store_open_miss(&self, record: crate::monitor::MissedBlock) -> Result<(), StepError> {
         let span = block_span(&self.cfg.name, record.block_number);
         log_missed(&span, &record, self.missed_console);

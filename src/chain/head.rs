@@ -268,6 +268,7 @@ impl HeadTracker {
                 Ok(h) => {
                     if !delivered {
                         provider.set_subscription(Subscription::Live);
+                        provider.restart_head_sequence();
                     }
                     delivered = true;
                     let number = h.number.to::<u64>();

@@ -64,8 +64,17 @@ pub struct ChainMonitor {
     live_since: Option<u64>,
     /// Why the last miss happened: late blocks of the same outage share it.
     last_reason: Option<Reason>,
+    /// The last blocks emitted: number, provider, whether a record was made for it.
+    recent: std::collections::VecDeque<(u64, String, bool)>,
+    /// Blocks the active provider skipped that are not emitted yet.
+    skipped_ahead: std::collections::BTreeMap<u64, String>,
     metrics: Arc<Metrics>,
 }
+
+/// Emitted blocks remembered for skips found after them.
+const RECENT: usize = 128;
+/// Skipped blocks remembered until they are emitted.
+const MAX_SKIPPED_AHEAD: usize = 64;
 
 fn round_ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0).round() / 1000.0
@@ -97,6 +106,8 @@ impl ChainMonitor {
             last_timestamp: None,
             live_since: None,
             last_reason: None,
+            recent: std::collections::VecDeque::new(),
+            skipped_ahead: std::collections::BTreeMap::new(),
             metrics,
         }
     }
@@ -178,6 +189,92 @@ impl ChainMonitor {
     /// Block `b` is being emitted: returns its missed-block record if it was missed on the way
     /// (found now, or the open miss it completes).
     pub fn emitted(&mut self, b: &Emitted<'_>) -> Option<MissedBlock> {
+        let skipped_by = self.skipped_ahead.remove(&b.number);
+        self.skipped_ahead.retain(|&n, _| n > b.number);
+        let mut record = self.judge(b);
+        if record.is_none() {
+            if let Some(by) = skipped_by {
+                record = Some(self.skipped_record(b, &by));
+            }
+        }
+        if self.recent.len() >= RECENT {
+            self.recent.pop_front();
+        }
+        self.recent
+            .push_back((b.number, b.provider.to_owned(), record.is_some()));
+        record
+    }
+
+    /// A block the active provider skipped in its `newHeads` sequence while another served it.
+    fn skipped_record(&mut self, b: &Emitted<'_>, by: &str) -> MissedBlock {
+        // It was counted on time a moment ago: now it is a miss, recovered as it came.
+        let streak = {
+            let mut s = self.stats();
+            s.undo_on_time();
+            s.missed()
+        };
+        self.stats().recovered(Duration::ZERO);
+        let record = self.skip_record(b.number, by, Some(b.provider), unix(b.received), streak);
+        self.count(&record, streak);
+        self.recovered(Duration::ZERO);
+        record
+    }
+
+    fn skip_record(
+        &self,
+        number: u64,
+        by: &str,
+        served_by: Option<&str>,
+        at: u64,
+        streak: u64,
+    ) -> MissedBlock {
+        let mut metadata = serde_json::Map::new();
+        metadata.insert("skipped_by".into(), by.into());
+        metadata.insert("recovery_seconds".into(), 0.0.into());
+        MissedBlock {
+            timestamp: at,
+            chain: self.chain.clone(),
+            block_number: number,
+            reason: Reason::NodeUnresponsive,
+            severity: self.rules.rate(Duration::ZERO, streak, true),
+            expected_timestamp: at,
+            actual_timestamp: at,
+            recovery_attempts: 1,
+            recovered: true,
+            recovered_from: served_by.map(str::to_owned),
+            metadata,
+            alert_sent: false,
+        }
+    }
+
+    /// The active provider `by` skipped block `number` in its `newHeads` sequence. Returns its
+    /// record when the block was already emitted (by another provider); a block not emitted yet is
+    /// recorded when it is.
+    pub fn skipped(&mut self, number: u64, by: &str) -> Option<MissedBlock> {
+        let newest = self.recent.back().map(|r| r.0);
+        if newest.is_none_or(|n| number > n) {
+            if self.skipped_ahead.len() < MAX_SKIPPED_AHEAD {
+                self.skipped_ahead.insert(number, by.to_owned());
+            }
+            return None;
+        }
+        let entry = self.recent.iter_mut().find(|r| r.0 == number)?;
+        if entry.2 {
+            // Already recorded as missed for another reason.
+            return None;
+        }
+        entry.2 = true;
+        let served_by = entry.1.clone();
+        self.stats().missed_after_emission();
+        let now = unix(SystemTime::now());
+        let record = self.skip_record(number, by, Some(&served_by), now, 1);
+        self.count(&record, self.stats().current_streak());
+        self.recovered(Duration::ZERO);
+        Some(record)
+    }
+
+    /// Decides whether `b` was missed on the way (before it was emitted).
+    fn judge(&mut self, b: &Emitted<'_>) -> Option<MissedBlock> {
         let expected = self.expected_at(Duration::from_secs(b.timestamp));
         self.last_timestamp = Some(b.timestamp);
         let received = unix(b.received);

@@ -41,6 +41,11 @@ pub struct StatsView {
 }
 
 impl ChainStats {
+    /// Takes back the last [`Self::on_time`] (that block turned out missed).
+    pub fn undo_on_time(&mut self) {
+        self.processed = self.processed.saturating_sub(1);
+    }
+
     /// A block came in time: a streak of misses, if any, has ended.
     pub fn on_time(&mut self) {
         self.processed += 1;
@@ -65,6 +70,14 @@ impl ChainStats {
         self.processed += 1;
         self.recovered += 1;
         self.recovery_seconds += took.as_secs_f64();
+    }
+
+    /// A block already emitted turned out missed (a provider skipped it and another served it):
+    /// missed and recovered at once, without counting it processed again or joining a streak.
+    pub fn missed_after_emission(&mut self) {
+        self.missed += 1;
+        self.recovered += 1;
+        self.longest_streak = self.longest_streak.max(1);
     }
 
     /// A reorg was followed.

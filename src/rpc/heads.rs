@@ -20,6 +20,11 @@ use alloy_primitives::B256;
 const RECENT_HASHES: usize = 64;
 /// Recent block numbers kept with the time the first provider announced them.
 const FIRST_SEEN: usize = 128;
+/// The widest gap in a provider's `newHeads` sequence taken as skipped blocks (a wider jump is a
+/// reconnection or a catch-up, not a skip).
+const MAX_GAP: u64 = 64;
+/// Gaps kept until the follower takes them.
+const MAX_PENDING_GAPS: usize = 256;
 /// Weight of the newest sample in the arrival delay's moving average.
 const DELAY_WEIGHT: f64 = 0.2;
 
@@ -47,6 +52,8 @@ struct Entry {
     /// Moving average of how late it announces blocks, in milliseconds (push sources only).
     delay_ms: Option<f64>,
     syncing: bool,
+    /// The last number its subscription pushed (since the subscription opened).
+    last_pushed: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -56,6 +63,8 @@ struct Book {
     /// Disagreements per provider pair (lower index first).
     forks: BTreeMap<(usize, usize), u64>,
     best: Option<Announced>,
+    /// Blocks providers skipped in their `newHeads` sequence: (provider, first, last).
+    gaps: VecDeque<(usize, u64, u64)>,
     /// The last head two providers agreed on: how far the chain may have grown is counted from it.
     agreed: Option<Announced>,
 }
@@ -144,6 +153,20 @@ impl HeadBook {
             }
         }
         if pushed {
+            let prev = b.entries[idx].last_pushed;
+            if let Some(prev) = prev {
+                if number > prev + 1 && number - prev <= MAX_GAP {
+                    if b.gaps.len() >= MAX_PENDING_GAPS {
+                        b.gaps.pop_front();
+                    }
+                    b.gaps.push_back((idx, prev + 1, number - 1));
+                }
+            }
+            b.entries[idx].last_pushed = Some(match prev {
+                Some(p) if number < p => number,
+                Some(p) => p.max(number),
+                None => number,
+            });
             let first = b
                 .first_seen
                 .iter()
@@ -186,6 +209,17 @@ impl HeadBook {
         if best.is_none() {
             b.best = None;
         }
+    }
+
+    /// Provider `idx`'s subscription (re)opened: its sequence starts again (a jump across the
+    /// reconnection is not a skip).
+    pub fn restart_sequence(&self, idx: usize) {
+        self.lock().entries[idx].last_pushed = None;
+    }
+
+    /// Takes the gaps found in providers' `newHeads` sequences: (provider, first, last) skipped.
+    pub fn take_gaps(&self) -> Vec<(usize, u64, u64)> {
+        self.lock().gaps.drain(..).collect()
     }
 
     /// Records whether provider `idx` said it is syncing.
@@ -390,6 +424,25 @@ mod tests {
                 }
             ]
         );
+    }
+
+    #[test]
+    fn gaps_in_a_pushed_sequence_are_kept_for_the_follower() {
+        let t = Instant::now();
+        let b = book(2);
+        b.report(0, 10, None, true, t);
+        b.report(0, 11, None, true, t);
+        b.report(0, 13, None, true, t);
+        // Polled heads and a reorg back are not gaps; a huge jump is a catch-up.
+        b.report(1, 20, None, false, t);
+        b.report(0, 12, None, true, t);
+        b.report(0, 13, None, true, t);
+        b.report(0, 500, None, true, t);
+        assert_eq!(b.take_gaps(), vec![(0, 12, 12)]);
+        assert!(b.take_gaps().is_empty());
+        b.restart_sequence(0);
+        b.report(0, 503, None, true, t);
+        assert!(b.take_gaps().is_empty(), "a reconnection is not a skip");
     }
 
     #[test]

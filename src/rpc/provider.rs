@@ -590,6 +590,11 @@ impl Provider {
         self.heads.best()
     }
 
+    /// Its subscription (re)opened: its `newHeads` sequence starts again.
+    pub fn restart_head_sequence(&self) {
+        self.heads.restart_sequence(self.index);
+    }
+
     /// Records what `eth_syncing` answered.
     pub fn record_syncing(&self, syncing: bool) {
         self.heads.set_syncing(self.index, syncing);
