@@ -66,27 +66,6 @@ async fn metrics(agent: &Agent) -> String {
         .1
 }
 
-/// The sum of the samples of `name` whose labels include every `labels` pair.
-fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
-        .filter(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-async fn settle_and_check(agent: &mut Agent, devnet: &DevnetProc) {
-    let head = devnet.head().await;
-    agent.wait_for_block(head, CATCH_UP).await;
-    assert!(agent.is_running(), "agent died; log:\n{}", agent.log());
-    let chain = canonical(&agent.stream());
-    assert_matches_node(&chain, &devnet.info.control).await;
-}
-
 fn current(status: &Value) -> String {
     chain(status)["current_provider"]
         .as_str()

@@ -28,25 +28,6 @@ fn records(dir: &std::path::Path) -> Vec<MissedBlock> {
         .unwrap()
 }
 
-fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
-        .filter(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-async fn settle_and_check(agent: &mut Agent, devnet: &DevnetProc) {
-    let head = devnet.head().await;
-    agent.wait_for_block(head, CATCH_UP).await;
-    let chain = canonical(&agent.stream());
-    assert_matches_node(&chain, &devnet.info.control).await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_block_the_leader_fails_is_a_recovered_miss_with_its_reason() {
     let devnet = DevnetProc::start(2, "200ms").await;

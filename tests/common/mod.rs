@@ -716,3 +716,26 @@ pub async fn http_get(url: &str) -> (u16, String) {
     };
     (status, body)
 }
+
+/// The sum of the `/metrics` samples of `name` whose labels include every `labels` pair.
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Waits until the agent has emitted devnet's head, then checks the whole stream against devnet's
+/// canonical chain (no gap, no repeat, parents linked).
+pub async fn settle_and_check(agent: &mut Agent, devnet: &DevnetProc) {
+    let head = devnet.head().await;
+    agent.wait_for_block(head, Duration::from_secs(30)).await;
+    assert!(agent.is_running(), "agent died; log:\n{}", agent.log());
+    let chain = canonical(&agent.stream());
+    assert_matches_node(&chain, &devnet.info.control).await;
+}
