@@ -179,7 +179,12 @@ async fn status(State(state): State<ApiState>) -> Json<StatusBody> {
                     .map(|s| (s * 1000.0).round() / 1000.0),
                 current_provider: pool.current_provider,
                 rpc_error_count: pool.rpc_error_count,
-                reorgs: c.progress.reorgs(),
+                reorgs: c
+                    .stats
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .view()
+                    .reorgs,
                 providers: pool.providers,
                 forks: pool.forks,
             }

@@ -68,30 +68,10 @@ impl HeadTracker {
         (tracker, rx)
     }
 
-    /// Publishes `head` if it is news: a higher number, or a different hash at the current number
-    /// (the tip was replaced).
-    pub fn observe(&self, head: Head) {
-        self.tx.send_if_modified(|current| {
-            let news = match current {
-                None => true,
-                Some(cur) => {
-                    head.number > cur.number
-                        || (head.number == cur.number
-                            && head.hash.is_some()
-                            && head.hash != cur.hash)
-                }
-            };
-            if news {
-                *current = Some(head);
-            }
-            news
-        });
-    }
-
     /// Publishes the chain's corroborated head `best` after a provider announced `number` (with
-    /// `hash`): its hash goes with it when the provider announced that very height. Unlike
-    /// [`Self::observe`], `best` may also be lower than before: a head that was believed while its
-    /// provider was the only one heard from is withdrawn once others contradict it.
+    /// `hash`): its hash goes with it when the provider announced that very height.
+    /// `best` may also be lower than before: a head that was believed while its provider was the
+    /// only one heard from is withdrawn once others contradict it.
     pub fn publish(&self, best: Option<u64>, number: u64, hash: Option<B256>) {
         let Some(best) = best else { return };
         let hash = hash.filter(|_| number == best);
@@ -329,32 +309,35 @@ mod tests {
     #[test]
     fn only_news_is_published() {
         let (t, mut rx) = HeadTracker::new("c");
-        t.observe(Head {
-            number: 5,
-            hash: None,
-        });
+        let h = Some(B256::ZERO);
+        t.publish(Some(5), 5, None);
         assert!(rx.has_changed().unwrap());
         assert_eq!(rx.borrow_and_update().unwrap().number, 5);
-        t.observe(Head {
-            number: 4,
-            hash: Some(B256::ZERO),
-        });
-        assert!(!rx.has_changed().unwrap());
-        t.observe(Head {
-            number: 5,
-            hash: None,
-        });
-        assert!(!rx.has_changed().unwrap());
-        t.observe(Head {
-            number: 5,
-            hash: Some(B256::ZERO),
-        });
-        assert!(rx.has_changed().unwrap());
-        rx.borrow_and_update();
-        t.observe(Head {
-            number: 9,
-            hash: None,
-        });
+        t.publish(Some(5), 5, None);
+        assert!(!rx.has_changed().unwrap(), "the same head is no news");
+        t.publish(Some(5), 4, h);
+        assert!(
+            !rx.has_changed().unwrap(),
+            "a lower provider head leaves the chain head"
+        );
+        t.publish(Some(5), 5, h);
+        assert_eq!(
+            *rx.borrow_and_update(),
+            Some(Head { number: 5, hash: h }),
+            "a new tip hash"
+        );
+        t.publish(Some(9), 9, None);
         assert_eq!(rx.borrow_and_update().unwrap().number, 9);
+        t.publish(Some(7), 8, h);
+        assert_eq!(
+            *rx.borrow_and_update(),
+            Some(Head {
+                number: 7,
+                hash: None
+            }),
+            "a withdrawn head goes down; the hash of another height is not its"
+        );
+        t.publish(None, 3, None);
+        assert!(!rx.has_changed().unwrap());
     }
 }

@@ -3,7 +3,7 @@
 
 use std::{
     sync::Mutex,
-    time::{Instant, SystemTime, UNIX_EPOCH},
+    time::{SystemTime, UNIX_EPOCH},
 };
 
 use alloy_primitives::B256;
@@ -22,26 +22,18 @@ pub struct LastBlock {
     pub timestamp: u64,
     /// How late it was emitted, in milliseconds.
     pub lag_ms: i64,
-    /// When it was emitted.
-    pub at: Instant,
 }
 
 /// Records the last block of one chain's stream.
 #[derive(Debug, Default)]
 pub struct Progress {
     last: Mutex<Option<LastBlock>>,
-    reorgs: Mutex<u64>,
 }
 
 impl Progress {
     /// The last block emitted, if any.
     pub fn last(&self) -> Option<LastBlock> {
         *self.last.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Reorgs followed since start.
-    pub fn reorgs(&self) -> u64 {
-        *self.reorgs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Seconds between the last block's timestamp and now (`None` before the first block).
@@ -58,20 +50,13 @@ impl Progress {
 impl StreamObserver for Progress {
     fn on_events(&self, events: &[StreamEvent]) {
         for e in events {
-            match e {
-                StreamEvent::Block(b) => {
-                    *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(LastBlock {
-                        number: b.block_number,
-                        hash: b.hash,
-                        timestamp: b.timestamp,
-                        lag_ms: b.lag_ms,
-                        at: Instant::now(),
-                    });
-                }
-                StreamEvent::Reorg(_) => {
-                    *self.reorgs.lock().unwrap_or_else(|p| p.into_inner()) += 1
-                }
-                StreamEvent::Error(_) => {}
+            if let StreamEvent::Block(b) = e {
+                *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(LastBlock {
+                    number: b.block_number,
+                    hash: b.hash,
+                    timestamp: b.timestamp,
+                    lag_ms: b.lag_ms,
+                });
             }
         }
     }

@@ -1122,11 +1122,6 @@ impl ProviderPool {
         Ok(a.map(|b| b.map(Block::from)))
     }
 
-    /// How long to wait before asking again after a failed call.
-    pub fn retry_pause(&self) -> Duration {
-        self.cfg.retry_initial_backoff.0
-    }
-
     /// Re-evaluates every provider's state (at least every half second) and probes providers that
     /// calls have not used for `pool.probe_interval`, and open circuits whose half-open probe is
     /// due. Runs until `cancel` fires.

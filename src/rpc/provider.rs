@@ -203,7 +203,7 @@ pub struct Provider {
 
 /// Marks an attempt span failed with `error`'s class (and JSON-RPC code); the description passes
 /// through `redactor` (a provider may quote its own URL, key included, in an error).
-pub fn record_span_error(span: &tracing::Span, error: &RpcError, redactor: &Redactor) {
+fn record_span_error(span: &tracing::Span, error: &RpcError, redactor: &Redactor) {
     span.record("otel.status_code", "ERROR");
     span.record(
         "otel.status_description",
@@ -619,12 +619,7 @@ impl Provider {
     }
 
     fn head_view(&self) -> HeadView {
-        let h = self.heads.provider(self.index);
-        HeadView {
-            lag_blocks: h.lag_blocks,
-            arrival_delay: h.arrival_delay,
-            syncing: h.syncing,
-        }
+        view_of(&self.heads.provider(self.index))
     }
 
     /// Logs a health event (inside the current span, so that it is also a span event) and exports
@@ -681,26 +676,28 @@ impl Provider {
     /// The provider's cost in milliseconds for ranking (lower is better); `None` before its first
     /// answer.
     pub fn cost_ms(&self) -> Option<f64> {
-        let view = self.head_view();
+        self.measure(self.head_view()).2
+    }
+
+    /// Latency percentiles, window rates and cost as of now, with the head `view`.
+    fn measure(&self, view: HeadView) -> (Option<Percentiles>, health::Rates, Option<f64>) {
         let now = Instant::now();
         let mut h = self.health();
         let p = h.percentiles(now);
         let rates = h.tracker.rates(now);
-        h.tracker.cost_ms(p, rates, view)
+        let cost = h.tracker.cost_ms(p, rates, view);
+        (p, rates, cost)
     }
 
     /// The provider as `/status` shows it.
     pub fn status(&self) -> ProviderStatus {
         let head = self.heads.provider(self.index);
-        let view = self.head_view();
-        let now = Instant::now();
-        let mut h = self.health();
-        let p = h.percentiles(now);
-        let rates = h.tracker.rates(now);
+        let (p, rates, cost) = self.measure(view_of(&head));
+        let h = self.health();
         let state = h.tracker.state();
         let score = match state {
             State::WrongChain | State::CircuitOpen | State::Unreachable => Some(0.0),
-            _ => h.tracker.cost_ms(p, rates, view).map(health::score),
+            _ => cost.map(health::score),
         };
         let ms = |d: Duration| (d.as_secs_f64() * 10_000.0).round() / 10.0;
         ProviderStatus {
@@ -743,11 +740,6 @@ impl Provider {
     /// Until when the provider asked (with `Retry-After`) not to be called, if that is still ahead.
     pub fn asked_to_wait_until(&self) -> Option<Instant> {
         self.retry_after.until()
-    }
-
-    /// p50/p95/p99 of successful calls over the score window; `None` without samples.
-    pub fn latency(&self) -> Option<Percentiles> {
-        self.health().percentiles(Instant::now())
     }
 
     /// Passes the provider over for `cooldown` (while others are usable), or for as long as it
@@ -875,5 +867,14 @@ impl Provider {
     pub fn is_refused(&self) -> bool {
         self.wrong_genesis.load(Ordering::Relaxed)
             || (self.wrong_chain().is_some() && !self.needs_chain_check())
+    }
+}
+
+/// What health needs of a provider's head.
+fn view_of(h: &super::heads::ProviderHead) -> HeadView {
+    HeadView {
+        lag_blocks: h.lag_blocks,
+        arrival_delay: h.arrival_delay,
+        syncing: h.syncing,
     }
 }
