@@ -14,11 +14,12 @@ pub enum Reason {
     NetworkLatency,
     /// Providers answered, but none had the block (it was announced or is due, yet not served).
     NodeUnresponsive,
-    /// A provider answered with a JSON-RPC error.
+    /// A provider answered with a JSON-RPC error or an HTTP error status.
     RpcError,
     /// A provider served a block that is not the one asked for, or whose hash does not match.
     InvalidBlock,
-    /// The block was replaced by a reorg before it could be processed.
+    /// The block the stream delivered at this height was replaced by a reorg: the canonical one
+    /// came only with the reorg.
     ChainReorg,
     /// A provider did not answer in time.
     Timeout,
@@ -26,7 +27,7 @@ pub enum Reason {
     ConnectionLost,
     /// A provider said to slow down (HTTP 429).
     RateLimitExceeded,
-    /// Anything else (an HTTP error status, a malformed answer).
+    /// Anything else (an answer that could not be read).
     Unknown,
 }
 
@@ -37,11 +38,9 @@ impl Reason {
             RpcError::Timeout(_) => Reason::Timeout,
             RpcError::Connection(_) => Reason::ConnectionLost,
             e if e.is_rate_limited() => Reason::RateLimitExceeded,
-            RpcError::Rpc { .. } => Reason::RpcError,
+            RpcError::Rpc { .. } | RpcError::HttpStatus { .. } => Reason::RpcError,
             RpcError::InvalidBlock(_) | RpcError::WrongChain { .. } => Reason::InvalidBlock,
-            RpcError::HttpStatus { .. }
-            | RpcError::InvalidResponse(_)
-            | RpcError::RetryAfter(_) => Reason::Unknown,
+            RpcError::InvalidResponse(_) | RpcError::RetryAfter(_) => Reason::Unknown,
         }
     }
 
@@ -159,6 +158,10 @@ mod tests {
         );
         assert_eq!(
             Reason::from_error(&RpcError::HttpStatus { status: 502 }),
+            Reason::RpcError
+        );
+        assert_eq!(
+            Reason::from_error(&RpcError::InvalidResponse("not JSON".into())),
             Reason::Unknown
         );
         assert_eq!(
