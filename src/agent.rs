@@ -14,7 +14,7 @@ use crate::{
     api,
     chain::{
         ChainFollower, FollowError, HeadTracker, LogObserver, MetricsObserver, Progress,
-        StreamObserver,
+        RecoveryPolicy, StreamObserver,
     },
     config::Config,
     monitor::{log::MissedBlockLog, ChainMonitor, ChainStats},
@@ -212,9 +212,14 @@ pub async fn run_with_observers(
                 chain.max_block_delay.0,
                 view.stats,
                 metrics.clone(),
+                config.monitor.alert_threshold,
             ),
             missed_stored.clone(),
             config.missed_block_log.console,
+            config.monitor.enable_recovery.then_some(RecoveryPolicy {
+                attempts: config.monitor.retry_attempts,
+                delay: config.monitor.retry_delay.0,
+            }),
         );
         let label = format!("{}/follow", chain.name);
         let c = cancel.clone();

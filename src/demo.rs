@@ -352,6 +352,11 @@ fn demo_config(devnet: &Devnet, dir: &std::path::Path, http: std::net::SocketAdd
             genesis_hash: None,
             providers,
         }],
+        monitor: crate::config::MonitorConfig {
+            // Blocks come every second: recovery attempts keep that pace.
+            retry_delay: HumanDuration::from_secs(1),
+            ..Default::default()
+        },
         missed_block_log: crate::config::MissedBlockLogConfig {
             path: dir.join("missed_blocks.jsonl"),
             ..Default::default()

@@ -240,12 +240,17 @@ async fn a_429_with_retry_after_is_honoured() {
 async fn load_during_outage(budget: &str, floor: &str) -> f64 {
     let devnet = DevnetProc::start(3, "200ms").await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = devnet.agent_config("").replace(
-        "chain_check_interval = \"1s\"",
-        &format!(
-            "chain_check_interval = \"1s\"\nretry_budget = {budget}\nretry_budget_floor = {floor}"
-        ),
-    );
+    // Without recovery's `retry_delay` pacing, the stream asks for the missing block at every
+    // poll: the load a retry budget is for.
+    let cfg = devnet
+        .agent_config("")
+        .replace(
+            "chain_check_interval = \"1s\"",
+            &format!(
+                "chain_check_interval = \"1s\"\nretry_budget = {budget}\nretry_budget_floor = {floor}"
+            ),
+        )
+        .replace("[pool]", "[monitor]\nenable_recovery = false\n\n[pool]");
     let mut agent = Agent::start(dir.path(), &cfg);
     agent.wait_for_block(3, CATCH_UP).await;
     for p in ["p0", "p1", "p2"] {

@@ -255,7 +255,12 @@ async fn a_sigkill_before_the_log_flush_loses_no_record() {
 async fn a_block_nobody_can_serve_stays_open_until_it_is_recovered_in_order() {
     let devnet = DevnetProc::start(2, "200ms").await;
     let dir = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start(dir.path(), &devnet.agent_config("max_block_delay = \"1s\""));
+    let cfg = with_sections(
+        &devnet.agent_config("max_block_delay = \"1s\""),
+        "[monitor]\nretry_attempts = 2\nretry_delay = \"300ms\"",
+        "",
+    );
+    let mut agent = Agent::start(dir.path(), &cfg);
     agent.wait_for_block(3, CATCH_UP).await;
 
     for p in ["p0", "p1"] {
@@ -276,6 +281,20 @@ async fn a_block_nobody_can_serve_stays_open_until_it_is_recovered_in_order() {
             .unwrap()
             >= 1
     );
+    // Two recovery attempts, 300 ms apart, fail: the record says so, stored again.
+    let exhausted = wait_for(CATCH_UP, "the retries used up", || {
+        let recs = records(dir.path());
+        let n = open.block_number;
+        async move {
+            recs.into_iter()
+                .find(|r| r.block_number == n && r.metadata.get("retries_exhausted").is_some())
+        }
+    })
+    .await;
+    assert_eq!(exhausted.recovery_attempts, 2, "{exhausted:?}");
+    assert!(!exhausted.recovered);
+    assert!(agent.log().contains("missed block not recovered"));
+    // Still asked for, every retry_delay, until a provider serves it.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     devnet.clear_faults().await;
@@ -287,6 +306,8 @@ async fn a_block_nobody_can_serve_stays_open_until_it_is_recovered_in_order() {
         .unwrap();
     assert!(rec.recovered, "{rec:?}");
     assert!(rec.recovered_from.is_some());
+    assert_eq!(rec.metadata["retries_exhausted"], true, "{rec:?}");
+    assert!(rec.recovery_attempts >= 4, "2 + background ones: {rec:?}");
     // The blocks made during the outage came late: misses of the same outage, recovered.
     let late: Vec<_> = recs
         .iter()
@@ -350,4 +371,231 @@ async fn a_block_the_leader_skips_is_a_miss_served_by_another_provider() {
         .signal_and_wait("TERM", Duration::from_secs(5))
         .success());
     assert_eq!(log_records(dir.path()), recs);
+}
+
+/// `cfg` with `section` (a whole TOML table) added before `[pool]`, and `pool` lines added to it.
+fn with_sections(cfg: &str, section: &str, pool: &str) -> String {
+    cfg.replace("[pool]", &format!("{section}\n\n[pool]\n{pool}"))
+}
+
+fn tip(agent: &Agent) -> u64 {
+    canonical(&agent.stream())
+        .last()
+        .map_or(0, |b| b.block_number)
+}
+
+/// Checks that the agent's records are the same everywhere: the database (one per block), `/stats`,
+/// the metrics (per reason), and — after a clean stop — the log file.
+async fn assert_once_everywhere(agent: &Agent, recs: &[MissedBlock]) {
+    let stats = get_json(agent, "/stats").await;
+    let s = &stats["chains"][0];
+    assert_eq!(
+        s["blocks_missed"].as_u64().unwrap(),
+        recs.len() as u64,
+        "{stats:#}"
+    );
+    assert_eq!(
+        s["blocks_recovered"].as_u64().unwrap(),
+        recs.iter().filter(|r| r.recovered).count() as u64,
+        "{stats:#}"
+    );
+    let m = http_get(&format!("{}/metrics", agent.api_url().await))
+        .await
+        .1;
+    let mut reasons: Vec<&str> = recs.iter().map(|r| r.reason.as_str()).collect();
+    reasons.sort();
+    reasons.dedup();
+    for reason in reasons {
+        assert_eq!(
+            metric_sum(&m, "blockwatch_blocks_missed_total", &[("reason", reason)]),
+            recs.iter().filter(|r| r.reason.as_str() == reason).count() as f64,
+            "{reason}: {m}"
+        );
+    }
+    assert_eq!(
+        metric_sum(&m, "blockwatch_blocks_missed_total", &[]),
+        recs.len() as f64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_fault_kind_is_a_miss_with_its_reason_once_everywhere() {
+    let devnet = DevnetProc::start(2, "200ms").await;
+    let dir = tempfile::tempdir().unwrap();
+    // No hedging: a slow leader's block is then a Timeout miss, not a hedge won in time.
+    let cfg = with_sections(&devnet.agent_config(""), "", "hedge_percentile = 0");
+    let mut agent = Agent::start(dir.path(), &cfg);
+    agent.wait_for_block(3, CATCH_UP).await;
+
+    // Each fault on the leader (p0) for a few blocks; p1 serves what p0 fails. `wrong_chain` comes
+    // last: it takes p0 out for good.
+    let faults = [
+        (json!({"kind": "timeout"}), Some(Reason::Timeout)),
+        (
+            json!({"kind": "rate_limit", "retry_after_s": 1}),
+            Some(Reason::RateLimitExceeded),
+        ),
+        (json!({"kind": "malformed"}), Some(Reason::Unknown)),
+        (json!({"kind": "bad_hash"}), Some(Reason::InvalidBlock)),
+        (
+            json!({"kind": "http_error", "status": 502}),
+            Some(Reason::RpcError),
+        ),
+        (json!({"kind": "down"}), Some(Reason::ConnectionLost)),
+        (json!({"kind": "wrong_chain", "chain_id": 5}), None),
+    ];
+    let mut windows = Vec::new();
+    for (fault, reason) in &faults {
+        // p0 leads (priority) once it has recovered from the previous fault.
+        wait_for(CATCH_UP, "p0 to lead again", || {
+            let p = canonical(&agent.stream()).last().unwrap().provider.clone();
+            async move { (p == "p0").then_some(()) }
+        })
+        .await;
+        let from = tip(&agent);
+        devnet.set_fault("p0", fault.clone()).await;
+        // Blocks go on (p1 serves them).
+        agent.wait_for_block(from + 5, CATCH_UP).await;
+        if reason.is_some() {
+            devnet.clear_faults().await;
+        }
+        // Time for any call made under the fault to finish.
+        agent.wait_for_block(tip(&agent) + 3, CATCH_UP).await;
+        windows.push((fault, *reason, from, tip(&agent)));
+    }
+    devnet.clear_faults().await;
+    settle_and_check(&mut agent, &devnet).await;
+
+    let recs = records(dir.path());
+    for (fault, reason, from, to) in &windows {
+        let inside: Vec<_> = recs
+            .iter()
+            .filter(|r| r.block_number > *from && r.block_number <= *to)
+            .collect();
+        match reason {
+            Some(reason) => {
+                assert!(!inside.is_empty(), "{fault}: no miss; {recs:#?}");
+                for r in &inside {
+                    assert_eq!(r.reason, *reason, "{fault}: {r:?}");
+                    assert!(r.recovered, "{fault}: {r:?}");
+                    assert_eq!(r.metadata["failed_provider"], "p0", "{fault}: {r:?}");
+                    assert_eq!(r.recovered_from.as_deref(), Some("p1"), "{fault}: {r:?}");
+                }
+            }
+            // A chain-id check failing before a call is an InvalidBlock miss; a probe may find it
+            // first, and then no call fails.
+            None => assert!(
+                inside.iter().all(|r| r.reason == Reason::InvalidBlock),
+                "{fault}: {inside:#?}"
+            ),
+        }
+    }
+    // Every emitted block once, every record once.
+    let emitted = canonical(&agent.stream());
+    for r in &recs {
+        assert_eq!(
+            emitted
+                .iter()
+                .filter(|b| b.block_number == r.block_number)
+                .count(),
+            1
+        );
+    }
+    assert_once_everywhere(&agent, &recs).await;
+    assert!(agent
+        .signal_and_wait("TERM", Duration::from_secs(5))
+        .success());
+    assert_eq!(log_records(dir.path()), recs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_a_reorg_replaced_are_chain_reorg_misses() {
+    let devnet = DevnetProc::start(2, "200ms").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(dir.path(), &devnet.agent_config(""));
+    agent.wait_for_block(5, CATCH_UP).await;
+    let head = devnet.head().await;
+    agent.wait_for_block(head, CATCH_UP).await;
+    devnet.reorg(3).await;
+    let reorg = wait_for(CATCH_UP, "the reorg line", || {
+        let r = reorgs(&agent.stream());
+        async move { r.into_iter().next() }
+    })
+    .await;
+    settle_and_check(&mut agent, &devnet).await;
+    assert_eq!(reorgs(&agent.stream()).len(), 1, "one reorg");
+
+    let recs = records(dir.path());
+    let replaced: Vec<_> = recs
+        .iter()
+        .filter(|r| r.reason == Reason::ChainReorg)
+        .collect();
+    let heights: Vec<u64> = replaced.iter().map(|r| r.block_number).collect();
+    let want: Vec<u64> = (reorg.common_ancestor + 1..=reorg.old_head.number).collect();
+    assert_eq!(heights, want, "one ChainReorg miss per replaced height");
+    let stream = canonical(&agent.stream());
+    for r in &replaced {
+        assert!(r.recovered, "{r:?}");
+        let canonical = stream
+            .iter()
+            .find(|b| b.block_number == r.block_number)
+            .unwrap();
+        assert_eq!(
+            r.recovered_from.as_deref(),
+            Some(canonical.provider.as_str())
+        );
+        assert_ne!(
+            r.metadata["orphaned_hash"].as_str().unwrap(),
+            canonical.hash.to_string(),
+            "{r:?}"
+        );
+    }
+    // The streak of replaced heights raises the severity of the later ones.
+    assert_eq!(replaced[1].severity.as_str(), "Medium", "{replaced:#?}");
+    let stats = get_json(&agent, "/stats").await;
+    assert_eq!(stats["chains"][0]["reorgs"], 1, "{stats:#}");
+    assert_once_everywhere(&agent, &recs).await;
+    assert!(agent
+        .signal_and_wait("TERM", Duration::from_secs(5))
+        .success());
+    assert_eq!(log_records(dir.path()), recs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_recovery_a_block_nobody_serves_holds_the_stream_until_one_does() {
+    let devnet = DevnetProc::start(2, "200ms").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = with_sections(
+        &devnet.agent_config(""),
+        "[monitor]\nenable_recovery = false",
+        "",
+    );
+    let mut agent = Agent::start(dir.path(), &cfg);
+    agent.wait_for_block(3, CATCH_UP).await;
+    // Every provider serves blocks whose hash does not match their header.
+    for p in ["p0", "p1"] {
+        devnet.set_fault(p, json!({"kind": "bad_hash"})).await;
+    }
+    let open = wait_for(CATCH_UP, "an open miss in the database", || {
+        let recs = records(dir.path());
+        async move { recs.into_iter().find(|r| !r.recovered) }
+    })
+    .await;
+    assert_eq!(open.reason, Reason::InvalidBlock, "{open:?}");
+    // Nothing after it is emitted while it is missing.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(tip(&agent), open.block_number - 1);
+    devnet.clear_faults().await;
+    settle_and_check(&mut agent, &devnet).await;
+    let rec = records(dir.path())
+        .into_iter()
+        .find(|r| r.block_number == open.block_number)
+        .unwrap();
+    assert!(rec.recovered, "{rec:?}");
+    assert!(rec.metadata.get("retries_exhausted").is_none(), "{rec:?}");
+    // The stream asked again at its polls.
+    assert!(rec.recovery_attempts >= 2, "{rec:?}");
+    assert!(agent
+        .signal_and_wait("TERM", Duration::from_secs(5))
+        .success());
 }

@@ -20,6 +20,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use alloy_primitives::B256;
+
 use super::{
     canonical::{CanonicalChain, Link},
     head::Head,
@@ -208,6 +210,30 @@ fn log_missed(span: &tracing::Span, r: &crate::monitor::MissedBlock, console: bo
     });
 }
 
+/// How a block the stream waits on, that no provider could serve, is recovered (`[monitor]`).
+#[derive(Clone, Copy, Debug)]
+pub struct RecoveryPolicy {
+    /// Attempts before the block is declared unrecovered (it is still asked for afterwards).
+    pub attempts: u32,
+    /// The wait between two attempts.
+    pub delay: Duration,
+}
+
+/// The recovery of the block the stream waits on.
+#[derive(Debug)]
+struct Recovering {
+    number: u64,
+    /// When the next attempt is due.
+    next_at: Instant,
+    /// Attempts made.
+    tries: u32,
+    /// The last attempt (or the miss itself) found no provider with the block: it may not exist
+    /// yet, and is asked for as soon as the head reaches it.
+    unserved: bool,
+    /// Attempts are used up: declared unrecovered, still asked for every `delay`.
+    exhausted: bool,
+}
+
 /// A line to publish, with the span its observers run in (a block's `process_block` span).
 type Emitted = (StreamEvent, Option<tracing::Span>);
 
@@ -261,6 +287,10 @@ pub struct ChainFollower {
     missed_stored: Option<Arc<tokio::sync::Notify>>,
     /// Missed blocks are logged at warn (else at debug).
     missed_console: bool,
+    /// How open misses are recovered (`None`: by the stream's own fetches, at every poll).
+    recovery: Option<RecoveryPolicy>,
+    /// The open miss being recovered.
+    recovering: Option<Recovering>,
 }
 
 impl ChainFollower {
@@ -292,20 +322,25 @@ impl ChainFollower {
             monitor: None,
             missed_stored: None,
             missed_console: true,
+            recovery: None,
+            recovering: None,
         }
     }
 
     /// Watches the stream for missed blocks with `monitor`; `stored` is told when records were
-    /// stored; `console`: missed blocks are logged at warn (else at debug).
+    /// stored; `console`: missed blocks are logged at warn (else at debug); `recovery`: how a block
+    /// no provider could serve is recovered (`None`: the stream asks for it at every poll).
     pub fn with_monitor(
         mut self,
         monitor: crate::monitor::ChainMonitor,
         stored: Option<Arc<tokio::sync::Notify>>,
         console: bool,
+        recovery: Option<RecoveryPolicy>,
     ) -> Self {
         self.monitor = Some(monitor);
         self.missed_stored = stored;
         self.missed_console = console;
+        self.recovery = recovery;
         self
     }
 
@@ -343,10 +378,25 @@ impl ChainFollower {
                     Err(_) => return Ok(()),
                 }
             }
+            match self.recover_if_due(&cancel).await {
+                Ok(()) => {}
+                Err(StepError::Fatal(e)) => return Err(e),
+                Err(StepError::Cancelled) => return Ok(()),
+                Err(StepError::Pool(e)) => {
+                    tracing::warn!(chain = %self.cfg.name, error = %e, "cannot follow a recovered block now; will retry");
+                }
+            }
+            if self.canonical.tip() != tip_before {
+                last_progress = Instant::now();
+                stall_reported = false;
+            }
+            let wait = self.recovering.as_ref().map_or(poll, |r| {
+                poll.min(r.next_at.saturating_duration_since(Instant::now()))
+            });
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
                 _ = self.heads.changed() => {}
-                _ = tokio::time::sleep(poll) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }
@@ -502,6 +552,10 @@ impl ChainFollower {
             if next > head.number {
                 break;
             }
+            if self.recovering.as_ref().is_some_and(|r| r.number == next) {
+                // The block is being recovered: only recovery attempts ask for it.
+                break;
+            }
             // While a reorg deeper than the window blocks the chain, or the last fetch failed, look
             // at one block per step only: enough to notice recovery, without sending a batch of
             // concurrent requests to providers that are failing.
@@ -522,24 +576,7 @@ impl ChainFollower {
                 return Err(StepError::Cancelled);
             }
             let complete = error.is_none() && blocks.len() as u64 == wanted;
-            let mut events = Vec::new();
-            let mut commit = ChainCommit::default();
-            let mut conflict = None;
-            for f in blocks {
-                match self.canonical.link(&f.block) {
-                    Link::First | Link::Extends => {
-                        self.push(&f.block, &mut commit);
-                        self.watch(&f, &mut commit);
-                        events.push(self.emitted(&f));
-                    }
-                    _ => {
-                        conflict = Some(f);
-                        break;
-                    }
-                }
-            }
-            self.publish(events, Some(commit)).await?;
-            if let Some(f) = conflict {
+            if let Some(f) = self.emit_linked(blocks).await? {
                 if self.resolve_conflict(f, cancel).await? {
                     continue;
                 }
@@ -555,6 +592,140 @@ impl ChainFollower {
             }
         }
         Ok(())
+    }
+
+    /// Emits and commits `blocks` in order as long as they extend the window; returns the first
+    /// one that contradicts it (not emitted).
+    async fn emit_linked(&mut self, blocks: Vec<Fetched>) -> Result<Option<Fetched>, StepError> {
+        let mut events = Vec::new();
+        let mut commit = ChainCommit::default();
+        let mut conflict = None;
+        for f in blocks {
+            match self.canonical.link(&f.block) {
+                Link::First | Link::Extends => {
+                    self.push(&f.block, &mut commit);
+                    self.watch(&f, None, &mut commit);
+                    events.push(self.emitted(&f));
+                }
+                _ => {
+                    conflict = Some(f);
+                    break;
+                }
+            }
+        }
+        self.publish(events, Some(commit)).await?;
+        Ok(conflict)
+    }
+
+    /// Makes a recovery attempt on the open miss the stream waits on, when one is due: `delay`
+    /// after the last one, or at once when nobody had the block and the head has reached it.
+    async fn recover_if_due(&mut self, cancel: &CancellationToken) -> Result<(), StepError> {
+        let next = self.next_number();
+        let Some(r) = self.recovering.as_mut() else {
+            return Ok(());
+        };
+        if Some(r.number) != next {
+            // The stream moved on (the block came in a reorg's branch) or back (a reorg).
+            self.recovering = None;
+            return Ok(());
+        }
+        let head_reached = self.heads.borrow().is_some_and(|h| h.number >= r.number);
+        // A block nobody had yet is asked for as soon as the head reaches it (once; then `delay`
+        // apart again).
+        if Instant::now() < r.next_at && !(r.unserved && head_reached) {
+            return Ok(());
+        }
+        let Some(policy) = self.recovery else {
+            return Ok(());
+        };
+        r.tries += 1;
+        let (number, tries) = (r.number, r.tries);
+        let started = Instant::now();
+        let lookup = self.pool.block_by_number(number);
+        let found = match self.traced(number, cancel, lookup).await {
+            Ok((a, span)) => match a.value {
+                Some(block) => {
+                    let mut f = Fetched::new(block, &a.provider, span);
+                    f.fetch = FetchInfo {
+                        took: started.elapsed(),
+                        attempts: a.attempts,
+                        first_failure: a.first_failure,
+                        live: false,
+                    };
+                    Ok(f)
+                }
+                None => {
+                    if let Some(m) = self.monitor.as_mut() {
+                        m.not_served(number);
+                    }
+                    Err(true)
+                }
+            },
+            Err(StepError::Pool(e)) => {
+                tracing::debug!(chain = %self.cfg.name, block_number = number, attempt = tries,
+                    error = %e, "recovery attempt failed");
+                // One more attempt on the open miss (or a new open miss, if none is open at this block).
+                let opened = self
+                    .monitor
+                    .as_mut()
+                    .and_then(|m| m.fetch_failed(number, &e));
+                if let Some(record) = opened {
+                    self.store_open_miss(record).await?;
+                }
+                Err(false)
+            }
+            Err(e) => return Err(e),
+        };
+        let unserved = match found {
+            Err(unserved) => unserved,
+            Ok(f) => {
+                tracing::info!(chain = %self.cfg.name, block_number = number, attempt = tries,
+                provider = %f.provider, "missed block recovered");
+                self.recovering = None;
+                self.fetch_failing = false;
+                if let Some(conflict) = self.emit_linked(vec![f]).await? {
+                    // The chain was reorganised while the block was missing.
+                    self.resolve_conflict(conflict, cancel).await?;
+                }
+                return Ok(());
+            }
+        };
+        let Some(r) = self.recovering.as_mut() else {
+            return Ok(());
+        };
+        r.next_at = Instant::now() + policy.delay;
+        r.unserved = unserved && !head_reached;
+        if tries < policy.attempts || r.exhausted {
+            return Ok(());
+        }
+        r.exhausted = true;
+        tracing::error!(chain = %self.cfg.name, block_number = number, attempts = tries,
+            retry_delay_ms = policy.delay.as_millis() as u64,
+            "missed block not recovered: no provider serves it; the stream waits for it and asks again every retry_delay");
+        let Some(record) = self
+            .monitor
+            .as_mut()
+            .and_then(|m| m.retries_exhausted(number))
+        else {
+            return Ok(());
+        };
+        self.store_missed(record).await
+    }
+
+    /// Starts recovering the open miss at `number` (when recovery is on and it is not under way):
+    /// `unserved`: it opened because no provider had the block, not because they failed.
+    fn start_recovery(&mut self, number: u64, unserved: bool) {
+        let Some(policy) = self.recovery else { return };
+        if self.recovering.as_ref().is_some_and(|r| r.number == number) {
+            return;
+        }
+        self.recovering = Some(Recovering {
+            number,
+            next_at: Instant::now() + policy.delay,
+            tries: 0,
+            unserved,
+            exhausted: false,
+        });
     }
 
     /// Fetches `from..=to` concurrently, in order, stopping at the first block no provider has:
@@ -725,6 +896,10 @@ impl ChainFollower {
             }),
             Some(branch[0].span.clone()),
         )];
+        // The emitted blocks the new branch replaces: their heights are `ChainReorg` misses.
+        let replaced: std::collections::HashMap<u64, B256> = (ancestor + 1..=old_tip.number)
+            .filter_map(|n| self.canonical.hash_at(n).map(|h| (n, h)))
+            .collect();
         self.canonical.rollback_to(ancestor);
         let mut commit = ChainCommit {
             rollback_above: Some(ancestor),
@@ -737,7 +912,7 @@ impl ChainFollower {
             if !self.push(&f.block, &mut commit) {
                 break;
             }
-            self.watch(f, &mut commit);
+            self.watch(f, replaced.get(&f.block.number).copied(), &mut commit);
             events.push(self.emitted(f));
         }
         self.deep_reorg_reported = None;
@@ -795,7 +970,8 @@ impl ChainFollower {
 
     /// Tells the monitor that `f` is being emitted; a missed-block record goes into `commit` (so it
     /// is stored with the cursor) and is a `missed_block` event of the block's span.
-    fn watch(&mut self, f: &Fetched, commit: &mut ChainCommit) {
+    /// `replaced`: the hash of the block emitted at this height before a reorg replaced it.
+    fn watch(&mut self, f: &Fetched, replaced: Option<B256>, commit: &mut ChainCommit) {
         let Some(monitor) = self.monitor.as_mut() else {
             return;
         };
@@ -808,6 +984,7 @@ impl ChainFollower {
             attempts: f.fetch.attempts,
             first_failure: f.fetch.first_failure.as_ref(),
             live: f.fetch.live,
+            replaced,
         });
         if let Some(r) = record {
             log_missed(&f.span, &r, self.missed_console);
@@ -824,19 +1001,25 @@ impl ChainFollower {
         if self.monitor.is_none() {
             return Ok(());
         }
-        let reason = match unless_cancelled(cancel, self.pool.block_number()).await {
+        let (reason, answered) = match unless_cancelled(cancel, self.pool.block_number()).await {
             Err(StepError::Pool(PoolError::Exhausted { error, .. })) => {
-                crate::monitor::Reason::from_error(&error)
+                (crate::monitor::Reason::from_error(&error), false)
             }
-            Err(StepError::Pool(PoolError::NoProvider { .. })) | Ok(_) => {
-                crate::monitor::Reason::NodeUnresponsive
+            Err(StepError::Pool(PoolError::NoProvider { .. })) => {
+                (crate::monitor::Reason::NodeUnresponsive, false)
             }
+            Ok(_) => (crate::monitor::Reason::NodeUnresponsive, true),
             Err(e) => return Err(e),
         };
-        let Some(record) = self.monitor.as_mut().and_then(|m| m.overdue(next, reason)) else {
+        let Some(monitor) = self.monitor.as_mut() else {
             return Ok(());
         };
-        self.store_open_miss(record).await
+        let record = monitor.overdue(next, reason);
+        self.start_recovery(next, answered);
+        match record {
+            Some(record) => self.store_open_miss(record).await,
+            None => Ok(()),
+        }
     }
 
     /// Blocks the active provider skipped in its `newHeads` sequence are misses (served by others):
@@ -869,20 +1052,26 @@ impl ChainFollower {
 
     /// No provider could serve block `number`: an open miss, stored at once.
     async fn fetch_failed(&mut self, number: u64, error: &PoolError) -> Result<(), StepError> {
-        let Some(record) = self
-            .monitor
-            .as_mut()
-            .and_then(|m| m.fetch_failed(number, error))
-        else {
+        let Some(monitor) = self.monitor.as_mut() else {
             return Ok(());
         };
-        self.store_open_miss(record).await
+        let record = monitor.fetch_failed(number, error);
+        self.start_recovery(number, false);
+        match record {
+            Some(record) => self.store_open_miss(record).await,
+            None => Ok(()),
+        }
     }
 
     /// Logs and stores a miss found outside a batch's commit (an open miss, a skip found late).
     async fn store_open_miss(&self, record: crate::monitor::MissedBlock) -> Result<(), StepError> {
         let span = block_span(&self.cfg.name, record.block_number);
         log_missed(&span, &record, self.missed_console);
+        self.store_missed(record).await
+    }
+
+    /// Stores a record (a new one, or a new state of one) for the log writer.
+    async fn store_missed(&self, record: crate::monitor::MissedBlock) -> Result<(), StepError> {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.save_missed(&[record]))
             .await

@@ -8,6 +8,8 @@ pub mod progress;
 
 pub use block::{Block, BlockRef};
 pub use canonical::{CanonicalChain, Link};
-pub use follower::{ChainFollower, FollowError, LogObserver, MetricsObserver, StreamObserver};
+pub use follower::{
+    ChainFollower, FollowError, LogObserver, MetricsObserver, RecoveryPolicy, StreamObserver,
+};
 pub use head::{Head, HeadTracker};
 pub use progress::Progress;

@@ -104,6 +104,12 @@ pub const DEFAULT_RETENTION_DAYS: u32 = 30;
 pub const DEFAULT_LOG_BATCH_SIZE: usize = 100;
 /// Default longest wait before waiting records are written.
 pub const DEFAULT_LOG_BATCH_TIMEOUT: HumanDuration = HumanDuration::from_secs(60);
+/// Default recovery attempts for a block no provider could serve.
+pub const DEFAULT_RETRY_ATTEMPTS: u32 = 3;
+/// Default wait between recovery attempts.
+pub const DEFAULT_RETRY_DELAY: HumanDuration = HumanDuration::from_secs(5);
+/// Default missed-block streak that is alert-worthy.
+pub const DEFAULT_ALERT_THRESHOLD: u64 = 5;
 /// Default largest JSON-RPC batch sent to a provider (1: no batching).
 pub const DEFAULT_MAX_BATCH_SIZE: u32 = 32;
 
@@ -164,6 +170,9 @@ pub struct Config {
     /// The missed-block log file.
     #[serde(default)]
     pub missed_block_log: MissedBlockLogConfig,
+    /// Recovery of missed blocks.
+    #[serde(default)]
+    pub monitor: MonitorConfig,
     /// Values that must never be shown (filled while loading, not read from the file).
     #[serde(skip)]
     pub secrets: Vec<String>,
@@ -199,6 +208,33 @@ impl Default for MissedBlockLogConfig {
             batch_size: DEFAULT_LOG_BATCH_SIZE,
             batch_timeout: DEFAULT_LOG_BATCH_TIMEOUT,
             console: true,
+        }
+    }
+}
+
+/// `[monitor]`: how a block that no provider could serve is recovered.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitorConfig {
+    /// Recovery attempts (each a call that asks every usable provider, those that failed last)
+    /// before the block is declared unrecovered; it is still asked for afterwards.
+    pub retry_attempts: u32,
+    /// The wait between two recovery attempts.
+    pub retry_delay: HumanDuration,
+    /// A streak of this many missed blocks in a row is logged at error (and alerted on).
+    pub alert_threshold: u64,
+    /// Recover missed blocks with dedicated attempts, `retry_delay` apart; when off, the stream
+    /// asks for the block it waits on at every poll, like any other.
+    pub enable_recovery: bool,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        Self {
+            retry_attempts: DEFAULT_RETRY_ATTEMPTS,
+            retry_delay: DEFAULT_RETRY_DELAY,
+            alert_threshold: DEFAULT_ALERT_THRESHOLD,
+            enable_recovery: true,
         }
     }
 }
@@ -810,6 +846,25 @@ impl Config {
                     "must be above zero",
                 ));
             }
+        }
+        let m = &self.monitor;
+        if m.enable_recovery && m.retry_attempts == 0 {
+            return Err(ConfigError::invalid(
+                "monitor.retry_attempts",
+                "must be at least 1 (to make no recovery attempts, set monitor.enable_recovery = false)",
+            ));
+        }
+        if m.retry_delay.0 < std::time::Duration::from_millis(10) {
+            return Err(ConfigError::invalid(
+                "monitor.retry_delay",
+                "must be at least 10ms",
+            ));
+        }
+        if m.alert_threshold == 0 {
+            return Err(ConfigError::invalid(
+                "monitor.alert_threshold",
+                "must be at least 1",
+            ));
         }
         if self.agent.state_path.as_os_str().is_empty() {
             return Err(ConfigError::invalid(

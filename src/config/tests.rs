@@ -175,3 +175,36 @@ fn health_knobs_are_checked() {
     assert_eq!(c.pool.method_cost("eth_getBlockByNumber"), 16);
     assert_eq!(c.pool.method_cost("eth_chainId"), 1);
 }
+
+#[test]
+fn monitor_section_is_read_and_checked() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.monitor.retry_attempts, DEFAULT_RETRY_ATTEMPTS);
+    assert_eq!(c.monitor.retry_delay, DEFAULT_RETRY_DELAY);
+    assert_eq!(c.monitor.alert_threshold, DEFAULT_ALERT_THRESHOLD);
+    assert!(c.monitor.enable_recovery);
+    let c = parse(&format!(
+        "[monitor]\nretry_attempts = 5\nretry_delay = \"250ms\"\nalert_threshold = 3\nenable_recovery = false\n{MINIMAL}"
+    ))
+    .unwrap();
+    assert_eq!(c.monitor.retry_attempts, 5);
+    assert_eq!(c.monitor.retry_delay, HumanDuration::from_millis(250));
+    assert!(!c.monitor.enable_recovery);
+    let monitor = |body: &str| err_of(&format!("[monitor]\n{body}\n{MINIMAL}"));
+    let msg = monitor("retry_attempts = 0");
+    assert!(
+        msg.contains("monitor.retry_attempts") && msg.contains("enable_recovery"),
+        "{msg}"
+    );
+    // No attempts is fine when recovery is off.
+    parse(&format!(
+        "[monitor]\nretry_attempts = 0\nenable_recovery = false\n{MINIMAL}"
+    ))
+    .unwrap();
+    let msg = monitor("retry_delay = \"0s\"");
+    assert!(msg.contains("monitor.retry_delay"), "{msg}");
+    let msg = monitor("alert_threshold = 0");
+    assert!(msg.contains("monitor.alert_threshold"), "{msg}");
+    let msg = monitor("retry_attemps = 2");
+    assert!(msg.contains("retry_attemps"), "{msg}");
+}

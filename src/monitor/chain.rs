@@ -39,13 +39,16 @@ pub struct Emitted<'a> {
     /// Fetched while following the head (not catching up, not a reorg's branch): only then is
     /// lateness judged.
     pub live: bool,
+    /// The hash of the block the stream emitted at this height before a reorg replaced it.
+    pub replaced: Option<alloy_primitives::B256>,
 }
 
 #[derive(Debug)]
 struct OpenMiss {
     record: MissedBlock,
     found: SystemTime,
-    attempts: u32,
+    /// Fetches of the block since the one that opened the miss, all failed.
+    retries: u32,
 }
 
 /// The monitor of one chain.
@@ -64,11 +67,23 @@ pub struct ChainMonitor {
     live_since: Option<u64>,
     /// Why the last miss happened: late blocks of the same outage share it.
     last_reason: Option<Reason>,
-    /// The last blocks emitted: number, provider, whether a record was made for it.
-    recent: std::collections::VecDeque<(u64, String, bool)>,
+    /// The last blocks emitted: number, provider, whether a record was made for it, when.
+    recent: std::collections::VecDeque<Recent>,
     /// Blocks the active provider skipped that are not emitted yet.
     skipped_ahead: std::collections::BTreeMap<u64, String>,
     metrics: Arc<Metrics>,
+    /// A streak this long is logged at error.
+    alert_threshold: u64,
+}
+
+/// A block emitted lately.
+#[derive(Debug)]
+struct Recent {
+    number: u64,
+    provider: String,
+    /// A missed-block record was made for it.
+    recorded: bool,
+    at: SystemTime,
 }
 
 /// Emitted blocks remembered for skips found after them.
@@ -96,6 +111,7 @@ impl ChainMonitor {
         max_block_delay: Duration,
         stats: Arc<Mutex<ChainStats>>,
         metrics: Arc<Metrics>,
+        alert_threshold: u64,
     ) -> Self {
         Self {
             chain: chain.to_owned(),
@@ -109,6 +125,7 @@ impl ChainMonitor {
             recent: std::collections::VecDeque::new(),
             skipped_ahead: std::collections::BTreeMap::new(),
             metrics,
+            alert_threshold: alert_threshold.max(1),
         }
     }
 
@@ -148,12 +165,8 @@ impl ChainMonitor {
         reason: Reason,
         provider: Option<String>,
     ) -> Option<MissedBlock> {
-        if let Some(open) = self
-            .open
-            .as_mut()
-            .filter(|o| o.record.block_number == number)
-        {
-            open.attempts += 1;
+        if let Some(open) = self.open_at(number) {
+            open.retries += 1;
             return None;
         }
         let now = SystemTime::now();
@@ -181,9 +194,34 @@ impl ChainMonitor {
         self.open = Some(OpenMiss {
             record: record.clone(),
             found: now,
-            attempts: 1,
+            retries: 0,
         });
         Some(record)
+    }
+
+    fn open_at(&mut self, number: u64) -> Option<&mut OpenMiss> {
+        self.open
+            .as_mut()
+            .filter(|o| o.record.block_number == number)
+    }
+
+    /// Another fetch of the open miss at `number` found no provider with the block (an error would
+    /// be [`Self::fetch_failed`]).
+    pub fn not_served(&mut self, number: u64) {
+        if let Some(open) = self.open_at(number) {
+            open.retries += 1;
+        }
+    }
+
+    /// The recovery attempts of the open miss at `number` are used up: returns its record, which
+    /// now says so (`recovery_attempts`, `metadata.retries_exhausted`), to be stored again.
+    pub fn retries_exhausted(&mut self, number: u64) -> Option<MissedBlock> {
+        let open = self.open_at(number)?;
+        open.record.recovery_attempts = open.retries;
+        open.record
+            .metadata
+            .insert("retries_exhausted".into(), true.into());
+        Some(open.record.clone())
     }
 
     /// Block `b` is being emitted: returns its missed-block record if it was missed on the way
@@ -191,7 +229,10 @@ impl ChainMonitor {
     pub fn emitted(&mut self, b: &Emitted<'_>) -> Option<MissedBlock> {
         let skipped_by = self.skipped_ahead.remove(&b.number);
         self.skipped_ahead.retain(|&n, _| n > b.number);
-        let mut record = self.judge(b);
+        let mut record = match b.replaced {
+            Some(orphan) => Some(self.replaced_record(b, orphan)),
+            None => self.judge(b),
+        };
         if record.is_none() {
             if let Some(by) = skipped_by {
                 record = Some(self.skipped_record(b, &by));
@@ -200,8 +241,52 @@ impl ChainMonitor {
         if self.recent.len() >= RECENT {
             self.recent.pop_front();
         }
-        self.recent
-            .push_back((b.number, b.provider.to_owned(), record.is_some()));
+        self.recent.push_back(Recent {
+            number: b.number,
+            provider: b.provider.to_owned(),
+            recorded: record.is_some(),
+            at: b.received,
+        });
+        record
+    }
+
+    /// The block at `b`'s height that the stream emitted was replaced by a reorg (`orphan`): the
+    /// canonical block comes only now, a `ChainReorg` miss, recovered from the provider that served
+    /// the new branch. Its recovery took from the orphan's emission to now.
+    fn replaced_record(&mut self, b: &Emitted<'_>, orphan: alloy_primitives::B256) -> MissedBlock {
+        self.last_timestamp = Some(b.timestamp);
+        let orphan_at = self
+            .recent
+            .iter()
+            .rev()
+            .find(|r| r.number == b.number)
+            .map(|r| r.at);
+        let since_made = since_epoch(b.received).saturating_sub(Duration::from_secs(b.timestamp));
+        let took = orphan_at
+            .map(|t| b.received.duration_since(t).unwrap_or_default())
+            .unwrap_or(since_made);
+        let streak = self.stats().missed();
+        self.stats().recovered(took);
+        let mut metadata = serde_json::Map::new();
+        metadata.insert("orphaned_hash".into(), orphan.to_string().into());
+        metadata.insert("recovery_seconds".into(), round_ms(took).into());
+        let received = unix(b.received);
+        let record = MissedBlock {
+            timestamp: received,
+            chain: self.chain.clone(),
+            block_number: b.number,
+            reason: Reason::ChainReorg,
+            severity: self.rules.rate(since_made, streak, true),
+            expected_timestamp: b.timestamp,
+            actual_timestamp: received,
+            recovery_attempts: b.attempts.max(1),
+            recovered: true,
+            recovered_from: Some(b.provider.to_owned()),
+            metadata,
+            alert_sent: false,
+        };
+        self.count(&record, streak);
+        self.recovered(took);
         record
     }
 
@@ -251,20 +336,20 @@ impl ChainMonitor {
     /// record when the block was already emitted (by another provider); a block not emitted yet is
     /// recorded when it is.
     pub fn skipped(&mut self, number: u64, by: &str) -> Option<MissedBlock> {
-        let newest = self.recent.back().map(|r| r.0);
+        let newest = self.recent.back().map(|r| r.number);
         if newest.is_none_or(|n| number > n) {
             if self.skipped_ahead.len() < MAX_SKIPPED_AHEAD {
                 self.skipped_ahead.insert(number, by.to_owned());
             }
             return None;
         }
-        let entry = self.recent.iter_mut().find(|r| r.0 == number)?;
-        if entry.2 {
+        let entry = self.recent.iter_mut().rev().find(|r| r.number == number)?;
+        if entry.recorded {
             // Already recorded as missed for another reason.
             return None;
         }
-        entry.2 = true;
-        let served_by = entry.1.clone();
+        entry.recorded = true;
+        let served_by = entry.provider.clone();
         self.stats().missed_after_emission();
         let now = unix(SystemTime::now());
         let record = self.skip_record(number, by, Some(&served_by), now, 1);
@@ -286,7 +371,8 @@ impl ChainMonitor {
                 let mut record = open.record;
                 record.recovered = true;
                 record.recovered_from = Some(b.provider.to_owned());
-                record.recovery_attempts = open.attempts;
+                // The failed retries and the fetch that got it.
+                record.recovery_attempts = open.retries + 1;
                 record.actual_timestamp = received;
                 record
                     .metadata
@@ -372,6 +458,12 @@ impl ChainMonitor {
             ],
         );
         self.metrics.missed_streak.record(streak, &[chain]);
+        if streak == self.alert_threshold {
+            tracing::error!(
+                chain = %self.chain, streak, block_number = r.block_number, reason = r.reason.as_str(),
+                "missed-block streak reached monitor.alert_threshold"
+            );
+        }
     }
 
     fn recovered(&self, took: Duration) {
@@ -395,6 +487,7 @@ mod tests {
             Duration::from_secs(30),
             Arc::new(Mutex::new(ChainStats::default())),
             Arc::new(Metrics::new(&meter)),
+            5,
         )
     }
 
@@ -412,6 +505,7 @@ mod tests {
             attempts: 1,
             first_failure: None,
             live,
+            replaced: None,
         }
     }
 
@@ -477,5 +571,87 @@ mod tests {
         assert_eq!(r.recovered_from.as_deref(), Some("p1"));
         assert_eq!(r.metadata["failed_provider"], "p0");
         assert_eq!(r.severity, crate::monitor::Severity::Low);
+    }
+    #[test]
+    fn exhausted_retries_are_recorded_and_counted_once_recovered() {
+        let mut m = monitor();
+        m.emitted(&block(9, 1000, 1001, true));
+        let open = m
+            .overdue(10, Reason::ConnectionLost)
+            .expect("opened when overdue");
+        assert_eq!(open.recovery_attempts, 0);
+        // Two recovery attempts: one failed, one found nobody with the block.
+        let err = PoolError::NoProvider { chain: "c".into() };
+        assert_eq!(m.fetch_failed(10, &err), None);
+        m.not_served(10);
+        let exhausted = m.retries_exhausted(10).expect("open");
+        assert_eq!(exhausted.recovery_attempts, 2);
+        assert_eq!(exhausted.metadata["retries_exhausted"], true);
+        assert!(!exhausted.recovered);
+        assert_eq!(m.retries_exhausted(11), None, "only the open block");
+        let done = m
+            .emitted(&block(10, 1012, unix(SystemTime::now()), false))
+            .expect("completed");
+        assert!(done.recovered);
+        assert_eq!(
+            done.recovery_attempts, 3,
+            "two failed and the one that got it"
+        );
+        assert_eq!(done.metadata["retries_exhausted"], true);
+        assert_eq!(done.reason, Reason::ConnectionLost);
+        let v = m.stats.lock().unwrap().view();
+        assert_eq!((v.blocks_missed, v.blocks_recovered), (1, 1));
+    }
+
+    #[test]
+    fn blocks_a_reorg_replaced_are_chain_reorg_misses_in_a_streak() {
+        let mut m = monitor();
+        for n in 1..=5 {
+            assert_eq!(
+                m.emitted(&block(n, 1000 + 12 * n, 1001 + 12 * n, true)),
+                None
+            );
+        }
+        // A reorg replaces 4 and 5, 20 s after 5 was emitted, and brings 6.
+        let orphan = alloy_primitives::B256::repeat_byte(0xaa);
+        let now = 1001 + 12 * 5 + 20;
+        let r4 = m
+            .emitted(&Emitted {
+                replaced: Some(orphan),
+                ..block(4, 1048, now, false)
+            })
+            .expect("replaced");
+        assert_eq!(r4.reason, Reason::ChainReorg);
+        assert_eq!(r4.metadata["orphaned_hash"], orphan.to_string());
+        // Emitted at 1049, replaced at 1081.
+        assert_eq!(r4.metadata["recovery_seconds"], 32.0);
+        assert_eq!(r4.expected_timestamp, 1048);
+        assert_eq!(
+            r4.severity,
+            crate::monitor::Severity::Medium,
+            "33 s after it was made"
+        );
+        let r5 = m
+            .emitted(&Emitted {
+                replaced: Some(orphan),
+                ..block(5, 1060, now, false)
+            })
+            .expect("replaced");
+        assert_eq!(
+            r5.severity,
+            crate::monitor::Severity::Medium,
+            "second in a row"
+        );
+        assert_eq!(m.emitted(&block(6, 1072, now, false)), None, "a new height");
+        let v = m.stats.lock().unwrap().view();
+        assert_eq!(
+            (
+                v.blocks_processed,
+                v.blocks_missed,
+                v.blocks_recovered,
+                v.longest_missed_streak
+            ),
+            (8, 2, 2, 2)
+        );
     }
 }
