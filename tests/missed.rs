@@ -490,6 +490,20 @@ async fn each_fault_kind_is_a_miss_with_its_reason_once_everywhere() {
             ),
         }
     }
+    // Severity from the streak (nothing here is late by max_block_delay): Low alone, Medium from
+    // the 2nd miss in a row, High from the 5th.
+    for r in &recs {
+        let streak = (0..=r.block_number)
+            .take_while(|k| recs.iter().any(|x| x.block_number == r.block_number - k))
+            .count();
+        let want = match streak {
+            1 => "Low",
+            2..=4 => "Medium",
+            5..=9 => "High",
+            _ => "Critical",
+        };
+        assert_eq!(r.severity.as_str(), want, "streak {streak}: {r:?}");
+    }
     // Every emitted block once, every record once.
     let emitted = canonical(&agent.stream());
     for r in &recs {

@@ -337,6 +337,33 @@ async fn exports_spans_metrics_and_logs_per_spec_without_secrets() {
         Some("1" | "2")
     ));
     assert!(attr_str(&reorg.attributes, "common_ancestor").is_some());
+    // Missed blocks (p0's HTTP 500s, the reorg's replaced heights) are events of their block's
+    // process_block span, with SPEC's attributes.
+    let missed: Vec<(&Span, _)> = spans
+        .iter()
+        .flat_map(|s| s.events.iter().map(move |e| (s, e)))
+        .filter(|(_, e)| e.name == "missed_block")
+        .collect();
+    assert!(!missed.is_empty(), "no missed_block span event");
+    for (span, e) in &missed {
+        assert_eq!(span.name, "process_block");
+        assert_eq!(
+            attr_str(&e.attributes, "block_number"),
+            attr_str(&span.attributes, "blockwatch.block.number"),
+            "the event is on its own block's span"
+        );
+        assert!(attr_str(&e.attributes, "severity").is_some());
+        assert_eq!(
+            attr_str(&e.attributes, "recovered").as_deref(),
+            Some("true")
+        );
+    }
+    let reasons: Vec<String> = missed
+        .iter()
+        .filter_map(|(_, e)| attr_str(&e.attributes, "reason"))
+        .collect();
+    assert!(reasons.iter().any(|r| r == "RpcError"), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r == "ChainReorg"), "{reasons:?}");
     let switch = events
         .iter()
         .find(|e| e.name == "provider_switch")
