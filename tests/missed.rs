@@ -260,18 +260,8 @@ async fn a_block_nobody_can_serve_stays_open_until_it_is_recovered_in_order() {
         "[monitor]\nretry_attempts = 2\nretry_delay = \"300ms\"",
         "",
     );
-    let mut agent = Agent::start(dir.path(), &cfg);
-    agent.wait_for_block(3, CATCH_UP).await;
-
-    for p in ["p0", "p1"] {
-        devnet.set_fault(p, json!({"kind": "down"})).await;
-    }
     // The block the stream waits for is recorded once overdue, unrecovered.
-    let open = wait_for(CATCH_UP, "an open miss in the database", || {
-        let recs = records(dir.path());
-        async move { recs.into_iter().find(|r| !r.recovered) }
-    })
-    .await;
+    let (mut agent, open) = open_miss_on_every_provider(&devnet, dir.path(), &cfg, "down").await;
     assert_eq!(open.reason, Reason::ConnectionLost, "{open:?}");
     assert_eq!(open.severity.as_str(), "Critical", "{open:?}");
     let stats = get_json(&agent, "/stats").await;
@@ -371,6 +361,27 @@ async fn a_block_the_leader_skips_is_a_miss_served_by_another_provider() {
         .signal_and_wait("TERM", Duration::from_secs(5))
         .success());
     assert_eq!(log_records(dir.path()), recs);
+}
+
+/// Starts the agent with `cfg` in `dir`, gives both of devnet's providers `fault`, and returns the
+/// agent and the open miss stored for the block it then waits on.
+async fn open_miss_on_every_provider(
+    devnet: &DevnetProc,
+    dir: &std::path::Path,
+    cfg: &str,
+    fault: &str,
+) -> (Agent, MissedBlock) {
+    let mut agent = Agent::start(dir, cfg);
+    agent.wait_for_block(3, CATCH_UP).await;
+    for p in ["p0", "p1"] {
+        devnet.set_fault(p, json!({ "kind": fault })).await;
+    }
+    let open = wait_for(CATCH_UP, "an open miss in the database", || {
+        let recs = records(dir);
+        async move { recs.into_iter().find(|r| !r.recovered) }
+    })
+    .await;
+    (agent, open)
 }
 
 /// `cfg` with `section` (a whole TOML table) added before `[pool]`, and `pool` lines added to it.
@@ -584,17 +595,9 @@ async fn without_recovery_a_block_nobody_serves_holds_the_stream_until_one_does(
         "[monitor]\nenable_recovery = false",
         "",
     );
-    let mut agent = Agent::start(dir.path(), &cfg);
-    agent.wait_for_block(3, CATCH_UP).await;
     // Every provider serves blocks whose hash does not match their header.
-    for p in ["p0", "p1"] {
-        devnet.set_fault(p, json!({"kind": "bad_hash"})).await;
-    }
-    let open = wait_for(CATCH_UP, "an open miss in the database", || {
-        let recs = records(dir.path());
-        async move { recs.into_iter().find(|r| !r.recovered) }
-    })
-    .await;
+    let (mut agent, open) =
+        open_miss_on_every_provider(&devnet, dir.path(), &cfg, "bad_hash").await;
     assert_eq!(open.reason, Reason::InvalidBlock, "{open:?}");
     // Nothing after it is emitted while it is missing.
     tokio::time::sleep(Duration::from_secs(1)).await;

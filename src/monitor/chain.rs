@@ -76,6 +76,20 @@ pub struct ChainMonitor {
     alert_threshold: u64,
 }
 
+/// How a block emitted now was missed on the way.
+struct Miss {
+    reason: Reason,
+    /// When it was expected (Unix seconds).
+    expected: u64,
+    /// How late it came.
+    late: Duration,
+    /// From when it was missed to now.
+    took: Duration,
+    /// Fetches it took after the miss.
+    attempts: u32,
+    metadata: serde_json::Map<String, serde_json::Value>,
+}
+
 /// A block emitted lately.
 #[derive(Debug)]
 struct Recent {
@@ -265,28 +279,45 @@ impl ChainMonitor {
         let took = orphan_at
             .map(|t| b.received.duration_since(t).unwrap_or_default())
             .unwrap_or(since_made);
-        let streak = self.stats().missed();
-        self.stats().recovered(took);
         let mut metadata = serde_json::Map::new();
         metadata.insert("orphaned_hash".into(), orphan.to_string().into());
-        metadata.insert("recovery_seconds".into(), round_ms(took).into());
+        self.missed_now(
+            b,
+            Miss {
+                reason: Reason::ChainReorg,
+                expected: b.timestamp,
+                late: since_made,
+                took,
+                attempts: b.attempts.max(1),
+                metadata,
+            },
+        )
+    }
+
+    /// `b`, emitted now, was missed on the way and is recovered: its record, counted as missed
+    /// (in the current streak) and recovered.
+    fn missed_now(&mut self, b: &Emitted<'_>, miss: Miss) -> MissedBlock {
+        let streak = self.stats().missed();
+        self.stats().recovered(miss.took);
+        let mut metadata = miss.metadata;
+        metadata.insert("recovery_seconds".into(), round_ms(miss.took).into());
         let received = unix(b.received);
         let record = MissedBlock {
             timestamp: received,
             chain: self.chain.clone(),
             block_number: b.number,
-            reason: Reason::ChainReorg,
-            severity: self.rules.rate(since_made, streak, true),
-            expected_timestamp: b.timestamp,
+            reason: miss.reason,
+            severity: self.rules.rate(miss.late, streak, true),
+            expected_timestamp: miss.expected,
             actual_timestamp: received,
-            recovery_attempts: b.attempts.max(1),
+            recovery_attempts: miss.attempts,
             recovered: true,
             recovered_from: Some(b.provider.to_owned()),
             metadata,
             alert_sent: false,
         };
         self.count(&record, streak);
-        self.recovered(took);
+        self.recovered(miss.took);
         record
     }
 
@@ -408,7 +439,6 @@ impl ChainMonitor {
                 return None;
             }
         };
-        let streak = self.stats().missed();
         // Recovered this long after it became a miss: a late block when it was `max_block_delay`
         // past its expected time, a failed fetch when its first attempt failed.
         let took = if b.first_failure.is_some() {
@@ -416,30 +446,22 @@ impl ChainMonitor {
         } else {
             late.saturating_sub(self.rules.max_block_delay)
         };
-        self.stats().recovered(took);
         let mut metadata = serde_json::Map::new();
         if let Some((p, e)) = b.first_failure {
             metadata.insert("failed_provider".into(), p.clone().into());
             metadata.insert("error_type".into(), e.error_type().into_owned().into());
         }
-        metadata.insert("recovery_seconds".into(), round_ms(took).into());
-        let record = MissedBlock {
-            timestamp: received,
-            chain: self.chain.clone(),
-            block_number: b.number,
-            reason,
-            severity: self.rules.rate(late, streak, true),
-            expected_timestamp: expected.as_secs(),
-            actual_timestamp: received,
-            recovery_attempts: b.attempts.saturating_sub(1),
-            recovered: true,
-            recovered_from: Some(b.provider.to_owned()),
-            metadata,
-            alert_sent: false,
-        };
-        self.count(&record, streak);
-        self.recovered(took);
-        Some(record)
+        Some(self.missed_now(
+            b,
+            Miss {
+                reason,
+                expected: expected.as_secs(),
+                late,
+                took,
+                attempts: b.attempts.saturating_sub(1),
+                metadata,
+            },
+        ))
     }
 
     /// A reorg was followed.
