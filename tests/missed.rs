@@ -395,9 +395,13 @@ fn tip(agent: &Agent) -> u64 {
         .map_or(0, |b| b.block_number)
 }
 
-/// Checks that the agent's records are the same everywhere: the database (one per block), `/stats`,
-/// the metrics (per reason), and — after a clean stop — the log file.
-async fn assert_once_everywhere(agent: &Agent, recs: &[MissedBlock]) {
+/// Checks that the agent's records `recs` (from the database, one per block) are the same
+/// everywhere: `/stats`, the metrics (per reason), and — after a clean stop — the log file.
+async fn stop_and_check_once_everywhere(
+    agent: &mut Agent,
+    dir: &std::path::Path,
+    recs: &[MissedBlock],
+) {
     let stats = get_json(agent, "/stats").await;
     let s = &stats["chains"][0];
     assert_eq!(
@@ -427,6 +431,10 @@ async fn assert_once_everywhere(agent: &Agent, recs: &[MissedBlock]) {
         metric_sum(&m, "blockwatch_blocks_missed_total", &[]),
         recs.len() as f64
     );
+    assert!(agent
+        .signal_and_wait("TERM", Duration::from_secs(5))
+        .success());
+    assert_eq!(log_records(dir), recs);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -526,11 +534,7 @@ async fn each_fault_kind_is_a_miss_with_its_reason_once_everywhere() {
             1
         );
     }
-    assert_once_everywhere(&agent, &recs).await;
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
-    assert_eq!(log_records(dir.path()), recs);
+    stop_and_check_once_everywhere(&mut agent, dir.path(), &recs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -579,11 +583,7 @@ async fn blocks_a_reorg_replaced_are_chain_reorg_misses() {
     assert_eq!(replaced[1].severity.as_str(), "Medium", "{replaced:#?}");
     let stats = get_json(&agent, "/stats").await;
     assert_eq!(stats["chains"][0]["reorgs"], 1, "{stats:#}");
-    assert_once_everywhere(&agent, &recs).await;
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
-    assert_eq!(log_records(dir.path()), recs);
+    stop_and_check_once_everywhere(&mut agent, dir.path(), &recs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
