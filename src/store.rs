@@ -16,7 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::chain::BlockRef;
 
 /// The schema version this build writes.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS cursors (
@@ -34,15 +34,17 @@ CREATE TABLE IF NOT EXISTS canonical_blocks (
     hash   BLOB NOT NULL,
     PRIMARY KEY (chain, number)
 ) WITHOUT ROWID;
--- one row per missed block: the record as JSON, with the columns exports filter on
+-- one row per missed block and reason (a height can be missed, then replaced by a reorg): the
+-- record as JSON, with the columns exports filter on
 -- `logged`: this version of the record is in the missed-block log file
 CREATE TABLE IF NOT EXISTS missed_blocks (
     chain        TEXT NOT NULL,
     block_number INTEGER NOT NULL,
+    reason       TEXT NOT NULL,
     missed_at    INTEGER NOT NULL,
     record       TEXT NOT NULL,
     logged       INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (chain, block_number)
+    PRIMARY KEY (chain, block_number, reason)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS missed_blocks_at ON missed_blocks (missed_at);
 CREATE INDEX IF NOT EXISTS missed_blocks_unlogged ON missed_blocks (logged, missed_at);
@@ -154,6 +156,9 @@ impl Store {
                 found: version,
             });
         }
+        if version == 1 {
+            migrate_v1(&conn).map_err(open_err)?;
+        }
         conn.execute_batch(SCHEMA).map_err(open_err)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(open_err)?;
@@ -231,7 +236,7 @@ impl Store {
             .prepare_cached(
                 "SELECT record FROM missed_blocks
                  WHERE (?1 IS NULL OR chain = ?1) AND missed_at >= ?2
-                 ORDER BY chain, block_number LIMIT ?3",
+                 ORDER BY chain, block_number, missed_at LIMIT ?3",
             )
             .map_err(query_err("reading missed blocks"))?;
         let since = i64::try_from(since.unwrap_or(0)).unwrap_or(i64::MAX);
@@ -366,6 +371,37 @@ impl Store {
     }
 }
 
+/// Version 1 kept one missed-block row per block; version 2 keys rows by reason too. The rows are
+/// moved into the new table (created by [`SCHEMA`] right after).
+fn migrate_v1(conn: &Connection) -> rusqlite::Result<()> {
+    let has_reason: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('missed_blocks') WHERE name = 'reason'",
+        [],
+        |r| r.get(0),
+    )?;
+    let exists: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'missed_blocks'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !exists || has_reason {
+        return Ok(());
+    }
+    conn.execute_batch(&format!(
+        "BEGIN;
+         DROP INDEX IF EXISTS missed_blocks_at;
+         DROP INDEX IF EXISTS missed_blocks_unlogged;
+         ALTER TABLE missed_blocks RENAME TO missed_blocks_v1;
+         {SCHEMA}
+         INSERT INTO missed_blocks (chain, block_number, reason, missed_at, record, logged)
+             SELECT chain, block_number, COALESCE(json_extract(record, '$.reason'), 'Unknown'),
+                    missed_at, record, logged
+             FROM missed_blocks_v1;
+         DROP TABLE missed_blocks_v1;
+         COMMIT;"
+    ))
+}
+
 /// Upserts missed-block records in `tx`.
 fn insert_missed(
     tx: &rusqlite::Transaction<'_>,
@@ -376,9 +412,10 @@ fn insert_missed(
     }
     let mut stmt = tx
         .prepare_cached(
-            "INSERT INTO missed_blocks (chain, block_number, missed_at, record)
-             VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (chain, block_number) DO UPDATE SET record = excluded.record, logged = 0",
+            "INSERT INTO missed_blocks (chain, block_number, reason, missed_at, record)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (chain, block_number, reason)
+             DO UPDATE SET record = excluded.record, logged = 0",
         )
         .map_err(query_err("saving missed blocks"))?;
     for r in records {
@@ -389,6 +426,7 @@ fn insert_missed(
         stmt.execute(params![
             r.chain,
             i64::try_from(r.block_number).unwrap_or(i64::MAX),
+            r.reason.as_str(),
             i64::try_from(r.timestamp).unwrap_or(i64::MAX),
             json
         ])
@@ -456,6 +494,73 @@ mod tests {
         assert_eq!(store.missed(Some("b"), None, 100).unwrap().len(), 1);
         assert_eq!(store.missed(None, Some(150), 100).unwrap().len(), 1);
         assert_eq!(store.missed(None, None, 1).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_height_keeps_a_record_per_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).unwrap();
+        // Block 7 was missed (a timeout), then a reorg replaced it.
+        let reorg = crate::monitor::MissedBlock {
+            reason: crate::monitor::Reason::ChainReorg,
+            ..missed("a", 7, 130, true)
+        };
+        store.save_missed(&[missed("a", 7, 100, true)]).unwrap();
+        store.save_missed(std::slice::from_ref(&reorg)).unwrap();
+        assert_eq!(
+            store.missed(None, None, 100).unwrap(),
+            vec![missed("a", 7, 100, true), reorg]
+        );
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_with_its_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE missed_blocks (
+                    chain TEXT NOT NULL, block_number INTEGER NOT NULL, missed_at INTEGER NOT NULL,
+                    record TEXT NOT NULL, logged INTEGER NOT NULL DEFAULT 0,
+                    PRIMARY KEY (chain, block_number)) WITHOUT ROWID;
+                 CREATE INDEX missed_blocks_at ON missed_blocks (missed_at);
+                 CREATE INDEX missed_blocks_unlogged ON missed_blocks (logged, missed_at);
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+            let old = missed("a", 7, 100, true);
+            conn.execute(
+                "INSERT INTO missed_blocks VALUES ('a', 7, 100, ?1, 1)",
+                params![serde_json::to_string(&old).unwrap()],
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(
+            store.missed(None, None, 10).unwrap(),
+            vec![missed("a", 7, 100, true)]
+        );
+        assert!(
+            store.unlogged(10).unwrap().is_empty(),
+            "logged stays logged"
+        );
+        let reorg = crate::monitor::MissedBlock {
+            reason: crate::monitor::Reason::ChainReorg,
+            ..missed("a", 7, 130, true)
+        };
+        store.save_missed(std::slice::from_ref(&reorg)).unwrap();
+        assert_eq!(store.missed(None, Some(120), 10).unwrap(), vec![reorg]);
+        drop(store);
+        // Opening again changes nothing.
+        assert_eq!(
+            Store::open(&path)
+                .unwrap()
+                .missed(None, None, 10)
+                .unwrap()
+                .len(),
+            2
+        );
     }
 
     #[test]
