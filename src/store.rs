@@ -34,8 +34,9 @@ CREATE TABLE IF NOT EXISTS canonical_blocks (
     hash   BLOB NOT NULL,
     PRIMARY KEY (chain, number)
 ) WITHOUT ROWID;
--- one row per missed block and reason (a height can be missed, then replaced by a reorg): the
--- record as JSON, with the columns exports filter on
+-- one row per miss: a height can be missed, then replaced by a reorg, or replaced twice; a miss
+-- keeps its reason and `missed_at` while its record is updated (open, retries used up, recovered).
+-- The record is JSON, beside the columns exports filter on
 -- `logged`: this version of the record is in the missed-block log file
 CREATE TABLE IF NOT EXISTS missed_blocks (
     chain        TEXT NOT NULL,
@@ -44,7 +45,7 @@ CREATE TABLE IF NOT EXISTS missed_blocks (
     missed_at    INTEGER NOT NULL,
     record       TEXT NOT NULL,
     logged       INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (chain, block_number, reason)
+    PRIMARY KEY (chain, block_number, reason, missed_at)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS missed_blocks_at ON missed_blocks (missed_at);
 CREATE INDEX IF NOT EXISTS missed_blocks_unlogged ON missed_blocks (logged, missed_at);
@@ -246,18 +247,32 @@ impl Store {
             .map_err(query_err("reading missed blocks"))?;
         let mut out = Vec::new();
         for row in rows {
-            let text = row.map_err(query_err("reading missed blocks"))?;
-            let record = serde_json::from_str(&text).map_err(|e| StoreError::Query {
-                doing: "decoding a missed block",
-                source: rusqlite::Error::FromSqlConversionFailure(
-                    0,
-                    rusqlite::types::Type::Text,
-                    Box::new(e),
-                ),
-            })?;
-            out.push(record);
+            out.push(decode_missed(
+                &row.map_err(query_err("reading missed blocks"))?,
+            )?);
         }
         Ok(out)
+    }
+
+    /// The unrecovered record of `chain`'s block `number`, if one is stored (a miss still open
+    /// when the last run stopped).
+    pub fn open_miss(
+        &self,
+        chain: &str,
+        number: u64,
+    ) -> Result<Option<crate::monitor::MissedBlock>, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let text: Option<String> = conn
+            .query_row(
+                "SELECT record FROM missed_blocks
+                 WHERE chain = ?1 AND block_number = ?2 AND json_extract(record, '$.recovered') = 0
+                 ORDER BY missed_at DESC LIMIT 1",
+                params![chain, i64::try_from(number).unwrap_or(i64::MAX)],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(query_err("reading an open missed block"))?;
+        text.map(|t| decode_missed(&t)).transpose()
     }
 
     /// Loads a chain's cursor and window, refusing a cursor stored for another chain id.
@@ -371,7 +386,7 @@ impl Store {
     }
 }
 
-/// Version 1 kept one missed-block row per block; version 2 keys rows by reason too. The rows are
+/// Version 1 kept one missed-block row per block; version 2 one per miss. The rows are
 /// moved into the new table (created by [`SCHEMA`] right after).
 fn migrate_v1(conn: &Connection) -> rusqlite::Result<()> {
     let has_reason: bool = conn.query_row(
@@ -402,6 +417,17 @@ fn migrate_v1(conn: &Connection) -> rusqlite::Result<()> {
     ))
 }
 
+fn decode_missed(text: &str) -> Result<crate::monitor::MissedBlock, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Query {
+        doing: "decoding a missed block",
+        source: rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            Box::new(e),
+        ),
+    })
+}
+
 /// Upserts missed-block records in `tx`.
 fn insert_missed(
     tx: &rusqlite::Transaction<'_>,
@@ -414,7 +440,7 @@ fn insert_missed(
         .prepare_cached(
             "INSERT INTO missed_blocks (chain, block_number, reason, missed_at, record)
              VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (chain, block_number, reason)
+             ON CONFLICT (chain, block_number, reason, missed_at)
              DO UPDATE SET record = excluded.record, logged = 0",
         )
         .map_err(query_err("saving missed blocks"))?;
@@ -507,9 +533,21 @@ mod tests {
         };
         store.save_missed(&[missed("a", 7, 100, true)]).unwrap();
         store.save_missed(std::slice::from_ref(&reorg)).unwrap();
+        // And replaced again later.
+        let again = crate::monitor::MissedBlock {
+            timestamp: 140,
+            ..reorg.clone()
+        };
+        store.save_missed(std::slice::from_ref(&again)).unwrap();
         assert_eq!(
             store.missed(None, None, 100).unwrap(),
-            vec![missed("a", 7, 100, true), reorg]
+            vec![missed("a", 7, 100, true), reorg, again]
+        );
+        assert_eq!(store.open_miss("a", 7).unwrap(), None);
+        store.save_missed(&[missed("a", 8, 150, false)]).unwrap();
+        assert_eq!(
+            store.open_miss("a", 8).unwrap(),
+            Some(missed("a", 8, 150, false))
         );
     }
 

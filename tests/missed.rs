@@ -602,16 +602,39 @@ async fn without_recovery_a_block_nobody_serves_holds_the_stream_until_one_does(
     // Nothing after it is emitted while it is missing.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(tip(&agent), open.block_number - 1);
-    devnet.clear_faults().await;
-    settle_and_check(&mut agent, &devnet).await;
-    let rec = records(dir.path())
-        .into_iter()
+    // A restart keeps the miss open (its attempts so far saved at shutdown), and completes it.
+    assert!(agent
+        .signal_and_wait("TERM", Duration::from_secs(5))
+        .success());
+    let saved = records(dir.path());
+    let before = saved
+        .iter()
         .find(|r| r.block_number == open.block_number)
         .unwrap();
+    assert!(
+        !before.recovered && before.recovery_attempts >= 1,
+        "{before:?}"
+    );
+    agent.restart();
+    wait_for(CATCH_UP, "the restarted agent to reopen the miss", || {
+        let log = agent.log();
+        async move { log.contains("its record stays open").then_some(()) }
+    })
+    .await;
+    devnet.clear_faults().await;
+    settle_and_check(&mut agent, &devnet).await;
+    let recs = records(dir.path());
+    let mine: Vec<_> = recs
+        .iter()
+        .filter(|r| r.block_number == open.block_number)
+        .collect();
+    assert_eq!(mine.len(), 1, "one record, completed: {recs:#?}");
+    let rec = mine[0];
     assert!(rec.recovered, "{rec:?}");
+    assert_eq!(rec.reason, Reason::InvalidBlock);
     assert!(rec.metadata.get("retries_exhausted").is_none(), "{rec:?}");
-    // The stream asked again at its polls.
-    assert!(rec.recovery_attempts >= 2, "{rec:?}");
+    // The stream asked again at its polls, before and after the restart.
+    assert!(rec.recovery_attempts > before.recovery_attempts, "{rec:?}");
     assert!(agent
         .signal_and_wait("TERM", Duration::from_secs(5))
         .success());

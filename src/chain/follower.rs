@@ -347,6 +347,20 @@ impl ChainFollower {
     /// Runs until `cancel` fires (returns `Ok`) or the state or output fails (returns the error).
     pub async fn run(mut self, cancel: CancellationToken) -> Result<(), FollowError> {
         self.restore().await?;
+        let result = self.follow(&cancel).await;
+        // The attempts made on a miss still open are kept for the next run.
+        let open = self
+            .monitor
+            .as_mut()
+            .and_then(|m| m.open_attempts_unsaved());
+        if let Some(record) = open {
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || store.save_missed(&[record])).await??;
+        }
+        result
+    }
+
+    async fn follow(&mut self, cancel: &CancellationToken) -> Result<(), FollowError> {
         let poll = self.cfg.poll_interval();
         let mut last_progress = Instant::now();
         let mut stall_reported = false;
@@ -356,7 +370,7 @@ impl ChainFollower {
             }
             let head = *self.heads.borrow_and_update();
             let tip_before = self.canonical.tip();
-            match self.step(head, &cancel).await {
+            match self.step(head, cancel).await {
                 Ok(()) => {}
                 Err(StepError::Cancelled) => return Ok(()),
                 Err(StepError::Fatal(e)) => return Err(e),
@@ -372,13 +386,13 @@ impl ChainFollower {
                 stall_reported = true;
                 tracing::warn!(chain = %self.cfg.name, since_secs = last_progress.elapsed().as_secs(),
                     last_block = ?self.canonical.tip().map(|t| t.number), "no new block for longer than max_block_delay");
-                match self.overdue(&cancel).await {
+                match self.overdue(cancel).await {
                     Ok(()) => {}
                     Err(StepError::Fatal(e)) => return Err(e),
                     Err(_) => return Ok(()),
                 }
             }
-            match self.recover_if_due(&cancel).await {
+            match self.recover_if_due(cancel).await {
                 Ok(()) => {}
                 Err(StepError::Fatal(e)) => return Err(e),
                 Err(StepError::Cancelled) => return Ok(()),
@@ -444,6 +458,17 @@ impl ChainFollower {
             (None, StartAt::Block(n)) => Some(n),
             (None, _) => None,
         };
+        // A miss still open when the last run stopped is the same miss now.
+        if let (Some(next), Some(_)) = (self.next_number(), self.monitor.as_ref()) {
+            let store = self.store.clone();
+            let name = self.cfg.name.clone();
+            let open = tokio::task::spawn_blocking(move || store.open_miss(&name, next)).await??;
+            if let (Some(record), Some(m)) = (open, self.monitor.as_mut()) {
+                tracing::info!(chain = %self.cfg.name, block_number = next,
+                    "the block the stream waits for was missed before the restart; its record stays open");
+                m.reopen(record);
+            }
+        }
         Ok(())
     }
 
@@ -568,14 +593,12 @@ impl ChainFollower {
             let wanted = end - next + 1;
             let (blocks, error) = self.fetch_range(next, end, cancel).await;
             self.fetch_failing = matches!(error, Some(StepError::Pool(_)));
-            if let Some(StepError::Pool(e)) = &error {
-                // The first block that could not be fetched holds the stream: an open miss.
-                self.fetch_failed(next + blocks.len() as u64, e).await?;
-            }
             if matches!(error, Some(StepError::Cancelled)) {
                 return Err(StepError::Cancelled);
             }
             let complete = error.is_none() && blocks.len() as u64 == wanted;
+            // The first block not fetched.
+            let stopped_at = next + blocks.len() as u64;
             if let Some(f) = self.emit_linked(blocks).await? {
                 if self.resolve_conflict(f, cancel).await? {
                     continue;
@@ -584,10 +607,18 @@ impl ChainFollower {
                 return Ok(());
             }
             if let Some(e) = error {
+                if let StepError::Pool(e) = &e {
+                    // The first block that could not be fetched holds the stream: an open miss.
+                    self.fetch_failed(stopped_at, e).await?;
+                }
                 return Err(e);
             }
             if !complete {
-                // The providers do not have the next block yet.
+                // The providers do not have the next block yet (one more attempt, if it is an open
+                // miss).
+                if let Some(m) = self.monitor.as_mut() {
+                    m.not_served(stopped_at);
+                }
                 break;
             }
         }
@@ -630,9 +661,12 @@ impl ChainFollower {
             return Ok(());
         }
         let head_reached = self.heads.borrow().is_some_and(|h| h.number >= r.number);
-        // A block nobody had yet is asked for as soon as the head reaches it (once; then `delay`
-        // apart again).
-        if Instant::now() < r.next_at && !(r.unserved && head_reached) {
+        // A block nobody had, while the chain head is below it, may not exist yet: it is asked for
+        // when the head reaches it (at once, then `delay` apart), and no attempt is counted before.
+        if r.unserved && !head_reached {
+            return Ok(());
+        }
+        if Instant::now() < r.next_at && !r.unserved {
             return Ok(());
         }
         let Some(policy) = self.recovery else {
@@ -694,6 +728,7 @@ impl ChainFollower {
             return Ok(());
         };
         r.next_at = Instant::now() + policy.delay;
+        // Not served although the head had reached it: asked again `delay` apart.
         r.unserved = unserved && !head_reached;
         if tries < policy.attempts || r.exhausted {
             return Ok(());

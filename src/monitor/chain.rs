@@ -164,12 +164,20 @@ impl ChainMonitor {
             } => (Reason::from_error(error), Some(provider.clone())),
             PoolError::NoProvider { .. } => (Reason::NodeUnresponsive, None),
         };
+        if let Some(open) = self.open_at(number) {
+            open.retries += 1;
+            return None;
+        }
         self.open_miss(number, reason, provider)
     }
 
     /// No block after the tip has come for `max_block_delay`: block `number` is overdue, for
-    /// `reason`. Opens a miss (returned) unless it is open already.
+    /// `reason`. Opens a miss (returned) unless it is open already (nothing was fetched: no
+    /// attempt is counted).
     pub fn overdue(&mut self, number: u64, reason: Reason) -> Option<MissedBlock> {
+        if self.open_at(number).is_some() {
+            return None;
+        }
         self.open_miss(number, reason, None)
     }
 
@@ -179,10 +187,6 @@ impl ChainMonitor {
         reason: Reason,
         provider: Option<String>,
     ) -> Option<MissedBlock> {
-        if let Some(open) = self.open_at(number) {
-            open.retries += 1;
-            return None;
-        }
         let now = SystemTime::now();
         self.last_reason = Some(reason);
         let streak = self.stats().missed();
@@ -205,12 +209,37 @@ impl ChainMonitor {
             alert_sent: false,
         };
         self.count(&record, streak);
+        self.lengthened(&record, streak);
         self.open = Some(OpenMiss {
             record: record.clone(),
             found: now,
             retries: 0,
         });
         Some(record)
+    }
+
+    /// `record`, stored unrecovered by the last run for the block the stream starts at, is open
+    /// again: counted in this run's statistics, and completed when the block is emitted.
+    pub fn reopen(&mut self, record: MissedBlock) {
+        let streak = self.stats().missed();
+        self.count(&record, streak);
+        self.last_reason = Some(record.reason);
+        self.open = Some(OpenMiss {
+            found: UNIX_EPOCH + Duration::from_secs(record.timestamp),
+            retries: record.recovery_attempts,
+            record,
+        });
+    }
+
+    /// The open miss's record with the attempts made since it was stored, if there were any: to be
+    /// stored at shutdown.
+    pub fn open_attempts_unsaved(&mut self) -> Option<MissedBlock> {
+        let open = self.open.as_mut()?;
+        if open.retries == open.record.recovery_attempts {
+            return None;
+        }
+        open.record.recovery_attempts = open.retries;
+        Some(open.record.clone())
     }
 
     fn open_at(&mut self, number: u64) -> Option<&mut OpenMiss> {
@@ -317,6 +346,7 @@ impl ChainMonitor {
             alert_sent: false,
         };
         self.count(&record, streak);
+        self.lengthened(&record, streak);
         self.recovered(miss.took);
         record
     }
@@ -332,6 +362,7 @@ impl ChainMonitor {
         self.stats().recovered(Duration::ZERO);
         let record = self.skip_record(b.number, by, Some(b.provider), unix(b.received), streak);
         self.count(&record, streak);
+        self.lengthened(&record, streak);
         self.recovered(Duration::ZERO);
         record
     }
@@ -480,6 +511,10 @@ impl ChainMonitor {
             ],
         );
         self.metrics.missed_streak.record(streak, &[chain]);
+    }
+
+    /// `r` made the streak `streak` long: reaching `alert_threshold` is logged at error.
+    fn lengthened(&self, r: &MissedBlock, streak: u64) {
         if streak == self.alert_threshold {
             tracing::error!(
                 chain = %self.chain, streak, block_number = r.block_number, reason = r.reason.as_str(),
@@ -566,14 +601,21 @@ mod tests {
         assert_eq!(open.reason, Reason::Timeout);
         assert_eq!(open.severity, crate::monitor::Severity::Critical);
         assert_eq!(m.fetch_failed(10, &err), None, "one record per block");
-        assert_eq!(m.overdue(10, Reason::NodeUnresponsive), None);
+        assert_eq!(
+            m.overdue(10, Reason::NodeUnresponsive),
+            None,
+            "overdue fetches nothing: no attempt"
+        );
         let done = m
             .emitted(&block(10, 1012, unix(SystemTime::now()), true))
             .expect("completed");
         assert!(done.recovered);
         assert_eq!(done.block_number, 10);
         assert_eq!(done.reason, Reason::Timeout, "the reason it was missed for");
-        assert_eq!(done.recovery_attempts, 3);
+        assert_eq!(
+            done.recovery_attempts, 2,
+            "one failed retry, one that got it"
+        );
         let v = m.stats.lock().unwrap().view();
         assert_eq!((v.blocks_missed, v.blocks_recovered), (1, 1));
     }
