@@ -130,6 +130,20 @@ pub async fn run_with_observers(
             stats: Arc::new(std::sync::Mutex::new(ChainStats::default())),
         });
     }
+    // Alerts: rules over every chain, delivered on the channels' own tasks.
+    let dispatcher = crate::alerts::deliver::Dispatcher::start(
+        &config.alerts,
+        redactor.clone(),
+        metrics.clone(),
+        cancel.clone(),
+    );
+    tokio::spawn(crate::alerts::run(
+        config.alerts.clone(),
+        config.monitor.alert_threshold,
+        views.clone(),
+        dispatcher,
+        cancel.clone(),
+    ));
     let router = api::router(api::ApiState {
         telemetry: telemetry.clone(),
         chains: views.clone(),

@@ -352,6 +352,7 @@ fn demo_config(devnet: &Devnet, dir: &std::path::Path, http: std::net::SocketAdd
             genesis_hash: None,
             providers,
         }],
+        alerts: Default::default(),
         monitor: crate::config::MonitorConfig {
             // Blocks come every second: recovery attempts keep that pace.
             retry_delay: HumanDuration::from_secs(1),

@@ -17,6 +17,7 @@
 //! - [`cli`]: the command line.
 
 pub mod agent;
+pub mod alerts;
 pub mod api;
 pub mod chain;
 pub mod cli;

@@ -25,12 +25,31 @@ pub struct LastBlock {
 }
 
 /// Records the last block of one chain's stream.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Progress {
     last: Mutex<Option<LastBlock>>,
+    /// When the last block was emitted (or the agent started, before the first).
+    emitted_at: Mutex<std::time::Instant>,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self {
+            last: Mutex::new(None),
+            emitted_at: Mutex::new(std::time::Instant::now()),
+        }
+    }
 }
 
 impl Progress {
+    /// How long ago the last block was emitted (since start, before the first).
+    pub fn since_last_block(&self) -> std::time::Duration {
+        self.emitted_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed()
+    }
+
     /// The last block emitted, if any.
     pub fn last(&self) -> Option<LastBlock> {
         *self.last.lock().unwrap_or_else(|p| p.into_inner())
@@ -51,6 +70,8 @@ impl StreamObserver for Progress {
     fn on_events(&self, events: &[StreamEvent]) {
         for e in events {
             if let StreamEvent::Block(b) = e {
+                *self.emitted_at.lock().unwrap_or_else(|p| p.into_inner()) =
+                    std::time::Instant::now();
                 *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(LastBlock {
                     number: b.block_number,
                     hash: b.hash,

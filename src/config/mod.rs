@@ -6,6 +6,7 @@
 //! for the [`Redactor`]), and the result is deserialized into [`Config`] and checked by
 //! [`Config::validate`]. Every default lives in a `DEFAULT_*` constant below.
 
+pub mod alerts;
 mod env;
 pub mod units;
 
@@ -15,6 +16,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+pub use alerts::{AlertsConfig, ChannelConfig, ChannelKind, Tier};
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 pub use units::{ByteSize, HumanDuration};
 
@@ -173,6 +175,9 @@ pub struct Config {
     /// Recovery of missed blocks.
     #[serde(default)]
     pub monitor: MonitorConfig,
+    /// Alert rules and channels.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
     /// Values that must never be shown (filled while loading, not read from the file).
     #[serde(skip)]
     pub secrets: Vec<String>,
@@ -758,6 +763,7 @@ impl Config {
             }
         }
         secrets.extend(crate::redact::url_secrets(&config.telemetry.otlp_endpoint));
+        secrets.extend(config.alerts.secrets());
         config.secrets = secrets;
         config.validate()?;
         Ok(config)
@@ -847,6 +853,7 @@ impl Config {
                 ));
             }
         }
+        self.alerts.validate()?;
         let m = &self.monitor;
         if m.enable_recovery && m.retry_attempts == 0 {
             return Err(ConfigError::invalid(
@@ -1030,6 +1037,13 @@ impl Config {
                 for v in p.headers.values_mut() {
                     *v = REDACTED.to_owned();
                 }
+            }
+        }
+        for ch in &mut c.alerts.channels {
+            ch.url = ch.url.as_deref().map(alerts::redact_channel_url);
+            ch.smtp_url = ch.smtp_url.as_deref().map(alerts::redact_channel_url);
+            for v in ch.headers.values_mut() {
+                *v = REDACTED.to_owned();
             }
         }
         c.secrets.clear();

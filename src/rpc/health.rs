@@ -266,6 +266,8 @@ pub struct Tracker {
     pub rate_limited: u64,
     /// Failed calls since start, for `/status`.
     pub errors: u64,
+    /// Failed calls since the last success.
+    pub consecutive_failures: u32,
     /// Calls abandoned to a faster hedge since its last answer.
     overtaken: u32,
 }
@@ -304,6 +306,7 @@ impl Tracker {
             requests: 0,
             rate_limited: 0,
             errors: 0,
+            consecutive_failures: 0,
             overtaken: 0,
         }
     }
@@ -337,6 +340,7 @@ impl Tracker {
             Outcome::Ok => {
                 bucket.ok += 1;
                 self.overtaken = 0;
+                self.consecutive_failures = 0;
                 self.latency.record(elapsed, now);
                 self.failures = (self.failures - SUCCESS_DECAY).max(0.0);
                 self.transport_down = false;
@@ -364,6 +368,7 @@ impl Tracker {
             Outcome::TransportFailure | Outcome::Failure => {
                 bucket.failed += 1;
                 self.errors += 1;
+                self.consecutive_failures = self.consecutive_failures.saturating_add(1);
                 self.failures += 1.0;
                 self.transport_down = outcome == Outcome::TransportFailure;
                 self.trip(now)

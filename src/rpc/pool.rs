@@ -176,6 +176,8 @@ struct PoolState {
     rr_next: usize,
     /// Under `selection = "best"`: a provider clearly better than the active one, since when.
     challenger: Option<(usize, Instant)>,
+    /// Switches since start.
+    switches: u64,
 }
 
 /// The order in which a call tries providers, and why the first one is first.
@@ -449,6 +451,14 @@ impl ProviderPool {
         } else {
             PoolHealth::Unhealthy
         }
+    }
+
+    /// Provider switches since start.
+    pub fn switches(&self) -> u64 {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .switches
     }
 
     /// The pool as `/status` shows it.
@@ -1007,6 +1017,7 @@ impl ProviderPool {
                         plan.switch_reason
                     };
                     tracing::info!(chain = %self.chain, from, to, reason, "provider_switch");
+                    st.switches += 1;
                     self.metrics.provider_switches.add(
                         1,
                         &[

@@ -149,6 +149,10 @@ pub struct ProviderStatus {
     pub syncing: bool,
     /// The decaying failure count.
     pub failures: f64,
+    /// Failed calls since its last success.
+    pub consecutive_failures: u32,
+    /// Calls in the score window (what `error_rate` is over).
+    pub window_calls: u64,
     /// `newHeads` subscription: none, down, live or silent.
     pub subscription: &'static str,
     /// The URL, credentials removed.
@@ -717,6 +721,8 @@ impl Provider {
             head_delay_ms: head.arrival_delay.map(ms),
             syncing: head.syncing,
             failures: h.tracker.failures(),
+            consecutive_failures: h.tracker.consecutive_failures,
+            window_calls: rates.calls,
             subscription: self.subscription().as_str(),
             url: self.display_url.clone(),
         }

@@ -32,6 +32,14 @@ pub mod attr {
     pub const SEVERITY: &str = "severity";
     /// A provider's health state.
     pub const STATE: &str = "state";
+    /// An alert channel (its kind, with an index when several share it).
+    pub const CHANNEL: &str = "channel";
+    /// An alert rule.
+    pub const RULE: &str = "rule";
+    /// An alert's tier.
+    pub const TIER: &str = "tier";
+    /// `firing` or `resolved`.
+    pub const STATUS: &str = "status";
 }
 
 /// Bucket boundaries for RPC durations, in seconds: 5 ms to 10 s.
@@ -50,6 +58,10 @@ pub struct Metrics {
     pub reorgs: Counter<u64>,
     /// `blockwatch.provider.switches` ({switch}).
     pub provider_switches: Counter<u64>,
+    /// `blockwatch.alerts.sent` ({message}): alert messages delivered, per channel.
+    pub alerts_sent: Counter<u64>,
+    /// `blockwatch.alerts.failed` ({message}): alert messages given up on, per channel.
+    pub alerts_failed: Counter<u64>,
     /// `blockwatch.rpc.errors` ({error}).
     pub rpc_errors: Counter<u64>,
     /// `blockwatch.rpc.duration` (s), per attempt.
@@ -107,6 +119,16 @@ impl Metrics {
                 .u64_counter("blockwatch.provider.switches")
                 .with_unit("{switch}")
                 .with_description("Changes of the provider answering a chain's calls")
+                .build(),
+            alerts_sent: meter
+                .u64_counter("blockwatch.alerts.sent")
+                .with_unit("{message}")
+                .with_description("Alert messages delivered, per channel, rule, tier and status")
+                .build(),
+            alerts_failed: meter
+                .u64_counter("blockwatch.alerts.failed")
+                .with_unit("{message}")
+                .with_description("Alert messages that could not be delivered after retries, or found the channel's queue full")
                 .build(),
             rpc_errors: meter
                 .u64_counter("blockwatch.rpc.errors")

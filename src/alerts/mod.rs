@@ -1,0 +1,459 @@
+//! Alerts: rules evaluated every second over every chain ([`rules`]), turned into messages with
+//! throttling, de-duplication, escalation and resolution (here), and delivered to the configured
+//! channels on their own tasks ([`deliver`]), never blocking the block stream.
+
+pub mod deliver;
+pub mod rules;
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    api::ChainView,
+    config::{AlertsConfig, Tier},
+};
+pub use rules::{ChainSnapshot, Condition, ProviderSnapshot, Rule};
+
+/// How often the rules are evaluated.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Firing, or resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// The condition holds.
+    Firing,
+    /// It held and no longer does.
+    Resolved,
+}
+
+impl Status {
+    /// The name in texts and the `status` attribute.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Firing => "firing",
+            Status::Resolved => "resolved",
+        }
+    }
+}
+
+/// One alert message, as every channel renders it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Notification {
+    /// Firing or resolved.
+    pub status: Status,
+    /// The rule.
+    pub rule: Rule,
+    /// How bad (for a resolved alert: how bad it was when last sent).
+    pub tier: Tier,
+    /// The chain.
+    pub chain: String,
+    /// The provider, for per-provider rules.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// What is (or was) wrong.
+    pub what: String,
+    /// What the agent does (or did) about it.
+    pub action: String,
+    /// Since when the condition held (RFC 3339).
+    pub since: String,
+    /// When this message was made (RFC 3339).
+    pub at: String,
+    /// The dashboard that shows it, when `alerts.dashboard_url` is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dashboard: Option<String>,
+    /// A one-line summary.
+    pub title: String,
+    /// The whole text: what, where, since when, what the agent did, the dashboard.
+    pub text: String,
+}
+
+impl Notification {
+    fn new(
+        status: Status,
+        c: &Condition,
+        tier: Tier,
+        since: SystemTime,
+        dashboard_url: &str,
+    ) -> Self {
+        let now = SystemTime::now();
+        let dashboard = (!dashboard_url.is_empty()).then(|| {
+            format!(
+                "{}/d/{}?var-chain={}",
+                dashboard_url.trim_end_matches('/'),
+                c.rule.dashboard(),
+                c.chain
+            )
+        });
+        let target = match &c.provider {
+            Some(p) => format!("chain {}, provider {p}", c.chain),
+            None => format!("chain {}", c.chain),
+        };
+        let lasted = humantime::format_duration(Duration::from_secs(
+            now.duration_since(since).unwrap_or_default().as_secs(),
+        ));
+        let since_text = humantime::format_rfc3339_seconds(since).to_string();
+        let title = match status {
+            Status::Firing => format!(
+                "[{}] {} {}: {}",
+                tier.as_str().to_uppercase(),
+                c.rule.as_str(),
+                c.target(),
+                c.what
+            ),
+            Status::Resolved => format!(
+                "[RESOLVED] {} {}: cleared after {lasted}",
+                c.rule.as_str(),
+                c.target()
+            ),
+        };
+        let mut text = match status {
+            Status::Firing => format!(
+                "What: {}\nWhere: {target}\nSince: {since_text} ({lasted} ago)\nAgent: {}",
+                c.what, c.action
+            ),
+            Status::Resolved => format!(
+                "Resolved: {}\nWhere: {target}\nFrom {since_text} for {lasted}\nAgent: back to normal operation",
+                c.what
+            ),
+        };
+        if let Some(d) = &dashboard {
+            text.push_str(&format!("\nDashboard: {d}"));
+        }
+        Notification {
+            status,
+            rule: c.rule,
+            tier,
+            chain: c.chain.clone(),
+            provider: c.provider.clone(),
+            what: c.what.clone(),
+            action: c.action.clone(),
+            since: since_text,
+            at: humantime::format_rfc3339_seconds(now).to_string(),
+            dashboard,
+            title,
+            text,
+        }
+    }
+}
+
+/// A condition being tracked.
+#[derive(Debug)]
+struct Active {
+    condition: Condition,
+    since: SystemTime,
+    /// The tier last sent (`None`: not sent yet, throttled).
+    sent_tier: Option<Tier>,
+}
+
+/// Decides which messages go out: one per rule and target per `throttle` window, escalations at
+/// once, a resolution for every alert that was sent. Pure bookkeeping: time comes in as arguments.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    active: HashMap<(Rule, String), Active>,
+    /// When a message last went out per rule and target (kept after resolution: a condition that
+    /// comes back within `throttle` waits).
+    last_sent: HashMap<(Rule, String), Instant>,
+}
+
+impl Throttle {
+    /// Takes the conditions that hold at `now` and returns the messages to send.
+    pub fn update(
+        &mut self,
+        conditions: Vec<Condition>,
+        now: Instant,
+        wall: SystemTime,
+        throttle: Duration,
+        dashboard_url: &str,
+    ) -> Vec<Notification> {
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for c in conditions {
+            let key = (c.rule, c.target());
+            seen.insert(key.clone());
+            let a = self.active.entry(key.clone()).or_insert_with(|| Active {
+                condition: c.clone(),
+                since: wall,
+                sent_tier: None,
+            });
+            a.condition = c;
+            let tier = a.condition.tier;
+            let due = match a.sent_tier {
+                // Escalated since it was sent: at once.
+                Some(sent) => tier > sent,
+                None => self
+                    .last_sent
+                    .get(&key)
+                    .is_none_or(|t| now.duration_since(*t) >= throttle),
+            };
+            if due {
+                a.sent_tier = Some(tier);
+                self.last_sent.insert(key, now);
+                out.push(Notification::new(
+                    Status::Firing,
+                    &a.condition,
+                    tier,
+                    a.since,
+                    dashboard_url,
+                ));
+            }
+        }
+        let gone: Vec<_> = self
+            .active
+            .keys()
+            .filter(|k| !seen.contains(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            let Some(a) = self.active.remove(&key) else {
+                continue;
+            };
+            if let Some(tier) = a.sent_tier {
+                self.last_sent.insert(key, now);
+                out.push(Notification::new(
+                    Status::Resolved,
+                    &a.condition,
+                    tier,
+                    a.since,
+                    dashboard_url,
+                ));
+            }
+        }
+        out
+    }
+
+    /// Alerts firing now: rule, target, tier.
+    pub fn firing(&self) -> Vec<(Rule, String, Tier)> {
+        let mut v: Vec<_> = self
+            .active
+            .iter()
+            .map(|((r, t), a)| (*r, t.clone(), a.condition.tier))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// Counts of a chain's provider switches over the `max_switches` window, from a sample per tick
+/// (bounded: one per tick over the window).
+#[derive(Debug, Default)]
+struct SwitchWindow {
+    samples: VecDeque<(Instant, u64)>,
+}
+
+impl SwitchWindow {
+    fn in_window(&mut self, total: u64, now: Instant, window: Duration) -> u64 {
+        self.samples.push_back((now, total));
+        while self
+            .samples
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > window)
+        {
+            self.samples.pop_front();
+        }
+        let oldest = self.samples.front().map_or(total, |s| s.1);
+        total.saturating_sub(oldest)
+    }
+}
+
+fn snapshot(view: &ChainView, recent_switches: u64) -> ChainSnapshot {
+    let status = view.pool.status();
+    let streak = view
+        .stats
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .current_streak();
+    ChainSnapshot {
+        name: view.name.clone(),
+        since_last_block: view.progress.since_last_block(),
+        last_block: view.progress.last().map(|b| b.number),
+        missed_streak: streak,
+        recent_switches,
+        active: status.current_provider,
+        providers: status
+            .providers
+            .into_iter()
+            .map(|p| ProviderSnapshot {
+                name: p.name,
+                state: p.state,
+                consecutive_failures: p.consecutive_failures,
+                error_rate: p.error_rate,
+                window_calls: p.window_calls,
+                p95: p
+                    .latency_ms
+                    .map(|l| Duration::from_secs_f64(l.p95.max(0.0) / 1000.0)),
+            })
+            .collect(),
+    }
+}
+
+/// Evaluates the rules every second until `cancel`, and hands each message to `dispatcher`.
+pub async fn run(
+    cfg: AlertsConfig,
+    streak_threshold: u64,
+    chains: Vec<ChainView>,
+    dispatcher: Arc<deliver::Dispatcher>,
+    cancel: CancellationToken,
+) {
+    let mut throttle = Throttle::default();
+    let mut switches: Vec<SwitchWindow> = chains.iter().map(|_| SwitchWindow::default()).collect();
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let now = Instant::now();
+        let mut conditions = Vec::new();
+        for (view, window) in chains.iter().zip(&mut switches) {
+            let recent = window.in_window(view.pool.switches(), now, cfg.max_switches.window.0);
+            conditions.extend(rules::evaluate(
+                &cfg,
+                streak_threshold,
+                &snapshot(view, recent),
+            ));
+        }
+        for n in throttle.update(
+            conditions,
+            now,
+            SystemTime::now(),
+            cfg.throttle.0,
+            &cfg.dashboard_url,
+        ) {
+            dispatcher.send(n);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cond(rule: Rule, tier: Tier) -> Condition {
+        Condition {
+            rule,
+            chain: "main".into(),
+            provider: None,
+            tier,
+            what: "something".into(),
+            action: "something else".into(),
+        }
+    }
+
+    #[test]
+    fn one_message_per_rule_and_target_then_escalation_then_resolution() {
+        let mut t = Throttle::default();
+        let t0 = Instant::now();
+        let wall = SystemTime::now();
+        let throttle = Duration::from_secs(300);
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let w = Tier::Warning;
+        let sent = t.update(
+            vec![cond(Rule::ProvidersDown, w)],
+            at(0),
+            wall,
+            throttle,
+            "",
+        );
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].status, Status::Firing);
+        assert!(sent[0].title.starts_with("[WARNING] providers_down main"));
+        // Still firing: nothing more (de-duplicated).
+        for s in 1..10 {
+            assert!(t
+                .update(
+                    vec![cond(Rule::ProvidersDown, w)],
+                    at(s),
+                    wall,
+                    throttle,
+                    ""
+                )
+                .is_empty());
+        }
+        // Worse: sent at once, throttle or not.
+        let up = t.update(
+            vec![cond(Rule::ProvidersDown, Tier::Emergency)],
+            at(11),
+            wall,
+            throttle,
+            "",
+        );
+        assert_eq!(up.len(), 1);
+        assert_eq!(up[0].tier, Tier::Emergency);
+        // Cleared: a resolution, with the tier last sent.
+        let done = t.update(vec![], at(12), wall, throttle, "https://grafana.example/");
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].status, Status::Resolved);
+        assert_eq!(done[0].tier, Tier::Emergency);
+        assert_eq!(
+            done[0].dashboard.as_deref(),
+            Some("https://grafana.example/d/blockwatch-providers?var-chain=main")
+        );
+        assert!(done[0]
+            .text
+            .contains("Dashboard: https://grafana.example/d/"));
+        // Back within the throttle window: held back (and so never resolved either)...
+        assert!(t
+            .update(
+                vec![cond(Rule::ProvidersDown, w)],
+                at(20),
+                wall,
+                throttle,
+                ""
+            )
+            .is_empty());
+        assert!(t.update(vec![], at(21), wall, throttle, "").is_empty());
+        // ...and sent once the window has passed, if it still holds.
+        assert!(t
+            .update(
+                vec![cond(Rule::ProvidersDown, w)],
+                at(100),
+                wall,
+                throttle,
+                ""
+            )
+            .is_empty());
+        let later = t.update(
+            vec![cond(Rule::ProvidersDown, w)],
+            at(312),
+            wall,
+            throttle,
+            "",
+        );
+        assert_eq!(later.len(), 1);
+        // Another rule on the same target is its own alert.
+        let other = t.update(
+            vec![
+                cond(Rule::ProvidersDown, w),
+                cond(Rule::MissedBlocks, Tier::Critical),
+            ],
+            at(313),
+            wall,
+            throttle,
+            "",
+        );
+        assert_eq!(other.len(), 1);
+        assert_eq!(other[0].rule, Rule::MissedBlocks);
+        assert_eq!(t.firing().len(), 2);
+    }
+
+    #[test]
+    fn switches_are_counted_over_the_window_only() {
+        let mut w = SwitchWindow::default();
+        let t0 = Instant::now();
+        let window = Duration::from_secs(10);
+        assert_eq!(w.in_window(3, t0, window), 0);
+        assert_eq!(w.in_window(5, t0 + Duration::from_secs(5), window), 2);
+        assert_eq!(w.in_window(9, t0 + Duration::from_secs(10), window), 6);
+        // The first sample left the window.
+        assert_eq!(w.in_window(9, t0 + Duration::from_secs(11), window), 4);
+        assert!(w.samples.len() <= 3);
+    }
+}

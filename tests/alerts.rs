@@ -1,0 +1,407 @@
+//! Alerts on devnet, delivered to real HTTP servers on loopback: tiers, thresholds, throttling and
+//! de-duplication, resolution, a channel that is down, and no secret in any message.
+
+mod common;
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use common::*;
+use serde_json::{json, Value};
+
+const CATCH_UP: Duration = Duration::from_secs(30);
+const TOKEN: &str = "T0KENabcdef123456789";
+const HEADER_SECRET: &str = "hdr-S3cret-value-42";
+
+/// A POST a receiver got.
+#[derive(Clone, Debug)]
+struct Post {
+    path: String,
+    headers: http::HeaderMap,
+    body: Value,
+}
+
+/// An HTTP server on loopback that records every POST and answers 200.
+struct Receiver {
+    port: u16,
+    posts: Arc<Mutex<Vec<Post>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    async fn start(port: u16) -> Receiver {
+        let posts: Arc<Mutex<Vec<Post>>> = Arc::default();
+        let seen = posts.clone();
+        let app = axum::Router::new().fallback(
+            move |uri: http::Uri, headers: http::HeaderMap, body: axum::body::Bytes| {
+                let seen = seen.clone();
+                async move {
+                    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    seen.lock().unwrap().push(Post {
+                        path: uri.path().to_owned(),
+                        headers,
+                        body,
+                    });
+                    "ok"
+                }
+            },
+        );
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Receiver { port, posts, task }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn posts(&self, path: &str) -> Vec<Post> {
+        self.posts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.path == path)
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Webhook bodies (rule, tier, status) in the order they came.
+fn webhook_alerts(r: &Receiver, path: &str) -> Vec<(String, String, String)> {
+    r.posts(path)
+        .iter()
+        .map(|p| {
+            (
+                p.body["rule"].as_str().unwrap_or_default().to_owned(),
+                p.body["tier"].as_str().unwrap_or_default().to_owned(),
+                p.body["status"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn wait_for_post(
+    r: &Receiver,
+    path: &str,
+    what: &str,
+    f: impl Fn(&(String, String, String)) -> bool,
+) {
+    wait_for(CATCH_UP, what, || {
+        let found = webhook_alerts(r, path).iter().any(&f);
+        async move { found.then_some(()) }
+    })
+    .await;
+}
+
+fn alerts_config(devnet: &DevnetProc, channels: &str) -> String {
+    devnet.agent_config("").replace(
+        "[pool]",
+        &format!(
+            r#"[alerts]
+no_new_block_after = "3s"
+consecutive_failures = 3
+throttle = "1m"
+dashboard_url = "https://grafana.example.com"
+delivery_retries = 2
+delivery_backoff = "200ms"
+{channels}
+
+[pool]
+# Recovered providers leave `degraded` and open circuits close within seconds.
+score_window = "5s"
+circuit_open_for = "2s""#
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_reach_every_channel_by_tier_once_and_resolve() {
+    let receiver = Receiver::start(0).await;
+    let devnet = DevnetProc::start(3, "200ms").await;
+    let dir = tempfile::tempdir().unwrap();
+    let channels = format!(
+        r#"
+  [[alerts.channels]]
+  kind = "webhook"
+  url = "{webhook}"
+  headers = {{ "authorization" = "Bearer {HEADER_SECRET}" }}
+
+  [[alerts.channels]]
+  kind = "slack"
+  url = "{slack}"
+  min_severity = "critical"
+
+  [[alerts.channels]]
+  kind = "discord"
+  url = "{discord}"
+
+  [[alerts.channels]]
+  kind = "file"
+  path = "alerts.jsonl"
+"#,
+        webhook = receiver.url(&format!("/hook?token={TOKEN}")),
+        slack = receiver.url(&format!("/services/T0123ABC/B0456DEF/{TOKEN}")),
+        discord = receiver.url(&format!("/api/webhooks/123456789012/{TOKEN}")),
+    );
+    let mut agent = Agent::start(dir.path(), &alerts_config(&devnet, &channels));
+    agent.wait_for_block(3, CATCH_UP).await;
+    assert!(
+        receiver.posts("/hook").is_empty(),
+        "no alert while healthy: {:?}",
+        receiver.posts("/hook")
+    );
+
+    // One provider down: a warning (webhook, discord; not slack, which wants critical).
+    devnet.set_fault("p0", json!({"kind": "down"})).await;
+    wait_for_post(&receiver, "/hook", "providers_down warning", |(r, t, s)| {
+        r == "providers_down" && t == "warning" && s == "firing"
+    })
+    .await;
+    // Two down: escalated to critical at once, and now slack gets it too.
+    devnet.set_fault("p1", json!({"kind": "down"})).await;
+    wait_for_post(
+        &receiver,
+        "/hook",
+        "providers_down critical",
+        |(r, t, _)| r == "providers_down" && t == "critical",
+    )
+    .await;
+    wait_for(CATCH_UP, "the critical alert on slack", || {
+        let n = receiver
+            .posts(&format!("/services/T0123ABC/B0456DEF/{TOKEN}"))
+            .len();
+        async move { (n >= 1).then_some(()) }
+    })
+    .await;
+    // The stream goes on through p2 while alerts are delivered.
+    let head = devnet.head().await;
+    agent.wait_for_block(head + 3, CATCH_UP).await;
+    // All down: no provider left, and the chain stalls.
+    devnet.set_fault("p2", json!({"kind": "down"})).await;
+    wait_for_post(
+        &receiver,
+        "/hook",
+        "chain_stalled emergency",
+        |(r, t, _)| r == "chain_stalled" && t == "emergency",
+    )
+    .await;
+    wait_for_post(
+        &receiver,
+        "/hook",
+        "providers_down emergency",
+        |(r, t, _)| r == "providers_down" && t == "emergency",
+    )
+    .await;
+    devnet.clear_faults().await;
+    wait_for_post(&receiver, "/hook", "chain_stalled resolved", |(r, _, s)| {
+        r == "chain_stalled" && s == "resolved"
+    })
+    .await;
+    wait_for_post(
+        &receiver,
+        "/hook",
+        "providers_down resolved",
+        |(r, _, s)| r == "providers_down" && s == "resolved",
+    )
+    .await;
+    settle_and_check(&mut agent, &devnet).await;
+
+    // De-duplicated: each (rule, target, tier, status) once; every firing alert resolved once.
+    let hook = webhook_alerts(&receiver, "/hook");
+    let keys: Vec<String> = receiver
+        .posts("/hook")
+        .iter()
+        .map(|p| {
+            let b = &p.body;
+            format!(
+                "{} {} {} {} {}",
+                b["rule"], b["chain"], b["provider"], b["tier"], b["status"]
+            )
+        })
+        .collect();
+    let mut unique = keys.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(keys.len(), unique.len(), "a message repeated: {keys:#?}");
+    let tiers: Vec<&str> = hook
+        .iter()
+        .filter(|(r, _, s)| r == "providers_down" && s == "firing")
+        .map(|(_, t, _)| t.as_str())
+        .collect();
+    assert_eq!(tiers, ["warning", "critical", "emergency"], "{hook:#?}");
+    let targets = |status: &str| {
+        let mut v: Vec<String> = receiver
+            .posts("/hook")
+            .iter()
+            .filter(|p| p.body["status"] == status)
+            .map(|p| format!("{} {}", p.body["rule"], p.body["provider"]))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    assert_eq!(
+        targets("firing"),
+        targets("resolved"),
+        "every alert resolved: {keys:#?}"
+    );
+    assert_eq!(
+        hook.iter().filter(|(_, _, s)| s == "resolved").count(),
+        targets("resolved").len(),
+        "one resolution each: {keys:#?}"
+    );
+    // The webhook got its header; its text says what, where, since when, what the agent did.
+    let first = &receiver.posts("/hook")[0];
+    assert_eq!(
+        first.headers["authorization"],
+        format!("Bearer {HEADER_SECRET}").as_str()
+    );
+    let text = first.body["text"].as_str().unwrap();
+    for part in [
+        "What: ",
+        "Where: chain anvil",
+        "Since: ",
+        "Agent: ",
+        "Dashboard: https://grafana.example.com/d/",
+    ] {
+        assert!(text.contains(part), "{part:?} not in {text}");
+    }
+    // Slack: only critical and worse (and their resolutions), in Slack's payload.
+    let slack = receiver.posts(&format!("/services/T0123ABC/B0456DEF/{TOKEN}"));
+    assert!(slack
+        .iter()
+        .all(|p| p.body["text"].as_str().unwrap().contains("CRITICAL")
+            || p.body["text"].as_str().unwrap().contains("EMERGENCY")
+            || p.body["text"].as_str().unwrap().contains("RESOLVED")));
+    assert_eq!(slack[0].body["blocks"][1]["text"]["type"], "mrkdwn");
+    // Discord: embeds with the dashboard link.
+    let discord = receiver.posts(&format!("/api/webhooks/123456789012/{TOKEN}"));
+    assert_eq!(discord.len(), hook.len(), "discord takes every tier");
+    let embed = &discord[0].body["embeds"][0];
+    assert!(embed["title"].as_str().unwrap().starts_with("[WARNING]"));
+    assert!(embed["url"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://grafana.example.com/d/"));
+    // The file channel has the same messages as the webhook, as JSON lines.
+    let file = std::fs::read_to_string(dir.path().join("alerts.jsonl")).unwrap();
+    assert_eq!(file.lines().count(), hook.len());
+
+    // No secret in any message, the log or /metrics.
+    let (_, metrics) = http_get(&format!("{}/metrics", agent.api_url().await)).await;
+    let everything = format!(
+        "{:?}{file}{}{metrics}",
+        receiver
+            .posts
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|p| &p.body)
+            .collect::<Vec<_>>(),
+        agent.log()
+    );
+    assert!(!everything.contains(TOKEN), "the channel token leaked");
+    assert!(
+        !everything.contains(HEADER_SECRET),
+        "the header secret leaked"
+    );
+    // Delivered messages are counted per channel.
+    assert!(
+        metric_sum(
+            &metrics,
+            "blockwatch_alerts_sent_total",
+            &[("channel", "webhook")]
+        ) >= 8.0
+    );
+    assert_eq!(
+        metric_sum(&metrics, "blockwatch_alerts_failed_total", &[]),
+        0.0
+    );
+    // Every alert is a log record.
+    assert!(agent.log().contains(r#""message":"alert""#));
+    assert!(agent
+        .signal_and_wait("TERM", Duration::from_secs(5))
+        .success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_that_is_down_is_retried_and_the_stream_goes_on() {
+    let devnet = DevnetProc::start(2, "200ms").await;
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on `late` until later; `dead` never answers.
+    let late_port = free_port();
+    let dead_port = free_port();
+    let channels = format!(
+        r#"
+  [[alerts.channels]]
+  kind = "webhook"
+  url = "http://127.0.0.1:{late_port}/late"
+
+  [[alerts.channels]]
+  kind = "webhook"
+  url = "http://127.0.0.1:{dead_port}/dead"
+"#
+    );
+    let cfg = alerts_config(&devnet, &channels).replace(
+        "delivery_retries = 2\ndelivery_backoff = \"200ms\"",
+        "delivery_retries = 4\ndelivery_backoff = \"500ms\"",
+    );
+    let mut agent = Agent::start(dir.path(), &cfg);
+    agent.wait_for_block(3, CATCH_UP).await;
+    devnet.set_fault("p1", json!({"kind": "down"})).await;
+    wait_for(CATCH_UP, "a failed delivery attempt", || {
+        let seen = agent.log().contains("alert delivery failed; retrying");
+        async move { seen.then_some(()) }
+    })
+    .await;
+    // The stream is not held up by deliveries.
+    let head = devnet.head().await;
+    agent.wait_for_block(head + 5, CATCH_UP).await;
+    // The late channel comes up: the retry delivers.
+    let late = Receiver::start(late_port).await;
+    wait_for_post(&late, "/late", "the retried delivery", |(r, _, _)| {
+        r == "providers_down"
+    })
+    .await;
+    // The dead one is given up on after its retries, and counted.
+    wait_for(CATCH_UP, "a message given up on", || {
+        let seen = agent.log().contains("alert not delivered; giving up");
+        async move { seen.then_some(()) }
+    })
+    .await;
+    let (_, metrics) = http_get(&format!("{}/metrics", agent.api_url().await)).await;
+    assert!(
+        metric_sum(
+            &metrics,
+            "blockwatch_alerts_failed_total",
+            &[("channel", "webhook-1")]
+        ) >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        metric_sum(
+            &metrics,
+            "blockwatch_alerts_sent_total",
+            &[("channel", "webhook-0")]
+        ) >= 1.0,
+        "{metrics}"
+    );
+    devnet.clear_faults().await;
+    settle_and_check(&mut agent, &devnet).await;
+    assert!(agent
+        .signal_and_wait("TERM", Duration::from_secs(5))
+        .success());
+}
