@@ -16,6 +16,7 @@ release:
 ## Installs the tools the tests need (idempotent; nothing global).
 tools:
 	bash scripts/install-anvil.sh
+	bash scripts/install-aiosmtpd.sh
 
 ## Unit tests, then integration tests against a real anvil node.
 test: tools

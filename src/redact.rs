@@ -128,6 +128,19 @@ pub fn url_secrets(url: &str) -> Vec<String> {
     out
 }
 
+/// The secrets in a header value: the whole value, and each word of it long enough to be a
+/// credential (`Bearer <token>`: the token alone is found too).
+pub fn header_secrets(value: &str) -> Vec<String> {
+    let mut out = vec![value.to_owned()];
+    out.extend(
+        value
+            .split_whitespace()
+            .filter(|w| w.len() >= 8 && *w != value)
+            .map(str::to_owned),
+    );
+    out
+}
+
 /// `text` with every `http(s)://` or `ws(s)://` URL in it passed through [`redact_url`] (for messages
 /// from libraries that quote the URL they were given).
 pub fn redact_urls_in(text: &str) -> String {

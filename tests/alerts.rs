@@ -405,3 +405,152 @@ async fn a_channel_that_is_down_is_retried_and_the_stream_goes_on() {
         .signal_and_wait("TERM", Duration::from_secs(5))
         .success());
 }
+
+/// aiosmtpd (installed by `make tools`) on loopback with STARTTLS and AUTH required, under a
+/// self-signed certificate; every mail it gets is a JSON line in `out`.
+struct SmtpServer {
+    child: std::process::Child,
+    port: u16,
+    out: std::path::PathBuf,
+    ca: std::path::PathBuf,
+}
+
+impl SmtpServer {
+    fn start(dir: &std::path::Path, user: &str, password: &str) -> SmtpServer {
+        use std::io::BufRead;
+        let python =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/venv/bin/python");
+        assert!(
+            python.exists(),
+            "{} missing: run `make tools` (scripts/install-aiosmtpd.sh)",
+            python.display()
+        );
+        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let (cert, key, out) = (
+            dir.join("smtp.pem"),
+            dir.join("smtp.key"),
+            dir.join("mail.jsonl"),
+        );
+        std::fs::write(&cert, certified.cert.pem()).unwrap();
+        std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+        let port = free_port();
+        let mut child = std::process::Command::new(python)
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/smtp_server.py"))
+            .args([
+                &port.to_string(),
+                cert.to_str().unwrap(),
+                key.to_str().unwrap(),
+                user,
+                password,
+            ])
+            .arg(&out)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the SMTP server");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "SMTP server did not start");
+        SmtpServer {
+            child,
+            port,
+            out,
+            ca: cert,
+        }
+    }
+
+    fn mails(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_alerts_go_through_starttls_and_auth() {
+    const PASSWORD: &str = "Smtp-Pa55word-xyz";
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = SmtpServer::start(dir.path(), "alerts", PASSWORD);
+    let devnet = DevnetProc::start(2, "200ms").await;
+    let channels = format!(
+        r#"
+  [[alerts.channels]]
+  kind = "email"
+  smtp_url = "smtp://alerts:{PASSWORD}@127.0.0.1:{port}"
+  smtp_ca_file = "{ca}"
+  from = "blockwatch <blockwatch@example.com>"
+  to = ["oncall@example.com", "infra@example.com"]
+
+  [[alerts.channels]]
+  kind = "email"
+  smtp_url = "smtp://alerts:wrong-password-123@127.0.0.1:{port}"
+  smtp_ca_file = "{ca}"
+  from = "blockwatch@example.com"
+  to = ["oncall@example.com"]
+"#,
+        port = smtp.port,
+        ca = smtp.ca.display()
+    );
+    let mut agent = Agent::start(dir.path(), &alerts_config(&devnet, &channels));
+    agent.wait_for_block(3, CATCH_UP).await;
+    devnet.set_fault("p1", json!({"kind": "down"})).await;
+    let mail = wait_for(CATCH_UP, "an alert by mail", || {
+        let mails = smtp.mails();
+        async move { mails.into_iter().next() }
+    })
+    .await;
+    assert_eq!(mail["tls"], true, "{mail}");
+    assert_eq!(mail["login"], "alerts");
+    assert_eq!(mail["from"], "blockwatch@example.com");
+    assert_eq!(
+        mail["to"],
+        json!(["oncall@example.com", "infra@example.com"])
+    );
+    let data = mail["data"].as_str().unwrap();
+    assert!(
+        data.contains("Subject: [WARNING] providers_down anvil"),
+        "{data}"
+    );
+    assert!(data.contains("What: 1 of 2 providers down: p1"), "{data}");
+    // The channel with a wrong password fails, is retried, given up on and counted.
+    wait_for(CATCH_UP, "the failing mail channel to give up", || {
+        let seen = agent.log().contains("alert not delivered; giving up");
+        async move { seen.then_some(()) }
+    })
+    .await;
+    let (_, metrics) = http_get(&format!("{}/metrics", agent.api_url().await)).await;
+    assert!(
+        metric_sum(
+            &metrics,
+            "blockwatch_alerts_failed_total",
+            &[("channel", "email-1")]
+        ) >= 1.0
+    );
+    assert!(
+        metric_sum(
+            &metrics,
+            "blockwatch_alerts_sent_total",
+            &[("channel", "email-0")]
+        ) >= 1.0
+    );
+    devnet.clear_faults().await;
+    settle_and_check(&mut agent, &devnet).await;
+    let log = agent.log();
+    assert!(
+        !log.contains(PASSWORD) && !log.contains("wrong-password-123"),
+        "a password leaked"
+    );
+    assert!(agent
+        .signal_and_wait("TERM", Duration::from_secs(5))
+        .success());
+}

@@ -40,6 +40,8 @@ enum DeliveryError {
     Http(String),
     #[error("HTTP status {0}")]
     Status(u16),
+    #[error("{0}")]
+    Email(String),
     #[error("cannot write {path}: {source}")]
     File {
         path: PathBuf,
@@ -75,6 +77,8 @@ struct Channel {
     label: String,
     cfg: ChannelConfig,
     http: reqwest::Client,
+    /// The email channel's transport (checked with the config, so it builds).
+    mailer: Option<Result<super::email::Mailer, String>>,
 }
 
 impl Dispatcher {
@@ -98,10 +102,14 @@ impl Dispatcher {
         for (i, c) in cfg.channels.iter().enumerate() {
             let label = c.label(i, &cfg.channels);
             let (tx, rx) = mpsc::channel(QUEUE);
+            let mailer = (c.kind == ChannelKind::Email).then(|| {
+                super::email::Mailer::new(c).map_err(|(key, msg)| format!("{key}: {msg}"))
+            });
             let channel = Channel {
                 label: label.clone(),
                 cfg: c.clone(),
                 http: http.clone(),
+                mailer,
             };
             tokio::spawn(channel.run(rx, retry, metrics.clone(), redactor.clone(), cancel.clone()));
             queues.push(Queue {
@@ -322,9 +330,11 @@ impl Channel {
                     Err(DeliveryError::Status(resp.status().as_u16()))
                 }
             }
-            ChannelKind::Email => Err(DeliveryError::Http(
-                "email delivery is not available in this build".into(),
-            )),
+            ChannelKind::Email => match &self.mailer {
+                Some(Ok(m)) => m.send(n).await.map_err(DeliveryError::Email),
+                Some(Err(e)) => Err(DeliveryError::Email(e.clone())),
+                None => Err(DeliveryError::Email("no SMTP transport".into())),
+            },
         }
     }
 }

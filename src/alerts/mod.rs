@@ -3,6 +3,7 @@
 //! channels on their own tasks ([`deliver`]), never blocking the block stream.
 
 pub mod deliver;
+pub mod email;
 pub mod rules;
 
 use std::{

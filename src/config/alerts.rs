@@ -139,6 +139,10 @@ pub struct ChannelConfig {
     /// `smtp://host:25?tls=none` (plain, for a relay on the same host).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smtp_url: Option<String>,
+    /// email: a PEM file of extra root certificates to trust (a private CA), besides the public
+    /// ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp_ca_file: Option<PathBuf>,
     /// email: the sender.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
@@ -171,7 +175,11 @@ impl AlertsConfig {
             for url in [&c.url, &c.smtp_url].into_iter().flatten() {
                 out.extend(channel_url_secrets(url));
             }
-            out.extend(c.headers.values().cloned());
+            out.extend(
+                c.headers
+                    .values()
+                    .flat_map(|v| crate::redact::header_secrets(v)),
+            );
         }
         out
     }
@@ -266,19 +274,8 @@ impl AlertsConfig {
                     need("smtp_url", c.smtp_url.is_some())?;
                     need("from", c.from.is_some())?;
                     need("to", !c.to.is_empty())?;
-                    let url = c.smtp_url.as_deref().unwrap_or_default();
-                    let ok = url::Url::parse(url).is_ok_and(|u| {
-                        matches!(u.scheme(), "smtp" | "smtps") && u.host().is_some()
-                    });
-                    if !ok {
-                        return Err(ConfigError::invalid(
-                            key("smtp_url"),
-                            format!(
-                                "{} is not an smtp:// or smtps:// URL with a host",
-                                redact_channel_url(url)
-                            ),
-                        ));
-                    }
+                    crate::alerts::email::Mailer::new(c)
+                        .map_err(|(k, msg)| ConfigError::invalid(key(k), msg))?;
                 }
             }
             if !c.headers.is_empty() && c.kind != ChannelKind::Webhook {

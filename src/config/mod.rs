@@ -755,7 +755,11 @@ impl Config {
         })?;
         for chain in &config.chains {
             for p in &chain.providers {
-                secrets.extend(p.headers.values().cloned());
+                secrets.extend(
+                    p.headers
+                        .values()
+                        .flat_map(|v| crate::redact::header_secrets(v)),
+                );
                 secrets.extend(crate::redact::url_secrets(&p.url));
                 if let Some(ws) = &p.ws_url {
                     secrets.extend(crate::redact::url_secrets(ws));

@@ -208,3 +208,67 @@ fn monitor_section_is_read_and_checked() {
     let msg = monitor("retry_attemps = 2");
     assert!(msg.contains("retry_attemps"), "{msg}");
 }
+
+#[test]
+fn alerts_section_is_read_checked_and_its_secrets_redacted() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.alerts.consecutive_failures, 5);
+    assert_eq!(c.alerts.throttle, HumanDuration::from_secs(300));
+    assert!(c.alerts.channels.is_empty());
+    let with = |channel: &str| format!("[alerts]\n[[alerts.channels]]\n{channel}\n{MINIMAL}");
+    let msg = err_of(&with("kind = \"webhook\""));
+    assert!(
+        msg.contains("alerts.channels[0].url") && msg.contains("webhook"),
+        "{msg}"
+    );
+    let msg = err_of(&with("kind = \"slack\"\nurl = \"ftp://x/T0123456789\""));
+    assert!(
+        msg.contains("alerts.channels[0].url") && !msg.contains("T0123456789"),
+        "{msg}"
+    );
+    let msg = err_of(&with("kind = \"file\""));
+    assert!(msg.contains("alerts.channels[0].path"), "{msg}");
+    let msg = err_of(&with("kind = \"pager\""));
+    assert!(msg.contains("pager"), "{msg}");
+    let msg = err_of(&with("kind = \"console\"\nmin_severity = \"fatal\""));
+    assert!(
+        msg.contains("min_severity") || msg.contains("fatal"),
+        "{msg}"
+    );
+    let email = |extra: &str| {
+        with(&format!(
+            "kind = \"email\"\nsmtp_url = \"smtp://u:pw-Secret-123@mail.example.com\"\nfrom = \"a@example.com\"\nto = [\"b@example.com\"]\n{extra}"
+        ))
+    };
+    parse(&email("")).unwrap();
+    let msg = err_of(&email("").replace("a@example.com", "not an address"));
+    assert!(msg.contains("alerts.channels[0].from"), "{msg}");
+    let msg =
+        err_of(&email("").replace("@mail.example.com", "@mail.example.com?tls=opportunistic"));
+    assert!(
+        msg.contains("alerts.channels[0].smtp_url") && !msg.contains("pw-Secret-123"),
+        "{msg}"
+    );
+    let msg = err_of(&email("smtp_ca_file = \"/nonexistent/ca.pem\""));
+    assert!(msg.contains("alerts.channels[0].smtp_ca_file"), "{msg}");
+    let msg = err_of(&format!("[alerts]\nerror_rate = 5.0\n{MINIMAL}"));
+    assert!(msg.contains("alerts.error_rate"), "{msg}");
+    let msg = err_of(&format!(
+        "[alerts]\nmax_switches = {{ count = 0, window = \"1m\" }}\n{MINIMAL}"
+    ));
+    assert!(msg.contains("alerts.max_switches"), "{msg}");
+    // Tokens in channel URLs and header values are secrets: redacted in the printed config and
+    // by the redactor, wherever they appear.
+    let c = parse(&with(
+        "kind = \"webhook\"\nurl = \"https://hooks.example.com/services/T0ABC123/B0DEF456/xoxbSecretToken99\"\nheaders = { authorization = \"Bearer hdr-secret-1\" }",
+    ))
+    .unwrap();
+    let printed = c.to_redacted_toml();
+    for secret in ["T0ABC123", "B0DEF456", "xoxbSecretToken99", "hdr-secret-1"] {
+        assert!(!printed.contains(secret), "{secret} in {printed}");
+        assert!(!c
+            .redactor()
+            .redact(&format!("error at {secret}"))
+            .contains(secret));
+    }
+}
