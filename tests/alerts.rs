@@ -107,12 +107,13 @@ async fn wait_for_post(
 }
 
 fn alerts_config(devnet: &DevnetProc, channels: &str) -> String {
-    devnet.agent_config("").replace(
+    devnet.agent_config("max_block_delay = \"1s\"").replace(
         "[pool]",
         &format!(
             r#"[alerts]
 no_new_block_after = "3s"
 consecutive_failures = 3
+max_switches = {{ count = 2, window = "10s" }}
 throttle = "1m"
 dashboard_url = "https://grafana.example.com"
 delivery_retries = 2
@@ -218,6 +219,46 @@ async fn alerts_reach_every_channel_by_tier_once_and_resolve() {
     )
     .await;
     settle_and_check(&mut agent, &devnet).await;
+    // The outage made a streak of missed blocks, and the failovers more switches than allowed.
+    wait_for_post(&receiver, "/hook", "missed_blocks critical", |(r, t, _)| {
+        r == "missed_blocks" && t == "critical"
+    })
+    .await;
+    wait_for_post(
+        &receiver,
+        "/hook",
+        "provider_switches warning",
+        |(r, t, _)| r == "provider_switches" && t == "warning",
+    )
+    .await;
+    // Throttled: p0 flapping within the minute after its last message sends nothing new.
+    let before = receiver
+        .posts("/hook")
+        .iter()
+        .filter(|p| p.body["rule"] == "providers_down")
+        .count();
+    for _ in 0..3 {
+        devnet.set_fault("p0", json!({"kind": "down"})).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        devnet.clear_faults().await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    let after = receiver
+        .posts("/hook")
+        .iter()
+        .filter(|p| p.body["rule"] == "providers_down")
+        .count();
+    assert_eq!(before, after, "a flapping provider was not throttled");
+    settle_and_check(&mut agent, &devnet).await;
+    for rule in ["missed_blocks", "provider_switches"] {
+        wait_for_post(
+            &receiver,
+            "/hook",
+            &format!("{rule} resolved"),
+            |(r, _, s)| r == rule && s == "resolved",
+        )
+        .await;
+    }
 
     // De-duplicated: each (rule, target, tier, status) once; every firing alert resolved once.
     let hook = webhook_alerts(&receiver, "/hook");
@@ -550,6 +591,66 @@ async fn email_alerts_go_through_starttls_and_auth() {
         !log.contains(PASSWORD) && !log.contains("wrong-password-123"),
         "a password leaked"
     );
+    assert!(agent
+        .signal_and_wait("TERM", Duration::from_secs(5))
+        .success());
+}
+
+/// The alert lines of a file channel: (rule, provider, status).
+fn file_alerts(path: &std::path::Path) -> Vec<(String, String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+            (s("rule"), s("provider"), s("status"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_provider_raises_a_latency_warning_that_resolves() {
+    let devnet = DevnetProc::start(2, "200ms").await;
+    let dir = tempfile::tempdir().unwrap();
+    let channels = "\n  [[alerts.channels]]\n  kind = \"file\"\n  path = \"alerts.jsonl\"\n";
+    // No hedging: every call waits for the slow leader, whose p95 is then its delay.
+    let cfg = alerts_config(&devnet, channels)
+        .replace(
+            "throttle = \"1m\"",
+            "throttle = \"1m\"\np95_latency = \"200ms\"",
+        )
+        .replace(
+            "score_window = \"5s\"",
+            "score_window = \"5s\"\nhedge_percentile = 0",
+        );
+    let mut agent = Agent::start(dir.path(), &cfg);
+    agent.wait_for_block(3, CATCH_UP).await;
+    devnet
+        .set_fault("p0", json!({"kind": "latency", "ms": 350}))
+        .await;
+    let path = dir.path().join("alerts.jsonl");
+    let latency = |status: &'static str| {
+        let path = path.clone();
+        move || {
+            let found =
+                file_alerts(&path).contains(&("latency".into(), "p0".into(), status.into()));
+            async move { found.then_some(()) }
+        }
+    };
+    wait_for(CATCH_UP, "a latency warning for p0", latency("firing")).await;
+    devnet.clear_faults().await;
+    wait_for(
+        CATCH_UP,
+        "the latency warning resolved",
+        latency("resolved"),
+    )
+    .await;
+    assert!(
+        file_alerts(&path).iter().all(|(_, p, _)| p != "p1"),
+        "the healthy provider was not alerted on"
+    );
+    settle_and_check(&mut agent, &devnet).await;
     assert!(agent
         .signal_and_wait("TERM", Duration::from_secs(5))
         .success());

@@ -164,7 +164,9 @@ async fn exports_spans_metrics_and_logs_per_spec_without_secrets() {
             ),
             1,
         )
-        .replace("otlp_endpoint = \"\"", &format!("otlp_endpoint = \"http://{addr}\""));
+        .replace("otlp_endpoint = \"\"", &format!("otlp_endpoint = \"http://{addr}\""))
+        // One failed call is an alert: its span event is exported too.
+        .replace("[pool]", "[alerts]\nconsecutive_failures = 1\n\n[pool]");
     let mut agent = Agent::start_with_env(
         dir.path(),
         &cfg,
@@ -364,6 +366,18 @@ async fn exports_spans_metrics_and_logs_per_spec_without_secrets() {
         .collect();
     assert!(reasons.iter().any(|r| r == "RpcError"), "{reasons:?}");
     assert!(reasons.iter().any(|r| r == "ChainReorg"), "{reasons:?}");
+    let alert = events
+        .iter()
+        .find(|e| {
+            e.name == "alert"
+                && attr_str(&e.attributes, "rule").as_deref() == Some("consecutive_failures")
+        })
+        .expect("an alert span event");
+    assert_eq!(
+        attr_str(&alert.attributes, "provider").as_deref(),
+        Some("p0")
+    );
+    assert!(attr_str(&alert.attributes, "tier").is_some());
     let switch = events
         .iter()
         .find(|e| e.name == "provider_switch")

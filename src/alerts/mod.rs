@@ -269,7 +269,7 @@ fn snapshot(view: &ChainView, recent_switches: u64) -> ChainSnapshot {
         .stats
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .current_streak();
+        .take_peak_streak();
     ChainSnapshot {
         name: view.name.clone(),
         since_last_block: view.progress.since_last_block(),
@@ -328,6 +328,15 @@ pub async fn run(
             cfg.throttle.0,
             &cfg.dashboard_url,
         ) {
+            if n.rule == Rule::MissedBlocks {
+                // Misses recorded while the alert is out say so (`alert_sent`).
+                if let Some(view) = chains.iter().find(|v| v.name == n.chain) {
+                    view.stats
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .set_alerting(n.status == Status::Firing);
+                }
+            }
             dispatcher.send(n);
         }
     }

@@ -86,7 +86,7 @@ pub struct ChainSnapshot {
     pub since_last_block: Duration,
     /// The last block emitted.
     pub last_block: Option<u64>,
-    /// Missed blocks in a row now.
+    /// The longest run of missed blocks in a row since the last evaluation.
     pub missed_streak: u64,
     /// Provider switches within `max_switches.window`.
     pub recent_switches: u64,

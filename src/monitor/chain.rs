@@ -206,7 +206,7 @@ impl ChainMonitor {
             recovered: false,
             recovered_from: None,
             metadata,
-            alert_sent: false,
+            alert_sent: self.stats().alerting(),
         };
         self.count(&record, streak);
         self.lengthened(&record, streak);
@@ -343,7 +343,7 @@ impl ChainMonitor {
             recovered: true,
             recovered_from: Some(b.provider.to_owned()),
             metadata,
-            alert_sent: false,
+            alert_sent: self.stats().alerting(),
         };
         self.count(&record, streak);
         self.lengthened(&record, streak);
@@ -390,7 +390,7 @@ impl ChainMonitor {
             recovered: true,
             recovered_from: served_by.map(str::to_owned),
             metadata,
-            alert_sent: false,
+            alert_sent: self.stats().alerting(),
         }
     }
 
@@ -618,6 +618,22 @@ mod tests {
         );
         let v = m.stats.lock().unwrap().view();
         assert_eq!((v.blocks_missed, v.blocks_recovered), (1, 1));
+    }
+
+    #[test]
+    fn records_made_while_the_streak_alert_is_out_say_so() {
+        let mut m = monitor();
+        let failure = ("p0".to_owned(), RpcError::HttpStatus { status: 500 });
+        let failed = |n| Emitted {
+            first_failure: Some(&failure),
+            attempts: 2,
+            ..block(n, 1000 + 12 * n, 1001 + 12 * n, true)
+        };
+        assert!(!m.emitted(&failed(1)).unwrap().alert_sent);
+        m.stats.lock().unwrap().set_alerting(true);
+        assert!(m.emitted(&failed(2)).unwrap().alert_sent);
+        m.stats.lock().unwrap().set_alerting(false);
+        assert!(!m.emitted(&failed(3)).unwrap().alert_sent);
     }
 
     #[test]

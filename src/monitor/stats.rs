@@ -15,6 +15,10 @@ pub struct ChainStats {
     longest_streak: u64,
     reorgs: u64,
     recovery_seconds: f64,
+    /// The longest streak since [`Self::take_peak_streak`] last looked.
+    peak_streak: u64,
+    /// A missed-blocks alert was sent and is not resolved yet.
+    alerting: bool,
 }
 
 /// `/stats` of one chain.
@@ -57,7 +61,16 @@ impl ChainStats {
         self.missed += 1;
         self.current_streak += 1;
         self.longest_streak = self.longest_streak.max(self.current_streak);
+        self.peak_streak = self.peak_streak.max(self.current_streak);
         self.current_streak
+    }
+
+    /// The longest streak since the last call (a streak that ended in between counts): what an
+    /// observer sampling now and then must judge.
+    pub fn take_peak_streak(&mut self) -> u64 {
+        let peak = self.peak_streak.max(self.current_streak);
+        self.peak_streak = self.current_streak;
+        peak
     }
 
     /// Missed blocks in a row, now.
@@ -78,6 +91,17 @@ impl ChainStats {
         self.missed += 1;
         self.recovered += 1;
         self.longest_streak = self.longest_streak.max(1);
+    }
+
+    /// A missed-blocks alert for this chain was sent (`true`) or resolved (`false`): records made
+    /// meanwhile say `alert_sent`.
+    pub fn set_alerting(&mut self, on: bool) {
+        self.alerting = on;
+    }
+
+    /// Whether a missed-blocks alert is out for this chain.
+    pub fn alerting(&self) -> bool {
+        self.alerting
     }
 
     /// A reorg was followed.
@@ -141,5 +165,20 @@ mod tests {
                 reorgs: 1,
             }
         );
+    }
+
+    #[test]
+    fn a_streak_that_ended_between_two_looks_is_seen_once() {
+        let mut s = ChainStats::default();
+        assert_eq!(s.take_peak_streak(), 0);
+        for _ in 0..4 {
+            s.missed();
+        }
+        s.on_time();
+        assert_eq!(s.take_peak_streak(), 4, "ended, but not looked at yet");
+        assert_eq!(s.take_peak_streak(), 0);
+        s.missed();
+        assert_eq!(s.take_peak_streak(), 1);
+        assert_eq!(s.take_peak_streak(), 1, "still going");
     }
 }
