@@ -93,14 +93,13 @@ fn webhook_alerts(r: &Receiver, path: &str) -> Vec<(String, String, String)> {
         .collect()
 }
 
-async fn wait_for_post(
-    r: &Receiver,
-    path: &str,
-    what: &str,
-    f: impl Fn(&(String, String, String)) -> bool,
-) {
-    wait_for(CATCH_UP, what, || {
-        let found = webhook_alerts(r, path).iter().any(&f);
+/// Waits until `path` on `r` got an alert of `rule` with `tier` and `status` ("" matches any).
+async fn wait_for_alert(r: &Receiver, path: &str, rule: &str, tier: &str, status: &str) {
+    let what = format!("{rule} {tier} {status} on {path}");
+    wait_for(CATCH_UP, &what, || {
+        let found = webhook_alerts(r, path).iter().any(|(ru, t, s)| {
+            ru == rule && (tier.is_empty() || t == tier) && (status.is_empty() || s == status)
+        });
         async move { found.then_some(()) }
     })
     .await;
@@ -167,19 +166,10 @@ async fn alerts_reach_every_channel_by_tier_once_and_resolve() {
 
     // One provider down: a warning (webhook, discord; not slack, which wants critical).
     devnet.set_fault("p0", json!({"kind": "down"})).await;
-    wait_for_post(&receiver, "/hook", "providers_down warning", |(r, t, s)| {
-        r == "providers_down" && t == "warning" && s == "firing"
-    })
-    .await;
+    wait_for_alert(&receiver, "/hook", "providers_down", "warning", "firing").await;
     // Two down: escalated to critical at once, and now slack gets it too.
     devnet.set_fault("p1", json!({"kind": "down"})).await;
-    wait_for_post(
-        &receiver,
-        "/hook",
-        "providers_down critical",
-        |(r, t, _)| r == "providers_down" && t == "critical",
-    )
-    .await;
+    wait_for_alert(&receiver, "/hook", "providers_down", "critical", "").await;
     wait_for(CATCH_UP, "the critical alert on slack", || {
         let n = receiver
             .posts(&format!("/services/T0123ABC/B0456DEF/{TOKEN}"))
@@ -192,45 +182,15 @@ async fn alerts_reach_every_channel_by_tier_once_and_resolve() {
     agent.wait_for_block(head + 3, CATCH_UP).await;
     // All down: no provider left, and the chain stalls.
     devnet.set_fault("p2", json!({"kind": "down"})).await;
-    wait_for_post(
-        &receiver,
-        "/hook",
-        "chain_stalled emergency",
-        |(r, t, _)| r == "chain_stalled" && t == "emergency",
-    )
-    .await;
-    wait_for_post(
-        &receiver,
-        "/hook",
-        "providers_down emergency",
-        |(r, t, _)| r == "providers_down" && t == "emergency",
-    )
-    .await;
+    wait_for_alert(&receiver, "/hook", "chain_stalled", "emergency", "").await;
+    wait_for_alert(&receiver, "/hook", "providers_down", "emergency", "").await;
     devnet.clear_faults().await;
-    wait_for_post(&receiver, "/hook", "chain_stalled resolved", |(r, _, s)| {
-        r == "chain_stalled" && s == "resolved"
-    })
-    .await;
-    wait_for_post(
-        &receiver,
-        "/hook",
-        "providers_down resolved",
-        |(r, _, s)| r == "providers_down" && s == "resolved",
-    )
-    .await;
+    wait_for_alert(&receiver, "/hook", "chain_stalled", "", "resolved").await;
+    wait_for_alert(&receiver, "/hook", "providers_down", "", "resolved").await;
     settle_and_check(&mut agent, &devnet).await;
     // The outage made a streak of missed blocks, and the failovers more switches than allowed.
-    wait_for_post(&receiver, "/hook", "missed_blocks critical", |(r, t, _)| {
-        r == "missed_blocks" && t == "critical"
-    })
-    .await;
-    wait_for_post(
-        &receiver,
-        "/hook",
-        "provider_switches warning",
-        |(r, t, _)| r == "provider_switches" && t == "warning",
-    )
-    .await;
+    wait_for_alert(&receiver, "/hook", "missed_blocks", "critical", "").await;
+    wait_for_alert(&receiver, "/hook", "provider_switches", "warning", "").await;
     // Throttled: p0 flapping within the minute after its last message sends nothing new.
     let before = receiver
         .posts("/hook")
@@ -251,13 +211,7 @@ async fn alerts_reach_every_channel_by_tier_once_and_resolve() {
     assert_eq!(before, after, "a flapping provider was not throttled");
     settle_and_check(&mut agent, &devnet).await;
     for rule in ["missed_blocks", "provider_switches"] {
-        wait_for_post(
-            &receiver,
-            "/hook",
-            &format!("{rule} resolved"),
-            |(r, _, s)| r == rule && s == "resolved",
-        )
-        .await;
+        wait_for_alert(&receiver, "/hook", rule, "", "resolved").await;
     }
 
     // De-duplicated: each (rule, target, tier, status) once; every firing alert resolved once.
@@ -413,10 +367,7 @@ async fn a_channel_that_is_down_is_retried_and_the_stream_goes_on() {
     agent.wait_for_block(head + 5, CATCH_UP).await;
     // The late channel comes up: the retry delivers.
     let late = Receiver::start(late_port).await;
-    wait_for_post(&late, "/late", "the retried delivery", |(r, _, _)| {
-        r == "providers_down"
-    })
-    .await;
+    wait_for_alert(&late, "/late", "providers_down", "", "").await;
     // The dead one is given up on after its retries, and counted.
     wait_for(CATCH_UP, "a message given up on", || {
         let seen = agent.log().contains("alert not delivered; giving up");
