@@ -20,6 +20,8 @@ use crate::{
 const QUEUE: usize = 256;
 /// Time allowed for one HTTP delivery.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for any one delivery attempt (an SMTP server that goes quiet included).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The longest wait between two delivery attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -40,6 +42,8 @@ enum DeliveryError {
     Http(String),
     #[error("HTTP status {0}")]
     Status(u16),
+    #[error("no answer within {0:?}")]
+    TimedOut(Duration),
     #[error("{0}")]
     Email(String),
     #[error("cannot write {path}: {source}")]
@@ -47,6 +51,17 @@ enum DeliveryError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+impl DeliveryError {
+    /// Worth another attempt: anything but a refusal that will not change (an HTTP 4xx other
+    /// than 408 and 429).
+    fn retryable(&self) -> bool {
+        match self {
+            DeliveryError::Status(s) => !(400..500).contains(s) || *s == 408 || *s == 429,
+            _ => true,
+        }
+    }
 }
 
 struct Queue {
@@ -76,7 +91,8 @@ impl std::fmt::Debug for Dispatcher {
 struct Channel {
     label: String,
     cfg: ChannelConfig,
-    http: reqwest::Client,
+    /// The HTTP client (`Err`: it could not be built, and HTTP channels fail with why).
+    http: Result<reqwest::Client, String>,
     /// The email channel's transport (checked with the config, so it builds).
     mailer: Option<Result<super::email::Mailer, String>>,
 }
@@ -95,9 +111,11 @@ impl Dispatcher {
         };
         let http = reqwest::Client::builder()
             .timeout(HTTP_TIMEOUT)
+            // A redirect could carry the webhook's headers to another host.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("blockwatch/", env!("CARGO_PKG_VERSION")))
             .build()
-            .unwrap_or_default();
+            .map_err(|e| format!("cannot set up the HTTP client: {e}"));
         let mut queues = Vec::new();
         for (i, c) in cfg.channels.iter().enumerate() {
             let label = c.label(i, &cfg.channels);
@@ -197,7 +215,7 @@ pub fn payload(kind: ChannelKind, n: &Notification) -> serde_json::Value {
             "text": n.title,
             "blocks": [
                 {"type": "header", "text": {"type": "plain_text", "text": truncate(&n.title, 150)}},
-                {"type": "section", "text": {"type": "mrkdwn", "text": truncate(&n.text, 3000)}},
+                {"type": "section", "text": {"type": "mrkdwn", "text": truncate(&slack_escape(&n.text), 3000)}},
             ],
         }),
         // Discord: an embed, coloured by tier, linking to the dashboard.
@@ -215,6 +233,13 @@ pub fn payload(kind: ChannelKind, n: &Notification) -> serde_json::Value {
         }
         _ => serde_json::to_value(n).unwrap_or_default(),
     }
+}
+
+/// `text` with the characters Slack's mrkdwn gives a meaning to escaped.
+fn slack_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// `s` cut to at most `max` characters (the apps refuse longer fields).
@@ -243,13 +268,19 @@ impl Channel {
             };
             let backoff = ExponentialBuilder::default()
                 .with_min_delay(retry.first)
-                .with_max_delay(MAX_BACKOFF.max(retry.first))
+                // Jitter adds up to the delay again: waits stay under MAX_BACKOFF.
+                .with_max_delay((MAX_BACKOFF / 2).max(retry.first))
                 .with_max_times(retry.retries)
                 .with_jitter();
-            let attempt = || self.deliver(&n);
+            let attempt = || async {
+                tokio::time::timeout(ATTEMPT_TIMEOUT, self.deliver(&n))
+                    .await
+                    .unwrap_or(Err(DeliveryError::TimedOut(ATTEMPT_TIMEOUT)))
+            };
             let delivered = attempt
                 .retry(backoff)
                 .sleep(tokio::time::sleep)
+                .when(DeliveryError::retryable)
                 .notify(|e, wait| {
                     tracing::warn!(channel = %self.label, rule = n.rule.as_str(),
                         error = %redactor.redact(&e.to_string()), retry_in_ms = wait.as_millis() as u64,
@@ -283,7 +314,11 @@ impl Channel {
     async fn deliver(&self, n: &Notification) -> Result<(), DeliveryError> {
         match self.cfg.kind {
             ChannelKind::Console => {
-                eprintln!("ALERT {}\n{}", n.title, indent(&n.text));
+                let text = format!("ALERT {}\n{}\n", n.title, indent(&n.text));
+                let mut err = tokio::io::stderr();
+                // A failed write to stderr is nothing to retry.
+                let _ = err.write_all(text.as_bytes()).await;
+                let _ = err.flush().await;
                 Ok(())
             }
             ChannelKind::File => {
@@ -308,7 +343,11 @@ impl Channel {
             }
             ChannelKind::Webhook | ChannelKind::Slack | ChannelKind::Discord => {
                 let url = self.cfg.url.as_deref().unwrap_or_default();
-                let mut req = self.http.post(url).json(&payload(self.cfg.kind, n));
+                let http = self
+                    .http
+                    .as_ref()
+                    .map_err(|e| DeliveryError::Http(e.clone()))?;
+                let mut req = http.post(url).json(&payload(self.cfg.kind, n));
                 for (k, v) in &self.cfg.headers {
                     req = req.header(k, v);
                 }
@@ -344,4 +383,59 @@ fn indent(text: &str) -> String {
         .map(|l| format!("  {l}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerts::{rules::Condition, Rule};
+
+    fn notification() -> Notification {
+        let c = Condition {
+            rule: Rule::ProvidersDown,
+            chain: "main net & co".into(),
+            provider: None,
+            tier: Tier::Critical,
+            what: "2 of 3 providers down: <a>, <b>".into(),
+            action: "x".repeat(5000),
+        };
+        Notification::new(
+            Status::Firing,
+            &c,
+            Tier::Critical,
+            std::time::SystemTime::now(),
+            "https://grafana.example.com/",
+        )
+    }
+
+    #[test]
+    fn payloads_fit_each_app() {
+        let n = notification();
+        assert_eq!(
+            n.dashboard.as_deref(),
+            Some("https://grafana.example.com/d/blockwatch-providers?var-chain=main+net+%26+co")
+        );
+        let slack = payload(ChannelKind::Slack, &n);
+        let section = slack["blocks"][1]["text"]["text"].as_str().unwrap();
+        assert!(section.contains("&lt;a&gt;") && !section.contains("<a>"));
+        assert!(section.chars().count() <= 3000);
+        let discord = payload(ChannelKind::Discord, &n);
+        let embed = &discord["embeds"][0];
+        assert!(embed["description"].as_str().unwrap().chars().count() <= 4096);
+        assert_eq!(embed["color"], 0xe0_5d_44);
+        assert_eq!(embed["url"], n.dashboard.clone().unwrap());
+        let webhook = payload(ChannelKind::Webhook, &n);
+        assert_eq!(webhook["rule"], "providers_down");
+        assert_eq!(webhook["tier"], "critical");
+        assert_eq!(webhook["status"], "firing");
+    }
+
+    #[test]
+    fn only_lasting_refusals_are_not_retried() {
+        assert!(!DeliveryError::Status(404).retryable());
+        assert!(!DeliveryError::Status(400).retryable());
+        assert!(DeliveryError::Status(429).retryable());
+        assert!(DeliveryError::Status(503).retryable());
+        assert!(DeliveryError::TimedOut(ATTEMPT_TIMEOUT).retryable());
+    }
 }

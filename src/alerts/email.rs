@@ -78,6 +78,13 @@ impl Mailer {
         };
         let (tls, default_port) = match (url.scheme(), tls_param.as_deref()) {
             ("smtp", None | Some("required")) => (Tls::Required(params()?), 587),
+            ("smtp", Some("none")) if !url.username().is_empty() => {
+                return Err((
+                    "smtp_url",
+                    "tls=none would send the SMTP credentials in clear: use STARTTLS (smtp://) or TLS (smtps://), or no credentials"
+                        .to_owned(),
+                ))
+            }
             ("smtp", Some("none")) => (Tls::None, 25),
             ("smtps", None) => (Tls::Wrapper(params()?), 465),
             (scheme, tls) => {

@@ -85,12 +85,19 @@ impl Notification {
     ) -> Self {
         let now = SystemTime::now();
         let dashboard = (!dashboard_url.is_empty()).then(|| {
-            format!(
-                "{}/d/{}?var-chain={}",
+            let base = format!(
+                "{}/d/{}",
                 dashboard_url.trim_end_matches('/'),
-                c.rule.dashboard(),
-                c.chain
-            )
+                c.rule.dashboard()
+            );
+            // The chain name is the config's: encoded, whatever it holds.
+            match url::Url::parse(&base) {
+                Ok(mut u) => {
+                    u.query_pairs_mut().append_pair("var-chain", &c.chain);
+                    u.to_string()
+                }
+                Err(_) => base,
+            }
         });
         let target = match &c.provider {
             Some(p) => format!("chain {}, provider {p}", c.chain),
@@ -158,9 +165,9 @@ struct Active {
 #[derive(Debug, Default)]
 pub struct Throttle {
     active: HashMap<(Rule, String), Active>,
-    /// When a message last went out per rule and target (kept after resolution: a condition that
-    /// comes back within `throttle` waits).
-    last_sent: HashMap<(Rule, String), Instant>,
+    /// When a message last went out per rule and target, and the tier it had (kept after
+    /// resolution: a condition that comes back within `throttle` waits, unless it is worse).
+    last_sent: HashMap<(Rule, String), (Instant, Tier)>,
 }
 
 impl Throttle {
@@ -188,14 +195,15 @@ impl Throttle {
             let due = match a.sent_tier {
                 // Escalated since it was sent: at once.
                 Some(sent) => tier > sent,
-                None => self
-                    .last_sent
-                    .get(&key)
-                    .is_none_or(|t| now.duration_since(*t) >= throttle),
+                // New (or held back): once the window since the last message has passed, or at
+                // once if it is worse than that message.
+                None => self.last_sent.get(&key).is_none_or(|(t, last_tier)| {
+                    now.duration_since(*t) >= throttle || tier > *last_tier
+                }),
             };
             if due {
                 a.sent_tier = Some(tier);
-                self.last_sent.insert(key, now);
+                self.last_sent.insert(key, (now, tier));
                 out.push(Notification::new(
                     Status::Firing,
                     &a.condition,
@@ -216,7 +224,7 @@ impl Throttle {
                 continue;
             };
             if let Some(tier) = a.sent_tier {
-                self.last_sent.insert(key, now);
+                self.last_sent.insert(key, (now, tier));
                 out.push(Notification::new(
                     Status::Resolved,
                     &a.condition,
@@ -452,6 +460,31 @@ mod tests {
         assert_eq!(other.len(), 1);
         assert_eq!(other[0].rule, Rule::MissedBlocks);
         assert_eq!(t.firing().len(), 2);
+    }
+
+    #[test]
+    fn a_held_back_alert_that_gets_worse_goes_at_once() {
+        let mut t = Throttle::default();
+        let t0 = Instant::now();
+        let (wall, throttle) = (SystemTime::now(), Duration::from_secs(300));
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let down = |tier| vec![cond(Rule::ProvidersDown, tier)];
+        assert_eq!(
+            t.update(down(Tier::Warning), at(0), wall, throttle, "")
+                .len(),
+            1
+        );
+        assert_eq!(
+            t.update(vec![], at(1), wall, throttle, "").len(),
+            1,
+            "resolved"
+        );
+        assert!(t
+            .update(down(Tier::Warning), at(2), wall, throttle, "")
+            .is_empty());
+        let worse = t.update(down(Tier::Critical), at(3), wall, throttle, "");
+        assert_eq!(worse.len(), 1);
+        assert_eq!(worse[0].tier, Tier::Critical);
     }
 
     #[test]

@@ -278,6 +278,16 @@ impl AlertsConfig {
                         .map_err(|(k, msg)| ConfigError::invalid(key(k), msg))?;
                 }
             }
+            for (name, value) in &c.headers {
+                let ok = http::HeaderName::from_bytes(name.as_bytes()).is_ok()
+                    && http::HeaderValue::from_str(value).is_ok();
+                if !ok {
+                    return Err(ConfigError::invalid(
+                        key(&format!("headers.{name}")),
+                        "not a valid HTTP header name and value",
+                    ));
+                }
+            }
             if !c.headers.is_empty() && c.kind != ChannelKind::Webhook {
                 return Err(ConfigError::invalid(
                     key("headers"),

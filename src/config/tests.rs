@@ -272,3 +272,26 @@ fn alerts_section_is_read_checked_and_its_secrets_redacted() {
             .contains(secret));
     }
 }
+
+#[test]
+fn alert_channels_refuse_clear_text_credentials_and_bad_headers() {
+    let with = |channel: &str| format!("[alerts]\n[[alerts.channels]]\n{channel}\n{MINIMAL}");
+    let msg = err_of(&with(
+        "kind = \"email\"\nsmtp_url = \"smtp://u:pw-Secret-123@relay.internal:25?tls=none\"\nfrom = \"a@example.com\"\nto = [\"b@example.com\"]",
+    ));
+    assert!(
+        msg.contains("in clear") && !msg.contains("pw-Secret-123"),
+        "{msg}"
+    );
+    parse(&with(
+        "kind = \"email\"\nsmtp_url = \"smtp://relay.internal:25?tls=none\"\nfrom = \"a@example.com\"\nto = [\"b@example.com\"]",
+    ))
+    .unwrap();
+    let msg = err_of(&with(
+        "kind = \"webhook\"\nurl = \"https://example.com/hook\"\nheaders = { \"bad header\" = \"x\" }",
+    ));
+    assert!(
+        msg.contains("alerts.channels[0].headers.bad header"),
+        "{msg}"
+    );
+}
