@@ -112,7 +112,7 @@ fn alerts_config(devnet: &DevnetProc, channels: &str) -> String {
             r#"[alerts]
 no_new_block_after = "3s"
 consecutive_failures = 3
-max_switches = {{ count = 2, window = "10s" }}
+max_switches = {{ count = 1, window = "15s" }}
 throttle = "1m"
 dashboard_url = "https://grafana.example.com"
 delivery_retries = 2
@@ -167,6 +167,9 @@ async fn alerts_reach_every_channel_by_tier_once_and_resolve() {
     // One provider down: a warning (webhook, discord; not slack, which wants critical).
     devnet.set_fault("p0", json!({"kind": "down"})).await;
     wait_for_alert(&receiver, "/hook", "providers_down", "warning", "firing").await;
+    // Its failed calls: in a row, and as a share of its calls.
+    wait_for_alert(&receiver, "/hook", "consecutive_failures", "warning", "firing").await;
+    wait_for_alert(&receiver, "/hook", "error_rate", "warning", "firing").await;
     // Two down: escalated to critical at once, and now slack gets it too.
     devnet.set_fault("p1", json!({"kind": "down"})).await;
     wait_for_alert(&receiver, "/hook", "providers_down", "critical", "").await;
