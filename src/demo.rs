@@ -352,34 +352,21 @@ fn demo_config(devnet: &Devnet, dir: &std::path::Path, http: std::net::SocketAdd
             genesis_hash: None,
             providers,
         }],
-        // Alerts on the console as the scenario's faults come and go, and as JSON lines.
+        // Alerts on the console as the scenario's faults come and go.
         alerts: crate::config::AlertsConfig {
             no_new_block_after: HumanDuration::from_secs(10),
             throttle: HumanDuration::from_secs(60),
-            channels: vec![
-                crate::config::ChannelConfig {
-                    kind: crate::config::ChannelKind::Console,
-                    min_severity: crate::config::Tier::Warning,
-                    url: None,
-                    headers: Default::default(),
-                    path: None,
-                    smtp_url: None,
-                    smtp_ca_file: None,
-                    from: None,
-                    to: Vec::new(),
-                },
-                crate::config::ChannelConfig {
-                    kind: crate::config::ChannelKind::File,
-                    min_severity: crate::config::Tier::Warning,
-                    url: None,
-                    headers: Default::default(),
-                    path: Some(dir.join("alerts.jsonl")),
-                    smtp_url: None,
-                    smtp_ca_file: None,
-                    from: None,
-                    to: Vec::new(),
-                },
-            ],
+            channels: vec![crate::config::ChannelConfig {
+                kind: crate::config::ChannelKind::Console,
+                min_severity: crate::config::Tier::Warning,
+                url: None,
+                headers: Default::default(),
+                path: None,
+                smtp_url: None,
+                smtp_ca_file: None,
+                from: None,
+                to: Vec::new(),
+            }],
             ..Default::default()
         },
         monitor: crate::config::MonitorConfig {

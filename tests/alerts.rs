@@ -168,7 +168,14 @@ async fn alerts_reach_every_channel_by_tier_once_and_resolve() {
     devnet.set_fault("p0", json!({"kind": "down"})).await;
     wait_for_alert(&receiver, "/hook", "providers_down", "warning", "firing").await;
     // Its failed calls: in a row, and as a share of its calls.
-    wait_for_alert(&receiver, "/hook", "consecutive_failures", "warning", "firing").await;
+    wait_for_alert(
+        &receiver,
+        "/hook",
+        "consecutive_failures",
+        "warning",
+        "firing",
+    )
+    .await;
     wait_for_alert(&receiver, "/hook", "error_rate", "warning", "firing").await;
     // Two down: escalated to critical at once, and now slack gets it too.
     devnet.set_fault("p1", json!({"kind": "down"})).await;
