@@ -125,6 +125,7 @@ pub async fn run_with_observers(
         views.push(api::ChainView {
             name: chain.name.clone(),
             chain_id: chain.chain_id,
+            max_block_delay: chain.max_block_delay.0,
             pool: Arc::new(pool?),
             progress: Arc::new(Progress::default()),
             stats: Arc::new(std::sync::Mutex::new(ChainStats::default())),

@@ -1,5 +1,7 @@
-//! The agent's HTTP API, on `agent.http_listen`: `GET /metrics`, the Prometheus text exposition of
-//! the agent's OpenTelemetry metrics, and `GET /status`, every chain's progress and providers.
+//! The agent's HTTP API, on `agent.http_listen`: `/health`, `/ready`, `/status`, `/stats`,
+//! `/report`, `/export` and `/metrics` (the Prometheus text exposition of the agent's OpenTelemetry
+//! metrics). Only `/export` takes parameters; any other parameter, and any other path, is a 4xx
+//! with a JSON error.
 //!
 //! Shutdown does not wait for slow clients: the agent's shutdown deadline aborts the server task.
 
@@ -23,6 +25,8 @@ pub struct ChainView {
     pub name: String,
     /// Its chain id.
     pub chain_id: u64,
+    /// No new block for this long makes it unhealthy.
+    pub max_block_delay: std::time::Duration,
     /// Its providers.
     pub pool: Arc<ProviderPool>,
     /// Its stream's progress.
@@ -44,12 +48,240 @@ pub struct ApiState {
 
 /// The routes.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
+    let plain = Router::new()
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/stats", get(stats))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/report", get(report))
+        .layer(axum::middleware::from_fn(no_parameters));
+    Router::new()
         .route("/export", get(export))
+        .merge(plain)
+        .fallback(not_found)
         .with_state(state)
+}
+
+/// Routes without parameters refuse any (a typo must not pass for a filter that was applied).
+async fn no_parameters(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match req.uri().query() {
+        Some(q) if !q.is_empty() => bad_request(format!(
+            "{} takes no parameters (got {q:?})",
+            req.uri().path()
+        )),
+        _ => next.run(req).await,
+    }
+}
+
+async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
+    (
+        axum::http::StatusCode::NOT_FOUND,
+        Json(serde_json::json!({
+            "error": format!("no route {}: try /health, /ready, /status, /stats, /report, /export or /metrics", uri.path())
+        })),
+    )
+        .into_response()
+}
+
+/// One chain's health, as `/health` judges it.
+#[derive(Debug, Serialize)]
+struct ChainHealth {
+    chain: String,
+    status: &'static str,
+    seconds_since_last_block: f64,
+    usable_providers: usize,
+    providers: usize,
+}
+
+/// `/health` (and `/report`): unhealthy when a chain has had no new block for `max_block_delay`
+/// or has no usable provider; degraded when a chain runs on last-resort providers only or some
+/// provider is not alive; else healthy. Returns the overall status, the reasons, and each chain.
+fn judge_health(chains: &[ChainView]) -> (&'static str, Vec<String>, Vec<ChainHealth>) {
+    let mut reasons = Vec::new();
+    let mut degraded = false;
+    let mut per_chain = Vec::new();
+    for c in chains {
+        let pool = c.pool.status();
+        let since = c.progress.since_last_block();
+        let usable = pool
+            .providers
+            .iter()
+            .filter(|p| matches!(p.state, "alive" | "degraded"))
+            .count();
+        let mut status = "healthy";
+        if since >= c.max_block_delay {
+            reasons.push(format!(
+                "chain {}: no new block for {}s (max_block_delay {}s)",
+                c.name,
+                since.as_secs(),
+                c.max_block_delay.as_secs_f64()
+            ));
+            status = "unhealthy";
+        }
+        if pool.health == PoolHealth::Unhealthy || usable == 0 {
+            reasons.push(format!("chain {}: no usable provider", c.name));
+            status = "unhealthy";
+        }
+        if status == "healthy"
+            && (pool.health != PoolHealth::Healthy
+                || pool.providers.iter().any(|p| p.state != "alive"))
+        {
+            status = "degraded";
+            degraded = true;
+        }
+        per_chain.push(ChainHealth {
+            chain: c.name.clone(),
+            status,
+            seconds_since_last_block: (since.as_secs_f64() * 1000.0).round() / 1000.0,
+            usable_providers: usable,
+            providers: pool.providers.len(),
+        });
+    }
+    let status = if !reasons.is_empty() {
+        "unhealthy"
+    } else if degraded {
+        "degraded"
+    } else {
+        "healthy"
+    };
+    (status, reasons, per_chain)
+}
+
+/// `GET /health`: 200 healthy or degraded, 503 unhealthy with the reasons.
+async fn health(State(state): State<ApiState>) -> axum::response::Response {
+    let (status, reasons, chains) = judge_health(&state.chains);
+    let code = if status == "unhealthy" {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        axum::http::StatusCode::OK
+    };
+    (
+        code,
+        Json(serde_json::json!({ "status": status, "reasons": reasons, "chains": chains })),
+    )
+        .into_response()
+}
+
+/// `GET /ready`: 200 once every chain has a head, else 503 naming the chains still waiting.
+async fn ready(State(state): State<ApiState>) -> axum::response::Response {
+    let waiting: Vec<&str> = state
+        .chains
+        .iter()
+        .filter(|c| c.pool.heads().best().is_none())
+        .map(|c| c.name.as_str())
+        .collect();
+    let code = if waiting.is_empty() {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(serde_json::json!({ "ready": waiting.is_empty(), "waiting_for": waiting })),
+    )
+        .into_response()
+}
+
+/// `GET /report`: a plain-text health report.
+async fn report(State(state): State<ApiState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        render_report(&state.chains),
+    )
+}
+
+/// The text of `/report` (and of `blockwatch status`): overall status and reasons, then per chain
+/// its progress, a table of its providers, and its missed-block summary.
+pub fn render_report(chains: &[ChainView]) -> String {
+    use std::fmt::Write;
+    let (status, reasons, health) = judge_health(chains);
+    let mut out = String::new();
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+    let _ = writeln!(out, "blockwatch {} — {now}", env!("CARGO_PKG_VERSION"));
+    let _ = writeln!(out, "status: {status}");
+    for r in &reasons {
+        let _ = writeln!(out, "  - {r}");
+    }
+    for (c, h) in chains.iter().zip(&health) {
+        let pool = c.pool.status();
+        let last = c.progress.last();
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "chain {} (id {}): {} — head {}, last block {}, {:.1}s since it, provider {}",
+            c.name,
+            c.chain_id,
+            h.status,
+            pool.head.map_or("-".into(), |n| n.to_string()),
+            last.map_or("-".into(), |l| format!(
+                "{} {}",
+                l.number,
+                short_hash(&l.hash.to_string())
+            )),
+            h.seconds_since_last_block,
+            pool.current_provider.as_deref().unwrap_or("-"),
+        );
+        let _ = writeln!(
+            out,
+            "  {:<16} {:<13} {:>6} {:>9} {:>9} {:>9} {:>7} {:>9} {:>10}",
+            "provider",
+            "state",
+            "score",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "errors",
+            "requests",
+            "head"
+        );
+        for p in &pool.providers {
+            let ms = |f: fn(&crate::rpc::provider::LatencyMs) -> f64| {
+                p.latency_ms
+                    .as_ref()
+                    .map_or("-".to_owned(), |l| format!("{:.1}", f(l)))
+            };
+            let _ = writeln!(
+                out,
+                "  {:<16} {:<13} {:>6} {:>9} {:>9} {:>9} {:>6.1}% {:>9} {:>10}",
+                p.name,
+                p.state,
+                p.score.map_or("-".to_owned(), |s| format!("{s:.1}")),
+                ms(|l| l.p50),
+                ms(|l| l.p95),
+                ms(|l| l.p99),
+                p.error_rate * 100.0,
+                p.requests,
+                p.head.map_or("-".to_owned(), |n| n.to_string()),
+            );
+        }
+        let s = c.stats.lock().unwrap_or_else(|p| p.into_inner()).view();
+        let _ = writeln!(
+            out,
+            "  missed blocks: {} of {} processed ({:.2}%), {} recovered{}, streak {} (longest {}), reorgs {}",
+            s.blocks_missed,
+            s.blocks_processed,
+            s.missed_block_rate * 100.0,
+            s.blocks_recovered,
+            s.average_recovery_seconds
+                .map_or(String::new(), |a| format!(" in {a:.2}s on average")),
+            s.current_missed_streak,
+            s.longest_missed_streak,
+            s.reorgs,
+        );
+    }
+    out
+}
+
+fn short_hash(h: &str) -> String {
+    if h.len() > 12 {
+        format!("{}…", &h[..10])
+    } else {
+        h.to_owned()
+    }
 }
 
 /// `/status` of one chain.

@@ -37,6 +37,20 @@ pub enum Command {
     Demo(DemoArgs),
     /// Print missed-block records from the state database as JSON or CSV.
     Export(ExportArgs),
+    /// Ask a running agent how it is: its health report (exit 1 when it is unhealthy).
+    Status(StatusArgs),
+}
+
+/// `blockwatch status` options.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The agent's HTTP API, e.g. http://127.0.0.1:9464 (default: `agent.http_listen` of the
+    /// config, else http://127.0.0.1:9464).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// The config whose `agent.http_listen` to ask (when no --url is given).
+    #[command(flatten)]
+    pub config: ConfigArg,
 }
 
 /// `blockwatch export` options.
@@ -126,6 +140,7 @@ pub fn main() -> i32 {
         },
         Command::Devnet(args) => run_devnet(args),
         Command::Export(args) => run_export(args),
+        Command::Status(args) => run_status(args),
         Command::Demo(args) => run_demo(args),
         Command::Run(args) => {
             let config = match Config::load(&args.config) {
@@ -188,6 +203,76 @@ fn run_export(args: ExportArgs) -> i32 {
             EXIT_FAILURE
         }
     }
+}
+
+/// `blockwatch status`: prints the agent's `/report`; exit 0 healthy or degraded, 1 unhealthy or
+/// unreachable, 2 bad usage.
+fn run_status(args: StatusArgs) -> i32 {
+    let base = match args.url {
+        Some(u) => u,
+        None if args.config.config.exists() => match Config::load(&args.config.config) {
+            Ok(c) => {
+                let mut addr = c.agent.http_listen;
+                if addr.port() == 0 {
+                    eprintln!(
+                        "error: agent.http_listen in {} has port 0 (chosen at start, see the agent's log): pass --url",
+                        args.config.config.display()
+                    );
+                    return EXIT_USAGE;
+                }
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                format!("http://{addr}")
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_USAGE;
+            }
+        },
+        None => format!("http://{}", crate::config::DEFAULT_HTTP_LISTEN),
+    };
+    let base = base.trim_end_matches('/').to_owned();
+    if !url::Url::parse(&base).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+        eprintln!("error: --url {base:?} is not an http(s) URL");
+        return EXIT_USAGE;
+    }
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    runtime.block_on(async {
+        let client = match reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: cannot set up the HTTP client: {e}");
+                return EXIT_FAILURE;
+            }
+        };
+        let get = |path: &str| client.get(format!("{base}{path}")).send();
+        let report = match get("/report").await {
+            Ok(r) if r.status().is_success() => r.text().await.unwrap_or_default(),
+            Ok(r) => {
+                eprintln!("error: {base}/report answered {}", r.status());
+                return EXIT_FAILURE;
+            }
+            Err(e) => {
+                eprintln!(
+                    "error: no agent answers at {base} ({}): is it running, and is this its agent.http_listen?",
+                    if e.is_timeout() { "timed out" } else { "cannot connect" }
+                );
+                return EXIT_FAILURE;
+            }
+        };
+        print!("{report}");
+        match get("/health").await {
+            Ok(r) if r.status().is_success() => EXIT_OK,
+            _ => EXIT_FAILURE,
+        }
+    })
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, i32> {
