@@ -17,6 +17,7 @@ release:
 tools:
 	bash scripts/install-anvil.sh
 	bash scripts/install-aiosmtpd.sh
+	bash scripts/install-prometheus.sh
 
 ## Unit tests, then integration tests against a real anvil node.
 test: tools

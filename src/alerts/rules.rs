@@ -28,6 +28,17 @@ pub enum Rule {
 }
 
 impl Rule {
+    /// Every rule.
+    pub const ALL: [Rule; 7] = [
+        Rule::ChainStalled,
+        Rule::ProvidersDown,
+        Rule::MissedBlocks,
+        Rule::ProviderSwitches,
+        Rule::ConsecutiveFailures,
+        Rule::ErrorRate,
+        Rule::Latency,
+    ];
+
     /// The name in texts, payloads and the `rule` attribute.
     pub fn as_str(self) -> &'static str {
         match self {
