@@ -342,6 +342,26 @@ async fn alerts_reach_every_channel_by_tier_once_and_resolve() {
         .success());
 }
 
+/// Waits until the agent gives up on a message, then checks that `/metrics` counts a failure on
+/// channel `failed` and a delivery on channel `delivered`.
+async fn given_up_and_counted(agent: &Agent, failed: &str, delivered: &str) {
+    wait_for(CATCH_UP, "a message given up on", || {
+        let seen = agent.log().contains("alert not delivered; giving up");
+        async move { seen.then_some(()) }
+    })
+    .await;
+    let (_, metrics) = http_get(&format!("{}/metrics", agent.api_url().await)).await;
+    let count = |name: &str, channel: &str| metric_sum(&metrics, name, &[("channel", channel)]);
+    assert!(
+        count("blockwatch_alerts_failed_total", failed) >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        count("blockwatch_alerts_sent_total", delivered) >= 1.0,
+        "{metrics}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_channel_that_is_down_is_retried_and_the_stream_goes_on() {
     let devnet = DevnetProc::start(2, "200ms").await;
@@ -379,28 +399,7 @@ async fn a_channel_that_is_down_is_retried_and_the_stream_goes_on() {
     let late = Receiver::start(late_port).await;
     wait_for_alert(&late, "/late", "providers_down", "", "").await;
     // The dead one is given up on after its retries, and counted.
-    wait_for(CATCH_UP, "a message given up on", || {
-        let seen = agent.log().contains("alert not delivered; giving up");
-        async move { seen.then_some(()) }
-    })
-    .await;
-    let (_, metrics) = http_get(&format!("{}/metrics", agent.api_url().await)).await;
-    assert!(
-        metric_sum(
-            &metrics,
-            "blockwatch_alerts_failed_total",
-            &[("channel", "webhook-1")]
-        ) >= 1.0,
-        "{metrics}"
-    );
-    assert!(
-        metric_sum(
-            &metrics,
-            "blockwatch_alerts_sent_total",
-            &[("channel", "webhook-0")]
-        ) >= 1.0,
-        "{metrics}"
-    );
+    given_up_and_counted(&agent, "webhook-1", "webhook-0").await;
     devnet.clear_faults().await;
     settle_and_check(&mut agent, &devnet).await;
     assert!(agent
@@ -525,26 +524,7 @@ async fn email_alerts_go_through_starttls_and_auth() {
     );
     assert!(data.contains("What: 1 of 2 providers down: p1"), "{data}");
     // The channel with a wrong password fails, is retried, given up on and counted.
-    wait_for(CATCH_UP, "the failing mail channel to give up", || {
-        let seen = agent.log().contains("alert not delivered; giving up");
-        async move { seen.then_some(()) }
-    })
-    .await;
-    let (_, metrics) = http_get(&format!("{}/metrics", agent.api_url().await)).await;
-    assert!(
-        metric_sum(
-            &metrics,
-            "blockwatch_alerts_failed_total",
-            &[("channel", "email-1")]
-        ) >= 1.0
-    );
-    assert!(
-        metric_sum(
-            &metrics,
-            "blockwatch_alerts_sent_total",
-            &[("channel", "email-0")]
-        ) >= 1.0
-    );
+    given_up_and_counted(&agent, "email-1", "email-0").await;
     devnet.clear_faults().await;
     settle_and_check(&mut agent, &devnet).await;
     let log = agent.log();
