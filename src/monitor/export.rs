@@ -81,23 +81,9 @@ pub fn render(records: &[MissedBlock], format: Format) -> Result<String, String>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::monitor::{Reason, Severity};
 
     fn record(chain: &str) -> MissedBlock {
-        MissedBlock {
-            timestamp: 1640995220,
-            chain: chain.into(),
-            block_number: 1001,
-            reason: Reason::NetworkLatency,
-            severity: Severity::Medium,
-            expected_timestamp: 1640995212,
-            actual_timestamp: 1640995220,
-            recovery_attempts: 1,
-            recovered: true,
-            recovered_from: Some("infura".into()),
-            metadata: Default::default(),
-            alert_sent: false,
-        }
+        crate::monitor::record::tests::spec_example(chain)
     }
 
     #[test]

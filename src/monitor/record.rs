@@ -67,14 +67,14 @@ impl MissedBlock {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    #[test]
-    fn a_record_is_specs_json_line() {
-        let r = MissedBlock {
+    /// SPEC's example record, of `chain`.
+    pub(crate) fn spec_example(chain: &str) -> MissedBlock {
+        MissedBlock {
             timestamp: 1640995220,
-            chain: "mainnet".into(),
+            chain: chain.into(),
             block_number: 1001,
             reason: Reason::NetworkLatency,
             severity: Severity::Medium,
@@ -85,7 +85,12 @@ mod tests {
             recovered_from: Some("infura".into()),
             metadata: Default::default(),
             alert_sent: false,
-        };
+        }
+    }
+
+    #[test]
+    fn a_record_is_specs_json_line() {
+        let r = spec_example("mainnet");
         let line = serde_json::to_string(&r).unwrap();
         assert_eq!(
             line,
