@@ -477,6 +477,23 @@ async fn each_fault_kind_is_a_miss_with_its_reason_once_everywhere() {
         agent.wait_for_block(from + 5, CATCH_UP).await;
         if reason.is_some() {
             devnet.clear_faults().await;
+        } else {
+            // No miss need come of it, but p0 must be found out and set aside.
+            let api = agent.api_url().await;
+            wait_for(CATCH_UP, "p0 found on another chain", || {
+                let url = format!("{api}/status");
+                async move {
+                    let (_, body) = http_get(&url).await;
+                    let v: Value = serde_json::from_str(&body).ok()?;
+                    let p0 = v["chains"][0]["providers"]
+                        .as_array()?
+                        .iter()
+                        .find(|p| p["name"] == "p0")?
+                        .clone();
+                    (p0["state"] == "wrong_chain").then_some(())
+                }
+            })
+            .await;
         }
         // Time for any call made under the fault to finish.
         agent.wait_for_block(tip(&agent) + 3, CATCH_UP).await;
