@@ -95,6 +95,74 @@ fn rule_exprs() -> Vec<(String, String)> {
     out
 }
 
+/// Every PromQL query of the dashboards, as Grafana sends it with every variable on "All": the
+/// dashboard's uid, what the query belongs to (a panel's title or a variable's name), the query.
+fn dashboard_queries() -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(root().join("grafana/dashboards")).unwrap() {
+        let d: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap()).unwrap();
+        let uid = d["uid"].as_str().unwrap().to_owned();
+        for p in d["panels"].as_array().unwrap() {
+            if p["datasource"]["type"] != "prometheus" {
+                continue;
+            }
+            for t in p["targets"].as_array().unwrap() {
+                let title = p["title"].as_str().unwrap().to_owned();
+                out.push((
+                    uid.clone(),
+                    title,
+                    as_grafana_sends(t["expr"].as_str().unwrap()),
+                ));
+            }
+        }
+        // `label_values(selector, label)`: the selector must find series.
+        for v in d["templating"]["list"].as_array().unwrap() {
+            if v["type"] != "query" {
+                continue;
+            }
+            let q = v["query"].as_str().unwrap();
+            let selector = q
+                .strip_prefix("label_values(")
+                .and_then(|r| r.rsplit_once(','))
+                .map(|(sel, _)| sel)
+                .unwrap_or_else(|| panic!("{uid}: unexpected variable query {q}"));
+            let name = format!("variable {}", v["name"].as_str().unwrap());
+            out.push((uid.clone(), name, as_grafana_sends(selector)));
+        }
+    }
+    out
+}
+
+/// `expr` with Grafana's variables replaced as Grafana would for a short dashboard range and every
+/// variable on "All" (`.*`).
+fn as_grafana_sends(expr: &str) -> String {
+    let mut out = expr
+        .replace("$__rate_interval", "1m")
+        .replace("$__interval", "15s")
+        .replace("$__range", "5m");
+    while let Some(i) = out.find('$') {
+        let rest = &out[i + 1..];
+        let len = if rest.starts_with('{') {
+            rest.find('}').unwrap() + 1
+        } else {
+            rest.chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .count()
+        };
+        out.replace_range(i..i + 1 + len, ".*");
+    }
+    out
+}
+
+/// Panels that have nothing to show in the demo, and why.
+const EMPTY_IN_THE_DEMO: &[(&str, &str)] = &[
+    // The demo serves no inconsistent block (no bad_hash fault in its scenario).
+    ("blockwatch-providers", "Blocks refused as inconsistent"),
+    // The Prometheus rules fire only after their `for:`, longer than the demo's faults last.
+    ("blockwatch-overview", "Firing Prometheus alerts"),
+];
+
 /// `query` against Prometheus's API at `base`: the result list, or the error Prometheus gave.
 async fn query(
     client: &reqwest::Client,
@@ -118,7 +186,7 @@ async fn query(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_real_prometheus_scrapes_the_demo_and_every_rule_expression_is_valid() {
+async fn a_real_prometheus_scrapes_the_demo_and_every_dashboard_and_rule_query_is_valid() {
     let dir = tempfile::tempdir().unwrap();
     let (agent_port, prom_port) = (free_port(), free_port());
     let _demo = Child(
@@ -126,7 +194,7 @@ async fn a_real_prometheus_scrapes_the_demo_and_every_rule_expression_is_valid()
             .args([
                 "demo",
                 "--duration",
-                "90s",
+                "180s",
                 "--http",
                 &format!("127.0.0.1:{agent_port}"),
             ])
@@ -142,7 +210,8 @@ async fn a_real_prometheus_scrapes_the_demo_and_every_rule_expression_is_valid()
     std::fs::write(
         &config,
         format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: blockwatch\n    static_configs:\n      - targets: ['127.0.0.1:{agent_port}']\n"
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: ['{}/prometheus/rules/*.yml']\nscrape_configs:\n  - job_name: blockwatch\n    static_configs:\n      - targets: ['127.0.0.1:{agent_port}']\n",
+            root().display()
         ),
     )
     .unwrap();
@@ -177,6 +246,38 @@ async fn a_real_prometheus_scrapes_the_demo_and_every_rule_expression_is_valid()
             "Prometheus never got the demo's switches"
         );
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    // Every dashboard query is valid PromQL, and has data once the demo's scenario has played its
+    // faults (the reorg comes last, about 40 s in), but for the panels it cannot feed.
+    let queries = dashboard_queries();
+    assert!(queries.len() > 40, "{}", queries.len());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        // A panel shows data when one of its queries does.
+        let mut with_data = std::collections::BTreeSet::new();
+        for (uid, what, q) in &queries {
+            let got = query(&client, &base, q)
+                .await
+                .unwrap_or_else(|e| panic!("{uid}: {what}: {e}\n{q}"));
+            if !got.is_empty() {
+                with_data.insert((uid.as_str(), what.as_str()));
+            }
+        }
+        let empty: Vec<String> = queries
+            .iter()
+            .map(|(uid, what, _)| (uid.as_str(), what.as_str()))
+            .filter(|p| !with_data.contains(p) && !EMPTY_IN_THE_DEMO.contains(p))
+            .map(|(uid, what)| format!("{uid}: {what}"))
+            .collect();
+        if empty.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dashboard panels without data in the demo:\n{}",
+            empty.join("\n")
+        );
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     }
     // Every rule's expression is valid PromQL over the agent's real series.
     let rules = rule_exprs();
