@@ -5,7 +5,7 @@ ANVIL := .tools/bin/anvil
 ANVIL_PORT ?= 8545
 ANVIL_BLOCK_TIME ?= 2
 
-.PHONY: build release test lint fmt tools anvil run demo devnet bench clean
+.PHONY: build release test lint fmt tools anvil run demo devnet bench clean up down down-volumes
 
 build:
 	$(CARGO) build --locked
@@ -45,6 +45,19 @@ devnet:
 ## Starts a local anvil (block time $(ANVIL_BLOCK_TIME)s) and follows it with blockwatch.example.toml.
 run: tools release
 	@bash scripts/run-local.sh $(ANVIL_PORT) $(ANVIL_BLOCK_TIME)
+
+## The observability stack with Docker (compose.yaml): anvil, blockwatch, the demo, the Collector,
+## Prometheus, Loki, Tempo and Grafana on http://localhost:3000.
+up:
+	docker compose up -d --build
+	@echo "Grafana: http://localhost:3000 (folder blockwatch) · agent: http://localhost:9464/status · demo: http://localhost:9465/status"
+
+down:
+	docker compose down
+
+## Also removes the stack's data volumes.
+down-volumes:
+	docker compose down --volumes
 
 clean:
 	$(CARGO) clean
