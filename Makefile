@@ -23,8 +23,10 @@ tools:
 test: tools
 	$(CARGO) test --locked --all-targets
 
-## Benchmarks (results are recorded in BENCHMARKS.md).
-bench:
+## Benchmarks (results are recorded in BENCHMARKS.md, with the command of each). Needs anvil (make tools).
+bench: tools
+	$(CARGO) bench --locked --bench overhead
+	$(CARGO) bench --locked --bench stream
 	$(CARGO) bench --locked --bench failover
 
 lint:

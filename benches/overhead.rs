@@ -1,0 +1,190 @@
+//! What telemetry adds to one pool call: `eth_blockNumber` through the real provider pool (rate
+//! limit, selection, health and latency bookkeeping) to devnet on loopback, with telemetry off (no
+//! tracing subscriber, no-op instruments) and then fully on (the agent's own set-up: spans with the
+//! RPC conventions, metrics, JSON logs at info, OTLP export of all three to a local gRPC receiver).
+//! Off must run first: the tracing subscriber, once installed, is the process's for good.
+//! Run with `make bench` (`cargo bench --bench overhead`); `cargo test` skips it.
+
+mod support;
+
+use std::{sync::Arc, time::Duration};
+
+use blockwatch::{
+    config::TelemetryConfig,
+    devnet::{Devnet, DevnetConfig},
+    rpc::ProviderPool,
+    telemetry::{Metrics, Telemetry},
+};
+use criterion::Criterion;
+use opentelemetry_proto::tonic::collector::{
+    logs::v1::{
+        logs_service_server::{LogsService, LogsServiceServer},
+        ExportLogsServiceRequest, ExportLogsServiceResponse,
+    },
+    metrics::v1::{
+        metrics_service_server::{MetricsService, MetricsServiceServer},
+        ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    },
+    trace::v1::{
+        trace_service_server::{TraceService, TraceServiceServer},
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    },
+};
+use support::*;
+use tonic::{Request, Response, Status};
+
+/// An OTLP/gRPC receiver that accepts everything and keeps nothing.
+#[derive(Clone, Copy)]
+struct Discard;
+
+#[tonic::async_trait]
+impl TraceService for Discard {
+    async fn export(
+        &self,
+        _: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for Discard {
+    async fn export(
+        &self,
+        _: Request<ExportMetricsServiceRequest>,
+    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for Discard {
+    async fn export(
+        &self,
+        _: Request<ExportLogsServiceRequest>,
+    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+}
+
+/// Median nanoseconds per iteration of a benchmark, from criterion's estimates.
+fn median_ns(id: &str) -> Option<f64> {
+    let dir = std::env::var("CARGO_TARGET_DIR")
+        .unwrap_or_else(|_| format!("{}/target", env!("CARGO_MANIFEST_DIR")));
+    let path = format!("{dir}/criterion/{id}/new/estimates.json");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    v["median"]["point_estimate"].as_f64()
+}
+
+fn main() {
+    if !benchmarking("overhead") {
+        return;
+    }
+    // devnet and the receiver on their own threads; the calls on a current-thread runtime.
+    let servers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let devnet = servers
+        .block_on(Devnet::start(DevnetConfig {
+            providers: 1,
+            block_time: Duration::ZERO,
+            ..Default::default()
+        }))
+        .expect("devnet");
+    devnet.mine(10);
+    let incoming = servers.block_on(async {
+        tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap()
+    });
+    let receiver = incoming.local_addr().unwrap();
+    servers.spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(Discard))
+            .add_service(MetricsServiceServer::new(Discard))
+            .add_service(LogsServiceServer::new(Discard))
+            .serve_with_incoming(incoming),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = &devnet.providers()[0];
+    let cfg = AgentConfig {
+        dir: dir.path(),
+        chain_id: devnet.info().chain_id,
+        providers: vec![Provider {
+            name: "p0".into(),
+            url: p.http_url(),
+            ws_url: None,
+        }],
+        block_output: "none",
+        pool: "",
+        chain: "",
+        // The limit is checked on every call but never waited for.
+        provider: "rate_limit = { requests_per_second = 1000000, burst = 1000000 }",
+    }
+    .build();
+    let calls = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let pool = |metrics: Arc<Metrics>| {
+        calls
+            .block_on(ProviderPool::connect(
+                &cfg.chains[0],
+                &cfg.pool,
+                Arc::new(Default::default()),
+                metrics,
+            ))
+            .expect("pool")
+    };
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_secs(3))
+        .measurement_time(Duration::from_secs(10))
+        .configure_from_args();
+
+    const OFF: &str = "pool call, telemetry off";
+    const ON: &str = "pool call, telemetry on";
+    let off = pool(Arc::new(Metrics::new(&opentelemetry::global::meter("off"))));
+    c.bench_function(OFF, |b| {
+        b.to_async(&calls)
+            .iter(|| async { off.block_number().await.expect("call") })
+    });
+
+    let telemetry = Telemetry::init(
+        &TelemetryConfig {
+            // BENCH_NO_EXPORT=1: the same without OTLP export, to tell the export's share.
+            otlp_endpoint: if std::env::var_os("BENCH_NO_EXPORT").is_some() {
+                String::new()
+            } else {
+                format!("http://{receiver}")
+            },
+            log_level: "info".into(),
+            ..Default::default()
+        },
+        Arc::new(Default::default()),
+    )
+    .expect("telemetry");
+    let on = pool(telemetry.handle().metrics);
+    c.bench_function(ON, |b| {
+        b.to_async(&calls)
+            .iter(|| async { on.block_number().await.expect("call") })
+    });
+    c.final_summary();
+
+    if let (Some(off_ns), Some(on_ns)) = (median_ns(OFF), median_ns(ON)) {
+        println!("\nMachine: {}\n", machine());
+        println!("| telemetry | median per call | added per call | ratio |");
+        println!("| --- | --- | --- | --- |");
+        println!("| off | {:.2} µs | | |", off_ns / 1000.0);
+        println!(
+            "| on (spans, metrics, logs, OTLP export) | {:.2} µs | {:.2} µs | {:.3} |",
+            on_ns / 1000.0,
+            (on_ns - off_ns) / 1000.0,
+            on_ns / off_ns
+        );
+    } else {
+        println!("(criterion's estimates not found under target/criterion)");
+    }
+    telemetry.shutdown(Duration::from_secs(1));
+    calls.block_on(async { drop(on) });
+    servers.block_on(devnet.shutdown());
+}

@@ -1,0 +1,488 @@
+//! The block stream's speed: catch-up throughput against devnet and anvil compared with a plain
+//! sequential client and a bare batched client on the same endpoint; the request rate achieved under
+//! a 50 requests/s rate limit, as devnet counts it; and head latency with `newHeads` and with polling.
+//! Run with `make bench` (`cargo bench --bench stream`); `cargo test` skips it. Prints Markdown.
+
+mod support;
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use blockwatch::{
+    agent,
+    devnet::{Devnet, DevnetConfig},
+    telemetry::TelemetryHandle,
+};
+use serde_json::{json, Value};
+use support::*;
+use tokio::sync::mpsc;
+
+const BACKLOG: u64 = 10_000;
+const REPS: usize = 5;
+
+static HANDLE: Mutex<Option<TelemetryHandle>> = Mutex::new(None);
+
+fn handle() -> TelemetryHandle {
+    HANDLE.lock().unwrap().clone().expect("telemetry")
+}
+
+/// Runs the agent on `providers` from block `from` until it has emitted `to`, and checks the output
+/// file holds every block. Returns the time from its first emitted block to `to` (the blocks after
+/// the first, at the agent's pace) and its set-up time (start to the first block: chain id and
+/// genesis checks, the state database, the first fetch).
+async fn agent_catch_up(
+    providers: Vec<Provider>,
+    chain_id: u64,
+    from: u64,
+    to: u64,
+    provider_extra: &str,
+) -> (Duration, Duration) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("blocks.jsonl");
+    let out_s = out.display().to_string();
+    let chain = format!("expected_block_time = \"1s\"\nstart = {from}\nselection = \"priority\"");
+    let cfg = AgentConfig {
+        dir: dir.path(),
+        chain_id,
+        providers,
+        block_output: &out_s,
+        pool: "",
+        chain: &chain,
+        provider: provider_extra,
+    }
+    .build();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let s = stop.clone();
+    let t0 = Instant::now();
+    let agent = tokio::spawn(agent::run_with_observers(
+        cfg,
+        handle(),
+        vec![Arc::new(Timer(tx))],
+        async move { s.cancelled().await },
+    ));
+    let (_, first) = emitted(&mut rx, from, Duration::from_secs(60)).await;
+    let (_, at) = emitted(&mut rx, to, Duration::from_secs(600)).await;
+    let took = (at.duration_since(first), first.duration_since(t0));
+    stop.cancel();
+    agent.await.expect("agent task").expect("agent run");
+    let lines = std::fs::read_to_string(&out)
+        .expect("block output")
+        .lines()
+        .filter(|l| l.contains("\"type\":\"block\""))
+        .count() as u64;
+    assert!(
+        lines == to - from + 1,
+        "{lines} block lines for {from}..={to}"
+    );
+    took
+}
+
+fn block_request(id: u64, n: u64) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "eth_getBlockByNumber", "params": [format!("{n:#x}"), false]})
+}
+
+/// One `eth_getBlockByNumber` after the other, each answer parsed.
+async fn sequential(url: &str, from: u64, to: u64) -> Duration {
+    let client = reqwest::Client::new();
+    let t0 = Instant::now();
+    for n in from..=to {
+        let v: Value = client
+            .post(url)
+            .json(&block_request(n, n))
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("json");
+        assert!(v["result"]["hash"].is_string(), "block {n}: {v}");
+    }
+    t0.elapsed()
+}
+
+/// Batches of `batch` blocks over `conns` concurrent requests, each answer parsed into JSON values:
+/// no verification, no output.
+async fn bare_batched(url: &str, from: u64, to: u64, batch: u64, conns: usize) -> Duration {
+    let client = reqwest::Client::new();
+    let next = Arc::new(AtomicU64::new(from));
+    let t0 = Instant::now();
+    let tasks: Vec<_> = (0..conns)
+        .map(|_| {
+            let (client, next, url) = (client.clone(), next.clone(), url.to_owned());
+            tokio::spawn(async move {
+                loop {
+                    let start = next.fetch_add(batch, Ordering::Relaxed);
+                    if start > to {
+                        return;
+                    }
+                    let end = (start + batch - 1).min(to);
+                    let body: Vec<Value> = (start..=end).map(|n| block_request(n, n)).collect();
+                    let v: Vec<Value> = client
+                        .post(&url)
+                        .json(&body)
+                        .send()
+                        .await
+                        .expect("send")
+                        .json()
+                        .await
+                        .expect("json");
+                    assert_eq!(v.len() as u64, end - start + 1);
+                    assert!(v.iter().all(|b| b["result"]["hash"].is_string()));
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task");
+    }
+    t0.elapsed()
+}
+
+/// blocks per second: median (min–max) over the runs.
+fn rate_cell(blocks: u64, runs: &[Duration]) -> (f64, String) {
+    let s = Stats(
+        runs.iter()
+            .map(|d| blocks as f64 / d.as_secs_f64())
+            .collect(),
+    );
+    (
+        s.median(),
+        format!("{:.0} ({:.0}–{:.0})", s.median(), s.min(), s.max()),
+    )
+}
+
+/// The three clients against one endpoint; prints one table row each.
+async fn compare(endpoint: &str, url: &str, ws: Option<&str>, chain_id: u64, from: u64, to: u64) {
+    let blocks = to - from + 1;
+    let generous =
+        "timeout = \"10s\"\nrate_limit = { requests_per_second = 1000000, burst = 1000000 }";
+    let mut runs: Vec<(&str, u64, Vec<Duration>)> = Vec::new();
+    let mut agent_default = Vec::new();
+    let mut agent_100 = Vec::new();
+    let mut setup = Vec::new();
+    let (mut seq, mut bare) = (Vec::new(), Vec::new());
+    for _ in 0..REPS {
+        let p = || {
+            vec![Provider {
+                name: "p0".into(),
+                url: url.into(),
+                ws_url: ws.map(str::to_owned),
+            }]
+        };
+        let (run, set_up) = agent_catch_up(p(), chain_id, from, to, generous).await;
+        agent_default.push(run);
+        setup.push(set_up);
+        let batch_100 = format!("{generous}\nmax_batch_size = 100");
+        agent_100.push(agent_catch_up(p(), chain_id, from, to, &batch_100).await.0);
+        seq.push(sequential(url, from, to).await);
+        bare.push(bare_batched(url, from, to, 100, 4).await);
+    }
+    // The agent's time runs from its first block, so it is timed over one block less.
+    runs.push((
+        "blockwatch (defaults: batches of 32, 8 fetches at once)",
+        blocks - 1,
+        agent_default,
+    ));
+    runs.push(("blockwatch, max_batch_size = 100", blocks - 1, agent_100));
+    runs.push(("sequential eth_getBlockByNumber loop", blocks, seq));
+    runs.push((
+        "bare batched client (batches of 100, 4 at once)",
+        blocks,
+        bare,
+    ));
+    let bare_rate = rate_cell(blocks, &runs[3].2).0;
+    for (who, n, r) in &runs {
+        let (median, cell) = rate_cell(*n, r);
+        println!(
+            "| {endpoint} | {who} | {cell} | {:.0} % |",
+            100.0 * median / bare_rate
+        );
+    }
+    let s = Stats::of_durations(&setup, 1000.0);
+    println!(
+        "| {endpoint} | blockwatch set-up, start to first block (not in the rates above) | {:.0} ms ({:.0}–{:.0}) | |",
+        s.median(),
+        s.min(),
+        s.max()
+    );
+}
+
+async fn catch_up() {
+    println!("## Catch-up throughput\n");
+    println!(
+        "Blocks per second to fetch a backlog of {BACKLOG} blocks (blockwatch: fetch, verify each header hash and parent link, write the JSON line to a file, commit the cursor; timed from its first emitted block to its last, set-up shown apart), median (min–max) of {REPS} runs; the last column is the median against the bare batched client's.\n"
+    );
+    println!("| endpoint | client | blocks/s | vs bare batched |");
+    println!("| --- | --- | --- | --- |");
+    // devnet, in process, no added latency.
+    let devnet = Devnet::start(DevnetConfig {
+        providers: 1,
+        block_time: Duration::ZERO,
+        ..Default::default()
+    })
+    .await
+    .expect("devnet");
+    devnet.mine(BACKLOG);
+    let p = &devnet.providers()[0];
+    compare(
+        "devnet",
+        &p.http_url(),
+        Some(&p.ws_url()),
+        devnet.info().chain_id,
+        1,
+        BACKLOG,
+    )
+    .await;
+    devnet.shutdown().await;
+    // anvil, with the backlog mined by anvil_mine.
+    let anvil = Anvil::start().await;
+    let client = reqwest::Client::new();
+    let v: Value = client
+        .post(&anvil.url)
+        .json(&json!({"jsonrpc":"2.0","id":1,"method":"anvil_mine","params":[format!("{BACKLOG:#x}")]}))
+        .send()
+        .await
+        .expect("anvil_mine")
+        .json()
+        .await
+        .expect("json");
+    assert!(v.get("error").is_none(), "anvil_mine: {v}");
+    compare("anvil", &anvil.url, None, 31337, 1, BACKLOG).await;
+    println!();
+}
+
+/// anvil from `.tools/bin` (`make tools`), on a free loopback port; killed when dropped.
+struct Anvil {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Anvil {
+    async fn start() -> Anvil {
+        let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/anvil");
+        assert!(bin.exists(), "{} missing: run `make tools`", bin.display());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(bin)
+            .args(["--port", &port.to_string(), "--silent", "--no-mining"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("anvil");
+        let anvil = Anvil {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            let ok = client
+                .post(&anvil.url)
+                .json(&json!({"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}))
+                .send()
+                .await
+                .is_ok();
+            if ok {
+                return anvil;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("anvil did not start");
+    }
+}
+
+impl Drop for Anvil {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The agent catching up under a 50 requests/s limit (batches of 1, so one request is one call):
+/// the rate devnet counts, per second, after the burst is spent.
+async fn rate_limited() {
+    const LIMIT: u64 = 50;
+    const WINDOW: u64 = 20;
+    let devnet = Devnet::start(DevnetConfig {
+        providers: 1,
+        block_time: Duration::ZERO,
+        ..Default::default()
+    })
+    .await
+    .expect("devnet");
+    devnet.mine(5_000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = &devnet.providers()[0];
+    let cfg = AgentConfig {
+        dir: dir.path(),
+        chain_id: devnet.info().chain_id,
+        providers: vec![Provider {
+            name: "p0".into(),
+            url: p.http_url(),
+            ws_url: None,
+        }],
+        block_output: "none",
+        pool: "",
+        chain: "expected_block_time = \"1s\"\nstart = 1",
+        provider: &format!(
+            "rate_limit = {{ requests_per_second = {LIMIT}, burst = {LIMIT} }}\nmax_batch_size = 1"
+        ),
+    }
+    .build();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let s = stop.clone();
+    let agent = tokio::spawn(agent::run_with_observers(
+        cfg,
+        handle(),
+        vec![],
+        async move { s.cancelled().await },
+    ));
+    // The burst goes in the first second; measure after it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut per_second = Vec::new();
+    let start = p.requests();
+    let t0 = Instant::now();
+    let mut last = start;
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(1),
+        Duration::from_secs(1),
+    );
+    for _ in 0..WINDOW {
+        tick.tick().await;
+        let now = p.requests();
+        per_second.push((now - last) as f64);
+        last = now;
+    }
+    let total = (last - start) as f64 / t0.elapsed().as_secs_f64();
+    stop.cancel();
+    agent.await.expect("agent task").expect("agent run");
+    devnet.shutdown().await;
+    let s = Stats(per_second);
+    println!("## Rate limit\n");
+    println!(
+        "The agent catching up (5,000 blocks behind, batches of 1) through one provider limited to `requests_per_second = {LIMIT}, burst = {LIMIT}`; HTTP requests devnet received over {WINDOW} s after a 3 s warm-up.\n"
+    );
+    println!("| limit | achieved (mean over {WINDOW} s) | fraction of the limit | per-second counts median (min–max) |");
+    println!("| --- | --- | --- | --- |");
+    println!(
+        "| {LIMIT}/s | {total:.1}/s | {:.1} % | {:.0} ({:.0}–{:.0}) |\n",
+        100.0 * total / LIMIT as f64,
+        s.median(),
+        s.min(),
+        s.max()
+    );
+}
+
+/// Time from devnet making a block to the agent emitting it, with `newHeads` and with polling.
+async fn head_latency() {
+    const BLOCKS: usize = 60;
+    println!("## Head latency\n");
+    println!(
+        "Time from `devnet.mine(1)` to the agent emitting that block, {BLOCKS} blocks a few hundred ms apart (random gaps, so polling is not in phase), after 10 warm-up blocks; `expected_block_time = \"1s\"`, so polling asks every 250 ms. Milliseconds.\n"
+    );
+    println!("| head from | p50 | p99 | max |");
+    println!("| --- | --- | --- | --- |");
+    for ws in [true, false] {
+        let devnet = Devnet::start(DevnetConfig {
+            providers: 1,
+            block_time: Duration::ZERO,
+            ..Default::default()
+        })
+        .await
+        .expect("devnet");
+        devnet.mine(1);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = &devnet.providers()[0];
+        let cfg = AgentConfig {
+            dir: dir.path(),
+            chain_id: devnet.info().chain_id,
+            providers: vec![Provider {
+                name: "p0".into(),
+                url: p.http_url(),
+                ws_url: ws.then(|| p.ws_url()),
+            }],
+            block_output: "none",
+            pool: "",
+            chain: "expected_block_time = \"1s\"\nstart = \"latest\"",
+            provider: "rate_limit = { requests_per_second = 1000, burst = 1000 }",
+        }
+        .build();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let s = stop.clone();
+        let agent = tokio::spawn(agent::run_with_observers(
+            cfg,
+            handle(),
+            vec![Arc::new(Timer(tx))],
+            async move { s.cancelled().await },
+        ));
+        let mut times = Vec::new();
+        for i in 0..BLOCKS + 10 {
+            let gap = 200 + rand::random::<u64>() % 300;
+            tokio::time::sleep(Duration::from_millis(gap)).await;
+            while rx.try_recv().is_ok() {}
+            let t0 = Instant::now();
+            let n = devnet.mine(1);
+            let (_, at) = emitted(&mut rx, n, Duration::from_secs(10)).await;
+            if i >= 10 {
+                times.push(at.duration_since(t0));
+            }
+        }
+        stop.cancel();
+        agent.await.expect("agent task").expect("agent run");
+        devnet.shutdown().await;
+        let s = Stats::of_durations(&times, 1000.0);
+        let how = if ws {
+            "WebSocket `newHeads`"
+        } else {
+            "polling (`eth_blockNumber` every 250 ms)"
+        };
+        println!(
+            "| {how} | {:.1} | {:.1} | {:.1} |",
+            s.median(),
+            s.q(0.99),
+            s.max()
+        );
+    }
+    println!();
+}
+
+fn main() {
+    if !benchmarking("stream") {
+        return;
+    }
+    let telemetry = quiet_telemetry();
+    *HANDLE.lock().unwrap() = Some(telemetry.handle());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!("Machine: {}\n", machine());
+    // `cargo bench --bench stream -- NAME…` runs only the named parts.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let run = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    rt.block_on(async {
+        if run("catch-up") {
+            catch_up().await;
+        }
+        if run("rate-limit") {
+            rate_limited().await;
+        }
+        if run("head-latency") {
+            head_latency().await;
+        }
+    });
+    drop(telemetry);
+}

@@ -1,0 +1,170 @@
+//! What the benchmarks share: an observer that timestamps emitted blocks, the agent's config, and
+//! summary statistics. Each benchmark includes it with `mod support;` and uses part of it.
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::{Duration, Instant};
+
+use blockwatch::{chain::StreamObserver, config::Config, output::StreamEvent};
+use tokio::sync::mpsc;
+
+/// (block number, provider that served it, when it was emitted).
+pub type Emitted = (u64, String, Instant);
+
+/// Sends every emitted block with the moment it was emitted.
+pub struct Timer(pub mpsc::UnboundedSender<Emitted>);
+
+impl StreamObserver for Timer {
+    fn on_events(&self, events: &[StreamEvent]) {
+        for e in events {
+            if let StreamEvent::Block(b) = e {
+                let _ = self
+                    .0
+                    .send((b.block_number, b.provider.clone(), Instant::now()));
+            }
+        }
+    }
+}
+
+/// Waits for the agent to emit block `number` (or a later one), within `within`.
+pub async fn emitted(
+    rx: &mut mpsc::UnboundedReceiver<Emitted>,
+    number: u64,
+    within: Duration,
+) -> (String, Instant) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let (n, provider, at) = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("block {number} not emitted within {within:?}"))
+            .expect("agent running");
+        if n >= number {
+            return (provider, at);
+        }
+    }
+}
+
+/// A provider of the benchmarked chain.
+pub struct Provider {
+    pub name: String,
+    pub url: String,
+    pub ws_url: Option<String>,
+}
+
+/// The agent's config for one chain: `pool`, `chain` and `provider` are extra TOML lines for
+/// `[pool]`, `[[chains]]` and every `[[chains.providers]]`.
+pub struct AgentConfig<'a> {
+    pub dir: &'a std::path::Path,
+    pub chain_id: u64,
+    pub providers: Vec<Provider>,
+    pub block_output: &'a str,
+    pub pool: &'a str,
+    pub chain: &'a str,
+    pub provider: &'a str,
+}
+
+impl AgentConfig<'_> {
+    pub fn build(&self) -> Config {
+        let providers: String = self
+            .providers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let ws = p
+                    .ws_url
+                    .as_ref()
+                    .map(|w| format!("ws_url = \"{w}\"\n"))
+                    .unwrap_or_default();
+                format!(
+                    "[[chains.providers]]\nname = \"{}\"\nurl = \"{}\"\n{ws}priority = {i}\n{}\n",
+                    p.name, p.url, self.provider
+                )
+            })
+            .collect();
+        let text = format!(
+            "[agent]\nstate_path = \"{}\"\nblock_output = \"{}\"\nhttp_listen = \"127.0.0.1:0\"\n\n\
+             [telemetry]\notlp_endpoint = \"\"\nlog_level = \"error\"\n\n\
+             [missed_block_log]\npath = \"\"\n\n\
+             [pool]\n{}\n\n\
+             [[chains]]\nname = \"bench\"\nchain_id = {}\n{}\n{providers}",
+            self.dir.join("bench.db").display(),
+            self.block_output,
+            self.pool,
+            self.chain_id,
+            self.chain,
+        );
+        Config::from_toml_str(&text, std::path::Path::new("bench.toml"), &|_| None)
+            .unwrap_or_else(|e| panic!("bench config: {e}\n{text}"))
+    }
+}
+
+/// Order statistics of a sample.
+pub struct Stats(pub Vec<f64>);
+
+impl Stats {
+    pub fn of_durations(d: &[Duration], unit: f64) -> Stats {
+        Stats(d.iter().map(|d| d.as_secs_f64() * unit).collect())
+    }
+
+    /// The `q` quantile (nearest rank).
+    pub fn q(&self, q: f64) -> f64 {
+        let mut v = self.0.clone();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[((v.len() - 1) as f64 * q).round() as usize]
+    }
+
+    pub fn median(&self) -> f64 {
+        self.q(0.5)
+    }
+
+    pub fn min(&self) -> f64 {
+        self.q(0.0)
+    }
+
+    pub fn max(&self) -> f64 {
+        self.q(1.0)
+    }
+}
+
+/// Whether cargo ran the binary as a benchmark (`cargo test --all-targets` runs it without `--bench`).
+pub fn benchmarking(name: &str) -> bool {
+    let yes = std::env::args().any(|a| a == "--bench");
+    if !yes {
+        eprintln!("{name}: run with `cargo bench --bench {name}` (skipped under cargo test)");
+    }
+    yes
+}
+
+/// Telemetry for in-process agents: no export, errors only on stderr. Call once, outside a runtime.
+pub fn quiet_telemetry() -> blockwatch::telemetry::Telemetry {
+    let cfg = blockwatch::config::TelemetryConfig {
+        otlp_endpoint: String::new(),
+        log_level: "error".into(),
+        ..Default::default()
+    };
+    blockwatch::telemetry::Telemetry::init(&cfg, std::sync::Arc::new(Default::default()))
+        .expect("telemetry")
+}
+
+/// The machine, for the record: CPU model and count, memory.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    format!("{cpu}, {cores} cores, {mem_gib:.0} GiB")
+}
