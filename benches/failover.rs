@@ -5,6 +5,8 @@
 //! blocks give the *steady* latency under the fault; the fault is cleared and p0 is waited back.
 //! Repeated `REPS` times. Run with `make bench` (`cargo bench --bench failover`); `cargo test` skips it.
 
+mod support;
+
 use std::{
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -12,31 +14,14 @@ use std::{
 
 use blockwatch::{
     agent,
-    chain::StreamObserver,
     config::Config,
     devnet::{Devnet, DevnetConfig, Fault},
-    output::StreamEvent,
-    telemetry::Telemetry,
 };
+use support::{benchmarking, emitted, quiet_telemetry, Emitted, Stats, Timer};
 use tokio::sync::mpsc;
 
 const REPS: usize = 10;
 const STEADY: usize = 4;
-
-/// Sends (block number, provider, when) for every emitted block.
-struct Timer(mpsc::UnboundedSender<(u64, String, Instant)>);
-
-impl StreamObserver for Timer {
-    fn on_events(&self, events: &[StreamEvent]) {
-        for e in events {
-            if let StreamEvent::Block(b) = e {
-                let _ = self
-                    .0
-                    .send((b.block_number, b.provider.clone(), Instant::now()));
-            }
-        }
-    }
-}
 
 fn config(devnet: &Devnet, dir: &std::path::Path, hedge: bool) -> Config {
     let providers: String = devnet
@@ -84,49 +69,21 @@ start = "latest"
     Config::from_toml_str(&text, std::path::Path::new("bench.toml"), &|_| None).expect("config")
 }
 
-struct Stats(Vec<Duration>);
-
-impl Stats {
-    fn q(&self, q: f64) -> Duration {
-        let mut v = self.0.clone();
-        v.sort();
-        v[((v.len() - 1) as f64 * q).round() as usize]
-    }
-    fn row(&self) -> String {
-        let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1000.0);
-        format!(
-            "{} | {} | {}",
-            ms(self.q(0.5)),
-            ms(self.q(0.95)),
-            ms(self.q(1.0))
-        )
-    }
-}
-
-async fn emitted(
-    rx: &mut mpsc::UnboundedReceiver<(u64, String, Instant)>,
-    number: u64,
-) -> (String, Instant) {
-    loop {
-        let (n, provider, at) = tokio::time::timeout(Duration::from_secs(30), rx.recv())
-            .await
-            .expect("block emitted within 30 s")
-            .expect("agent running");
-        if n >= number {
-            return (provider, at);
-        }
-    }
+/// p50 | p95 | max of `d`, in ms.
+fn row(d: &[Duration]) -> String {
+    let s = Stats::of_durations(d, 1000.0);
+    format!("{:.1} | {:.1} | {:.1}", s.median(), s.q(0.95), s.max())
 }
 
 /// Mines one block and returns how long the agent took to emit it, and who served it.
 async fn mine_and_time(
     devnet: &Devnet,
-    rx: &mut mpsc::UnboundedReceiver<(u64, String, Instant)>,
+    rx: &mut mpsc::UnboundedReceiver<Emitted>,
 ) -> (Duration, String) {
     while rx.try_recv().is_ok() {}
     let t0 = Instant::now();
     let n = devnet.mine(1);
-    let (provider, at) = emitted(rx, n).await;
+    let (provider, at) = emitted(rx, n, Duration::from_secs(30)).await;
     (at.duration_since(t0), provider)
 }
 
@@ -179,25 +136,19 @@ async fn scenario(name: &str, fault: Option<Fault>, hedge: bool) -> String {
     let h = if hedge { "on" } else { "off" };
     format!(
         "| {name} | {h} | {} | {} | {} |",
-        Stats(healthy).row(),
-        Stats(first).row(),
-        Stats(steady).row()
+        row(&healthy),
+        row(&first),
+        row(&steady)
     )
 }
 
 static HANDLE: Mutex<Option<blockwatch::telemetry::TelemetryHandle>> = Mutex::new(None);
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        eprintln!("failover: run with `cargo bench --bench failover` (skipped under cargo test)");
+    if !benchmarking("failover") {
         return;
     }
-    let cfg = blockwatch::config::TelemetryConfig {
-        otlp_endpoint: String::new(),
-        log_level: "error".into(),
-        ..Default::default()
-    };
-    let telemetry = Telemetry::init(&cfg, Arc::new(Default::default())).expect("telemetry");
+    let telemetry = quiet_telemetry();
     *HANDLE.lock().unwrap() = Some(telemetry.handle());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
