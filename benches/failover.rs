@@ -8,16 +8,17 @@
 mod support;
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
 use blockwatch::{
-    agent,
     config::Config,
-    devnet::{Devnet, DevnetConfig, Fault},
+    devnet::{Devnet, Fault},
 };
-use support::{benchmarking, emitted, quiet_telemetry, Emitted, Stats, Timer};
+use support::{
+    benchmarking, devnet_on_demand, emitted, quiet_telemetry, Emitted, RunningAgent, Stats,
+};
 use tokio::sync::mpsc;
 
 const REPS: usize = 10;
@@ -88,34 +89,21 @@ async fn mine_and_time(
 }
 
 async fn scenario(name: &str, fault: Option<Fault>, hedge: bool) -> String {
-    let devnet = Devnet::start(DevnetConfig {
-        providers: 2,
-        block_time: Duration::ZERO,
-        ..Default::default()
-    })
-    .await
-    .expect("devnet");
+    let devnet = devnet_on_demand(2).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let s = stop.clone();
     let telemetry = HANDLE.lock().unwrap().clone().expect("telemetry");
-    let agent = tokio::spawn(agent::run_with_observers(
-        config(&devnet, dir.path(), hedge),
-        telemetry,
-        vec![Arc::new(Timer(tx))],
-        async move { s.cancelled().await },
-    ));
+    let mut agent = RunningAgent::spawn(config(&devnet, dir.path(), hedge), telemetry);
+    let rx = &mut agent.rx;
     // Warm up: latency windows filled, p0 leading.
     for _ in 0..20 {
-        mine_and_time(&devnet, &mut rx).await;
+        mine_and_time(&devnet, rx).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (mut first, mut steady, mut healthy) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..REPS {
         // p0 leads again before each repetition.
         loop {
-            let (d, p) = mine_and_time(&devnet, &mut rx).await;
+            let (d, p) = mine_and_time(&devnet, rx).await;
             if p == "p0" {
                 healthy.push(d);
                 break;
@@ -123,15 +111,14 @@ async fn scenario(name: &str, fault: Option<Fault>, hedge: bool) -> String {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         devnet.set_fault(0, fault.clone()).await.expect("fault");
-        first.push(mine_and_time(&devnet, &mut rx).await.0);
+        first.push(mine_and_time(&devnet, rx).await.0);
         for _ in 0..STEADY {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            steady.push(mine_and_time(&devnet, &mut rx).await.0);
+            steady.push(mine_and_time(&devnet, rx).await.0);
         }
         devnet.set_fault(0, None).await.expect("clear");
     }
-    stop.cancel();
-    let _ = agent.await;
+    agent.stop().await;
     devnet.shutdown().await;
     let h = if hedge { "on" } else { "off" };
     format!(

@@ -11,7 +11,6 @@ use std::{sync::Arc, time::Duration};
 
 use blockwatch::{
     config::TelemetryConfig,
-    devnet::{Devnet, DevnetConfig},
     rpc::ProviderPool,
     telemetry::{Metrics, Telemetry},
 };
@@ -86,13 +85,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let devnet = servers
-        .block_on(Devnet::start(DevnetConfig {
-            providers: 1,
-            block_time: Duration::ZERO,
-            ..Default::default()
-        }))
-        .expect("devnet");
+    let devnet = servers.block_on(devnet_on_demand(1));
     devnet.mine(10);
     let incoming = servers.block_on(async {
         tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap()
@@ -106,15 +99,10 @@ fn main() {
             .serve_with_incoming(incoming),
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let p = &devnet.providers()[0];
     let cfg = AgentConfig {
         dir: dir.path(),
         chain_id: devnet.info().chain_id,
-        providers: vec![Provider {
-            name: "p0".into(),
-            url: p.http_url(),
-            ws_url: None,
-        }],
+        providers: vec![devnet_provider(&devnet, 0, false)],
         block_output: "none",
         pool: "",
         chain: "",

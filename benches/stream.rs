@@ -13,14 +13,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use blockwatch::{
-    agent,
-    devnet::{Devnet, DevnetConfig},
-    telemetry::TelemetryHandle,
-};
+use blockwatch::telemetry::TelemetryHandle;
 use serde_json::{json, Value};
 use support::*;
-use tokio::sync::mpsc;
 
 const BACKLOG: u64 = 10_000;
 const REPS: usize = 5;
@@ -56,21 +51,12 @@ async fn agent_catch_up(
         provider: provider_extra,
     }
     .build();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let s = stop.clone();
     let t0 = Instant::now();
-    let agent = tokio::spawn(agent::run_with_observers(
-        cfg,
-        handle(),
-        vec![Arc::new(Timer(tx))],
-        async move { s.cancelled().await },
-    ));
-    let (_, first) = emitted(&mut rx, from, Duration::from_secs(60)).await;
-    let (_, at) = emitted(&mut rx, to, Duration::from_secs(600)).await;
+    let mut agent = RunningAgent::spawn(cfg, handle());
+    let (_, first) = emitted(&mut agent.rx, from, Duration::from_secs(60)).await;
+    let (_, at) = emitted(&mut agent.rx, to, Duration::from_secs(600)).await;
     let took = (at.duration_since(first), first.duration_since(t0));
-    stop.cancel();
-    agent.await.expect("agent task").expect("agent run");
+    agent.stop().await;
     let lines = std::fs::read_to_string(&out)
         .expect("block output")
         .lines()
@@ -221,13 +207,7 @@ async fn catch_up() {
     println!("| endpoint | client | blocks/s | vs bare batched |");
     println!("| --- | --- | --- | --- |");
     // devnet, in process, no added latency.
-    let devnet = Devnet::start(DevnetConfig {
-        providers: 1,
-        block_time: Duration::ZERO,
-        ..Default::default()
-    })
-    .await
-    .expect("devnet");
+    let devnet = devnet_on_demand(1).await;
     devnet.mine(BACKLOG);
     let p = &devnet.providers()[0];
     compare(
@@ -311,24 +291,14 @@ impl Drop for Anvil {
 async fn rate_limited() {
     const LIMIT: u64 = 50;
     const WINDOW: u64 = 20;
-    let devnet = Devnet::start(DevnetConfig {
-        providers: 1,
-        block_time: Duration::ZERO,
-        ..Default::default()
-    })
-    .await
-    .expect("devnet");
+    let devnet = devnet_on_demand(1).await;
     devnet.mine(5_000);
     let dir = tempfile::tempdir().expect("tempdir");
     let p = &devnet.providers()[0];
     let cfg = AgentConfig {
         dir: dir.path(),
         chain_id: devnet.info().chain_id,
-        providers: vec![Provider {
-            name: "p0".into(),
-            url: p.http_url(),
-            ws_url: None,
-        }],
+        providers: vec![devnet_provider(&devnet, 0, false)],
         block_output: "none",
         pool: "",
         chain: "expected_block_time = \"1s\"\nstart = 1",
@@ -337,14 +307,7 @@ async fn rate_limited() {
         ),
     }
     .build();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let s = stop.clone();
-    let agent = tokio::spawn(agent::run_with_observers(
-        cfg,
-        handle(),
-        vec![],
-        async move { s.cancelled().await },
-    ));
+    let agent = RunningAgent::spawn(cfg, handle());
     // The burst goes in the first second; measure after it.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut per_second = Vec::new();
@@ -362,8 +325,7 @@ async fn rate_limited() {
         last = now;
     }
     let total = (last - start) as f64 / t0.elapsed().as_secs_f64();
-    stop.cancel();
-    agent.await.expect("agent task").expect("agent run");
+    agent.stop().await;
     devnet.shutdown().await;
     let s = Stats(per_second);
     println!("## Rate limit\n");
@@ -391,53 +353,33 @@ async fn head_latency() {
     println!("| head from | p50 | p99 | max |");
     println!("| --- | --- | --- | --- |");
     for ws in [true, false] {
-        let devnet = Devnet::start(DevnetConfig {
-            providers: 1,
-            block_time: Duration::ZERO,
-            ..Default::default()
-        })
-        .await
-        .expect("devnet");
+        let devnet = devnet_on_demand(1).await;
         devnet.mine(1);
         let dir = tempfile::tempdir().expect("tempdir");
-        let p = &devnet.providers()[0];
         let cfg = AgentConfig {
             dir: dir.path(),
             chain_id: devnet.info().chain_id,
-            providers: vec![Provider {
-                name: "p0".into(),
-                url: p.http_url(),
-                ws_url: ws.then(|| p.ws_url()),
-            }],
+            providers: vec![devnet_provider(&devnet, 0, ws)],
             block_output: "none",
             pool: "",
             chain: "expected_block_time = \"1s\"\nstart = \"latest\"",
             provider: "rate_limit = { requests_per_second = 1000, burst = 1000 }",
         }
         .build();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let stop = tokio_util::sync::CancellationToken::new();
-        let s = stop.clone();
-        let agent = tokio::spawn(agent::run_with_observers(
-            cfg,
-            handle(),
-            vec![Arc::new(Timer(tx))],
-            async move { s.cancelled().await },
-        ));
+        let mut agent = RunningAgent::spawn(cfg, handle());
         let mut times = Vec::new();
         for i in 0..BLOCKS + 10 {
             let gap = 200 + rand::random::<u64>() % 300;
             tokio::time::sleep(Duration::from_millis(gap)).await;
-            while rx.try_recv().is_ok() {}
+            while agent.rx.try_recv().is_ok() {}
             let t0 = Instant::now();
             let n = devnet.mine(1);
-            let (_, at) = emitted(&mut rx, n, Duration::from_secs(10)).await;
+            let (_, at) = emitted(&mut agent.rx, n, Duration::from_secs(10)).await;
             if i >= 10 {
                 times.push(at.duration_since(t0));
             }
         }
-        stop.cancel();
-        agent.await.expect("agent task").expect("agent run");
+        agent.stop().await;
         devnet.shutdown().await;
         let s = Stats::of_durations(&times, 1000.0);
         let how = if ws {

@@ -168,3 +168,52 @@ pub fn machine() -> String {
         .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
     format!("{cpu}, {cores} cores, {mem_gib:.0} GiB")
 }
+
+/// devnet in this process, mining only when told to (`Devnet::mine`).
+pub async fn devnet_on_demand(providers: usize) -> std::sync::Arc<blockwatch::devnet::Devnet> {
+    blockwatch::devnet::Devnet::start(blockwatch::devnet::DevnetConfig {
+        providers,
+        block_time: Duration::ZERO,
+        ..Default::default()
+    })
+    .await
+    .expect("devnet")
+}
+
+/// devnet's provider `i` as the agent's `p{i}`, with its `newHeads` when `ws`.
+pub fn devnet_provider(devnet: &blockwatch::devnet::Devnet, i: usize, ws: bool) -> Provider {
+    let p = &devnet.providers()[i];
+    Provider {
+        name: format!("p{i}"),
+        url: p.http_url(),
+        ws_url: ws.then(|| p.ws_url()),
+    }
+}
+
+/// The agent running in this process, its emitted blocks timed into `rx`.
+pub struct RunningAgent {
+    pub rx: mpsc::UnboundedReceiver<Emitted>,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), blockwatch::agent::AgentError>>,
+}
+
+impl RunningAgent {
+    pub fn spawn(cfg: Config, telemetry: blockwatch::telemetry::TelemetryHandle) -> RunningAgent {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let s = stop.clone();
+        let task = tokio::spawn(blockwatch::agent::run_with_observers(
+            cfg,
+            telemetry,
+            vec![std::sync::Arc::new(Timer(tx))],
+            async move { s.cancelled().await },
+        ));
+        RunningAgent { rx, stop, task }
+    }
+
+    /// Stops the agent; it must have run without error.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.expect("agent task").expect("agent run");
+    }
+}
