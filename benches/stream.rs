@@ -253,7 +253,15 @@ impl Anvil {
             .unwrap()
             .port();
         let child = std::process::Command::new(bin)
-            .args(["--port", &port.to_string(), "--silent", "--no-mining"])
+            // No state history: mining 10,000 blocks would otherwise persist gigabytes of old states
+            // under ~/.foundry/anvil/tmp, which a killed anvil leaves behind.
+            .args([
+                "--port",
+                &port.to_string(),
+                "--silent",
+                "--no-mining",
+                "--prune-history",
+            ])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -10,7 +10,7 @@ listening() { (exec 3<>"/dev/tcp/127.0.0.1/${port}") 2>/dev/null; }
 if listening; then
   echo "something already listens on 127.0.0.1:${port}; using it as the node" >&2
 else
-  .tools/bin/anvil --host 127.0.0.1 --port "$port" --block-time "$block_time" --silent &
+  .tools/bin/anvil --host 127.0.0.1 --port "$port" --block-time "$block_time" --silent --max-persisted-states 0 &
   anvil_pid=$!
   trap 'kill $anvil_pid 2>/dev/null || true' EXIT
   for _ in $(seq 1 50); do

@@ -84,6 +84,10 @@ impl Anvil {
             "--host",
             "127.0.0.1",
             "--silent",
+            // Old states stay in memory only: none written under ~/.foundry/anvil/tmp, which a
+            // killed anvil would leave behind.
+            "--max-persisted-states",
+            "0",
         ]);
         if block_time > 0 {
             cmd.args(["--block-time", &block_time.to_string()]);
