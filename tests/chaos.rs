@@ -163,6 +163,41 @@ async fn reorgs_of_depth_1_3_and_the_window() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reorg_under_the_backlog_being_fetched_ahead() {
+    // Catching up 600 blocks in batches of 10 at 300 blocks/s, so that the reorg below lands while
+    // blocks of the old branch are fetched ahead and not yet emitted (or already emitted).
+    let devnet = DevnetProc::start(2, "0s").await;
+    devnet.mine(600).await;
+    let cfg = devnet
+        .agent_config("start = 1")
+        .replace("reorg_window = 16", "reorg_window = 512")
+        .replace(
+            "timeout = \"500ms\"",
+            "timeout = \"500ms\"\nmax_batch_size = 10\nrate_limit = { requests_per_second = 300, burst = 10 }",
+        );
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(dir.path(), &cfg);
+    agent.wait_for_block(150, CATCH_UP).await;
+    // Blocks 201..=600 replaced, whatever the agent holds of them.
+    devnet.reorg(400).await;
+    devnet.mine(1).await;
+    settle_and_check(&mut agent, &devnet, "a reorg under the backlog").await;
+    let errors = agent
+        .stream()
+        .iter()
+        .filter(|e| matches!(e, blockwatch::output::StreamEvent::Error(_)))
+        .count();
+    assert_eq!(errors, 0, "log:\n{}", agent.log());
+    // One reorg if blocks of the old branch were emitted, none if not; never back and forth (a
+    // block fetched before the reorg, answered after a fresher one, is not taken for a reorg).
+    let seen = reorgs(&agent.stream());
+    assert!(seen.len() <= 1, "{seen:?}");
+    assert!(agent
+        .signal_and_wait("TERM", Duration::from_secs(5))
+        .success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_killed_and_restarted_mid_fault() {
     let devnet = DevnetProc::start(3, "200ms").await;
     let dir = tempfile::tempdir().unwrap();

@@ -17,7 +17,7 @@ use std::{
 
 use futures::StreamExt;
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::AbortOnDropHandle};
 use tracing::Instrument;
 
 use alloy_primitives::B256;
@@ -159,6 +159,8 @@ struct Fetched {
     block: Block,
     provider: String,
     received: SystemTime,
+    /// When it was received, to order answers of calls made at once.
+    at: Instant,
     /// The block's `process_block` span: open from its fetch until its line is published.
     span: tracing::Span,
     /// How its fetch went: duration, attempts, the first failed attempt.
@@ -255,6 +257,7 @@ impl Fetched {
             block,
             provider: provider.name.clone(),
             received: SystemTime::now(),
+            at: Instant::now(),
             span,
             fetch: FetchInfo::default(),
         }
@@ -291,6 +294,8 @@ pub struct ChainFollower {
     recovery: Option<RecoveryPolicy>,
     /// The open miss being recovered.
     recovering: Option<Recovering>,
+    /// When the newest of the blocks emitted was received.
+    newest_fetch: Option<Instant>,
 }
 
 impl ChainFollower {
@@ -324,6 +329,7 @@ impl ChainFollower {
             missed_console: true,
             recovery: None,
             recovering: None,
+            newest_fetch: None,
         }
     }
 
@@ -573,6 +579,8 @@ impl ChainFollower {
             }
             self.start_at = Some(head.number);
         }
+        // The backlog being fetched while what came before it is verified and written.
+        let mut feed: Option<Feed> = None;
         while let Some(next) = self.next_number() {
             if next > head.number {
                 break;
@@ -584,22 +592,52 @@ impl ChainFollower {
             // While a reorg deeper than the window blocks the chain, or the last fetch failed, look
             // at one block per step only: enough to notice recovery, without sending a batch of
             // concurrent requests to providers that are failing.
-            let batch = if self.deep_reorg_reported.is_some() || self.fetch_failing {
-                1
+            let careful = self.deep_reorg_reported.is_some() || self.fetch_failing;
+            let catching_up = !careful && head.number - next >= 2;
+            let fetch = if catching_up {
+                // A feed that does not start here (a reorg moved the stream) is dropped: cancelled.
+                let feed = match feed.take() {
+                    Some(f) if f.next == next => feed.insert(f),
+                    _ => feed.insert(Feed::start(
+                        self.pool.clone(),
+                        self.cfg.name.clone(),
+                        self.concurrency,
+                        next,
+                        head.number,
+                    )),
+                };
+                feed.take(MAX_BATCH, cancel).await
             } else {
-                MAX_BATCH
+                let end = if careful { next } else { head.number };
+                let (pool, chain) = (&self.pool, self.cfg.name.as_str());
+                fetch_range(pool, chain, self.concurrency, next, end, cancel).await
             };
-            let end = head.number.min(next.saturating_add(batch - 1));
-            let wanted = end - next + 1;
-            let (blocks, error) = self.fetch_range(next, end, cancel).await;
+            let Fetch {
+                blocks,
+                error,
+                unserved,
+            } = fetch;
             self.fetch_failing = matches!(error, Some(StepError::Pool(_)));
             if matches!(error, Some(StepError::Cancelled)) {
                 return Err(StepError::Cancelled);
             }
-            let complete = error.is_none() && blocks.len() as u64 == wanted;
+            let complete = error.is_none() && !unserved;
+            if complete && blocks.is_empty() {
+                // A feed that ended short (its task failed): the next step starts a new one.
+                break;
+            }
             // The first block not fetched.
             let stopped_at = next + blocks.len() as u64;
             if let Some(f) = self.emit_linked(blocks).await? {
+                // The chain changed under the feed: what it holds may be of the old branch, so it is
+                // dropped and the stream goes on from fresh answers.
+                feed = None;
+                if self.newest_fetch.is_some_and(|t| f.at < t) {
+                    // Calls made at once finish out of order: a block received before the one it
+                    // should extend may predate a reorg that block already reflects. It is no
+                    // evidence of a reorg; asked again, the answer is.
+                    continue;
+                }
                 if self.resolve_conflict(f, cancel).await? {
                     continue;
                 }
@@ -635,6 +673,7 @@ impl ChainFollower {
             match self.canonical.link(&f.block) {
                 Link::First | Link::Extends => {
                     self.push(&f.block, &mut commit);
+                    self.newest_fetch = self.newest_fetch.max(Some(f.at));
                     self.watch(&f, None, &mut commit);
                     events.push(self.emitted(&f));
                 }
@@ -763,102 +802,6 @@ impl ChainFollower {
         });
     }
 
-    /// Fetches `from..=to` concurrently, in order, stopping at the first block no provider has:
-    /// one block per call when following the head, JSON-RPC batches (of the smallest batch any
-    /// provider takes) when catching up. Returns the blocks fetched in order before any error, and
-    /// the error.
-    async fn fetch_range(
-        &self,
-        from: u64,
-        to: u64,
-        cancel: &CancellationToken,
-    ) -> (Vec<Fetched>, Option<StepError>) {
-        let pool = &self.pool;
-        let chain = self.cfg.name.as_str();
-        let batch = pool.batch_size().max(1);
-        // At most two blocks to fetch: following the head, where lateness counts.
-        let following = to - from < 2;
-        let chunks = (from..=to)
-            .step_by(batch as usize)
-            .map(move |start| (start, to.min(start + batch - 1)));
-        let mut stream = futures::stream::iter(chunks)
-            .map(|(start, end)| async move {
-                let started = Instant::now();
-                if start == end {
-                    let span = block_span(chain, start);
-                    let a = pool.block_by_number(start).instrument(span.clone()).await;
-                    let wanted = 1;
-                    return (
-                        a.map(|a| {
-                            let info = FetchInfo {
-                                took: started.elapsed(),
-                                attempts: a.attempts,
-                                first_failure: a.first_failure,
-                                live: following,
-                            };
-                            let blocks = a.value.into_iter().map(|b| (b, span.clone())).collect();
-                            (blocks, a.provider, info)
-                        }),
-                        wanted,
-                    );
-                }
-                let fetch = tracing::info_span!(
-                    "fetch_blocks",
-                    otel.name = "fetch_blocks",
-                    blockwatch.chain = %chain,
-                    blockwatch.block.from = start,
-                    blockwatch.block.to = end,
-                );
-                let a = pool
-                    .blocks_by_number(start, end)
-                    .instrument(fetch.clone())
-                    .await;
-                let out = a.map(|a| {
-                    let info = FetchInfo {
-                        took: started.elapsed(),
-                        attempts: a.attempts,
-                        first_failure: a.first_failure,
-                        live: false,
-                    };
-                    let blocks: Vec<(Block, tracing::Span)> = a
-                        .value
-                        .into_iter()
-                        .map(|b| {
-                            let span = block_span(chain, b.number);
-                            span.follows_from(&fetch);
-                            (b, span)
-                        })
-                        .collect();
-                    (blocks, a.provider, info)
-                });
-                (out, end - start + 1)
-            })
-            .buffered(self.concurrency);
-        let mut out = Vec::new();
-        loop {
-            let next = tokio::select! {
-                _ = cancel.cancelled() => return (out, Some(StepError::Cancelled)),
-                n = stream.next() => n,
-            };
-            match next {
-                None => return (out, None),
-                Some((Ok((blocks, provider, info)), wanted)) => {
-                    let got = blocks.len() as u64;
-                    out.extend(blocks.into_iter().map(|(block, span)| {
-                        let mut f = Fetched::new(block, &provider, span);
-                        f.fetch = info.clone();
-                        f
-                    }));
-                    if got < wanted {
-                        // The providers do not have the rest yet.
-                        return (out, None);
-                    }
-                }
-                Some((Err(e), _)) => return (out, Some(StepError::Pool(e))),
-            }
-        }
-    }
-
     /// `first` contradicts the window: walk its branch back by parent hash to the common ancestor,
     /// then emit the reorg and the new branch (returns true), or report a reorg deeper than the
     /// window, or find the new branch not served yet (returns false: try again later).
@@ -947,6 +890,7 @@ impl ChainFollower {
             if !self.push(&f.block, &mut commit) {
                 break;
             }
+            self.newest_fetch = self.newest_fetch.max(Some(f.at));
             self.watch(f, replaced.get(&f.block.number).copied(), &mut commit);
             events.push(self.emitted(f));
         }
@@ -1155,24 +1099,29 @@ impl ChainFollower {
         if events.is_empty() {
             return Ok(());
         }
-        let output = self.output.clone();
-        let written: Vec<StreamEvent> = events.iter().map(|(e, _)| e.clone()).collect();
         let fatal = |e: FollowError| StepError::Fatal(e);
-        tokio::task::spawn_blocking(move || output.write(&written))
-            .await
-            .map_err(|e| fatal(e.into()))?
-            .map_err(|e| fatal(e.into()))?;
-        if let Some(commit) = commit {
-            let missed = !commit.missed.is_empty();
-            self.commit(commit).await.map_err(fatal)?;
-            if missed {
-                if let Some(n) = &self.missed_stored {
-                    n.notify_one();
-                }
+        let (written, spans): (Vec<StreamEvent>, Vec<_>) = events.into_iter().unzip();
+        let missed = commit.as_ref().is_some_and(|c| !c.missed.is_empty());
+        let commit = commit.map(|c| self.committed(c));
+        let (output, store) = (self.output.clone(), self.store.clone());
+        // Written, then committed, on one blocking thread: one hand-off per batch.
+        let written = tokio::task::spawn_blocking(move || -> Result<_, FollowError> {
+            output.write(&written)?;
+            if let Some((name, id, commit)) = commit {
+                store.commit(&name, id, &commit)?;
+            }
+            Ok(written)
+        })
+        .await
+        .map_err(|e| fatal(e.into()))?
+        .map_err(fatal)?;
+        if missed {
+            if let Some(n) = &self.missed_stored {
+                n.notify_one();
             }
         }
         // Observers see each line inside its block's span, so their logs and events join its trace.
-        for (event, span) in &events {
+        for (event, span) in written.iter().zip(&spans) {
             let tell = || {
                 for o in &self.observers {
                     o.on_events(std::slice::from_ref(event));
@@ -1186,12 +1135,226 @@ impl ChainFollower {
         Ok(())
     }
 
-    async fn commit(&self, mut commit: ChainCommit) -> Result<(), FollowError> {
-        commit.cursor = self.canonical.tip();
-        commit.keep_from = self.canonical.oldest().map(|o| o.number).unwrap_or(0);
+    async fn commit(&self, commit: ChainCommit) -> Result<(), FollowError> {
+        let (name, id, commit) = self.committed(commit);
         let store = self.store.clone();
-        let (name, id) = (self.cfg.name.clone(), self.cfg.chain_id);
         tokio::task::spawn_blocking(move || store.commit(&name, id, &commit)).await??;
         Ok(())
+    }
+
+    /// `commit` with the window's tip as the cursor and its oldest block as the pruning point, and
+    /// the chain it is for.
+    fn committed(&self, mut commit: ChainCommit) -> (String, u64, ChainCommit) {
+        commit.cursor = self.canonical.tip();
+        commit.keep_from = self.canonical.oldest().map(|o| o.number).unwrap_or(0);
+        (self.cfg.name.clone(), self.cfg.chain_id, commit)
+    }
+}
+
+/// Blocks fetched in order from the first one asked for.
+#[derive(Debug, Default)]
+struct Fetch {
+    blocks: Vec<Fetched>,
+    /// Why fetching stopped before the end of the range, if it failed.
+    error: Option<StepError>,
+    /// The providers did not have a block asked for (the first after `blocks`).
+    unserved: bool,
+}
+
+impl Fetch {
+    /// Appends a chunk; false when the chunk ends the fetch (an error, or blocks not served yet).
+    fn add(&mut self, chunk: Chunk) -> bool {
+        match chunk.result {
+            Ok(blocks) => {
+                self.unserved = (blocks.len() as u64) < chunk.wanted;
+                self.blocks.extend(blocks);
+                !self.unserved
+            }
+            Err(e) => {
+                self.error = Some(StepError::Pool(e));
+                false
+            }
+        }
+    }
+}
+
+/// The blocks one call returned for `wanted` consecutive numbers (fewer: the providers do not have
+/// the rest yet), or its error.
+struct Chunk {
+    wanted: u64,
+    result: Result<Vec<Fetched>, PoolError>,
+}
+
+impl Chunk {
+    /// Nothing after this chunk can be used.
+    fn ends(&self) -> bool {
+        self.result
+            .as_ref()
+            .map_or(true, |b| (b.len() as u64) < self.wanted)
+    }
+}
+
+/// `from..=to` in calls of at most `batch` blocks.
+fn chunks(from: u64, to: u64, batch: u64) -> impl Iterator<Item = (u64, u64)> {
+    let batch = batch.max(1);
+    (from..=to)
+        .step_by(batch as usize)
+        .map(move |start| (start, to.min(start.saturating_add(batch - 1))))
+}
+
+/// The blocks of an answer, each with its span, as fetched `started` ago.
+fn fetched<T>(
+    a: &Answer<T>,
+    started: Instant,
+    live: bool,
+    blocks: impl IntoIterator<Item = (Block, tracing::Span)>,
+) -> Vec<Fetched> {
+    let info = FetchInfo {
+        took: started.elapsed(),
+        attempts: a.attempts,
+        first_failure: a.first_failure.clone(),
+        live,
+    };
+    blocks
+        .into_iter()
+        .map(|(block, span)| {
+            let mut f = Fetched::new(block, &a.provider, span);
+            f.fetch = info.clone();
+            f
+        })
+        .collect()
+}
+
+/// Fetches `start..=end` with one call: `eth_getBlockByNumber` for one block (`live`: following the
+/// head, where lateness counts), a JSON-RPC batch for more (a `fetch_blocks` span, which each block's
+/// span follows from).
+async fn fetch_chunk(pool: &ProviderPool, chain: &str, start: u64, end: u64, live: bool) -> Chunk {
+    let started = Instant::now();
+    let wanted = end - start + 1;
+    if start == end {
+        let span = block_span(chain, start);
+        let a = pool.block_by_number(start).instrument(span.clone()).await;
+        let result = a.map(|mut a| {
+            let block = a.value.take().map(|b| (b, span));
+            fetched(&a, started, live, block)
+        });
+        return Chunk { wanted, result };
+    }
+    let fetch = tracing::info_span!(
+        "fetch_blocks",
+        otel.name = "fetch_blocks",
+        blockwatch.chain = %chain,
+        blockwatch.block.from = start,
+        blockwatch.block.to = end,
+    );
+    let a = pool
+        .blocks_by_number(start, end)
+        .instrument(fetch.clone())
+        .await;
+    let result = a.map(|mut a| {
+        let blocks = std::mem::take(&mut a.value).into_iter().map(|b| {
+            let span = block_span(chain, b.number);
+            span.follows_from(&fetch);
+            (b, span)
+        });
+        fetched(&a, started, false, blocks)
+    });
+    Chunk { wanted, result }
+}
+
+/// Fetches `from..=to`, `concurrency` calls at once, in order, stopping at the first block no
+/// provider has or the first error: one block per call when following the head, JSON-RPC batches
+/// (of the smallest batch any provider takes) otherwise.
+async fn fetch_range(
+    pool: &ProviderPool,
+    chain: &str,
+    concurrency: usize,
+    from: u64,
+    to: u64,
+    cancel: &CancellationToken,
+) -> Fetch {
+    // At most two blocks to fetch: following the head.
+    let live = to - from < 2;
+    let mut calls = futures::stream::iter(chunks(from, to, pool.batch_size()))
+        .map(|(start, end)| fetch_chunk(pool, chain, start, end, live))
+        .buffered(concurrency);
+    let mut fetch = Fetch::default();
+    loop {
+        let next = tokio::select! {
+            _ = cancel.cancelled() => {
+                fetch.error = Some(StepError::Cancelled);
+                return fetch;
+            }
+            n = calls.next() => n,
+        };
+        let more = next.is_some_and(|chunk| fetch.add(chunk));
+        if !more {
+            return fetch;
+        }
+    }
+}
+
+/// A backlog being fetched on a task of its own, `concurrency` calls at once, while the follower
+/// verifies and writes what came before: requests stay in flight while blocks are emitted. Chunks
+/// wait in a channel of `concurrency` places, so at most twice `concurrency` calls' blocks are held.
+/// Dropping the feed cancels the fetch.
+struct Feed {
+    /// The first block not taken yet.
+    next: u64,
+    chunks: tokio::sync::mpsc::Receiver<Chunk>,
+    _task: AbortOnDropHandle<()>,
+}
+
+impl Feed {
+    fn start(
+        pool: Arc<ProviderPool>,
+        chain: String,
+        concurrency: usize,
+        from: u64,
+        to: u64,
+    ) -> Self {
+        let (tx, rx) = tokio::sync::mpsc::channel(concurrency.max(1));
+        let task = async move {
+            let mut calls = futures::stream::iter(chunks(from, to, pool.batch_size()))
+                .map(|(start, end)| fetch_chunk(&pool, &chain, start, end, false))
+                .buffered(concurrency);
+            while let Some(chunk) = calls.next().await {
+                let ends = chunk.ends();
+                if tx.send(chunk).await.is_err() || ends {
+                    return;
+                }
+            }
+        };
+        Feed {
+            next: from,
+            chunks: rx,
+            _task: AbortOnDropHandle::new(tokio::spawn(task.in_current_span())),
+        }
+    }
+
+    /// The chunks fetched so far in order (waiting for one, then taking those ready, up to about
+    /// `max` blocks). After a fetch that is unserved or failed, the feed has nothing more.
+    async fn take(&mut self, max: u64, cancel: &CancellationToken) -> Fetch {
+        let mut fetch = Fetch::default();
+        let first = tokio::select! {
+            _ = cancel.cancelled() => {
+                fetch.error = Some(StepError::Cancelled);
+                return fetch;
+            }
+            c = self.chunks.recv() => c,
+        };
+        let mut more = match first {
+            Some(chunk) => fetch.add(chunk),
+            // The feed has ended (after its last chunk was taken).
+            None => false,
+        };
+        while more && (fetch.blocks.len() as u64) < max {
+            match self.chunks.try_recv() {
+                Ok(chunk) => more = fetch.add(chunk),
+                Err(_) => break,
+            }
+        }
+        self.next += fetch.blocks.len() as u64;
+        fetch
     }
 }
