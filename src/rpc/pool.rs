@@ -638,7 +638,7 @@ impl ProviderPool {
             otel.name = "pool_request",
             otel.status_code = tracing::field::Empty,
             rpc.method = method,
-            blockwatch.chain = %self.chain,
+            blockwatch.chain = self.chain.as_str(),
             blockwatch.attempts = tracing::field::Empty,
             blockwatch.provider = tracing::field::Empty,
             blockwatch.hedged = tracing::field::Empty,

@@ -482,10 +482,10 @@ impl Provider {
             rpc.system.name = "jsonrpc",
             rpc.system = "jsonrpc",
             rpc.method = method,
-            server.address = %self.server.0,
+            server.address = self.server.0.as_str(),
             server.port = self.server.1,
-            blockwatch.provider = %self.name,
-            blockwatch.chain = %self.chain,
+            blockwatch.provider = self.name.as_str(),
+            blockwatch.chain = self.chain.as_str(),
             blockwatch.attempt = attempt,
             blockwatch.hedge = tracing::field::Empty,
             blockwatch.batch_size = tracing::field::Empty,
@@ -509,12 +509,13 @@ impl Provider {
             // Nothing was sent.
             return;
         }
-        let mut attrs = self.attrs.clone();
-        attrs.push(KeyValue::new(attr::METHOD, method));
-        attrs.push(KeyValue::new(
-            attr::OUTCOME,
-            if error.is_none() { "ok" } else { "error" },
-        ));
+        // chain, provider, method, outcome (no allocation: the first two are shared strings).
+        let mut attrs = [
+            self.attrs[0].clone(),
+            self.attrs[1].clone(),
+            KeyValue::new(attr::METHOD, method),
+            KeyValue::new(attr::OUTCOME, if error.is_none() { "ok" } else { "error" }),
+        ];
         self.metrics
             .rpc_duration
             .record(elapsed.as_secs_f64(), &attrs);
@@ -522,8 +523,7 @@ impl Provider {
             None => Outcome::Ok,
             Some(e) => {
                 record_span_error(span, e, &self.redactor);
-                attrs.pop();
-                attrs.push(KeyValue::new(attr::ERROR_TYPE, e.error_type()));
+                attrs[3] = KeyValue::new(attr::ERROR_TYPE, e.error_type());
                 self.metrics.rpc_errors.add(1, &attrs);
                 if matches!(e, RpcError::InvalidBlock(_)) {
                     self.metrics.integrity_errors.add(1, &self.attrs);

@@ -17,6 +17,22 @@ use tracing_subscriber::{
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct JsonWithTrace;
 
+/// Span fields are not part of the lines (only the current span's name and ids are), so nothing is
+/// formatted for them: the default would format every field of every span as it opens, on the path
+/// of every RPC call and every block.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct NoSpanFields;
+
+impl<'w> FormatFields<'w> for NoSpanFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        _: Writer<'w>,
+        _: R,
+    ) -> fmt::Result {
+        Ok(())
+    }
+}
+
 struct Fields<'a>(&'a mut Map<String, Value>);
 
 impl tracing::field::Visit for Fields<'_> {

@@ -351,6 +351,7 @@ fn install_subscriber(
 ) {
     let stderr = match cfg.log_format {
         LogFormat::Json => fmt::layer()
+            .fmt_fields(json_log::NoSpanFields)
             .event_format(json_log::JsonWithTrace)
             .with_writer(RedactingStderr(redactor))
             .boxed(),
