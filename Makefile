@@ -23,11 +23,14 @@ tools:
 test: tools
 	$(CARGO) test --locked --all-targets
 
-## Benchmarks (results are recorded in BENCHMARKS.md, with the command of each). Needs anvil (make tools).
+## Benchmarks: each prints Markdown tables, also written to target/bench/<name>.md; BENCHMARKS.md
+## records them with the command of each. Needs anvil (make tools). About 20 minutes (the soak alone
+## takes 10; SOAK_SECS shortens it).
+BENCHES := overhead stream failover soak
 bench: tools
-	$(CARGO) bench --locked --bench overhead
-	$(CARGO) bench --locked --bench stream
-	$(CARGO) bench --locked --bench failover
+	@mkdir -p target/bench
+	set -o pipefail; for b in $(BENCHES); do $(CARGO) bench --locked --bench $$b | tee target/bench/$$b.md; done
+	@echo "results: target/bench/*.md"
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -1,6 +1,6 @@
 //! What the benchmarks share: an observer that timestamps emitted blocks, the agent's config, and
 //! summary statistics. Each benchmark includes it with `mod support;` and uses part of it.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 use std::time::{Duration, Instant};
 
@@ -217,3 +217,73 @@ impl RunningAgent {
         self.task.await.expect("agent task").expect("agent run");
     }
 }
+
+mod otlp {
+    use opentelemetry_proto::tonic::collector::{
+        logs::v1::{
+            logs_service_server::{LogsService, LogsServiceServer},
+            ExportLogsServiceRequest, ExportLogsServiceResponse,
+        },
+        metrics::v1::{
+            metrics_service_server::{MetricsService, MetricsServiceServer},
+            ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+        },
+        trace::v1::{
+            trace_service_server::{TraceService, TraceServiceServer},
+            ExportTraceServiceRequest, ExportTraceServiceResponse,
+        },
+    };
+    use tonic::{Request, Response, Status};
+
+    /// An OTLP/gRPC receiver that accepts everything and keeps nothing.
+    #[derive(Clone, Copy)]
+    struct Discard;
+
+    #[tonic::async_trait]
+    impl TraceService for Discard {
+        async fn export(
+            &self,
+            _: Request<ExportTraceServiceRequest>,
+        ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+            Ok(Response::new(Default::default()))
+        }
+    }
+
+    #[tonic::async_trait]
+    impl MetricsService for Discard {
+        async fn export(
+            &self,
+            _: Request<ExportMetricsServiceRequest>,
+        ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+            Ok(Response::new(Default::default()))
+        }
+    }
+
+    #[tonic::async_trait]
+    impl LogsService for Discard {
+        async fn export(
+            &self,
+            _: Request<ExportLogsServiceRequest>,
+        ) -> Result<Response<ExportLogsServiceResponse>, Status> {
+            Ok(Response::new(Default::default()))
+        }
+    }
+
+    /// Starts an OTLP/gRPC receiver on a loopback port (on the current runtime) that accepts every
+    /// export and keeps nothing; returns its address.
+    pub async fn discard_receiver() -> std::net::SocketAddr {
+        let incoming =
+            tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = incoming.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(Discard))
+                .add_service(MetricsServiceServer::new(Discard))
+                .add_service(LogsServiceServer::new(Discard))
+                .serve_with_incoming(incoming),
+        );
+        addr
+    }
+}
+
+pub use otlp::discard_receiver;
