@@ -29,7 +29,10 @@ test: tools
 BENCHES := overhead stream failover soak
 bench: tools
 	@mkdir -p target/bench
-	set -o pipefail; for b in $(BENCHES); do $(CARGO) bench --locked --bench $$b | tee target/bench/$$b.md; done
+	$(CARGO) bench --locked --no-run $(BENCHES:%=--bench %)
+	set -o pipefail; for b in $(BENCHES); do s=$$SECONDS; \
+	  $(CARGO) bench --locked --bench $$b | tee target/bench/$$b.md; \
+	  echo "$$b: $$((SECONDS - s)) s" >&2; done
 	@echo "results: target/bench/*.md"
 
 lint:
