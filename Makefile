@@ -24,10 +24,11 @@ test: tools
 	$(CARGO) test --locked --all-targets
 
 ## Benchmarks: each prints Markdown tables, also written to target/bench/<name>.md; BENCHMARKS.md
-## records them with the command of each. Needs anvil (make tools). About 20 minutes (the soak alone
+## records them with the command of each. Installs anvil first, as make tools does. About 20 minutes (the soak alone
 ## takes 10; SOAK_SECS shortens it).
 BENCHES := overhead stream failover soak
-bench: tools
+bench:
+	bash scripts/install-anvil.sh
 	@mkdir -p target/bench
 	$(CARGO) bench --locked --no-run $(BENCHES:%=--bench %)
 	set -o pipefail; for b in $(BENCHES); do s=$$SECONDS; \
