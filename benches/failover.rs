@@ -21,7 +21,7 @@ use support::{
 };
 use tokio::sync::mpsc;
 
-const REPS: usize = 8;
+const REPS: usize = 6;
 const STEADY: usize = 4;
 
 fn config(devnet: &Devnet, dir: &std::path::Path, hedge: bool) -> Config {
