@@ -24,8 +24,8 @@ test: tools
 	$(CARGO) test --locked --all-targets
 
 ## Benchmarks: each prints Markdown tables, also written to target/bench/<name>.md; BENCHMARKS.md
-## records them with the command of each. Installs anvil first, as make tools does. About 20 minutes (the soak alone
-## takes 10; SOAK_SECS shortens it).
+## records them with the command of each. Installs anvil first, as make tools does. About 19 minutes on
+## 2 cores from a fresh clone (the soak alone takes 10; SOAK_SECS shortens it).
 BENCHES := overhead stream failover soak
 bench:
 	bash scripts/install-anvil.sh
