@@ -202,7 +202,7 @@ pub struct Provider {
     /// The chain's name.
     chain: String,
     /// `[chain, provider]`, the attributes every measurement of this provider carries.
-    attrs: Vec<KeyValue>,
+    attrs: [KeyValue; 2],
 }
 
 /// Marks an attempt span failed with `error`'s class (and JSON-RPC code); the description passes
@@ -509,10 +509,11 @@ impl Provider {
             // Nothing was sent.
             return;
         }
-        // chain, provider, method, outcome (no allocation: the first two are shared strings).
+        // No allocation: chain and provider are shared strings.
+        let [chain, provider] = self.attrs.clone();
         let mut attrs = [
-            self.attrs[0].clone(),
-            self.attrs[1].clone(),
+            chain,
+            provider,
             KeyValue::new(attr::METHOD, method),
             KeyValue::new(attr::OUTCOME, if error.is_none() { "ok" } else { "error" }),
         ];
@@ -664,8 +665,8 @@ impl Provider {
     /// Sets `blockwatch.provider.up` to 1 for `state` and 0 for every other state.
     fn export_state(&self, state: State) {
         for s in State::ALL {
-            let mut attrs = self.attrs.clone();
-            attrs.push(KeyValue::new(attr::STATE, s.as_str()));
+            let [chain, provider] = self.attrs.clone();
+            let attrs = [chain, provider, KeyValue::new(attr::STATE, s.as_str())];
             self.metrics
                 .provider_up
                 .record(u64::from(s == state), &attrs);

@@ -201,10 +201,10 @@ impl Metrics {
 }
 
 /// `[chain, provider]` attributes.
-pub fn chain_provider(chain: &str, provider: &str) -> Vec<KeyValue> {
-    // Shared strings: the attributes are cloned for every call a provider makes.
+pub fn chain_provider(chain: &str, provider: &str) -> [KeyValue; 2] {
+    // Shared strings: a provider's attributes are cloned for every call it makes.
     let shared = |s: &str| opentelemetry::StringValue::from(std::sync::Arc::<str>::from(s));
-    vec![
+    [
         KeyValue::new(attr::CHAIN, shared(chain)),
         KeyValue::new(attr::PROVIDER, shared(provider)),
     ]
