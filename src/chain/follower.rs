@@ -1164,17 +1164,15 @@ struct Fetch {
 impl Fetch {
     /// Appends a chunk; false when the chunk ends the fetch (an error, or blocks not served yet).
     fn add(&mut self, chunk: Chunk) -> bool {
+        let more = !chunk.ends();
         match chunk.result {
             Ok(blocks) => {
-                self.unserved = (blocks.len() as u64) < chunk.wanted;
+                self.unserved = !more;
                 self.blocks.extend(blocks);
-                !self.unserved
             }
-            Err(e) => {
-                self.error = Some(StepError::Pool(e));
-                false
-            }
+            Err(e) => self.error = Some(StepError::Pool(e)),
         }
+        more
     }
 }
 
@@ -1194,12 +1192,23 @@ impl Chunk {
     }
 }
 
-/// `from..=to` in calls of at most `batch` blocks.
-fn chunks(from: u64, to: u64, batch: u64) -> impl Iterator<Item = (u64, u64)> {
-    let batch = batch.max(1);
-    (from..=to)
+/// The calls that fetch `from..=to` (JSON-RPC batches of the smallest batch any provider takes),
+/// `concurrency` at once, their chunks in order; `live`: following the head.
+fn calls<'a>(
+    pool: &'a ProviderPool,
+    chain: &'a str,
+    concurrency: usize,
+    from: u64,
+    to: u64,
+    live: bool,
+) -> impl futures::Stream<Item = Chunk> + 'a {
+    let batch = pool.batch_size().max(1);
+    let ranges = (from..=to)
         .step_by(batch as usize)
-        .map(move |start| (start, to.min(start.saturating_add(batch - 1))))
+        .map(move |start| (start, to.min(start.saturating_add(batch - 1))));
+    futures::stream::iter(ranges)
+        .map(move |(start, end)| fetch_chunk(pool, chain, start, end, live))
+        .buffered(concurrency)
 }
 
 /// The blocks of an answer, each with its span, as fetched `started` ago.
@@ -1275,9 +1284,7 @@ async fn fetch_range(
 ) -> Fetch {
     // At most two blocks to fetch: following the head.
     let live = to - from < 2;
-    let mut calls = futures::stream::iter(chunks(from, to, pool.batch_size()))
-        .map(|(start, end)| fetch_chunk(pool, chain, start, end, live))
-        .buffered(concurrency);
+    let mut calls = std::pin::pin!(calls(pool, chain, concurrency, from, to, live));
     let mut fetch = Fetch::default();
     loop {
         let next = tokio::select! {
@@ -1315,9 +1322,7 @@ impl Feed {
     ) -> Self {
         let (tx, rx) = tokio::sync::mpsc::channel(concurrency.max(1));
         let task = async move {
-            let mut calls = futures::stream::iter(chunks(from, to, pool.batch_size()))
-                .map(|(start, end)| fetch_chunk(&pool, &chain, start, end, false))
-                .buffered(concurrency);
+            let mut calls = std::pin::pin!(calls(&pool, &chain, concurrency, from, to, false));
             while let Some(chunk) = calls.next().await {
                 let ends = chunk.ends();
                 if tx.send(chunk).await.is_err() || ends {
