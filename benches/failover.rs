@@ -7,18 +7,13 @@
 
 mod support;
 
-use std::{
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use blockwatch::{
     config::Config,
     devnet::{Devnet, Fault},
 };
-use support::{
-    benchmarking, devnet_on_demand, emitted, quiet_telemetry, Emitted, RunningAgent, Stats,
-};
+use support::{devnet_on_demand, emitted, setup, Emitted, RunningAgent, Stats};
 use tokio::sync::mpsc;
 
 const REPS: usize = 6;
@@ -91,8 +86,7 @@ async fn mine_and_time(
 async fn scenario(name: &str, fault: Option<Fault>, hedge: bool) -> String {
     let devnet = devnet_on_demand(2).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let telemetry = HANDLE.lock().unwrap().clone().expect("telemetry");
-    let mut agent = RunningAgent::spawn(config(&devnet, dir.path(), hedge), telemetry);
+    let mut agent = RunningAgent::spawn(config(&devnet, dir.path(), hedge));
     let rx = &mut agent.rx;
     // Warm up: latency windows filled, p0 leading.
     for _ in 0..20 {
@@ -129,19 +123,8 @@ async fn scenario(name: &str, fault: Option<Fault>, hedge: bool) -> String {
     )
 }
 
-static HANDLE: Mutex<Option<blockwatch::telemetry::TelemetryHandle>> = Mutex::new(None);
-
 fn main() {
-    if !benchmarking("failover") {
-        return;
-    }
-    let telemetry = quiet_telemetry();
-    *HANDLE.lock().unwrap() = Some(telemetry.handle());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let Some(rt) = setup("failover") else { return };
     let scenarios: Vec<(&str, Option<Fault>, bool)> = vec![
         ("none", None, true),
         ("down (connection refused)", Some(Fault::Down), true),
@@ -172,5 +155,4 @@ fn main() {
         let row = rt.block_on(scenario(name, fault, hedge));
         println!("{row}");
     }
-    drop(telemetry);
 }

@@ -8,12 +8,11 @@ mod support;
 use std::{
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
+        Arc,
     },
     time::{Duration, Instant},
 };
 
-use blockwatch::telemetry::TelemetryHandle;
 use serde_json::{json, Value};
 use support::*;
 
@@ -21,12 +20,6 @@ const BACKLOG: u64 = 10_000;
 const REPS: usize = 5;
 /// The sequential loop's rate is the same over any stretch: it is timed over the first blocks only.
 const SEQUENTIAL: u64 = 2_000;
-
-static HANDLE: Mutex<Option<TelemetryHandle>> = Mutex::new(None);
-
-fn handle() -> TelemetryHandle {
-    HANDLE.lock().unwrap().clone().expect("telemetry")
-}
 
 /// Runs the agent on `providers` from block `from` until it has emitted `to`, and checks the output
 /// file holds every block. Returns the time from its first emitted block to `to` (the blocks after
@@ -54,7 +47,7 @@ async fn agent_catch_up(
     }
     .build();
     let t0 = Instant::now();
-    let mut agent = RunningAgent::spawn(cfg, handle());
+    let mut agent = RunningAgent::spawn(cfg);
     let (_, first) = emitted(&mut agent.rx, from, Duration::from_secs(60)).await;
     let (_, at) = emitted(&mut agent.rx, to, Duration::from_secs(600)).await;
     let took = (at.duration_since(first), first.duration_since(t0));
@@ -321,7 +314,7 @@ async fn rate_limited() {
         ),
     }
     .build();
-    let agent = RunningAgent::spawn(cfg, handle());
+    let agent = RunningAgent::spawn(cfg);
     // The burst goes in the first second; measure after it.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut per_second = Vec::new();
@@ -380,7 +373,7 @@ async fn head_latency() {
             provider: "rate_limit = { requests_per_second = 1000, burst = 1000 }",
         }
         .build();
-        let mut agent = RunningAgent::spawn(cfg, handle());
+        let mut agent = RunningAgent::spawn(cfg);
         let mut times = Vec::new();
         for i in 0..BLOCKS + 10 {
             let gap = 150 + rand::random::<u64>() % 250;
@@ -412,16 +405,7 @@ async fn head_latency() {
 }
 
 fn main() {
-    if !benchmarking("stream") {
-        return;
-    }
-    let telemetry = quiet_telemetry();
-    *HANDLE.lock().unwrap() = Some(telemetry.handle());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let Some(rt) = setup("stream") else { return };
     println!("Machine: {}\n", machine());
     // `cargo bench --bench stream -- NAME…` runs only the named parts.
     let only: Vec<String> = std::env::args()
@@ -440,5 +424,4 @@ fn main() {
             head_latency().await;
         }
     });
-    drop(telemetry);
 }

@@ -134,15 +134,31 @@ pub fn benchmarking(name: &str) -> bool {
     yes
 }
 
-/// Telemetry for in-process agents: no export, errors only on stderr. Call once, outside a runtime.
-pub fn quiet_telemetry() -> blockwatch::telemetry::Telemetry {
-    let cfg = blockwatch::config::TelemetryConfig {
-        otlp_endpoint: String::new(),
-        log_level: "error".into(),
-        ..Default::default()
-    };
-    blockwatch::telemetry::Telemetry::init(&cfg, std::sync::Arc::new(Default::default()))
-        .expect("telemetry")
+/// The telemetry of in-process agents: no export, errors only on stderr (set up by [`setup`]).
+static TELEMETRY: std::sync::OnceLock<blockwatch::telemetry::Telemetry> =
+    std::sync::OnceLock::new();
+
+/// Sets up a benchmark that cargo ran as one: telemetry for in-process agents and a runtime with
+/// two workers. `None` (after saying how to run it) when `cargo test` ran it.
+pub fn setup(name: &str) -> Option<tokio::runtime::Runtime> {
+    if !benchmarking(name) {
+        return None;
+    }
+    TELEMETRY.get_or_init(|| {
+        let cfg = blockwatch::config::TelemetryConfig {
+            otlp_endpoint: String::new(),
+            log_level: "error".into(),
+            ..Default::default()
+        };
+        blockwatch::telemetry::Telemetry::init(&cfg, std::sync::Arc::new(Default::default()))
+            .expect("telemetry")
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    Some(rt)
 }
 
 /// The machine, for the record: CPU model and count, memory.
@@ -198,7 +214,8 @@ pub struct RunningAgent {
 }
 
 impl RunningAgent {
-    pub fn spawn(cfg: Config, telemetry: blockwatch::telemetry::TelemetryHandle) -> RunningAgent {
+    pub fn spawn(cfg: Config) -> RunningAgent {
+        let telemetry = TELEMETRY.get().expect("support::setup first").handle();
         let (tx, rx) = mpsc::unbounded_channel();
         let stop = tokio_util::sync::CancellationToken::new();
         let s = stop.clone();
