@@ -143,6 +143,7 @@ pub async fn run_with_observers(
         config.monitor.alert_threshold,
         views.clone(),
         dispatcher,
+        metrics.clone(),
         cancel.clone(),
     ));
     let router = api::router(api::ApiState {
@@ -184,16 +185,18 @@ pub async fn run_with_observers(
             p.monitor(c).await;
             (label, Ok(()))
         });
-        let (tracker, heads) = HeadTracker::new(&chain.name);
+        let (tracker, heads) = HeadTracker::new(&chain.name, pool.providers().len());
         let silence = (chain.expected_block_time.0 * 2).max(Duration::from_secs(1));
-        let label = format!("{}/poll", chain.name);
-        let t = tracker.clone();
-        let (p, c) = (pool.clone(), cancel.clone());
         let interval = chain.poll_interval();
-        tasks.spawn(async move {
-            t.poll(p, interval, silence, c).await;
-            (label, Ok(()))
-        });
+        for provider in pool.providers() {
+            let label = format!("{}/poll/{}", chain.name, provider.name);
+            let t = tracker.clone();
+            let (p, prov, c) = (pool.clone(), provider.clone(), cancel.clone());
+            tasks.spawn(async move {
+                t.poll(p, prov, interval, silence, c).await;
+                (label, Ok(()))
+            });
+        }
         for provider in pool.providers().iter().filter(|p| p.ws_url.is_some()) {
             let label = format!("{}/ws/{}", chain.name, provider.name);
             let t = tracker.clone();
@@ -210,7 +213,7 @@ pub async fn run_with_observers(
             });
         }
         let mut chain_observers = observers.clone();
-        chain_observers.push(view.progress);
+        chain_observers.push(view.progress.clone());
         let follower = ChainFollower::new(
             chain.clone(),
             pool,
@@ -235,7 +238,8 @@ pub async fn run_with_observers(
                 attempts: config.monitor.retry_attempts,
                 delay: config.monitor.retry_delay.0,
             }),
-        );
+        )
+        .with_progress(tracker.times(), view.progress);
         let label = format!("{}/follow", chain.name);
         let c = cancel.clone();
         tasks.spawn(async move { (label, follower.run(c).await) });

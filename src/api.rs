@@ -12,28 +12,11 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    chain::Progress,
-    monitor::ChainStats,
-    rpc::{pool::PoolHealth, ProviderPool},
+    health::{judge, overall, ChainState, Snapshot, Verdict},
     telemetry::TelemetryHandle,
 };
 
-/// One chain, as the API sees it.
-#[derive(Clone, Debug)]
-pub struct ChainView {
-    /// Its name.
-    pub name: String,
-    /// Its chain id.
-    pub chain_id: u64,
-    /// No new block for this long makes it unhealthy.
-    pub max_block_delay: std::time::Duration,
-    /// Its providers.
-    pub pool: Arc<ProviderPool>,
-    /// Its stream's progress.
-    pub progress: Arc<Progress>,
-    /// Its missed-block statistics.
-    pub stats: Arc<std::sync::Mutex<ChainStats>>,
-}
+pub use crate::health::ChainView;
 
 /// What handlers read.
 #[derive(Clone, Debug)]
@@ -87,74 +70,52 @@ async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
         .into_response()
 }
 
-/// One chain's health, as `/health` judges it.
+/// One chain in `/health`.
 #[derive(Debug, Serialize)]
 struct ChainHealth {
     chain: String,
-    status: &'static str,
+    status: ChainState,
+    reasons: Vec<String>,
     seconds_since_last_block: f64,
+    behind_blocks: Option<u64>,
     usable_providers: usize,
     providers: usize,
 }
 
-/// `/health` (and `/report`): unhealthy when a chain has had no new block for `max_block_delay`
-/// or has no usable provider; degraded when a chain runs on last-resort providers only or some
-/// provider is not alive; else healthy. Returns the overall status, the reasons, and each chain.
-fn judge_health(chains: &[ChainView]) -> (&'static str, Vec<String>, Vec<ChainHealth>) {
-    let mut reasons = Vec::new();
-    let mut degraded = false;
-    let mut per_chain = Vec::new();
-    for c in chains {
-        let pool = c.pool.status();
-        let since = c.progress.since_last_block();
-        let usable = pool
-            .providers
-            .iter()
-            .filter(|p| matches!(p.state, "alive" | "degraded"))
-            .count();
-        let mut status = "healthy";
-        if since >= c.max_block_delay {
-            reasons.push(format!(
-                "chain {}: no new block for {}s (max_block_delay {}s)",
-                c.name,
-                since.as_secs(),
-                c.max_block_delay.as_secs_f64()
-            ));
-            status = "unhealthy";
-        }
-        if pool.health == PoolHealth::Unhealthy || usable == 0 {
-            reasons.push(format!("chain {}: no usable provider", c.name));
-            status = "unhealthy";
-        }
-        if status == "healthy"
-            && (pool.health != PoolHealth::Healthy
-                || pool.providers.iter().any(|p| p.state != "alive"))
-        {
-            status = "degraded";
-            degraded = true;
-        }
-        per_chain.push(ChainHealth {
-            chain: c.name.clone(),
-            status,
-            seconds_since_last_block: (since.as_secs_f64() * 1000.0).round() / 1000.0,
-            usable_providers: usable,
-            providers: pool.providers.len(),
-        });
-    }
-    let status = if !reasons.is_empty() {
-        "unhealthy"
-    } else if degraded {
-        "degraded"
-    } else {
-        "healthy"
-    };
-    (status, reasons, per_chain)
+/// Every chain's snapshot and verdict, read once for one answer.
+fn judged(chains: &[ChainView]) -> Vec<(Snapshot, Verdict)> {
+    chains
+        .iter()
+        .map(|c| {
+            let s = Snapshot::of(c);
+            let v = judge(&s);
+            (s, v)
+        })
+        .collect()
 }
 
-/// `GET /health`: 200 healthy or degraded, 503 unhealthy with the reasons.
+fn round_ms(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+/// `GET /health`: 200 healthy, catching up or degraded, 503 unhealthy; with every reason.
 async fn health(State(state): State<ApiState>) -> axum::response::Response {
-    let (status, reasons, chains) = judge_health(&state.chains);
-    let code = if status == "unhealthy" {
+    let judged = judged(&state.chains);
+    let status = overall(judged.iter().map(|(_, v)| v));
+    let reasons: Vec<&String> = judged.iter().flat_map(|(_, v)| &v.reasons).collect();
+    let chains: Vec<ChainHealth> = judged
+        .iter()
+        .map(|(s, v)| ChainHealth {
+            chain: s.name.clone(),
+            status: v.state,
+            reasons: v.reasons.clone(),
+            seconds_since_last_block: round_ms(s.since_last_block),
+            behind_blocks: s.behind_blocks,
+            usable_providers: v.usable,
+            providers: s.pool.providers.len(),
+        })
+        .collect();
+    let code = if status == ChainState::Unhealthy {
         axum::http::StatusCode::SERVICE_UNAVAILABLE
     } else {
         axum::http::StatusCode::OK
@@ -198,33 +159,46 @@ async fn report(State(state): State<ApiState>) -> impl IntoResponse {
 /// its progress, a table of its providers, and its missed-block summary.
 pub fn render_report(chains: &[ChainView]) -> String {
     use std::fmt::Write;
-    let (status, reasons, health) = judge_health(chains);
+    let judged = judged(chains);
+    let status = overall(judged.iter().map(|(_, v)| v));
     let mut out = String::new();
     let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
     let _ = writeln!(out, "blockwatch {} — {now}", env!("CARGO_PKG_VERSION"));
-    let _ = writeln!(out, "status: {status}");
-    for r in &reasons {
+    let _ = writeln!(out, "status: {}", status.as_str());
+    for r in judged.iter().flat_map(|(_, v)| &v.reasons) {
         let _ = writeln!(out, "  - {r}");
     }
-    for (c, h) in chains.iter().zip(&health) {
-        let pool = c.pool.status();
-        let last = c.progress.last();
+    for (s, v) in &judged {
+        let pool = &s.pool;
         let _ = writeln!(out);
         let _ = writeln!(
             out,
             "chain {} (id {}): {} — head {}, last block {}, {:.1}s since it, provider {}",
-            c.name,
-            c.chain_id,
-            h.status,
+            s.name,
+            s.chain_id,
+            v.state.as_str(),
             pool.head.map_or("-".into(), |n| n.to_string()),
-            last.map_or("-".into(), |l| format!(
+            s.last.map_or("-".into(), |l| format!(
                 "{} {}",
                 l.number,
                 short_hash(&l.hash.to_string())
             )),
-            h.seconds_since_last_block,
+            round_ms(s.since_last_block),
             pool.current_provider.as_deref().unwrap_or("-"),
         );
+        if let Some(c) = &s.catch_up {
+            let _ = writeln!(
+                out,
+                "  catching up: {} of {} blocks ({}..={}), {:.1} blocks/s, {} left",
+                c.done,
+                (c.to + 1).saturating_sub(c.from),
+                c.from,
+                c.to,
+                c.blocks_per_second,
+                c.eta_seconds
+                    .map_or("-".to_owned(), |e| format!("{e:.0}s"))
+            );
+        }
         let _ = writeln!(
             out,
             "  {:<16} {:<13} {:>6} {:>9} {:>9} {:>9} {:>7} {:>9} {:>10}",
@@ -258,19 +232,19 @@ pub fn render_report(chains: &[ChainView]) -> String {
                 p.head.map_or("-".to_owned(), |n| n.to_string()),
             );
         }
-        let s = c.stats.lock().unwrap_or_else(|p| p.into_inner()).view();
+        let st = &s.stats;
         let _ = writeln!(
             out,
             "  missed blocks: {} of {} processed ({:.2}%), {} recovered{}, streak {} (longest {}), reorgs {}",
-            s.blocks_missed,
-            s.blocks_processed,
-            s.missed_block_rate * 100.0,
-            s.blocks_recovered,
-            s.average_recovery_seconds
+            st.blocks_missed,
+            st.blocks_processed,
+            st.missed_block_rate * 100.0,
+            st.blocks_recovered,
+            st.average_recovery_seconds
                 .map_or(String::new(), |a| format!(" in {a:.2}s on average")),
-            s.current_missed_streak,
-            s.longest_missed_streak,
-            s.reorgs,
+            st.current_missed_streak,
+            st.longest_missed_streak,
+            st.reorgs,
         );
     }
     out
@@ -289,8 +263,9 @@ fn short_hash(h: &str) -> String {
 struct ChainStatus {
     chain: String,
     chain_id: u64,
-    /// healthy (a usable provider), degraded (only last-resort providers), unhealthy (none).
-    status: PoolHealth,
+    /// The chain's state (the same verdict as `/health`'s), and why.
+    status: ChainState,
+    reasons: Vec<String>,
     head: Option<u64>,
     last_processed_block: Option<u64>,
     last_block_hash: Option<String>,
@@ -298,6 +273,10 @@ struct ChainStatus {
     block_lag_seconds: Option<f64>,
     /// Seconds since the last block's timestamp.
     seconds_since_last_block: Option<f64>,
+    /// Blocks between the chain head and the last block emitted.
+    behind_blocks: Option<u64>,
+    /// The catch-up under way, if any.
+    catch_up: Option<crate::chain::progress::CatchUp>,
     current_provider: Option<String>,
     rpc_error_count: u64,
     reorgs: u64,
@@ -307,7 +286,7 @@ struct ChainStatus {
 
 #[derive(Debug, Serialize)]
 struct StatusBody {
-    status: PoolHealth,
+    status: ChainState,
     chains: Vec<ChainStatus>,
 }
 
@@ -391,46 +370,29 @@ async fn stats(State(state): State<ApiState>) -> Json<serde_json::Value> {
 }
 
 async fn status(State(state): State<ApiState>) -> Json<StatusBody> {
-    let chains: Vec<ChainStatus> = state
-        .chains
-        .iter()
-        .map(|c| {
-            let pool = c.pool.status();
-            let last = c.progress.last();
-            ChainStatus {
-                chain: c.name.clone(),
-                chain_id: c.chain_id,
-                status: pool.health,
-                head: pool.head,
-                last_processed_block: last.map(|l| l.number),
-                last_block_hash: last.map(|l| l.hash.to_string()),
-                block_lag_seconds: last.map(|l| l.lag_ms as f64 / 1000.0),
-                seconds_since_last_block: c
-                    .progress
-                    .seconds_behind()
-                    .map(|s| (s * 1000.0).round() / 1000.0),
-                current_provider: pool.current_provider,
-                rpc_error_count: pool.rpc_error_count,
-                reorgs: c
-                    .stats
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .view()
-                    .reorgs,
-                providers: pool.providers,
-                forks: pool.forks,
-            }
+    let judged = judged(&state.chains);
+    let status = overall(judged.iter().map(|(_, v)| v));
+    let chains: Vec<ChainStatus> = judged
+        .into_iter()
+        .map(|(s, v)| ChainStatus {
+            chain: s.name,
+            chain_id: s.chain_id,
+            status: v.state,
+            reasons: v.reasons,
+            head: s.pool.head,
+            last_processed_block: s.last.map(|l| l.number),
+            last_block_hash: s.last.map(|l| l.hash.to_string()),
+            block_lag_seconds: s.last.map(|l| l.lag_ms as f64 / 1000.0),
+            seconds_since_last_block: s.seconds_behind.map(|x| (x * 1000.0).round() / 1000.0),
+            behind_blocks: s.behind_blocks,
+            catch_up: s.catch_up,
+            current_provider: s.pool.current_provider,
+            rpc_error_count: s.pool.rpc_error_count,
+            reorgs: s.stats.reorgs,
+            providers: s.pool.providers,
+            forks: s.pool.forks,
         })
         .collect();
-    let status = chains
-        .iter()
-        .map(|c| c.status)
-        .max_by_key(|s| match s {
-            PoolHealth::Healthy => 0,
-            PoolHealth::Degraded => 1,
-            PoolHealth::Unhealthy => 2,
-        })
-        .unwrap_or(PoolHealth::Healthy);
     Json(StatusBody { status, chains })
 }
 

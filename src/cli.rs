@@ -101,6 +101,18 @@ pub struct DevnetArgs {
     /// The chain id the providers answer.
     #[arg(long, default_value_t = crate::devnet::DEFAULT_CHAIN_ID)]
     pub chain_id: u64,
+    /// How blocks are hashed: "header" (keccak of the RLP header, as Ethereum) or "rollup" (the
+    /// chain's own way, as zkSync Era: for `block_hash_check = "consensus"`).
+    #[arg(long, default_value = "header", value_parser = parse_hashing)]
+    pub hashing: crate::devnet::chain::Hashing,
+}
+
+fn parse_hashing(s: &str) -> Result<crate::devnet::chain::Hashing, String> {
+    match s {
+        "header" => Ok(crate::devnet::chain::Hashing::Header),
+        "rollup" => Ok(crate::devnet::chain::Hashing::Rollup),
+        other => Err(format!("{other:?}: expected \"header\" or \"rollup\"")),
+    }
 }
 
 /// `--config FILE`.
@@ -370,6 +382,7 @@ fn run_devnet(args: DevnetArgs) -> i32 {
         providers: usize::from(args.providers),
         block_time: args.block_time.0,
         chain_id: args.chain_id,
+        hashing: args.hashing,
         ..Default::default()
     };
     runtime.block_on(async {

@@ -350,6 +350,7 @@ fn demo_config(devnet: &Devnet, dir: &std::path::Path, http: std::net::SocketAdd
             selection: Selection::Priority,
             poll_interval: None,
             genesis_hash: None,
+            block_hash_check: Default::default(),
             providers,
         }],
         // Alerts on the console as the scenario's faults come and go.

@@ -24,6 +24,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod devnet;
+pub mod health;
 pub mod monitor;
 pub mod output;
 pub mod redact;

@@ -168,7 +168,8 @@ async fn a_lagging_provider_is_demoted_and_says_it_is_syncing() {
         provider(&s, "p0")["lag_blocks"].as_u64().unwrap() > 5,
         "{s:#}"
     );
-    assert_eq!(chain(&s)["status"], "healthy", "{s:#}");
+    // Degraded, as `/health` says too: a provider is not alive, another one is usable.
+    assert_eq!(chain(&s)["status"], "degraded", "{s:#}");
     wait_status(&agent, "eth_syncing to say p0 is syncing", |s| {
         provider(s, "p0")["syncing"] == true
     })
@@ -422,8 +423,10 @@ async fn catching_up_uses_batches_and_a_broken_block_is_fetched_elsewhere() {
     // p0 leads and serves broken blocks: every batch it answers has one, and fails as a whole.
     devnet.set_fault("p0", json!({"kind": "bad_hash"})).await;
     let dir = tempfile::tempdir().unwrap();
-    // Default probing (a probe every 300 ms would dwarf the block requests counted below).
-    let cfg = devnet.agent_config("start = 1");
+    // Default probing, and heads polled once a second (the chain mines nothing here, so every
+    // provider is polled; a probe or a poll every 300 ms would dwarf the block requests counted
+    // below).
+    let cfg = devnet.agent_config("start = 1\npoll_interval = \"1s\"");
     let mut agent = Agent::start(dir.path(), &cfg);
     agent.wait_for_block(100, CATCH_UP).await;
     let requests = devnet.all_requests().await;

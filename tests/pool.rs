@@ -152,7 +152,7 @@ async fn serve_genesis(genesis: Value) -> (String, Arc<Mutex<HashMap<String, u64
 fn genesis_of(seed: u64) -> Value {
     blockwatch::devnet::DevChain::new(1, 1_700_000_000, seed, 16)
         .genesis()
-        .to_json(false)
+        .to_json(None)
 }
 
 /// A pool of one chain (id 1) over `urls`, priority in that order.

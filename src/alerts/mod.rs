@@ -16,8 +16,9 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    api::ChainView,
     config::{AlertsConfig, Tier},
+    health::{self, ChainView},
+    telemetry::Metrics,
 };
 pub use rules::{ChainSnapshot, Condition, ProviderSnapshot, Rule};
 
@@ -271,21 +272,27 @@ impl SwitchWindow {
     }
 }
 
-fn snapshot(view: &ChainView, recent_switches: u64) -> ChainSnapshot {
-    let status = view.pool.status();
+/// The rules' view of a chain, from the same snapshot and verdict as every other health surface
+/// (which it also exports as metrics).
+fn snapshot(view: &ChainView, recent_switches: u64, metrics: &Metrics) -> ChainSnapshot {
+    let s = health::Snapshot::of(view);
+    let verdict = health::judge(&s);
+    health::export(metrics, &s, &verdict);
     let streak = view
         .stats
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .take_peak_streak();
     ChainSnapshot {
-        name: view.name.clone(),
-        since_last_block: view.progress.since_last_block(),
-        last_block: view.progress.last().map(|b| b.number),
+        name: s.name,
+        since_last_block: s.since_last_block,
+        last_block: s.last.map(|b| b.number),
         missed_streak: streak,
         recent_switches,
-        active: status.current_provider,
-        providers: status
+        active: s.pool.current_provider,
+        usable: verdict.usable,
+        providers: s
+            .pool
             .providers
             .into_iter()
             .map(|p| ProviderSnapshot {
@@ -302,12 +309,14 @@ fn snapshot(view: &ChainView, recent_switches: u64) -> ChainSnapshot {
     }
 }
 
-/// Evaluates the rules every second until `cancel`, and hands each message to `dispatcher`.
+/// Evaluates the rules every second until `cancel`, and hands each message to `dispatcher`; each
+/// chain's health verdict is exported to `metrics` on the way.
 pub async fn run(
     cfg: AlertsConfig,
     streak_threshold: u64,
     chains: Vec<ChainView>,
     dispatcher: Arc<deliver::Dispatcher>,
+    metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) {
     let mut throttle = Throttle::default();
@@ -326,7 +335,7 @@ pub async fn run(
             conditions.extend(rules::evaluate(
                 &cfg,
                 streak_threshold,
-                &snapshot(view, recent),
+                &snapshot(view, recent, &metrics),
             ));
         }
         for n in throttle.update(

@@ -69,8 +69,8 @@ impl Rule {
 pub struct ProviderSnapshot {
     /// Its name.
     pub name: String,
-    /// Its health state (`alive`, `degraded`, `lagging`, `unreachable`, `circuit_open`,
-    /// `wrong_chain`).
+    /// Its health state (`alive`, `degraded`, `inconsistent`, `lagging`, `unreachable`,
+    /// `circuit_open`, `wrong_chain`).
     pub state: &'static str,
     /// Failed calls since its last success.
     pub consecutive_failures: u32,
@@ -84,7 +84,10 @@ pub struct ProviderSnapshot {
 
 impl ProviderSnapshot {
     fn down(&self) -> bool {
-        matches!(self.state, "unreachable" | "circuit_open" | "wrong_chain")
+        matches!(
+            self.state,
+            "unreachable" | "circuit_open" | "wrong_chain" | "inconsistent"
+        )
     }
 }
 
@@ -103,6 +106,9 @@ pub struct ChainSnapshot {
     pub recent_switches: u64,
     /// The provider calls go to first.
     pub active: Option<String>,
+    /// Providers that are usable (`alive` or `degraded`), as the chain's health verdict counts
+    /// them: none left is the emergency tier, as it is `/health`'s "no usable provider".
+    pub usable: usize,
     /// Every provider.
     pub providers: Vec<ProviderSnapshot>,
 }
@@ -174,7 +180,7 @@ pub fn evaluate(
         .filter(|p| matches!(p.state, "degraded" | "lagging"))
         .collect();
     if !down.is_empty() || !degraded.is_empty() {
-        let all_down = down.len() == chain.providers.len();
+        let all_down = chain.usable == 0;
         let tier = if all_down {
             Tier::Emergency
         } else if down.len() >= 2 {
@@ -316,6 +322,10 @@ mod tests {
             missed_streak: 0,
             recent_switches: 0,
             active: Some("p0".into()),
+            usable: states
+                .iter()
+                .filter(|s| matches!(**s, "alive" | "degraded"))
+                .count(),
             providers: states
                 .iter()
                 .enumerate()
@@ -346,6 +356,14 @@ mod tests {
         assert_eq!(two, vec![(Rule::ProvidersDown, Tier::Critical, None)]);
         let all = rules(&chain(&["circuit_open", "unreachable", "wrong_chain"]));
         assert_eq!(all, vec![(Rule::ProvidersDown, Tier::Emergency, None)]);
+        // No usable provider is the emergency, as it is /health's 503, whatever the states.
+        let none_usable = rules(&chain(&["lagging", "inconsistent"]));
+        assert_eq!(
+            none_usable,
+            vec![(Rule::ProvidersDown, Tier::Emergency, None)]
+        );
+        let liar = rules(&chain(&["alive", "inconsistent", "alive"]));
+        assert_eq!(liar, vec![(Rule::ProvidersDown, Tier::Warning, None)]);
     }
 
     #[test]

@@ -24,7 +24,8 @@ use alloy_primitives::B256;
 
 use super::{
     canonical::{CanonicalChain, Link},
-    head::Head,
+    head::{Head, HeadTimes},
+    progress::Progress,
     Block, BlockRef,
 };
 use crate::{
@@ -173,8 +174,8 @@ struct FetchInfo {
     took: Duration,
     attempts: u32,
     first_failure: Option<(String, crate::rpc::RpcError)>,
-    /// Fetched one block at a time while following the head.
-    live: bool,
+    /// How long the provider that served it took (without the agent's own rate-limit waits).
+    served_in: Duration,
 }
 
 /// Adds a `missed_block` event to the block's `span` (whatever the log level), and logs the miss in
@@ -296,7 +297,19 @@ pub struct ChainFollower {
     recovering: Option<Recovering>,
     /// When the newest of the blocks emitted was received.
     newest_fetch: Option<Instant>,
+    /// When each chain head was first known: a block's lateness up to then is the providers', after
+    /// it the agent's own backlog (lag).
+    times: Arc<HeadTimes>,
+    /// What `/status` shows of the stream's progress (catch-ups).
+    progress: Option<Arc<Progress>>,
+    /// The providers agree on block hashes their headers do not give (`block_hash_check =
+    /// "header"` on a chain that hashes blocks its own way): not asked again before then.
+    hash_scheme_until: Option<Instant>,
 }
+
+/// How long the follower waits before asking again when blocks cannot pass
+/// `block_hash_check = "header"` on any provider (a configuration problem, reported once).
+const HASH_SCHEME_RETRY: Duration = Duration::from_secs(5);
 
 impl ChainFollower {
     /// A follower for `cfg`, fed by `heads`.
@@ -330,7 +343,18 @@ impl ChainFollower {
             recovery: None,
             recovering: None,
             newest_fetch: None,
+            times: Arc::new(HeadTimes::default()),
+            progress: None,
+            hash_scheme_until: None,
         }
+    }
+
+    /// Tells lateness from lag with `times` (when each chain head was first known), and reports
+    /// catch-ups to `progress`.
+    pub fn with_progress(mut self, times: Arc<HeadTimes>, progress: Arc<Progress>) -> Self {
+        self.times = times;
+        self.progress = Some(progress);
+        self
     }
 
     /// Watches the stream for missed blocks with `monitor`; `stored` is told when records were
@@ -375,11 +399,29 @@ impl ChainFollower {
                 return Ok(());
             }
             let head = *self.heads.borrow_and_update();
+            if head.is_some() {
+                if let (Some(m), Some(first)) = (self.monitor.as_mut(), self.times.first()) {
+                    m.watching_since(first);
+                }
+            }
             let tip_before = self.canonical.tip();
-            match self.step(head, cancel).await {
+            let blocked = self
+                .hash_scheme_until
+                .is_some_and(|t| Instant::now() < t);
+            let stepped = if blocked {
+                Ok(())
+            } else {
+                self.step(head, cancel).await
+            };
+            match stepped {
                 Ok(()) => {}
                 Err(StepError::Cancelled) => return Ok(()),
                 Err(StepError::Fatal(e)) => return Err(e),
+                Err(StepError::Pool(e)) if is_hash_scheme(&e) => {
+                    // Reported once, plainly, by the pool; asking at every poll would change nothing.
+                    tracing::debug!(chain = %self.cfg.name, error = %e, "blocks fail block_hash_check; will ask again");
+                    self.hash_scheme_until = Some(Instant::now() + HASH_SCHEME_RETRY);
+                }
                 Err(StepError::Pool(e)) => {
                     tracing::warn!(chain = %self.cfg.name, error = %e, "cannot fetch blocks now; will retry");
                 }
@@ -388,7 +430,10 @@ impl ChainFollower {
             if self.canonical.tip() != tip_before {
                 last_progress = Instant::now();
                 stall_reported = false;
-            } else if !stall_reported && last_progress.elapsed() >= self.cfg.max_block_delay.0 {
+            } else if !stall_reported
+                && last_progress.elapsed() >= self.cfg.max_block_delay.0
+                && self.pool.hash_verdict().is_none()
+            {
                 stall_reported = true;
                 tracing::warn!(chain = %self.cfg.name, since_secs = last_progress.elapsed().as_secs(),
                     last_block = ?self.canonical.tip().map(|t| t.number), "no new block for longer than max_block_delay");
@@ -410,9 +455,12 @@ impl ChainFollower {
                 last_progress = Instant::now();
                 stall_reported = false;
             }
-            let wait = self.recovering.as_ref().map_or(poll, |r| {
+            let mut wait = self.recovering.as_ref().map_or(poll, |r| {
                 poll.min(r.next_at.saturating_duration_since(Instant::now()))
             });
+            if let Some(t) = self.hash_scheme_until {
+                wait = wait.max(t.saturating_duration_since(Instant::now()));
+            }
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
                 _ = self.heads.changed() => {}
@@ -561,7 +609,9 @@ impl ChainFollower {
                 if let Some(block) = a.value {
                     if block.hash != tip.hash {
                         let fetched = Fetched::new(block, &a.provider, span);
-                        if !self.resolve_conflict(fetched, cancel).await? {
+                        if !self.confirmed(Some(&fetched), cancel).await?
+                            || !self.resolve_conflict(fetched, cancel).await?
+                        {
                             return Ok(());
                         }
                     }
@@ -594,6 +644,11 @@ impl ChainFollower {
             // concurrent requests to providers that are failing.
             let careful = self.deep_reorg_reported.is_some() || self.fetch_failing;
             let catching_up = !careful && head.number - next >= 2;
+            if head.number - next >= 2 {
+                if let Some(p) = &self.progress {
+                    p.behind(next, head.number);
+                }
+            }
             let fetch = if catching_up {
                 // A feed that does not start here (a reorg moved the stream) is dropped: cancelled.
                 let feed = match feed.take() {
@@ -613,10 +668,17 @@ impl ChainFollower {
                 fetch_range(pool, chain, self.concurrency, next, end, cancel).await
             };
             let Fetch {
-                blocks,
-                error,
-                unserved,
+                mut blocks,
+                mut error,
+                mut unserved,
             } = fetch;
+            if !self.confirmed(blocks.last(), cancel).await? {
+                // Not yet agreed on by a second provider (`block_hash_check = "consensus"`): none
+                // of them is emitted; asked again at the next poll.
+                blocks.clear();
+                feed = None;
+                (error, unserved) = (None, true);
+            }
             self.fetch_failing = matches!(error, Some(StepError::Pool(_)));
             if matches!(error, Some(StepError::Cancelled)) {
                 return Err(StepError::Cancelled);
@@ -660,7 +722,53 @@ impl ChainFollower {
                 break;
             }
         }
+        if self.next_number().is_some_and(|n| n > head.number) {
+            if let Some(p) = &self.progress {
+                p.caught_up();
+            }
+        }
         Ok(())
+    }
+
+    /// Whether `f` may be emitted as far as its hash goes: always with `block_hash_check =
+    /// "header"` (its hash was recomputed from its header); with `"consensus"`, once a second
+    /// provider serves the same hash at its height (the blocks fetched before it in the same run
+    /// are bound to it by their parent links).
+    async fn confirmed(
+        &self,
+        f: Option<&Fetched>,
+        cancel: &CancellationToken,
+    ) -> Result<bool, StepError> {
+        let Some(f) = f else { return Ok(true) };
+        if self.pool.hash_check() != crate::config::BlockHashCheck::Consensus {
+            return Ok(true);
+        }
+        let Some(served_by) = self
+            .pool
+            .providers()
+            .iter()
+            .find(|p| p.name == f.provider)
+            .cloned()
+        else {
+            return Ok(true);
+        };
+        let confirmation = unless_cancelled(
+            cancel,
+            self.pool
+                .confirm(f.block.number, f.block.hash, &served_by)
+                .instrument(f.span.clone()),
+        )
+        .await?;
+        match confirmation {
+            crate::rpc::pool::Confirmation::Confirmed => Ok(true),
+            crate::rpc::pool::Confirmation::Unconfirmed => Ok(false),
+            crate::rpc::pool::Confirmation::Disagreed { provider, hash } => {
+                tracing::warn!(chain = %self.cfg.name, block_number = f.block.number,
+                    served_by = %f.provider, hash = %f.block.hash, other = %provider, other_hash = %hash,
+                    "providers serve different hashes at this height; waiting for them to agree");
+                Ok(false)
+            }
+        }
     }
 
     /// Emits and commits `blocks` in order as long as they extend the window; returns the first
@@ -723,9 +831,13 @@ impl ChainFollower {
                         took: started.elapsed(),
                         attempts: a.attempts,
                         first_failure: a.first_failure,
-                        live: false,
+                        served_in: a.served_in,
                     };
-                    Ok(f)
+                    if self.confirmed(Some(&f), cancel).await? {
+                        Ok(f)
+                    } else {
+                        Err(true)
+                    }
                 }
                 None => {
                     if let Some(m) = self.monitor.as_mut() {
@@ -962,7 +1074,8 @@ impl ChainFollower {
             fetch_took: f.fetch.took,
             attempts: f.fetch.attempts,
             first_failure: f.fetch.first_failure.as_ref(),
-            live: f.fetch.live,
+            known: self.times.known_at(f.block.number).unwrap_or(f.received),
+            served_in: f.fetch.served_in,
             replaced,
         });
         if let Some(r) = record {
@@ -1001,20 +1114,22 @@ impl ChainFollower {
         }
     }
 
-    /// Blocks the active provider skipped in its `newHeads` sequence are misses (served by others):
-    /// recorded now if they were emitted already, else when they are.
+    /// Blocks a provider skipped — in its `newHeads` sequence, or answering `null` for them twice
+    /// although its own head was at or above them — are misses, attributed to it whichever provider
+    /// is active now and whoever served them: recorded now if they were emitted already, else when
+    /// they are; once each.
     async fn note_skips(&mut self) -> Result<(), FollowError> {
         let gaps = self.pool.heads().take_gaps();
-        let (Some(monitor), Some(active)) = (self.monitor.as_mut(), self.pool.active()) else {
+        let Some(monitor) = self.monitor.as_mut() else {
             return Ok(());
         };
         let mut records = Vec::new();
         for (idx, first, last) in gaps {
-            if idx != active.index {
+            let Some(by) = self.pool.providers().get(idx) else {
                 continue;
-            }
+            };
             for n in first..=last {
-                if let Some(r) = monitor.skipped(n, &active.name) {
+                if let Some(r) = monitor.skipped(n, &by.name) {
                     records.push(r);
                 }
             }
@@ -1031,6 +1146,10 @@ impl ChainFollower {
 
     /// No provider could serve block `number`: an open miss, stored at once.
     async fn fetch_failed(&mut self, number: u64, error: &PoolError) -> Result<(), StepError> {
+        if is_hash_scheme(error) {
+            // A configuration problem, reported once by the pool: not a provider's miss.
+            return Ok(());
+        }
         let Some(monitor) = self.monitor.as_mut() else {
             return Ok(());
         };
@@ -1120,6 +1239,9 @@ impl ChainFollower {
                 n.notify_one();
             }
         }
+        if let Some(tip) = self.canonical.tip() {
+            self.times.forget_below(tip.number);
+        }
         // Observers see each line inside its block's span, so their logs and events join its trace.
         for (event, span) in written.iter().zip(&spans) {
             let tell = || {
@@ -1149,6 +1271,18 @@ impl ChainFollower {
         commit.keep_from = self.canonical.oldest().map(|o| o.number).unwrap_or(0);
         (self.cfg.name.clone(), self.cfg.chain_id, commit)
     }
+}
+
+/// Whether a pool call failed because blocks cannot pass `block_hash_check = "header"` on any
+/// provider while they agree (the chain hashes blocks its own way).
+fn is_hash_scheme(e: &PoolError) -> bool {
+    matches!(
+        e,
+        PoolError::Exhausted {
+            error: crate::rpc::RpcError::HashScheme(_),
+            ..
+        }
+    )
 }
 
 /// Blocks fetched in order from the first one asked for.
@@ -1193,21 +1327,20 @@ impl Chunk {
 }
 
 /// The calls that fetch `from..=to` (JSON-RPC batches of the smallest batch any provider takes),
-/// `concurrency` at once, their chunks in order; `live`: following the head.
+/// `concurrency` at once, their chunks in order.
 fn calls<'a>(
     pool: &'a ProviderPool,
     chain: &'a str,
     concurrency: usize,
     from: u64,
     to: u64,
-    live: bool,
 ) -> impl futures::Stream<Item = Chunk> + 'a {
     let batch = pool.batch_size().max(1);
     let ranges = (from..=to)
         .step_by(batch as usize)
         .map(move |start| (start, to.min(start.saturating_add(batch - 1))));
     futures::stream::iter(ranges)
-        .map(move |(start, end)| fetch_chunk(pool, chain, start, end, live))
+        .map(move |(start, end)| fetch_chunk(pool, chain, start, end))
         .buffered(concurrency)
 }
 
@@ -1215,14 +1348,13 @@ fn calls<'a>(
 fn fetched<T>(
     a: &Answer<T>,
     started: Instant,
-    live: bool,
     blocks: impl IntoIterator<Item = (Block, tracing::Span)>,
 ) -> Vec<Fetched> {
     let info = FetchInfo {
         took: started.elapsed(),
         attempts: a.attempts,
         first_failure: a.first_failure.clone(),
-        live,
+        served_in: a.served_in,
     };
     blocks
         .into_iter()
@@ -1234,10 +1366,9 @@ fn fetched<T>(
         .collect()
 }
 
-/// Fetches `start..=end` with one call: `eth_getBlockByNumber` for one block (`live`: following the
-/// head, where lateness counts), a JSON-RPC batch for more (a `fetch_blocks` span, which each block's
-/// span follows from).
-async fn fetch_chunk(pool: &ProviderPool, chain: &str, start: u64, end: u64, live: bool) -> Chunk {
+/// Fetches `start..=end` with one call: `eth_getBlockByNumber` for one block, a JSON-RPC batch for
+/// more (a `fetch_blocks` span, which each block's span follows from).
+async fn fetch_chunk(pool: &ProviderPool, chain: &str, start: u64, end: u64) -> Chunk {
     let started = Instant::now();
     let wanted = end - start + 1;
     if start == end {
@@ -1245,7 +1376,7 @@ async fn fetch_chunk(pool: &ProviderPool, chain: &str, start: u64, end: u64, liv
         let a = pool.block_by_number(start).instrument(span.clone()).await;
         let result = a.map(|mut a| {
             let block = a.value.take().map(|b| (b, span));
-            fetched(&a, started, live, block)
+            fetched(&a, started, block)
         });
         return Chunk { wanted, result };
     }
@@ -1266,7 +1397,7 @@ async fn fetch_chunk(pool: &ProviderPool, chain: &str, start: u64, end: u64, liv
             span.follows_from(&fetch);
             (b, span)
         });
-        fetched(&a, started, false, blocks)
+        fetched(&a, started, blocks)
     });
     Chunk { wanted, result }
 }
@@ -1282,9 +1413,7 @@ async fn fetch_range(
     to: u64,
     cancel: &CancellationToken,
 ) -> Fetch {
-    // At most two blocks to fetch: following the head.
-    let live = to - from < 2;
-    let mut calls = std::pin::pin!(calls(pool, chain, concurrency, from, to, live));
+    let mut calls = std::pin::pin!(calls(pool, chain, concurrency, from, to));
     let mut fetch = Fetch::default();
     loop {
         let next = tokio::select! {
@@ -1322,7 +1451,7 @@ impl Feed {
     ) -> Self {
         let (tx, rx) = tokio::sync::mpsc::channel(concurrency.max(1));
         let task = async move {
-            let mut calls = std::pin::pin!(calls(&pool, &chain, concurrency, from, to, false));
+            let mut calls = std::pin::pin!(calls(&pool, &chain, concurrency, from, to));
             while let Some(chunk) = calls.next().await {
                 let ends = chunk.ends();
                 if tx.send(chunk).await.is_err() || ends {

@@ -1,17 +1,15 @@
-//! Head tracking: what the newest block of a chain is, learned from WebSocket `newHeads`
-//! subscriptions where providers offer them and from polling `eth_blockNumber` through the pool
-//! otherwise, or when every subscription is down or silent.
+//! Head tracking: what the newest block of a chain is, learned from every provider — from its
+//! WebSocket `newHeads` subscription where it has one, else (or while that subscription is down or
+//! silent) by polling its `eth_blockNumber` — so that the head book corroborates the chain head from
+//! all of them and one provider's word never decides it.
 //!
 //! The tracker only publishes news ([`Head`] in a `watch` channel); fetching and ordering blocks is
 //! the follower's job, so a burst of heads, heads out of order, or a jump by N blocks all come down to
 //! "the head is now at least N".
 
 use std::{
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc, Mutex,
-    },
-    time::{Duration, Instant},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime},
 };
 
 use alloy_primitives::{B256, U64};
@@ -44,28 +42,100 @@ pub struct Head {
     pub hash: Option<B256>,
 }
 
+/// Most chain-head steps remembered: beyond it, the oldest two are merged (keeping the earlier
+/// time, so that no block is ever thought known later than it was).
+const MAX_HEAD_STEPS: usize = 4096;
+
+/// When the agent first knew of each chain head: the corroborated head's rises, with their times.
+/// The follower asks it when a block became known, to tell how late the chain's providers made it
+/// (a miss) from how long the agent's own backlog held it (lag).
+#[derive(Debug, Default)]
+pub struct HeadTimes {
+    steps: Mutex<std::collections::VecDeque<(u64, SystemTime)>>,
+}
+
+impl HeadTimes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(u64, SystemTime)>> {
+        self.steps.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The chain head rose to `number` at `at` (ignored unless it is a rise).
+    pub fn record(&self, number: u64, at: SystemTime) {
+        let mut steps = self.lock();
+        if steps.back().is_some_and(|&(n, _)| n >= number) {
+            return;
+        }
+        steps.push_back((number, at));
+        if steps.len() > MAX_HEAD_STEPS {
+            // Merge the two oldest: the lower number's time for both.
+            if let (Some((_, t)), Some(second)) = (steps.pop_front(), steps.front_mut()) {
+                second.1 = t.min(second.1);
+            }
+        }
+    }
+
+    /// When the head first reached `number`, if it has.
+    pub fn known_at(&self, number: u64) -> Option<SystemTime> {
+        self.lock()
+            .iter()
+            .find(|&&(n, _)| n >= number)
+            .map(|&(_, t)| t)
+    }
+
+    /// When the first head of this run was known.
+    pub fn first(&self) -> Option<SystemTime> {
+        self.lock().front().map(|&(_, t)| t)
+    }
+
+    /// Forgets the steps that only blocks below `number` need (they were emitted).
+    pub fn forget_below(&self, number: u64) {
+        let mut steps = self.lock();
+        // Keep the first step at or above `number`: it is when `number` became known.
+        while steps.len() > 1 && steps.get(1).is_some_and(|&(n, _)| n <= number) && steps[0].0 < number
+        {
+            steps.pop_front();
+        }
+    }
+}
+
 /// Publishes heads for one chain.
 #[derive(Clone, Debug)]
 pub struct HeadTracker {
     chain: String,
     tx: watch::Sender<Option<Head>>,
-    /// Subscriptions currently delivering heads.
-    live_subscriptions: Arc<AtomicUsize>,
-    /// When a subscription last delivered a head.
-    last_ws_head: Arc<Mutex<Option<Instant>>>,
+    /// When each head was first known.
+    times: Arc<HeadTimes>,
+    /// When each provider's subscription last delivered a head.
+    last_ws_head: Arc<Vec<Mutex<Option<Instant>>>>,
 }
 
 impl HeadTracker {
-    /// A tracker with no head yet, and the receiver the follower watches.
-    pub fn new(chain: &str) -> (Self, watch::Receiver<Option<Head>>) {
+    /// A tracker of a chain with `providers` providers, with no head yet, and the receiver the
+    /// follower watches.
+    pub fn new(chain: &str, providers: usize) -> (Self, watch::Receiver<Option<Head>>) {
         let (tx, rx) = watch::channel(None);
         let tracker = Self {
             chain: chain.to_owned(),
             tx,
-            live_subscriptions: Arc::new(AtomicUsize::new(0)),
-            last_ws_head: Arc::new(Mutex::new(None)),
+            times: Arc::new(HeadTimes::default()),
+            last_ws_head: Arc::new((0..providers).map(|_| Mutex::new(None)).collect()),
         };
         (tracker, rx)
+    }
+
+    /// When each head was first known (shared with the follower).
+    pub fn times(&self) -> Arc<HeadTimes> {
+        self.times.clone()
+    }
+
+    /// Whether `provider`'s subscription has delivered a head within `silence`.
+    fn delivering(&self, provider: &Provider, silence: Duration) -> bool {
+        provider.subscription() == Subscription::Live
+            && self
+                .last_ws_head
+                .get(provider.index)
+                .and_then(|m| *m.lock().unwrap_or_else(|p| p.into_inner()))
+                .is_some_and(|t| t.elapsed() < silence)
     }
 
     /// Publishes the chain's corroborated head `best` after a provider announced `number` (with
@@ -74,6 +144,7 @@ impl HeadTracker {
     /// only one heard from is withdrawn once others contradict it.
     pub fn publish(&self, best: Option<u64>, number: u64, hash: Option<B256>) {
         let Some(best) = best else { return };
+        self.times.record(best, SystemTime::now());
         let hash = hash.filter(|_| number == best);
         self.tx.send_if_modified(|current| {
             let news = match current {
@@ -87,11 +158,14 @@ impl HeadTracker {
         });
     }
 
-    /// Polls `eth_blockNumber` every `interval` while no subscription is delivering heads (none is
-    /// live, or none has spoken for `silence`). Ends when `cancel` fires.
+    /// Polls `provider`'s `eth_blockNumber` every `interval` while it has no subscription
+    /// delivering heads (none, or none that spoke within `silence`), and publishes the chain head
+    /// corroborated after each answer. Providers that are unreachable or behind an open circuit are
+    /// left to the pool's probes. Ends when `cancel` fires.
     pub async fn poll(
         self,
         pool: Arc<ProviderPool>,
+        provider: Arc<Provider>,
         interval: Duration,
         silence: Duration,
         cancel: CancellationToken,
@@ -103,23 +177,24 @@ impl HeadTracker {
                 _ = cancel.cancelled() => return,
                 _ = ticker.tick() => {}
             }
-            let subscribed = self.live_subscriptions.load(Ordering::Relaxed) > 0
-                && self
-                    .last_ws_head
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .is_some_and(|t| t.elapsed() < silence);
-            if subscribed {
+            if self.delivering(&provider, silence)
+                || provider.is_refused()
+                || matches!(
+                    provider.state(),
+                    crate::rpc::health::State::Unreachable | crate::rpc::health::State::CircuitOpen
+                )
+            {
                 continue;
             }
             let answer = tokio::select! {
                 _ = cancel.cancelled() => return,
-                a = pool.block_number() => a,
+                a = pool.poll_head(&provider) => a,
             };
             match answer {
                 // The corroborated head, not whatever this provider said.
-                Ok(a) => self.publish(pool.heads().best(), a.value, None),
-                Err(e) => tracing::warn!(chain = %self.chain, error = %e, "head poll failed"),
+                Ok(n) => self.publish(pool.heads().best(), n, None),
+                Err(e) => tracing::debug!(chain = %self.chain, provider = %provider.name,
+                    error = %e, "head poll failed"),
             }
         }
     }
@@ -218,7 +293,6 @@ impl HeadTracker {
             .await
             .map_err(|e| SubscribeError::Other(e.to_string()))?;
         tracing::info!(chain = %self.chain, provider = %provider.name, "newHeads subscription open");
-        let _live = LiveGuard::new(&self.live_subscriptions);
         let silence = silence_limit(chain);
         let mut check = tokio::time::interval(silence / 4);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -253,8 +327,9 @@ impl HeadTracker {
                     delivered = true;
                     let number = h.number.to::<u64>();
                     last = (Some(number), Instant::now());
-                    *self.last_ws_head.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some(Instant::now());
+                    if let Some(m) = self.last_ws_head.get(provider.index) {
+                        *m.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+                    }
                     let best = provider.record_head(number, Some(h.hash), true);
                     self.publish(best, number, Some(h.hash));
                 }
@@ -286,29 +361,13 @@ enum SubscribeError {
     Other(String),
 }
 
-/// Counts a live subscription for as long as it lives.
-struct LiveGuard<'a>(&'a AtomicUsize);
-
-impl<'a> LiveGuard<'a> {
-    fn new(counter: &'a AtomicUsize) -> Self {
-        counter.fetch_add(1, Ordering::Relaxed);
-        Self(counter)
-    }
-}
-
-impl Drop for LiveGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn only_news_is_published() {
-        let (t, mut rx) = HeadTracker::new("c");
+        let (t, mut rx) = HeadTracker::new("c", 1);
         let h = Some(B256::ZERO);
         t.publish(Some(5), 5, None);
         assert!(rx.has_changed().unwrap());
@@ -339,5 +398,27 @@ mod tests {
         );
         t.publish(None, 3, None);
         assert!(!rx.has_changed().unwrap());
+    }
+
+    #[test]
+    fn head_times_say_when_each_block_was_first_known() {
+        let times = HeadTimes::default();
+        let at = |s| std::time::UNIX_EPOCH + Duration::from_secs(s);
+        times.record(10, at(100));
+        times.record(9, at(101));
+        times.record(15, at(105));
+        assert_eq!(times.known_at(8), Some(at(100)));
+        assert_eq!(times.known_at(10), Some(at(100)));
+        assert_eq!(times.known_at(11), Some(at(105)), "known when the head reached it");
+        assert_eq!(times.known_at(16), None);
+        assert_eq!(times.first(), Some(at(100)));
+        times.forget_below(12);
+        assert_eq!(times.known_at(12), Some(at(105)));
+        // Bounded: the oldest steps merge, never making a block known later than it was.
+        for n in 0..(MAX_HEAD_STEPS as u64 + 10) {
+            times.record(100 + n, at(1000 + n));
+        }
+        assert!(times.lock().len() <= MAX_HEAD_STEPS);
+        assert!(times.known_at(101).is_some_and(|t| t <= at(1001)));
     }
 }

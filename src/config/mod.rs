@@ -76,6 +76,8 @@ pub const DEFAULT_SCORE_WINDOW: HumanDuration = HumanDuration::from_secs(60);
 pub const DEFAULT_OUT_OF_SYNC_BLOCKS: u64 = 5;
 /// Default blocks a head may lead every other provider's by before it needs corroboration.
 pub const DEFAULT_HEAD_OUTLIER_BLOCKS: u64 = 64;
+/// Default time a provider stays `inconsistent` after its last uncorroborated claim.
+pub const DEFAULT_INCONSISTENT_FOR: HumanDuration = HumanDuration::from_secs(30);
 /// Default error rate at which a provider is degraded.
 pub const DEFAULT_DEGRADED_ERROR_RATE: f64 = 0.1;
 /// Default p95 latency at which a provider is degraded.
@@ -407,6 +409,10 @@ pub struct PoolConfig {
     /// A head more than this many blocks ahead of every other provider's is not believed until
     /// another provider comes close, or the chain could have grown that much since.
     pub head_outlier_blocks: u64,
+    /// A provider caught in a claim the others do not back (a head it cannot serve, a head that
+    /// went back, `null` for a block at or below its own head, another block than asked) is
+    /// `inconsistent` for this long after its last such claim.
+    pub inconsistent_for: HumanDuration,
     /// Error rate over the score window at which a provider is degraded.
     pub degraded_error_rate: f64,
     /// p95 latency at which a provider is degraded.
@@ -465,6 +471,11 @@ impl PoolConfig {
             Duration::from_millis(100),
         )?;
         at_least("score_window", self.score_window, Duration::from_secs(1))?;
+        at_least(
+            "inconsistent_for",
+            self.inconsistent_for,
+            Duration::from_millis(100),
+        )?;
         at_least(
             "degraded_latency",
             self.degraded_latency,
@@ -528,6 +539,7 @@ impl Default for PoolConfig {
             score_window: DEFAULT_SCORE_WINDOW,
             out_of_sync_blocks: DEFAULT_OUT_OF_SYNC_BLOCKS,
             head_outlier_blocks: DEFAULT_HEAD_OUTLIER_BLOCKS,
+            inconsistent_for: DEFAULT_INCONSISTENT_FOR,
             degraded_error_rate: DEFAULT_DEGRADED_ERROR_RATE,
             degraded_latency: DEFAULT_DEGRADED_LATENCY,
             circuit_failures: DEFAULT_CIRCUIT_FAILURES,
@@ -574,6 +586,9 @@ pub struct ChainConfig {
     /// other).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub genesis_hash: Option<alloy_primitives::B256>,
+    /// How a block's hash is verified.
+    #[serde(default)]
+    pub block_hash_check: BlockHashCheck,
     /// The providers serving this chain; at least one.
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
@@ -652,6 +667,18 @@ impl Serialize for StartAt {
             StartAt::Block(n) => s.serialize_u64(*n),
         }
     }
+}
+
+/// `chains[].block_hash_check`: how a served block's hash is verified.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockHashCheck {
+    /// The hash must be the keccak of the block's RLP header (Ethereum and most EVM chains).
+    #[default]
+    Header,
+    /// For chains that hash blocks their own way (zkSync Era and other rollups): the number, the
+    /// parent link and the agreement of a second provider on the hash are verified instead.
+    Consensus,
 }
 
 /// `chains[].selection`.

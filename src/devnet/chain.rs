@@ -43,12 +43,15 @@ impl DevBlock {
         self.header.number
     }
 
-    /// The block as `eth_getBlockByNumber(n, false)` serves it. With `bad_hash`, the `hash` field
-    /// does not match the header (the `bad_hash` fault).
-    pub fn to_json(&self, bad_hash: bool) -> Value {
+    /// The block as `eth_getBlockByNumber(n, false)` serves it. With `bad_hash` (the `bad_hash`
+    /// fault), the `hash` field does not match the header, and is `bad_hash`'s own: providers with
+    /// the fault serve different broken hashes (they do not agree on a hash their header does not
+    /// give, as providers of a chain that hashes blocks its own way do).
+    pub fn to_json(&self, bad_hash: Option<u8>) -> Value {
         let mut hash = self.hash;
-        if bad_hash {
+        if let Some(salt) = bad_hash {
             hash.0[31] ^= 0xff;
+            hash.0[30] ^= salt;
         }
         let header = alloy_rpc_types_eth::Header {
             hash,
@@ -66,7 +69,7 @@ impl DevBlock {
     }
 
     /// The `newHeads` notification for this block.
-    pub fn head_json(&self, bad_hash: bool) -> Value {
+    pub fn head_json(&self, bad_hash: Option<u8>) -> Value {
         let mut v = self.to_json(bad_hash);
         if let Some(obj) = v.as_object_mut() {
             obj.remove("transactions");
@@ -77,10 +80,36 @@ impl DevBlock {
     }
 }
 
+/// How the devnet hashes its blocks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hashing {
+    /// keccak256 of the RLP header, as Ethereum does.
+    #[default]
+    Header,
+    /// The chain's own way, as zkSync Era and other rollups do: keccak256 of a prefix and the
+    /// header's keccak. Parent links hold; a client recomputing the header hash does not get it.
+    Rollup,
+}
+
+impl Hashing {
+    fn hash(self, header: &Header) -> B256 {
+        match self {
+            Hashing::Header => header.hash_slow(),
+            Hashing::Rollup => {
+                let mut bytes = b"blockwatch devnet rollup".to_vec();
+                bytes.extend_from_slice(header.hash_slow().as_slice());
+                keccak256(bytes)
+            }
+        }
+    }
+}
+
 /// The chain.
 #[derive(Debug)]
 pub struct DevChain {
     chain_id: u64,
+    hashing: Hashing,
     /// Block 0, kept whatever `retain` says.
     genesis: Arc<DevBlock>,
     canonical: VecDeque<Arc<DevBlock>>,
@@ -94,6 +123,17 @@ impl DevChain {
     /// A chain with its genesis block at `genesis_timestamp`. The genesis hash depends on
     /// `chain_id` (written into the genesis `extraData`), `genesis_timestamp` and `seed` only.
     pub fn new(chain_id: u64, genesis_timestamp: u64, seed: u64, retain: usize) -> Self {
+        Self::with_hashing(chain_id, genesis_timestamp, seed, retain, Hashing::Header)
+    }
+
+    /// [`Self::new`], with blocks hashed by `hashing`.
+    pub fn with_hashing(
+        chain_id: u64,
+        genesis_timestamp: u64,
+        seed: u64,
+        retain: usize,
+        hashing: Hashing,
+    ) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut extra = b"blockwatch devnet".to_vec();
         extra.extend_from_slice(&chain_id.to_be_bytes());
@@ -103,9 +143,11 @@ impl DevChain {
             genesis_timestamp,
             0,
             Bytes::from(extra),
+            hashing,
         ));
         let mut chain = Self {
             chain_id,
+            hashing,
             genesis: genesis.clone(),
             canonical: VecDeque::new(),
             by_hash: HashMap::new(),
@@ -170,6 +212,7 @@ impl DevChain {
             now.max(parent.header.timestamp),
             txs,
             Bytes::new(),
+            self.hashing,
         );
         self.push(block)
     }
@@ -193,7 +236,14 @@ impl DevChain {
             let parent = self.head();
             let txs = self.rng.random_range(0..=MAX_TXS);
             let extra = Bytes::from(format!("fork {}", self.forks).into_bytes());
-            let b = make_block(&mut self.rng, Some(&parent), o.header.timestamp, txs, extra);
+            let b = make_block(
+                &mut self.rng,
+                Some(&parent),
+                o.header.timestamp,
+                txs,
+                extra,
+                self.hashing,
+            );
             new.push(self.push(b));
         }
         new
@@ -221,6 +271,7 @@ fn make_block(
     timestamp: u64,
     txs: usize,
     extra_data: Bytes,
+    hashing: Hashing,
 ) -> DevBlock {
     let number = parent.map_or(0, |p| p.number() + 1);
     let tx_hashes: Vec<B256> = (0..txs)
@@ -261,7 +312,7 @@ fn make_block(
         block_access_list_hash: None,
         slot_number: None,
     };
-    let hash = header.hash_slow();
+    let hash = hashing.hash(&header);
     DevBlock {
         header,
         hash,
@@ -284,10 +335,10 @@ mod tests {
         for n in 1..=5 {
             let b = c.by_number(n).unwrap();
             assert_eq!(b.header.parent_hash, parent);
-            let served: RpcBlock = serde_json::from_value(b.to_json(false)).unwrap();
+            let served: RpcBlock = serde_json::from_value(b.to_json(None)).unwrap();
             served.verify_hash().unwrap();
             assert_eq!(served.transactions, b.tx_hashes.len());
-            let broken: RpcBlock = serde_json::from_value(b.to_json(true)).unwrap();
+            let broken: RpcBlock = serde_json::from_value(b.to_json(Some(1))).unwrap();
             assert!(broken.verify_hash().is_err());
             parent = b.hash;
         }
@@ -358,7 +409,7 @@ mod tests {
             assert!(c.is_canonical(&served));
         }
         let json: RpcBlock =
-            serde_json::from_value(c.by_number(0).unwrap().to_json(false)).unwrap();
+            serde_json::from_value(c.by_number(0).unwrap().to_json(None)).unwrap();
         json.verify_hash().unwrap();
         assert_eq!(json.header.hash, genesis.hash);
         c.reorg(1_000);

@@ -238,7 +238,7 @@ fn module(ctx: Ctx) -> RpcModule<Ctx> {
         let (tag, _full): (Value, Option<bool>) = params.parse()?;
         let chain = ctx.shared.chain();
         let number = super::node::block_number_param(&tag, chain.head().number())?;
-        Ok::<_, ErrorObjectOwned>(chain.by_number(number).map(|b| b.to_json(false)))
+        Ok::<_, ErrorObjectOwned>(chain.by_number(number).map(|b| b.to_json(None)))
     })
     .expect("unique method name");
     m

@@ -56,6 +56,16 @@ pub enum Fault {
     /// WebSocket `newHeads` subscriptions stay open (pings and requests are answered) but deliver
     /// no notification; HTTP and the head are unaffected. Not in SPEC's list: an addition.
     WsSilent,
+    /// `eth_blockNumber` (and the `latest` tag) answer the real head plus `blocks` (negative: a
+    /// head that went back), while blocks are served as they are: a provider lying about its head.
+    /// An addition to SPEC's list.
+    HeadOffset {
+        /// Added to the head it reports.
+        blocks: i64,
+    },
+    /// `eth_getBlockByNumber(N)` answers block N−1 (a real block, with its right hash, for another
+    /// number than asked). An addition to SPEC's list.
+    WrongBlock,
 }
 
 impl Fault {
@@ -66,6 +76,9 @@ impl Fault {
                 "http_error status {status} is not an HTTP error status (400-599)"
             )),
             Fault::Latency { ms } if *ms > 600_000 => Err("latency above 600000 ms".into()),
+            Fault::HeadOffset { blocks } if blocks.unsigned_abs() > 1_000_000_000 => {
+                Err("head_offset blocks beyond ±1000000000".into())
+            }
             _ => Ok(()),
         }
     }
@@ -198,6 +211,11 @@ mod tests {
             ),
             (r#"{"kind":"bad_hash"}"#, Fault::BadHash),
             (r#"{"kind":"ws_silent"}"#, Fault::WsSilent),
+            (
+                r#"{"kind":"head_offset","blocks":-50}"#,
+                Fault::HeadOffset { blocks: -50 },
+            ),
+            (r#"{"kind":"wrong_block"}"#, Fault::WrongBlock),
         ];
         for (text, fault) in cases {
             assert_eq!(

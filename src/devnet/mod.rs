@@ -46,6 +46,8 @@ pub struct DevnetConfig {
     pub chain_id: u64,
     /// Seed for block contents.
     pub seed: u64,
+    /// How blocks are hashed (`rollup`: not the header's keccak, like zkSync Era).
+    pub hashing: chain::Hashing,
 }
 
 impl Default for DevnetConfig {
@@ -56,6 +58,7 @@ impl Default for DevnetConfig {
             block_time: DEFAULT_BLOCK_TIME,
             chain_id: DEFAULT_CHAIN_ID,
             seed: 1,
+            hashing: chain::Hashing::Header,
         }
     }
 }
@@ -122,7 +125,13 @@ impl Devnet {
                 "providers must be between 1 and {MAX_PROVIDERS}"
             )));
         }
-        let chain = DevChain::new(cfg.chain_id, now_secs(), cfg.seed, chain::DEFAULT_RETAIN);
+        let chain = DevChain::with_hashing(
+            cfg.chain_id,
+            now_secs(),
+            cfg.seed,
+            chain::DEFAULT_RETAIN,
+            cfg.hashing,
+        );
         let (heads, _) = broadcast::channel(1024);
         let shared = Arc::new(Shared {
             chain: RwLock::new(chain),

@@ -49,12 +49,23 @@ pub(crate) struct ProviderState {
     pub(crate) requests: Arc<AtomicU64>,
     /// The `traceparent` header of the latest HTTP request that had one.
     pub(crate) last_traceparent: Option<String>,
+    /// Makes its `bad_hash` hashes its own (from its name).
+    pub(crate) salt: u8,
 }
 
 impl ProviderState {
     fn visible_head(&self, canonical_head: u64) -> u64 {
         self.stale_head
             .map_or(canonical_head, |s| s.min(canonical_head))
+    }
+
+    /// The head it says it has: the visible one, moved by a `head_offset` fault.
+    fn claimed_head(&self, canonical_head: u64) -> u64 {
+        let head = self.visible_head(canonical_head);
+        match self.fault {
+            Some(Fault::HeadOffset { blocks }) => head.saturating_add_signed(blocks),
+            _ => head,
+        }
     }
 
     /// `eth_syncing`: `false`, or while the provider is `stale` the object geth answers while it
@@ -134,7 +145,7 @@ impl Ctx {
         if !st.serves(block.number(), head) {
             return None;
         }
-        Some(block.to_json(st.fault == Some(Fault::BadHash)))
+        Some(block.to_json((st.fault == Some(Fault::BadHash)).then_some(st.salt)))
     }
 }
 
@@ -169,7 +180,7 @@ fn build_module(ctx: Ctx) -> RpcModule<Ctx> {
     m.register_method("eth_blockNumber", |_, ctx, _| {
         ctx.rpc_fault()?;
         let head = ctx.shared.chain().head().number();
-        Ok::<_, ErrorObjectOwned>(U64::from(ctx.state().visible_head(head)))
+        Ok::<_, ErrorObjectOwned>(U64::from(ctx.state().claimed_head(head)))
     })
     .expect("unique method name");
     m.register_method("eth_syncing", |_, ctx, _| {
@@ -182,8 +193,15 @@ fn build_module(ctx: Ctx) -> RpcModule<Ctx> {
         ctx.rpc_fault()?;
         let (tag, _full): (Value, Option<bool>) = params.parse()?;
         let head = ctx.shared.chain().head().number();
-        let visible = ctx.state().visible_head(head);
-        let number = block_number_param(&tag, visible)?;
+        let (claimed, wrong) = {
+            let st = ctx.state();
+            (st.claimed_head(head), st.fault == Some(Fault::WrongBlock))
+        };
+        let mut number = block_number_param(&tag, claimed)?;
+        if wrong {
+            // Another block than asked: its predecessor, with its own right hash.
+            number = number.saturating_sub(1);
+        }
         let block = ctx.shared.chain().by_number(number);
         Ok::<_, ErrorObjectOwned>(ctx.block_json(block))
     })
@@ -230,7 +248,7 @@ fn build_module(ctx: Ctx) -> RpcModule<Ctx> {
                         st.stale_head.is_none()
                             && !st.skipped.contains(&block.number())
                             && !matches!(st.fault, Some(Fault::Down | Fault::WsSilent)),
-                        matches!(st.fault, Some(Fault::BadHash)),
+                        matches!(st.fault, Some(Fault::BadHash)).then_some(st.salt),
                     )
                 };
                 if !announce || !ctx.shared.chain().is_canonical(&block) {
@@ -252,7 +270,10 @@ impl ProviderNode {
         addr: SocketAddr,
         shared: Arc<Shared>,
     ) -> std::io::Result<Self> {
-        let state = Arc::new(Mutex::new(ProviderState::default()));
+        let state = Arc::new(Mutex::new(ProviderState {
+            salt: name.bytes().fold(1u8, |a, b| a.wrapping_mul(31).wrapping_add(b)),
+            ..ProviderState::default()
+        }));
         let (handle, addr) = Self::serve(addr, shared.clone(), state.clone()).await?;
         Ok(Self {
             name,
@@ -343,7 +364,7 @@ impl ProviderNode {
         self.state
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .visible_head(head)
+            .claimed_head(head)
     }
 
     /// Requests received so far.

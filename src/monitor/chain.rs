@@ -36,9 +36,13 @@ pub struct Emitted<'a> {
     pub attempts: u32,
     /// The first attempt that failed, if one did.
     pub first_failure: Option<&'a (String, RpcError)>,
-    /// Fetched while following the head (not catching up, not a reorg's branch): only then is
-    /// lateness judged.
-    pub live: bool,
+    /// When the agent first knew the block existed: when the chain head reached it (or when it
+    /// was received, if that was earlier). Lateness up to then is the providers' and the network's;
+    /// after it, the agent's own backlog (lag, never a miss).
+    pub known: SystemTime,
+    /// How long the provider that served it took to answer (without waits for the agent's own
+    /// rate limit): the provider's share of its lateness after it was known.
+    pub served_in: Duration,
     /// The hash of the block the stream emitted at this height before a reorg replaced it.
     pub replaced: Option<alloy_primitives::B256>,
 }
@@ -61,10 +65,9 @@ pub struct ChainMonitor {
     open: Option<OpenMiss>,
     /// The previous emitted block's timestamp.
     last_timestamp: Option<u64>,
-    /// The timestamp of the first block emitted while following the head: blocks from then on are
-    /// judged for lateness even when fetched in a batch (catching up after an outage), blocks
-    /// before it (history before the agent ran) are not.
-    live_since: Option<u64>,
+    /// When this run first knew the chain head: blocks due from then on are judged for lateness,
+    /// blocks due before (made while the agent was not running) are history, not misses.
+    watching_since: Option<SystemTime>,
     /// Why the last miss happened: late blocks of the same outage share it.
     last_reason: Option<Reason>,
     /// The last blocks emitted: number, provider, whether a record was made for it, when.
@@ -134,7 +137,7 @@ impl ChainMonitor {
             stats,
             open: None,
             last_timestamp: None,
-            live_since: None,
+            watching_since: None,
             last_reason: None,
             recent: std::collections::VecDeque::new(),
             skipped_ahead: std::collections::BTreeMap::new(),
@@ -420,7 +423,16 @@ impl ChainMonitor {
         Some(record)
     }
 
-    /// Decides whether `b` was missed on the way (before it was emitted).
+    /// The agent knew a chain head for the first time in this run at `at`: blocks due from then on
+    /// are judged for lateness.
+    pub fn watching_since(&mut self, at: SystemTime) {
+        self.watching_since.get_or_insert(at);
+    }
+
+    /// Decides whether `b` was missed on the way (before it was emitted). Only lateness that is not
+    /// the agent's own counts: how late the block was known (its head announced) past its
+    /// expected time, plus how long its provider took to serve it. Time spent in the agent's
+    /// backlog (catching up within its rate limits) is lag.
     fn judge(&mut self, b: &Emitted<'_>) -> Option<MissedBlock> {
         let expected = self.expected_at(Duration::from_secs(b.timestamp));
         self.last_timestamp = Some(b.timestamp);
@@ -451,17 +463,17 @@ impl ChainMonitor {
             // A reorg moved the stream elsewhere: the open block is no longer the next one.
             self.open = Some(open);
         }
-        let late = since_epoch(b.received).saturating_sub(expected);
-        let judged = b.live || self.live_since.is_some_and(|t| b.timestamp >= t);
+        let known = b.known.min(b.received);
+        let late = (since_epoch(known) + b.served_in).saturating_sub(expected);
+        let judged = self
+            .watching_since
+            .is_some_and(|w| expected >= since_epoch(w));
         let reason = match b.first_failure {
             Some((_, error)) => Reason::from_error(error),
             None if judged && late > self.rules.max_block_delay => {
                 self.last_reason.unwrap_or(Reason::NetworkLatency)
             }
             None => {
-                if b.live && self.live_since.is_none() {
-                    self.live_since = Some(b.timestamp);
-                }
                 self.last_reason = None;
                 self.stats().on_time();
                 self.metrics
@@ -552,7 +564,8 @@ mod tests {
         UNIX_EPOCH + Duration::from_secs(secs)
     }
 
-    fn block(number: u64, timestamp: u64, received: u64, live: bool) -> Emitted<'static> {
+    /// Block `number` made at `timestamp`, known (its head announced) and received at `received`.
+    fn block(number: u64, timestamp: u64, received: u64) -> Emitted<'static> {
         Emitted {
             number,
             timestamp,
@@ -561,34 +574,65 @@ mod tests {
             fetch_took: Duration::from_millis(20),
             attempts: 1,
             first_failure: None,
-            live,
+            known: at(received),
+            served_in: Duration::from_millis(20),
             replaced: None,
         }
     }
 
     #[test]
-    fn history_is_not_late_but_blocks_after_following_began_are() {
+    fn history_is_not_late_but_blocks_due_while_watching_are() {
         let mut m = monitor();
-        // Catching up on old blocks: not judged.
-        assert_eq!(m.emitted(&block(1, 1000, 5000, false)), None);
-        assert_eq!(m.emitted(&block(2, 1012, 5000, false)), None);
-        // Following the head from block 3 (timestamp 1024).
-        assert_eq!(m.emitted(&block(3, 1024, 1025, true)), None);
-        // Block 4, expected at 1036, had at 1070: 34 s late, more than max_block_delay.
-        let r = m.emitted(&block(4, 1036, 1070, false)).expect("late");
+        m.watching_since(at(1020));
+        // Made before the agent watched: history, however late it is emitted.
+        assert_eq!(m.emitted(&block(1, 1000, 5000)), None);
+        assert_eq!(m.emitted(&block(2, 1012, 5000)), None);
+        // Block 3, due at 1024 while watching, known at 1025.
+        assert_eq!(m.emitted(&block(3, 1024, 1025)), None);
+        // Block 4, expected at 1036, known (announced) only at 1070: 34 s late, more than
+        // max_block_delay.
+        let r = m.emitted(&block(4, 1036, 1070)).expect("late");
         assert_eq!(r.reason, Reason::NetworkLatency);
         assert_eq!(r.expected_timestamp, 1036);
         assert_eq!(r.severity, crate::monitor::Severity::Medium);
         assert!(r.recovered);
-        assert_eq!(r.metadata["recovery_seconds"], 4.0);
+        assert_eq!(r.metadata["recovery_seconds"], 4.02);
         let v = m.stats.lock().unwrap().view();
         assert_eq!((v.blocks_processed, v.blocks_missed), (4, 1));
     }
 
     #[test]
+    fn a_backlog_the_agent_works_through_is_lag_not_misses() {
+        let mut m = monitor();
+        m.watching_since(at(1000));
+        m.emitted(&block(1, 1000, 1001));
+        // A burst: 500 blocks made at once, all known at 1013, emitted up to 40 s later because
+        // the agent fetches them within its rate limit.
+        for n in 2..=500u64 {
+            let b = Emitted {
+                known: at(1013),
+                ..block(n, 1012, 1013 + n / 12)
+            };
+            assert_eq!(m.emitted(&b), None, "block {n} was lag, not a miss");
+        }
+        // A provider slow to serve one block is the provider's lateness.
+        let slow = Emitted {
+            known: at(1060),
+            served_in: Duration::from_secs(40),
+            ..block(501, 1012, 1100)
+        };
+        assert_eq!(
+            m.emitted(&slow).map(|r| r.reason),
+            Some(Reason::NetworkLatency)
+        );
+        let v = m.stats.lock().unwrap().view();
+        assert_eq!((v.blocks_processed, v.blocks_missed), (501, 1));
+    }
+
+    #[test]
     fn an_open_miss_is_completed_once_when_its_block_comes() {
         let mut m = monitor();
-        m.emitted(&block(9, 1000, 1001, true));
+        m.emitted(&block(9, 1000, 1001));
         let err = PoolError::Exhausted {
             chain: "c".into(),
             method: "eth_getBlockByNumber".into(),
@@ -607,7 +651,7 @@ mod tests {
             "overdue fetches nothing: no attempt"
         );
         let done = m
-            .emitted(&block(10, 1012, unix(SystemTime::now()), true))
+            .emitted(&block(10, 1012, unix(SystemTime::now())))
             .expect("completed");
         assert!(done.recovered);
         assert_eq!(done.block_number, 10);
@@ -627,7 +671,7 @@ mod tests {
         let failed = |n| Emitted {
             first_failure: Some(&failure),
             attempts: 2,
-            ..block(n, 1000 + 12 * n, 1001 + 12 * n, true)
+            ..block(n, 1000 + 12 * n, 1001 + 12 * n)
         };
         assert!(!m.emitted(&failed(1)).unwrap().alert_sent);
         m.stats.lock().unwrap().set_alerting(true);
@@ -643,7 +687,7 @@ mod tests {
         let b = Emitted {
             first_failure: Some(&failure),
             attempts: 2,
-            ..block(5, 1000, 1001, true)
+            ..block(5, 1000, 1001)
         };
         let r = m.emitted(&b).expect("missed");
         assert_eq!(r.reason, Reason::RateLimitExceeded);
@@ -655,7 +699,7 @@ mod tests {
     #[test]
     fn exhausted_retries_are_recorded_and_counted_once_recovered() {
         let mut m = monitor();
-        m.emitted(&block(9, 1000, 1001, true));
+        m.emitted(&block(9, 1000, 1001));
         let open = m
             .overdue(10, Reason::ConnectionLost)
             .expect("opened when overdue");
@@ -670,7 +714,7 @@ mod tests {
         assert!(!exhausted.recovered);
         assert_eq!(m.retries_exhausted(11), None, "only the open block");
         let done = m
-            .emitted(&block(10, 1012, unix(SystemTime::now()), false))
+            .emitted(&block(10, 1012, unix(SystemTime::now())))
             .expect("completed");
         assert!(done.recovered);
         assert_eq!(
@@ -688,7 +732,7 @@ mod tests {
         let mut m = monitor();
         for n in 1..=5 {
             assert_eq!(
-                m.emitted(&block(n, 1000 + 12 * n, 1001 + 12 * n, true)),
+                m.emitted(&block(n, 1000 + 12 * n, 1001 + 12 * n)),
                 None
             );
         }
@@ -698,7 +742,7 @@ mod tests {
         let r4 = m
             .emitted(&Emitted {
                 replaced: Some(orphan),
-                ..block(4, 1048, now, false)
+                ..block(4, 1048, now)
             })
             .expect("replaced");
         assert_eq!(r4.reason, Reason::ChainReorg);
@@ -714,7 +758,7 @@ mod tests {
         let r5 = m
             .emitted(&Emitted {
                 replaced: Some(orphan),
-                ..block(5, 1060, now, false)
+                ..block(5, 1060, now)
             })
             .expect("replaced");
         assert_eq!(
@@ -722,7 +766,7 @@ mod tests {
             crate::monitor::Severity::Medium,
             "second in a row"
         );
-        assert_eq!(m.emitted(&block(6, 1072, now, false)), None, "a new height");
+        assert_eq!(m.emitted(&block(6, 1072, now)), None, "a new height");
         let v = m.stats.lock().unwrap().view();
         assert_eq!(
             (

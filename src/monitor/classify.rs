@@ -39,7 +39,11 @@ impl Reason {
             RpcError::Connection(_) => Reason::ConnectionLost,
             e if e.is_rate_limited() => Reason::RateLimitExceeded,
             RpcError::Rpc { .. } | RpcError::HttpStatus { .. } => Reason::RpcError,
-            RpcError::InvalidBlock(_) | RpcError::WrongChain { .. } => Reason::InvalidBlock,
+            RpcError::InvalidBlock(_)
+            | RpcError::WrongBlock(_)
+            | RpcError::HeaderHash { .. }
+            | RpcError::HashScheme(_)
+            | RpcError::WrongChain { .. } => Reason::InvalidBlock,
             RpcError::InvalidResponse(_) | RpcError::RetryAfter(_) => Reason::Unknown,
         }
     }
@@ -153,7 +157,11 @@ mod tests {
             Reason::RpcError
         );
         assert_eq!(
-            Reason::from_error(&RpcError::InvalidBlock("bad hash".into())),
+            Reason::from_error(&RpcError::InvalidBlock("bad parent".into())),
+            Reason::InvalidBlock
+        );
+        assert_eq!(
+            Reason::from_error(&RpcError::WrongBlock("asked 5, got 4".into())),
             Reason::InvalidBlock
         );
         assert_eq!(

@@ -22,7 +22,7 @@ pub struct ChainStats {
 }
 
 /// `/stats` of one chain.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct StatsView {
     /// Blocks emitted (recovered ones included).
     pub blocks_processed: u64,

@@ -32,9 +32,28 @@ pub enum RpcError {
     /// The answer was not valid JSON, not the expected shape, or too large.
     #[error("invalid response: {0}")]
     InvalidResponse(String),
-    /// A block that is not what was asked for, or whose hash does not match its header.
+    /// A block that is broken in another way (a reorg branch whose parent has the wrong number).
     #[error("invalid block: {0}")]
     InvalidBlock(String),
+    /// Another block than the one asked for: another number, or another hash for a hash lookup
+    /// (a lie: the provider becomes `inconsistent`).
+    #[error("invalid block: {0}")]
+    WrongBlock(String),
+    /// A block whose claimed hash is not the keccak of its header (`block_hash_check = "header"`).
+    #[error("invalid block: block {number} claims hash {claimed} but its header hashes to {computed}")]
+    HeaderHash {
+        /// The block number.
+        number: u64,
+        /// The hash the provider claims.
+        claimed: alloy_primitives::B256,
+        /// The keccak of its RLP header.
+        computed: alloy_primitives::B256,
+    },
+    /// Every provider serves blocks whose hash is not the keccak of their header, and they agree
+    /// on those hashes: the chain hashes blocks its own way, so `block_hash_check = "header"` cannot
+    /// pass. Not the provider's fault.
+    #[error("{0}")]
+    HashScheme(String),
     /// The provider asked (HTTP 429, `Retry-After`) not to be called for this long yet; nothing
     /// was sent.
     #[error("provider asked to be left alone for another {0:?} (Retry-After)")]
@@ -51,7 +70,8 @@ pub enum RpcError {
 
 impl RpcError {
     /// A low-cardinality class for `error.type` and metric attributes: the JSON-RPC code as a string,
-    /// `timeout`, `http_429`, `http_5xx`, `connection`, `invalid_response` or `wrong_chain`.
+    /// `timeout`, `http_429`, `http_5xx`, `connection`, `invalid_response`, `invalid_block`,
+    /// `hash_scheme` or `wrong_chain`.
     pub fn error_type(&self) -> Cow<'static, str> {
         match self {
             RpcError::Timeout(_) => Cow::Borrowed("timeout"),
@@ -66,10 +86,22 @@ impl RpcError {
             }
             RpcError::Rpc { .. } => Cow::Borrowed("rpc_other"),
             RpcError::InvalidResponse(_) => Cow::Borrowed("invalid_response"),
-            RpcError::InvalidBlock(_) => Cow::Borrowed("invalid_block"),
+            RpcError::InvalidBlock(_) | RpcError::WrongBlock(_) | RpcError::HeaderHash { .. } => {
+                Cow::Borrowed("invalid_block")
+            }
+            RpcError::HashScheme(_) => Cow::Borrowed("hash_scheme"),
             RpcError::WrongChain { .. } => Cow::Borrowed("wrong_chain"),
             RpcError::RetryAfter(_) => Cow::Borrowed("retry_after"),
         }
+    }
+
+    /// Whether the provider served a block it should not have (refused, counted as an integrity
+    /// error).
+    pub fn is_integrity(&self) -> bool {
+        matches!(
+            self,
+            RpcError::InvalidBlock(_) | RpcError::WrongBlock(_) | RpcError::HeaderHash { .. }
+        )
     }
 
     /// Whether the provider told us to slow down.

@@ -1,12 +1,20 @@
 //! The head book of one chain: the newest head each provider announced, the chain head corroborated
-//! from them, who is how far behind, how late each provider announces new blocks, and where two
-//! providers disagree on the hash at the same height.
+//! from them, who is how far behind, how late each provider announces new blocks, where two
+//! providers disagree on the hash at the same height, and who was caught in a claim the others do
+//! not back (a *lie*: the provider is `inconsistent` for a while).
 //!
 //! The chain head is not simply the highest head anyone claims: a provider on another chain's height,
-//! or with a bug, would otherwise make every honest provider look hopelessly behind. A head counts when
-//! another provider's head is within `pool.head_outlier_blocks` of it, when it is the only provider
-//! heard from, or when the chain could have grown that far since the last corroborated head. When no
-//! head passes, the lower median of them all is taken.
+//! or with a bug, would otherwise make every honest provider look hopelessly behind and send the
+//! follower after blocks that do not exist. A head more than `pool.head_outlier_blocks` ahead of
+//! every other provider's is an *outlier*: it does not count until its provider proves it by serving
+//! the block at that height (a claim check the pool runs at once, see [`HeadBook::take_due_checks`]);
+//! a provider that cannot is inconsistent. The chain head is the highest head that is not an
+//! unproven outlier, among providers heard from lately and not inconsistent.
+//!
+//! Other lies found here or reported by the pool: a head that goes back by more than the tolerance
+//! (the chain's reorg window), `null` for a block at or below the head the provider reported itself
+//! (asked again after `recheck_after` before it counts: a load balancer a moment behind is not a
+//! liar), and another block than the one asked for.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -25,18 +33,94 @@ const FIRST_SEEN: usize = 128;
 const MAX_GAP: u64 = 64;
 /// Gaps kept until the follower takes them.
 const MAX_PENDING_GAPS: usize = 256;
+/// Checks waiting to be run (claims and `null` answers to ask again).
+const MAX_PENDING_CHECKS: usize = 64;
 /// Weight of the newest sample in the arrival delay's moving average.
 const DELAY_WEIGHT: f64 = 0.2;
 
 /// How heads are judged.
 #[derive(Clone, Debug)]
 pub struct HeadRules {
-    /// A head this far ahead of every other provider's needs corroboration.
+    /// A head this far ahead of every other provider's needs proof.
     pub outlier_blocks: u64,
     /// The chain's expected block time.
     pub block_time: Duration,
     /// A provider not heard from for this long no longer counts towards the chain head.
     pub freshness: Duration,
+    /// A head that goes back by more than this many blocks is a lie (the chain's reorg window: a
+    /// reorg the agent could follow moves a head back by no more).
+    pub backwards_blocks: u64,
+    /// How long a provider stays inconsistent after its last lie.
+    pub inconsistent_for: Duration,
+    /// How long after a `null` for a block at or below its own head the provider is asked again.
+    pub recheck_after: Duration,
+}
+
+/// What kind of claim a provider was caught in. The names are the `reason` attribute of
+/// `blockwatch_provider_inconsistencies_total` (a bounded set).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LieKind {
+    /// A head far ahead of every other provider's that it could not serve.
+    HeadAhead,
+    /// A head that went back by more than the reorg window.
+    HeadBackwards,
+    /// `null` for a block at or below the head it reported itself, twice.
+    NullBelowHead,
+    /// Another block than the one asked for (another number, or another hash for a hash lookup).
+    WrongBlock,
+}
+
+impl LieKind {
+    /// The `reason` attribute and log field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LieKind::HeadAhead => "head_ahead",
+            LieKind::HeadBackwards => "head_backwards",
+            LieKind::NullBelowHead => "null_below_head",
+            LieKind::WrongBlock => "wrong_block",
+        }
+    }
+
+    /// The reason shown with the `inconsistent` state.
+    pub fn state_reason(self) -> &'static str {
+        match self {
+            LieKind::HeadAhead => "head ahead of every other provider, not served",
+            LieKind::HeadBackwards => "head went backwards",
+            LieKind::NullBelowHead => "no block at or below its own head",
+            LieKind::WrongBlock => "served another block than asked",
+        }
+    }
+}
+
+/// A lie the book found while recording a head.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lie {
+    /// What kind.
+    pub kind: LieKind,
+    /// The numbers involved, in words.
+    pub detail: String,
+}
+
+/// Something to ask a provider to settle a claim: the block at `number`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Check {
+    /// The provider.
+    pub idx: usize,
+    /// The block to ask for.
+    pub number: u64,
+    /// Why.
+    pub kind: CheckKind,
+    /// When it may run.
+    pub due: Instant,
+}
+
+/// Why a provider is asked for a block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckKind {
+    /// Its head is an outlier: can it serve it?
+    Claim,
+    /// It answered `null` for this block at or below its own head: does it still?
+    Null,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -54,6 +138,18 @@ struct Entry {
     syncing: bool,
     /// The last number its subscription pushed (since the subscription opened).
     last_pushed: Option<u64>,
+    /// Inconsistent until then, for this lie.
+    lie: Option<(Instant, LieKind)>,
+    /// The highest head it proved by serving its block.
+    proven: Option<u64>,
+    /// A claim check of its head is queued or running.
+    claim_pending: bool,
+}
+
+impl Entry {
+    fn lying(&self, now: Instant) -> Option<LieKind> {
+        self.lie.filter(|(until, _)| *until > now).map(|(_, k)| k)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -63,10 +159,10 @@ struct Book {
     /// Disagreements per provider pair (lower index first).
     forks: BTreeMap<(usize, usize), u64>,
     best: Option<Announced>,
-    /// Blocks providers skipped in their `newHeads` sequence: (provider, first, last).
+    /// Blocks providers skipped: (provider, first, last); from `newHeads` sequences and from
+    /// `null` answers at or below a provider's own head.
     gaps: VecDeque<(usize, u64, u64)>,
-    /// The last head two providers agreed on: how far the chain may have grown is counted from it.
-    agreed: Option<Announced>,
+    checks: VecDeque<Check>,
 }
 
 /// One provider's view, as `/status` and the health rules see it.
@@ -82,6 +178,8 @@ pub struct ProviderHead {
     pub syncing: bool,
     /// When it last announced a head.
     pub reported: Option<Instant>,
+    /// It is inconsistent now, for this kind of lie.
+    pub inconsistent: Option<LieKind>,
 }
 
 /// A disagreement count between two providers.
@@ -93,11 +191,24 @@ pub struct Fork {
     pub count: u64,
 }
 
+/// What recording a head found.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Reported {
+    /// The chain head after it.
+    pub best: Option<u64>,
+    /// The providers it newly disagrees with.
+    pub disagree: Vec<usize>,
+    /// The lie it revealed, if it is one.
+    pub lie: Option<Lie>,
+}
+
 /// The head book of one chain.
 #[derive(Debug)]
 pub struct HeadBook {
     rules: HeadRules,
     book: Mutex<Book>,
+    /// Woken when a check is queued.
+    checks_queued: tokio::sync::Notify,
 }
 
 impl HeadBook {
@@ -110,6 +221,7 @@ impl HeadBook {
         Self {
             rules,
             book: Mutex::new(book),
+            checks_queued: tokio::sync::Notify::new(),
         }
     }
 
@@ -119,7 +231,6 @@ impl HeadBook {
 
     /// Records that provider `idx` announced `number` (with `hash` when known) `now`; `pushed` when it
     /// came unasked (a `newHeads` notification), which is what arrival delay is measured on.
-    /// Returns the chain head after it, and the providers it newly disagrees with.
     pub fn report(
         &self,
         idx: usize,
@@ -127,7 +238,7 @@ impl HeadBook {
         hash: Option<B256>,
         pushed: bool,
         now: Instant,
-    ) -> (Option<u64>, Vec<usize>) {
+    ) -> Reported {
         let mut b = self.lock();
         let mut disagree = Vec::new();
         if let Some(hash) = hash {
@@ -156,10 +267,7 @@ impl HeadBook {
             let prev = b.entries[idx].last_pushed;
             if let Some(prev) = prev {
                 if number > prev + 1 && number - prev <= MAX_GAP {
-                    if b.gaps.len() >= MAX_PENDING_GAPS {
-                        b.gaps.pop_front();
-                    }
-                    b.gaps.push_back((idx, prev + 1, number - 1));
+                    Self::push_gap(&mut b, idx, prev + 1, number - 1);
                 }
             }
             b.entries[idx].last_pushed = Some(match prev {
@@ -189,15 +297,121 @@ impl HeadBook {
                 None => ms,
             });
         }
+        let mut lie = None;
+        let tolerance = self.rules.backwards_blocks;
         let e = &mut b.entries[idx];
-        if e.head.is_none_or(|h| number >= h.number) {
-            e.head = Some(Announced { number, at: now });
-        } else if let Some(h) = &mut e.head {
-            // A lower head (its own reorg, or a restart): it is still alive at the old height.
-            h.at = now;
+        match &mut e.head {
+            Some(h) if number.saturating_add(tolerance) < h.number => {
+                lie = Some(Lie {
+                    kind: LieKind::HeadBackwards,
+                    detail: format!(
+                        "its head went back from {} to {number}, more than the reorg window ({tolerance})",
+                        h.number
+                    ),
+                });
+                *h = Announced { number, at: now };
+                e.lie = Some((now + self.rules.inconsistent_for, LieKind::HeadBackwards));
+                e.proven = None;
+            }
+            // A lower head within the window (its own reorg): still alive at the old height.
+            Some(h) if number < h.number => h.at = now,
+            _ => e.head = Some(Announced { number, at: now }),
         }
         let best = self.corroborate(&mut b, now);
-        (best, disagree)
+        Reported {
+            best,
+            disagree,
+            lie,
+        }
+    }
+
+    fn push_gap(b: &mut Book, idx: usize, first: u64, last: u64) {
+        if b.gaps.len() >= MAX_PENDING_GAPS {
+            b.gaps.pop_front();
+        }
+        b.gaps.push_back((idx, first, last));
+    }
+
+    /// Provider `idx` was caught in a lie of `kind` (found by the pool): inconsistent for
+    /// `inconsistent_for` from `now`; its head no longer counts.
+    pub fn lie(&self, idx: usize, kind: LieKind, now: Instant) {
+        let mut b = self.lock();
+        let e = &mut b.entries[idx];
+        e.lie = Some((now + self.rules.inconsistent_for, kind));
+        e.proven = None;
+        self.corroborate(&mut b, now);
+    }
+
+    /// Provider `idx` answered `null` for block `number` although it had reported a head at or
+    /// above it: it is asked again after `recheck_after` (a `null` then is a lie, and a skipped block).
+    pub fn suspect_null(&self, idx: usize, number: u64, now: Instant) {
+        self.queue(Check {
+            idx,
+            number,
+            kind: CheckKind::Null,
+            due: now + self.rules.recheck_after,
+        });
+    }
+
+    fn queue(&self, check: Check) {
+        {
+            let mut b = self.lock();
+            Self::queue_locked(&mut b, check);
+        }
+        self.checks_queued.notify_one();
+    }
+
+    fn queue_locked(b: &mut Book, check: Check) {
+        if b
+            .checks
+            .iter()
+            .any(|c| c.idx == check.idx && c.number == check.number && c.kind == check.kind)
+        {
+            return;
+        }
+        if b.checks.len() >= MAX_PENDING_CHECKS {
+            return;
+        }
+        if check.kind == CheckKind::Claim {
+            b.entries[check.idx].claim_pending = true;
+        }
+        b.checks.push_back(check);
+    }
+
+    /// Takes the checks that are due at `now`.
+    pub fn take_due_checks(&self, now: Instant) -> Vec<Check> {
+        let mut b = self.lock();
+        let (due, later): (Vec<Check>, Vec<Check>) = b.checks.drain(..).partition(|c| c.due <= now);
+        b.checks.extend(later);
+        due
+    }
+
+    /// When the next queued check is due, if one is queued.
+    pub fn next_check_due(&self) -> Option<Instant> {
+        self.lock().checks.iter().map(|c| c.due).min()
+    }
+
+    /// Waits until a check is queued.
+    pub async fn check_queued(&self) {
+        self.checks_queued.notified().await
+    }
+
+    /// A claim check of provider `idx` at `number` ended: `served` when it served a good block
+    /// there (the head is proven), otherwise it did not (a lie, reported by the caller with
+    /// [`Self::lie`]) or could not be asked.
+    pub fn claim_checked(&self, idx: usize, number: u64, served: bool, now: Instant) {
+        let mut b = self.lock();
+        let e = &mut b.entries[idx];
+        e.claim_pending = false;
+        if served {
+            e.proven = Some(e.proven.map_or(number, |p| p.max(number)));
+        }
+        self.corroborate(&mut b, now);
+    }
+
+    /// Records that provider `idx` skipped blocks `first..=last` (found by a check).
+    pub fn skipped(&self, idx: usize, first: u64, last: u64) {
+        Self::push_gap(&mut self.lock(), idx, first, last);
     }
 
     /// Forgets provider `idx`'s head: it serves another chain, and must not count.
@@ -217,7 +431,7 @@ impl HeadBook {
         self.lock().entries[idx].last_pushed = None;
     }
 
-    /// Takes the gaps found in providers' `newHeads` sequences: (provider, first, last) skipped.
+    /// Takes the blocks providers skipped: (provider, first, last).
     pub fn take_gaps(&self) -> Vec<(usize, u64, u64)> {
         self.lock().gaps.drain(..).collect()
     }
@@ -227,44 +441,66 @@ impl HeadBook {
         self.lock().entries[idx].syncing = syncing;
     }
 
+    /// The chain head from the heads of fresh, consistent providers: the highest that is not an
+    /// unproven outlier. Queues a claim check for every unproven outlier.
     fn corroborate(&self, b: &mut Book, now: Instant) -> Option<u64> {
-        let mut heads: Vec<u64> = b
+        let gap = self.rules.outlier_blocks;
+        let heads: Vec<(usize, u64)> = b
             .entries
             .iter()
-            .filter_map(|e| e.head)
-            .filter(|h| now.saturating_duration_since(h.at) <= self.rules.freshness)
-            .map(|h| h.number)
+            .enumerate()
+            .filter(|(_, e)| e.lying(now).is_none())
+            .filter_map(|(i, e)| e.head.map(|h| (i, h)))
+            .filter(|(_, h)| now.saturating_duration_since(h.at) <= self.rules.freshness)
+            .map(|(i, h)| (i, h.number))
             .collect();
         if heads.is_empty() {
             return b.best.map(|h| h.number);
         }
-        heads.sort_unstable_by(|a, b| b.cmp(a));
-        let gap = self.rules.outlier_blocks;
-        let reachable = b.agreed.map(|prev| {
-            // What the chain could have grown to since: generously, for slow announcements.
-            let blocks = now.saturating_duration_since(prev.at).as_secs_f64()
-                / self.rules.block_time.as_secs_f64().max(0.001);
-            prev.number
-                .saturating_add(gap)
-                .saturating_add((blocks * 2.0) as u64)
-        });
-        let agree = |i: usize, h: u64| {
-            heads[i + 1..].iter().any(|&o| h - o <= gap) || heads[..i].iter().any(|&o| o - h <= gap)
-        };
-        let accepted = heads
-            .iter()
-            .enumerate()
-            .find(|&(i, &h)| heads.len() == 1 || agree(i, h) || reachable.is_some_and(|r| h <= r));
-        let number = match accepted {
-            Some((i, &h)) => {
-                if agree(i, h) && b.agreed.is_none_or(|a| a.number != h) {
-                    b.agreed = Some(Announced { number: h, at: now });
-                }
-                h
+        let mut outliers = Vec::new();
+        let mut best: Option<u64> = None;
+        for &(i, h) in &heads {
+            let others = heads.iter().filter(|(j, _)| *j != i).map(|&(_, o)| o).max();
+            let proven = b.entries[i]
+                .proven
+                .is_some_and(|p| h <= p.saturating_add(gap));
+            match others {
+                Some(o) if h > o.saturating_add(gap) && !proven => outliers.push((i, h)),
+                _ => best = best.max(Some(h)),
             }
-            // Nobody agrees with anybody: the lower median is the least bad guess.
-            None => heads[heads.len() / 2],
-        };
+        }
+        // A provider caught claiming a head it could not serve stays inconsistent while it goes on
+        // claiming one that far ahead (it would only be caught again at its next check).
+        let highest = heads.iter().map(|&(_, h)| h).max();
+        let until = now + self.rules.inconsistent_for;
+        for e in &mut b.entries {
+            let still = e.head.is_some_and(|h| {
+                highest.is_some_and(|o| h.number > o.saturating_add(gap))
+                    && now.saturating_duration_since(h.at) <= self.rules.freshness
+            });
+            if let Some((u, LieKind::HeadAhead)) = &mut e.lie {
+                if *u > now && still {
+                    *u = until;
+                }
+            }
+        }
+        for (i, h) in outliers {
+            if !b.entries[i].claim_pending {
+                Self::queue_locked(
+                    b,
+                    Check {
+                        idx: i,
+                        number: h,
+                        kind: CheckKind::Claim,
+                        due: now,
+                    },
+                );
+                self.checks_queued.notify_one();
+            }
+        }
+        // Every head is an unproven outlier of another (two providers far apart, neither proven
+        // yet): the lower is the safer guess until a check settles it.
+        let number = best.unwrap_or_else(|| heads.iter().map(|&(_, h)| h).min().unwrap_or(0));
         // It may go down: a head believed while its provider was the only one heard from is
         // dropped once others contradict it.
         if b.best.is_none_or(|prev| number != prev.number) {
@@ -276,6 +512,11 @@ impl HeadBook {
     /// The corroborated chain head.
     pub fn best(&self) -> Option<u64> {
         self.lock().best.map(|h| h.number)
+    }
+
+    /// The head provider `idx` reported last, if any.
+    pub fn reported_head(&self, idx: usize) -> Option<u64> {
+        self.lock().entries[idx].head.map(|h| h.number)
     }
 
     /// Provider `idx`'s view.
@@ -306,6 +547,7 @@ impl HeadBook {
                 .delay_ms
                 .map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1000.0)),
             syncing: e.syncing,
+            inconsistent: e.lying(now),
         }
     }
 
@@ -332,6 +574,9 @@ mod tests {
                 outlier_blocks: 10,
                 block_time: Duration::from_secs(12),
                 freshness: Duration::from_secs(60),
+                backwards_blocks: 16,
+                inconsistent_for: Duration::from_secs(30),
+                recheck_after: Duration::from_secs(1),
             },
             n,
         )
@@ -342,18 +587,51 @@ mod tests {
     }
 
     #[test]
-    fn a_head_far_beyond_the_others_is_not_believed() {
+    fn a_head_far_beyond_the_others_is_not_believed_until_its_provider_serves_it() {
         let t = Instant::now();
         let b = book(3);
         b.report(0, 1000, None, false, t);
         b.report(1, 998, None, false, t);
-        let (best, _) = b.report(2, 1_000_000_000, None, false, t);
-        assert_eq!(best, Some(1000));
+        let r = b.report(2, 1_000_000_000, None, false, t);
+        assert_eq!(r.best, Some(1000));
+        assert_eq!(r.lie, None, "an outlier is checked, not judged");
         assert_eq!(b.provider(1).lag_blocks, Some(2));
         assert_eq!(b.provider(2).lag_blocks, Some(0));
+        let checks = b.take_due_checks(t);
+        assert_eq!(
+            checks,
+            vec![Check {
+                idx: 2,
+                number: 1_000_000_000,
+                kind: CheckKind::Claim,
+                due: t
+            }]
+        );
+        // Reported again while the check runs: not asked twice.
+        b.report(2, 1_000_000_001, None, false, t);
+        assert!(b.take_due_checks(t).is_empty());
+        // It could not serve it: a liar, whose heads no longer count.
+        b.claim_checked(2, 1_000_000_000, false, t);
+        b.lie(2, LieKind::HeadAhead, t);
+        assert_eq!(b.provider(2).inconsistent, Some(LieKind::HeadAhead));
         // Honest providers are not lagging because of it; the chain moves on as it grows.
-        let (best, _) = b.report(0, 1001, None, false, t + Duration::from_secs(12));
-        assert_eq!(best, Some(1001));
+        let r = b.report(0, 1001, None, false, t + Duration::from_secs(12));
+        assert_eq!(r.best, Some(1001));
+    }
+
+    #[test]
+    fn an_outlier_that_serves_its_head_is_believed() {
+        let t = Instant::now();
+        let b = book(2);
+        b.report(0, 100, None, false, t);
+        assert_eq!(b.report(1, 400, None, false, t).best, Some(100));
+        assert_eq!(b.take_due_checks(t).len(), 1);
+        b.claim_checked(1, 400, true, t);
+        assert_eq!(b.best(), Some(400));
+        // Within the margin of its proof it needs no other.
+        assert_eq!(b.report(1, 405, None, false, t).best, Some(405));
+        assert!(b.take_due_checks(t).is_empty());
+        assert_eq!(b.provider(0).lag_blocks, Some(305));
     }
 
     #[test]
@@ -361,33 +639,50 @@ mod tests {
         let t = Instant::now();
         let b = book(3);
         assert_eq!(
-            b.report(2, 1_000_000_000, None, false, t).0,
+            b.report(2, 1_000_000_000, None, false, t).best,
             Some(1_000_000_000)
         );
         b.report(0, 1000, None, false, t);
-        assert_eq!(b.report(1, 1001, None, false, t).0, Some(1001));
+        assert_eq!(b.report(1, 1001, None, false, t).best, Some(1001));
+        assert_eq!(b.take_due_checks(t).len(), 1, "the bogus head is checked");
     }
 
     #[test]
-    fn with_no_agreement_at_start_the_lower_median_wins() {
+    fn with_no_agreement_at_start_the_lower_wins() {
         let t = Instant::now();
         let b = book(2);
         b.report(0, 500, None, false, t);
-        let (best, _) = b.report(1, 900_000, None, false, t);
-        assert_eq!(best, Some(500));
+        assert_eq!(b.report(1, 900_000, None, false, t).best, Some(500));
     }
 
     #[test]
-    fn a_single_provider_is_believed_and_growth_over_time_is_plausible() {
+    fn a_head_that_goes_back_beyond_the_reorg_window_is_a_lie() {
         let t = Instant::now();
         let b = book(2);
-        assert_eq!(b.report(0, 100, None, false, t).0, Some(100));
-        b.report(1, 99, None, false, t);
-        // An hour later, 300 blocks on: the chain could have grown that much.
-        let later = t + Duration::from_secs(3600);
-        b.report(1, 99, None, false, later);
-        assert_eq!(b.report(0, 400, None, false, later).0, Some(400));
-        assert_eq!(b.provider(1).lag_blocks, Some(301));
+        b.report(0, 100, None, false, t);
+        b.report(1, 100, None, false, t);
+        // Back by the window: a reorg it could follow.
+        assert_eq!(b.report(0, 84, None, false, t).lie, None);
+        let r = b.report(0, 49, None, false, t);
+        assert_eq!(r.lie.map(|l| l.kind), Some(LieKind::HeadBackwards));
+        assert_eq!(b.provider(0).inconsistent, Some(LieKind::HeadBackwards));
+        assert_eq!(b.provider(0).head, Some(49));
+        assert_eq!(r.best, Some(100), "its head does not count");
+    }
+
+    #[test]
+    fn a_null_below_the_own_head_is_asked_again_later() {
+        let t = Instant::now();
+        let b = book(2);
+        b.suspect_null(1, 7, t);
+        b.suspect_null(1, 7, t);
+        assert!(b.take_due_checks(t).is_empty(), "not yet due");
+        assert_eq!(b.next_check_due(), Some(t + Duration::from_secs(1)));
+        let due = b.take_due_checks(t + Duration::from_secs(1));
+        assert_eq!(due.len(), 1, "queued once");
+        assert_eq!((due[0].idx, due[0].number, due[0].kind), (1, 7, CheckKind::Null));
+        b.skipped(1, 7, 7);
+        assert_eq!(b.take_gaps(), vec![(1, 7, 7)]);
     }
 
     #[test]
@@ -397,7 +692,7 @@ mod tests {
         b.report(0, 100, None, false, t);
         b.report(1, 100, None, false, t);
         let later = t + Duration::from_secs(61);
-        assert_eq!(b.report(0, 104, None, false, later).0, Some(104));
+        assert_eq!(b.report(0, 104, None, false, later).best, Some(104));
         assert_eq!(b.provider(1).lag_blocks, Some(4));
     }
 
@@ -406,10 +701,10 @@ mod tests {
         let t = Instant::now();
         let b = book(3);
         b.report(0, 10, h(1), true, t);
-        assert_eq!(b.report(1, 10, h(1), true, t).1, Vec::<usize>::new());
-        assert_eq!(b.report(2, 10, h(2), true, t).1, vec![0, 1]);
+        assert_eq!(b.report(1, 10, h(1), true, t).disagree, Vec::<usize>::new());
+        assert_eq!(b.report(2, 10, h(2), true, t).disagree, vec![0, 1]);
         // Announcing the same again is not a new disagreement.
-        assert_eq!(b.report(2, 10, h(2), false, t).1, Vec::<usize>::new());
+        assert_eq!(b.report(2, 10, h(2), false, t).disagree, Vec::<usize>::new());
         let forks = b.forks(&["a", "b", "c"]);
         assert_eq!(
             forks,

@@ -38,6 +38,10 @@ pub enum State {
     CircuitOpen,
     /// The last call failed to connect or timed out, with no success since.
     Unreachable,
+    /// It made a claim the other providers do not corroborate (a head far ahead of theirs, a head
+    /// that went back, `null` for a block at or below its own head, another block than asked):
+    /// never the leader while in it, its heads do not count towards the chain head.
+    Inconsistent,
     /// Its head is more than `pool.out_of_sync_blocks` behind the chain's head, or it says it is
     /// syncing.
     Lagging,
@@ -50,9 +54,10 @@ pub enum State {
 
 impl State {
     /// Every state, for exporting a full `blockwatch_provider_up{state}` set.
-    pub const ALL: [State; 6] = [
+    pub const ALL: [State; 7] = [
         State::Alive,
         State::Degraded,
+        State::Inconsistent,
         State::Lagging,
         State::Unreachable,
         State::CircuitOpen,
@@ -64,6 +69,7 @@ impl State {
         match self {
             State::Alive => "alive",
             State::Degraded => "degraded",
+            State::Inconsistent => "inconsistent",
             State::Lagging => "lagging",
             State::Unreachable => "unreachable",
             State::CircuitOpen => "circuit_open",
@@ -243,6 +249,8 @@ pub struct HeadView {
     pub arrival_delay: Option<Duration>,
     /// It said (`eth_syncing`) that it is syncing.
     pub syncing: bool,
+    /// It was caught in an uncorroborated claim lately: why (see [`State::Inconsistent`]).
+    pub inconsistent: Option<&'static str>,
 }
 
 /// One provider's health.
@@ -256,6 +264,8 @@ pub struct Tracker {
     transport_down: bool,
     circuit: Circuit,
     state: State,
+    /// What put it in its state, in a few words.
+    reason: &'static str,
     /// Passed over until then after a failure, while others are usable.
     cooldown_until: Option<Instant>,
     wrong_chain: bool,
@@ -300,6 +310,7 @@ impl Tracker {
             transport_down: false,
             circuit: Circuit::Closed,
             state: State::Alive,
+            reason: "healthy",
             cooldown_until: None,
             wrong_chain: false,
             last_call: None,
@@ -314,6 +325,11 @@ impl Tracker {
     /// The current state (as of the last [`Self::evaluate`]).
     pub fn state(&self) -> State {
         self.state
+    }
+
+    /// What put it in its current state.
+    pub fn reason(&self) -> &'static str {
+        self.reason
     }
 
     /// The decaying failure count.
@@ -476,6 +492,8 @@ impl Tracker {
             (State::CircuitOpen, "circuit open")
         } else if self.transport_down {
             (State::Unreachable, "no connection")
+        } else if let Some(why) = head.inconsistent {
+            (State::Inconsistent, why)
         } else if head.syncing {
             (State::Lagging, "syncing")
         } else if head
@@ -495,8 +513,10 @@ impl Tracker {
             (State::Alive, "healthy")
         };
         if state == self.state {
+            self.reason = reason;
             return None;
         }
+        self.reason = reason;
         let from = std::mem::replace(&mut self.state, state);
         Some(HealthEvent::State {
             from,

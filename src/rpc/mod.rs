@@ -4,6 +4,7 @@
 mod error;
 pub mod heads;
 pub mod health;
+pub mod integrity;
 pub mod latency;
 pub mod pool;
 pub mod provider;

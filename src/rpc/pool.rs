@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{
-    heads::{Fork, HeadBook, HeadRules},
+    heads::{CheckKind, Fork, HeadBook, HeadRules, LieKind},
     health::{HealthConfig, State},
     provider::{Provider, ProviderContext, ProviderStatus},
     types::RpcBlock,
@@ -40,7 +40,7 @@ use super::{
 };
 use crate::{
     chain::Block,
-    config::{ChainConfig, PoolConfig, Selection},
+    config::{BlockHashCheck, ChainConfig, PoolConfig, Selection},
     redact::Redactor,
     telemetry::{metrics::attr, Metrics},
 };
@@ -125,9 +125,17 @@ pub struct Answer<T> {
     pub attempts: u32,
     /// The first attempt that failed on the way, if one did: which provider, and how.
     pub first_failure: Option<(String, RpcError)>,
+    /// How long the answering provider took, from sending to its answer (without the wait for
+    /// the rate limit).
+    pub served_in: Duration,
 }
 
 impl<T> Answer<T> {
+    fn served_in(mut self, took: Duration) -> Self {
+        self.served_in = took;
+        self
+    }
+
     /// The same answer with its value transformed.
     pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Answer<U> {
         Answer {
@@ -135,27 +143,14 @@ impl<T> Answer<T> {
             provider: self.provider,
             attempts: self.attempts,
             first_failure: self.first_failure,
+            served_in: self.served_in,
         }
     }
-}
-
-/// The whole chain's view of its providers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PoolHealth {
-    /// At least one provider is usable.
-    Healthy,
-    /// No provider is usable, but calls still go to the least bad ones.
-    Degraded,
-    /// Every provider serves another chain.
-    Unhealthy,
 }
 
 /// The pool as `/status` shows it.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct PoolStatus {
-    /// healthy, degraded or unhealthy.
-    pub health: PoolHealth,
     /// The corroborated chain head.
     pub head: Option<u64>,
     /// The provider calls go to first.
@@ -202,6 +197,8 @@ struct Try {
 struct Attempt<T> {
     of: Try,
     result: Result<(bool, T), RpcError>,
+    /// How long the provider took (without the wait for the rate limit).
+    took: Duration,
 }
 
 /// Sends one call to one provider.
@@ -229,6 +226,27 @@ pub struct ProviderPool {
     genesis: Mutex<Option<B256>>,
     /// Providers whose genesis block has been checked.
     genesis_checked: Vec<AtomicBool>,
+    /// How block hashes are verified.
+    hash_check: BlockHashCheck,
+    /// Header-hash mismatches, and the verdict once providers agree on hashes their headers do not
+    /// give (the chain hashes blocks its own way).
+    hashing: Arc<super::integrity::HashLedger>,
+}
+
+/// What a second provider said of a block one provider served (`block_hash_check = "consensus"`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Confirmation {
+    /// Another provider serves the same hash at that height (or there is no other provider).
+    Confirmed,
+    /// Another provider serves another hash there.
+    Disagreed {
+        /// Who.
+        provider: String,
+        /// Its hash.
+        hash: B256,
+    },
+    /// No other provider serves the block yet.
+    Unconfirmed,
 }
 
 impl ProviderPool {
@@ -246,10 +264,17 @@ impl ProviderPool {
                 outlier_blocks: cfg.head_outlier_blocks,
                 block_time: chain.expected_block_time.0,
                 freshness: (cfg.probe_interval.0 * 3).max(chain.max_block_delay.0),
+                backwards_blocks: chain.reorg_window,
+                inconsistent_for: cfg.inconsistent_for.0,
+                recheck_after: chain
+                    .expected_block_time
+                    .0
+                    .clamp(Duration::from_secs(1), Duration::from_secs(5)),
             },
             chain.providers.len(),
         ));
         let costs = Arc::new(cfg.method_costs.clone());
+        let hashing = Arc::new(super::integrity::HashLedger::new(&chain.name));
         let mut providers = Vec::with_capacity(chain.providers.len());
         for (index, p) in chain.providers.iter().enumerate() {
             let ctx = ProviderContext {
@@ -260,6 +285,8 @@ impl ProviderPool {
                 costs: costs.clone(),
                 metrics: metrics.clone(),
                 redactor: redactor.clone(),
+                hash_check: chain.block_hash_check,
+                hashing: hashing.clone(),
             };
             let provider = Provider::new(ctx, p, cfg, &redactor).map_err(|message| {
                 PoolSetupError::Client {
@@ -287,6 +314,8 @@ impl ProviderPool {
             ),
             state: Mutex::new(PoolState::default()),
             genesis: Mutex::new(chain.genesis_hash),
+            hash_check: chain.block_hash_check,
+            hashing,
         };
         let checks = pool.providers.iter().map(|p| {
             let span = tracing::info_span!(
@@ -330,6 +359,10 @@ impl ProviderPool {
                 Some(Ok(Some(hash))) => served.push((p.index, hash)),
                 Some(Ok(None)) => {
                     // It does not serve block 0 (pruned history): nothing to compare.
+                    pool.genesis_checked[p.index].store(true, Ordering::Relaxed);
+                }
+                Some(Err(RpcError::HashScheme(_))) => {
+                    // Its hash cannot be verified (reported once): nothing to compare.
                     pool.genesis_checked[p.index].store(true, Ordering::Relaxed);
                 }
                 Some(Err(e)) => tracing::warn!(
@@ -438,21 +471,6 @@ impl ProviderPool {
         st.active.map(|i| self.providers[i].clone())
     }
 
-    /// Whether any provider is usable, or only last resorts are left, or none at all.
-    pub fn health(&self) -> PoolHealth {
-        let now = Instant::now();
-        let tiers: Vec<Option<u8>> = (0..self.providers.len())
-            .map(|i| self.tier(i, now))
-            .collect();
-        if tiers.contains(&Some(0)) {
-            PoolHealth::Healthy
-        } else if tiers.iter().any(Option::is_some) {
-            PoolHealth::Degraded
-        } else {
-            PoolHealth::Unhealthy
-        }
-    }
-
     /// Provider switches since start.
     pub fn switches(&self) -> u64 {
         self.state
@@ -465,7 +483,6 @@ impl ProviderPool {
     pub fn status(&self) -> PoolStatus {
         let names: Vec<&str> = self.providers.iter().map(|p| p.name.as_str()).collect();
         PoolStatus {
-            health: self.health(),
             head: self.heads.best(),
             current_provider: self.active().map(|p| p.name.clone()),
             rpc_error_count: self.providers.iter().map(|p| p.errors()).sum(),
@@ -475,7 +492,7 @@ impl ProviderPool {
     }
 
     /// How much a provider may be used now: 0 usable, 1 cooling down or asked to wait, 2 lagging,
-    /// 3 unreachable, 4 circuit open; `None`: never (another chain).
+    /// 3 inconsistent, 4 unreachable, 5 circuit open; `None`: never (another chain).
     fn tier(&self, i: usize, now: Instant) -> Option<u8> {
         let p = &self.providers[i];
         if p.is_refused() {
@@ -483,13 +500,14 @@ impl ProviderPool {
         }
         let waiting = p.cooling_until(now).is_some() || p.asked_to_wait_until().is_some();
         match p.state() {
-            State::WrongChain if p.needs_chain_check() => Some(4),
+            State::WrongChain if p.needs_chain_check() => Some(5),
             State::WrongChain => None,
             State::Alive | State::Degraded if !waiting => Some(0),
             State::Alive | State::Degraded => Some(1),
             State::Lagging => Some(2),
-            State::Unreachable => Some(3),
-            State::CircuitOpen => Some(4),
+            State::Inconsistent => Some(3),
+            State::Unreachable => Some(4),
+            State::CircuitOpen => Some(5),
         }
     }
 
@@ -597,7 +615,7 @@ impl ProviderPool {
             let params = params.clone();
             async move { p.request_timed::<T>(method, params, Some(&sent)).await }.boxed()
         };
-        self.call(method, &send, |_: &T| Ok(true)).await
+        self.call(method, &send, |_: &T| Ok(true), None).await
     }
 
     /// Calls a lookup that a provider may answer with `null` because it has not seen the object yet:
@@ -617,21 +635,27 @@ impl ProviderPool {
             }
             .boxed()
         };
-        self.call(method, &send, |v: &Option<T>| match v {
-            None => Ok(false),
-            Some(v) => check(v).map(|()| true),
-        })
+        self.call(
+            method,
+            &send,
+            |v: &Option<T>| match v {
+                None => Ok(false),
+                Some(v) => check(v).map(|()| true),
+            },
+            None,
+        )
         .await
     }
 
-    /// Calls on providers in turn. `accept` judges each answer: `Ok(true)` takes it, `Ok(false)`
-    /// moves on (an answer to keep if nobody does better), `Err` counts as the provider's failure
-    /// (a broken answer).
+    /// Calls on providers in turn (all but `exclude`). `accept` judges each answer: `Ok(true)` takes
+    /// it, `Ok(false)` moves on (an answer to keep if nobody does better), `Err` counts as the
+    /// provider's failure (a broken answer).
     async fn call<T: Send>(
         &self,
         method: &'static str,
         send: &Sender<'_, T>,
         accept: impl Fn(&T) -> Result<bool, RpcError> + Sync,
+        exclude: Option<usize>,
     ) -> Result<Answer<T>, PoolError> {
         let span = tracing::info_span!(
             "pool_request",
@@ -645,7 +669,7 @@ impl ProviderPool {
             blockwatch.hedge_won = tracing::field::Empty,
         );
         let result = self
-            .call_attempts(method, send, &accept, &span)
+            .call_attempts(method, send, &accept, &span, exclude)
             .instrument(span.clone())
             .await;
         match &result {
@@ -675,18 +699,18 @@ impl ProviderPool {
         sent: Arc<AtomicBool>,
     ) -> Attempt<T> {
         let provider = self.providers[of.idx].clone();
-        let result = match self.ensure_verified(&provider).await {
-            Err(e) => Err(self.redact_error(e)),
+        let (result, took) = match self.ensure_verified(&provider).await {
+            Err(e) => (Err(self.redact_error(e)), Duration::ZERO),
             Ok(()) => {
                 let (result, took) = send(provider.clone(), sent).instrument(span.clone()).await;
                 let judged = result
                     .and_then(|value| accept(&value).map(|ok| (ok, value)))
-                    .map_err(|e| self.redact_error(e));
+                    .map_err(|e| provider.judge(self.redact_error(e)));
                 provider.finish_attempt(&span, method, took, judged.as_ref().err());
-                judged
+                (judged, took)
             }
         };
-        Attempt { of, result }
+        Attempt { of, result, took }
     }
 
     async fn call_attempts<T: Send>(
@@ -695,8 +719,17 @@ impl ProviderPool {
         send: &Sender<'_, T>,
         accept: &(impl Fn(&T) -> Result<bool, RpcError> + Sync + ?Sized),
         call_span: &tracing::Span,
+        exclude: Option<usize>,
     ) -> Result<Answer<T>, PoolError> {
-        let plan = self.plan();
+        let mut plan = self.plan();
+        if let Some(x) = exclude {
+            if let Some(at) = plan.order.iter().position(|&i| i == x) {
+                plan.order.remove(at);
+                if at < plan.usable {
+                    plan.usable -= 1;
+                }
+            }
+        }
         let order = &plan.order;
         if order.is_empty() {
             return Err(PoolError::NoProvider {
@@ -711,7 +744,7 @@ impl ProviderPool {
             .build();
         let mut last_error: Option<(usize, RpcError)> = None;
         let mut first_failure: Option<(String, RpcError)> = None;
-        let mut unaccepted: Option<(usize, T)> = None;
+        let mut unaccepted: Option<(usize, T, Duration)> = None;
         let mut attempts = 0u32;
         let mut pos = 0usize;
         let mut hedged = false;
@@ -725,9 +758,10 @@ impl ProviderPool {
             let nulls_suffice = round_done
                 || (plan.usable > 0 && order[..plan.usable].iter().all(|i| tried.contains(i)));
             if nulls_suffice {
-                if let Some((idx, value)) = unaccepted.take() {
+                if let Some((idx, value, took)) = unaccepted.take() {
                     let failure = first_failure.take();
-                    return Ok(self.answered(idx, value, attempts, &plan, false, failure));
+                    let a = self.answered(idx, value, attempts, &plan, false, failure);
+                    return Ok(a.served_in(took));
                 }
             }
             if round_done {
@@ -849,6 +883,7 @@ impl ProviderPool {
                             hedge,
                         },
                     result,
+                    took,
                 } = done;
                 // A finished attempt is no longer one that could be abandoned.
                 let finished = spans.iter().position(|(i, ..)| *i == who);
@@ -886,19 +921,31 @@ impl ProviderPool {
                             call_span.record("blockwatch.hedge_won", hedge);
                         }
                         drop(running);
-                        return Ok(self.answered(
-                            who,
-                            value,
-                            attempts.max(number),
-                            &plan,
-                            hedge,
-                            first_failure.take(),
-                        ));
+                        return Ok(self
+                            .answered(
+                                who,
+                                value,
+                                attempts.max(number),
+                                &plan,
+                                hedge,
+                                first_failure.take(),
+                            )
+                            .served_in(took));
                     }
                     Ok((false, value)) => {
                         if unaccepted.is_none() {
-                            unaccepted = Some((who, value));
+                            unaccepted = Some((who, value, took));
                         }
+                    }
+                    Err(error @ RpcError::HashScheme(_)) => {
+                        // The chain's hashing, not the provider: no other provider can do better.
+                        return Err(PoolError::Exhausted {
+                            chain: self.chain.clone(),
+                            method: method.to_owned(),
+                            attempts,
+                            provider: self.providers[who].name.clone(),
+                            error,
+                        });
                     }
                     Err(error) => {
                         let p = &self.providers[who];
@@ -916,8 +963,9 @@ impl ProviderPool {
                 }
             }
         }
-        if let Some((idx, value)) = unaccepted {
-            return Ok(self.answered(idx, value, attempts, &plan, false, first_failure.take()));
+        if let Some((idx, value, took)) = unaccepted {
+            let a = self.answered(idx, value, attempts, &plan, false, first_failure.take());
+            return Ok(a.served_in(took));
         }
         let (idx, error) = last_error.unwrap_or((
             order[0],
@@ -975,7 +1023,9 @@ impl ProviderPool {
                     self.genesis_checked[provider.index].store(true, Ordering::Relaxed);
                 }
             },
-            Ok(None) => self.genesis_checked[provider.index].store(true, Ordering::Relaxed),
+            Ok(None) | Err(RpcError::HashScheme(_)) => {
+                self.genesis_checked[provider.index].store(true, Ordering::Relaxed)
+            }
             Err(_) => {}
         }
     }
@@ -991,6 +1041,17 @@ impl ProviderPool {
             },
             other => other,
         }
+    }
+
+    /// Set when the providers agree on block hashes that are not the keccak of their headers while
+    /// `block_hash_check = "header"`: what to tell the operator.
+    pub fn hash_verdict(&self) -> Option<String> {
+        self.hashing.verdict()
+    }
+
+    /// How this chain's block hashes are verified.
+    pub fn hash_check(&self) -> BlockHashCheck {
+        self.hash_check
     }
 
     /// Makes `idx` the active provider unless `hedge` (a hedge that won one call is not a switch),
@@ -1039,6 +1100,7 @@ impl ProviderPool {
             provider: self.providers[idx].clone(),
             attempts,
             first_failure,
+            served_in: Duration::ZERO,
         }
     }
 
@@ -1054,16 +1116,84 @@ impl ProviderPool {
 
     /// The block at `number`, without transaction bodies; `None` if no provider has it yet. A block
     /// with another number or a hash that does not match its header is a failure of the provider
-    /// that served it, and the next provider is asked.
+    /// that served it, and the next provider is asked. A provider that answers `null` although it
+    /// reported a head at or above `number` is asked again later (a lie if it still does).
     pub async fn block_by_number(&self, number: u64) -> Result<Answer<Option<Block>>, PoolError> {
+        self.block_by_number_but(number, None).await
+    }
+
+    async fn block_by_number_but(
+        &self,
+        number: u64,
+        exclude: Option<usize>,
+    ) -> Result<Answer<Option<Block>>, PoolError> {
+        let method = "eth_getBlockByNumber";
+        let heads = self.heads.clone();
+        let send = move |p: Arc<Provider>, sent: Arc<AtomicBool>| {
+            let heads = heads.clone();
+            async move {
+                let head = p.reported_head();
+                let (r, took) = p
+                    .request_timed::<Option<RpcBlock>>(
+                        method,
+                        rpc_params![U64::from(number), false],
+                        Some(&sent),
+                    )
+                    .await;
+                if matches!(r, Ok(None)) && head.is_some_and(|h| h >= number) {
+                    heads.suspect_null(p.index, number, Instant::now());
+                }
+                (r, took)
+            }
+            .boxed()
+        };
+        let check = self.hash_check;
         let a = self
-            .request_some::<RpcBlock>(
-                "eth_getBlockByNumber",
-                rpc_params![U64::from(number), false],
-                |b| check_number(b, number),
+            .call(
+                method,
+                &send,
+                |v: &Option<RpcBlock>| match v {
+                    None => Ok(false),
+                    Some(b) => check_number(b, number, check).map(|()| true),
+                },
+                exclude,
             )
             .await?;
         Ok(a.map(|b| b.map(Block::from)))
+    }
+
+    /// Asks a provider other than `served_by` for block `number` and compares its hash with `hash`
+    /// (`block_hash_check = "consensus"`: a block's hash is believed once two providers agree on
+    /// it). With no other provider to ask, it is confirmed.
+    pub async fn confirm(
+        &self,
+        number: u64,
+        hash: B256,
+        served_by: &Provider,
+    ) -> Result<Confirmation, PoolError> {
+        if self
+            .providers
+            .iter()
+            .all(|p| p.index == served_by.index || p.is_refused())
+        {
+            return Ok(Confirmation::Confirmed);
+        }
+        let a = self
+            .block_by_number_but(number, Some(served_by.index))
+            .await?;
+        Ok(match a.value {
+            None => Confirmation::Unconfirmed,
+            Some(b) if b.hash == hash => Confirmation::Confirmed,
+            Some(b) => {
+                // Counted as a disagreement between the two, like different announced hashes.
+                served_by.record_head(number, Some(hash), false);
+                a.provider.record_head(number, Some(b.hash), false);
+                Confirmation::Disagreed {
+                    provider: a.provider.name.clone(),
+                    hash: b.hash,
+                }
+            }
+        })
     }
 
     /// Blocks `from..=to` in JSON-RPC batches (each provider within its `max_batch_size` and
@@ -1075,13 +1205,27 @@ impl ProviderPool {
         from: u64,
         to: u64,
     ) -> Result<Answer<Vec<Block>>, PoolError> {
+        let heads = self.heads.clone();
         let send = move |p: Arc<Provider>, sent: Arc<AtomicBool>| {
+            let heads = heads.clone();
             async move {
+                let head = p.reported_head();
                 let end = to.min(from.saturating_add(u64::from(p.max_batch.max(1)) - 1));
-                p.batch_blocks(from, end, Some(&sent)).await
+                let (r, took) = p.batch_blocks(from, end, Some(&sent)).await;
+                if let (Ok(blocks), Some(head)) = (&r, head) {
+                    // The first block it did not serve, if it said it had it.
+                    if let Some(missing) = blocks.iter().position(Option::is_none) {
+                        let number = from + missing as u64;
+                        if number <= head {
+                            heads.suspect_null(p.index, number, Instant::now());
+                        }
+                    }
+                }
+                (r, took)
             }
             .boxed()
         };
+        let check = self.hash_check;
         let a = self
             .call(
                 "eth_getBlockByNumber",
@@ -1089,13 +1233,14 @@ impl ProviderPool {
                 |blocks: &Vec<Option<RpcBlock>>| {
                     for (i, b) in blocks.iter().enumerate() {
                         match b {
-                            Some(b) => check_number(b, from + i as u64)?,
+                            Some(b) => check_number(b, from + i as u64, check)?,
                             None => break,
                         }
                     }
                     // A provider without even the first block is asked no further.
                     Ok(blocks.first().is_some_and(Option::is_some))
                 },
+                None,
             )
             .await?;
         Ok(a.map(|blocks| {
@@ -1119,15 +1264,16 @@ impl ProviderPool {
     /// The block with `hash`, without transaction bodies; `None` if no provider knows it. Checked
     /// like [`Self::block_by_number`].
     pub async fn block_by_hash(&self, hash: B256) -> Result<Answer<Option<Block>>, PoolError> {
+        let check = self.hash_check;
         let a = self
             .request_some::<RpcBlock>("eth_getBlockByHash", rpc_params![hash, false], |b| {
                 if b.header.hash != hash {
-                    return Err(RpcError::InvalidBlock(format!(
+                    return Err(RpcError::WrongBlock(format!(
                         "asked for block {hash}, got block {}",
                         b.header.hash
                     )));
                 }
-                b.verify_hash()
+                b.check_hash(check)
             })
             .await?;
         Ok(a.map(|b| b.map(Block::from)))
@@ -1147,13 +1293,29 @@ impl ProviderPool {
                 .map(|_| AtomicBool::new(false))
                 .collect(),
         );
+        let mut checks = tokio::task::JoinSet::new();
         loop {
-            tokio::select! {
+            let checked = tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = ticker.tick() => {}
+                _ = ticker.tick() => false,
+                _ = self.heads.check_queued() => true,
                 Some(_) = probes.join_next(), if !probes.is_empty() => continue,
-            }
+                Some(_) = checks.join_next(), if !checks.is_empty() => continue,
+            };
             let now = Instant::now();
+            // Claims to settle and `null` answers to ask again, at once when due.
+            for c in self.heads.take_due_checks(now) {
+                let (pool, cancel) = (self.clone(), cancel.clone());
+                checks.spawn(async move {
+                    tokio::select! {
+                        _ = cancel.cancelled() => {}
+                        _ = pool.run_check(c) => {}
+                    }
+                });
+            }
+            if checked {
+                continue;
+            }
             for p in &self.providers {
                 if let Some(event) = p.check_state(now) {
                     let span = tracing::info_span!("provider_health", blockwatch.chain = %self.chain,
@@ -1191,6 +1353,104 @@ impl ProviderPool {
         }
     }
 
+    /// Settles a claim: asks the provider for the block at a head it claimed far ahead of the others
+    /// (served: the head is proven; `null`: a lie), or again for a block it answered `null` for
+    /// although its head was at or above it (`null` again: a lie, and a skipped block).
+    async fn run_check(&self, c: super::heads::Check) {
+        let provider = &self.providers[c.idx];
+        let claim = c.kind == CheckKind::Claim;
+        if provider.is_refused() || provider.asked_to_wait_until().is_some() {
+            if claim {
+                self.heads.claim_checked(c.idx, c.number, false, Instant::now());
+            }
+            return;
+        }
+        let span = tracing::info_span!(
+            "check_claim",
+            otel.name = "check_claim",
+            blockwatch.chain = %self.chain,
+            blockwatch.provider = %provider.name,
+            blockwatch.block.number = c.number,
+        );
+        async {
+            let method = "eth_getBlockByNumber";
+            let head = provider.reported_head();
+            let attempt = provider.attempt_span(method, 1);
+            let (result, took) = provider
+                .request_timed::<Option<RpcBlock>>(
+                    method,
+                    rpc_params![U64::from(c.number), false],
+                    None,
+                )
+                .instrument(attempt.clone())
+                .await;
+            let result = result
+                .and_then(|b| match b {
+                    Some(b) => check_number(&b, c.number, self.hash_check).map(|()| true),
+                    None => Ok(false),
+                })
+                .map_err(|e| provider.judge(self.redact_error(e)));
+            provider.finish_attempt(&attempt, method, took, result.as_ref().err());
+            let now = Instant::now();
+            match (c.kind, result) {
+                (CheckKind::Claim, Ok(served)) => {
+                    self.heads.claim_checked(c.idx, c.number, served, now);
+                    if !served {
+                        provider.caught(
+                            LieKind::HeadAhead,
+                            &format!(
+                                "it reported head {}, more than pool.head_outlier_blocks ahead of every other provider, and has no block {}",
+                                head.unwrap_or(c.number),
+                                c.number
+                            ),
+                            true,
+                        );
+                    }
+                }
+                (CheckKind::Claim, Err(_)) => {
+                    self.heads.claim_checked(c.idx, c.number, false, now)
+                }
+                (CheckKind::Null, Ok(false)) if head.is_some_and(|h| h >= c.number) => {
+                    provider.caught(
+                        LieKind::NullBelowHead,
+                        &format!(
+                            "it answered null for block {} twice although its head is {}",
+                            c.number,
+                            head.unwrap_or(c.number)
+                        ),
+                        true,
+                    );
+                    self.heads.skipped(c.idx, c.number, c.number);
+                }
+                (CheckKind::Null, _) => {}
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Asks `provider` alone for its head (`eth_blockNumber`, within its rate limit; its chain id
+    /// first when a check is due) and records it: heads are read from every provider, so that one
+    /// provider's word never decides the chain head. Returns the head it reported.
+    pub async fn poll_head(&self, provider: &Provider) -> Result<u64, RpcError> {
+        self.ensure_verified(provider)
+            .await
+            .map_err(|e| self.redact_error(e))?;
+        let method = "eth_blockNumber";
+        let attempt = provider.attempt_span(method, 1);
+        let (result, took) = provider
+            .request_timed::<U64>(method, rpc_params![], None)
+            .instrument(attempt.clone())
+            .await;
+        let result = result
+            .map(|n| n.to::<u64>())
+            .map_err(|e| self.redact_error(e));
+        provider.finish_attempt(&attempt, method, took, result.as_ref().err());
+        let head = result?;
+        provider.record_head(head, None, false);
+        Ok(head)
+    }
+
     /// One probe of `provider`: its chain id when due, its newest block (head and hash into the head
     /// book), and whether it is syncing when it is behind.
     async fn probe(&self, provider: &Provider) {
@@ -1212,8 +1472,9 @@ impl ProviderPool {
                 .await;
             let result = result.map_err(|e| self.redact_error(e)).and_then(|b| {
                 b.ok_or_else(|| RpcError::InvalidResponse("no latest block".into()))
-                    .and_then(|b| b.verify_hash().map(|()| b))
-            });
+                    .and_then(|b| b.check_hash(self.hash_check).map(|()| b))
+            })
+            .map_err(|e| provider.judge(e));
             provider.finish_attempt(&attempt, method, took, result.as_ref().err());
             let Ok(block) = result else { return };
             provider.record_head(block.number(), Some(block.header.hash), false);
@@ -1244,13 +1505,14 @@ impl ProviderPool {
     }
 }
 
-/// Checks that `b` is block `number` and that its hash matches its header.
-fn check_number(b: &RpcBlock, number: u64) -> Result<(), RpcError> {
+/// Checks that `b` is block `number` and that its hash is right (by `check`).
+fn check_number(b: &RpcBlock, number: u64, check: BlockHashCheck) -> Result<(), RpcError> {
     if b.number() != number {
-        return Err(RpcError::InvalidBlock(format!(
-            "asked for block {number}, got block {}",
-            b.number()
+        return Err(RpcError::WrongBlock(format!(
+            "asked for block {number}, got block {} ({})",
+            b.number(),
+            b.header.hash
         )));
     }
-    b.verify_hash()
+    b.check_hash(check)
 }

@@ -25,7 +25,7 @@ use tracing::Instrument;
 use opentelemetry::KeyValue;
 
 use super::{
-    heads::HeadBook,
+    heads::{HeadBook, LieKind},
     health::{self, HeadView, HealthConfig, HealthEvent, Outcome, State, Tracker},
     latency::Percentiles,
     types::RpcBlock,
@@ -129,6 +129,8 @@ pub struct ProviderStatus {
     pub name: String,
     /// Health state.
     pub state: &'static str,
+    /// What put it in that state, in a few words.
+    pub state_reason: &'static str,
     /// 0–100, higher is better; `null` before the first answer.
     pub score: Option<f64>,
     /// Newest head it announced.
@@ -201,6 +203,10 @@ pub struct Provider {
     metrics: Arc<Metrics>,
     /// The chain's name.
     chain: String,
+    /// How block hashes are verified.
+    hash_check: crate::config::BlockHashCheck,
+    /// The chain's header-hash mismatches.
+    hashing: Arc<super::integrity::HashLedger>,
     /// `[chain, provider]`, the attributes every measurement of this provider carries.
     attrs: [KeyValue; 2],
 }
@@ -248,6 +254,10 @@ pub struct ProviderContext {
     pub metrics: Arc<Metrics>,
     /// Removes secrets from error messages before they reach spans.
     pub redactor: Arc<Redactor>,
+    /// How block hashes are verified.
+    pub hash_check: crate::config::BlockHashCheck,
+    /// The chain's header-hash mismatches (whose fault they are).
+    pub hashing: Arc<super::integrity::HashLedger>,
 }
 
 impl Provider {
@@ -337,6 +347,8 @@ impl Provider {
             redactor: ctx.redactor,
             metrics: ctx.metrics,
             chain: ctx.chain,
+            hash_check: ctx.hash_check,
+            hashing: ctx.hashing,
             attrs,
         };
         provider.export_state(State::Alive);
@@ -509,6 +521,10 @@ impl Provider {
             // Nothing was sent.
             return;
         }
+        if let Some(RpcError::HashScheme(_)) = error {
+            // The chain's hashing, not this provider: nothing to hold against it.
+            return;
+        }
         // No allocation: chain and provider are shared strings.
         let [chain, provider] = self.attrs.clone();
         let mut attrs = [
@@ -526,7 +542,7 @@ impl Provider {
                 record_span_error(span, e, &self.redactor);
                 attrs[3] = KeyValue::new(attr::ERROR_TYPE, e.error_type());
                 self.metrics.rpc_errors.add(1, &attrs);
-                if matches!(e, RpcError::InvalidBlock(_)) {
+                if e.is_integrity() {
                     self.metrics.integrity_errors.add(1, &self.attrs);
                 }
                 if e.is_rate_limited() {
@@ -579,15 +595,59 @@ impl Provider {
             return self.heads.best();
         }
         self.metrics.provider_head.record(number, &self.attrs);
-        let (best, disagree) = self
+        let reported = self
             .heads
             .report(self.index, number, hash, pushed, Instant::now());
-        for other in disagree {
+        for other in reported.disagree {
             tracing::warn!(chain = %self.chain, provider = %self.name, other_index = other, block_number = number,
                 "providers disagree on the hash at the same height");
             self.metrics.provider_disagreements.add(1, &self.attrs);
         }
-        best
+        if let Some(lie) = reported.lie {
+            self.caught(lie.kind, &lie.detail, false);
+        }
+        reported.best
+    }
+
+    /// The provider was caught in a claim the others do not back (`detail` says which): it is
+    /// `inconsistent` for `pool.inconsistent_for`, its heads do not count, and it is counted and
+    /// logged. `record`: tell the head book too (lies the book found itself are recorded there).
+    pub fn caught(&self, kind: LieKind, detail: &str, record: bool) {
+        let now = Instant::now();
+        if record {
+            self.heads.lie(self.index, kind, now);
+        }
+        let [chain, provider] = self.attrs.clone();
+        self.metrics.provider_inconsistencies.add(
+            1,
+            &[chain, provider, KeyValue::new(attr::REASON, kind.as_str())],
+        );
+        tracing::warn!(chain = %self.chain, provider = %self.name, reason = kind.as_str(),
+            detail, "provider_inconsistent");
+        self.evaluate(now);
+    }
+
+    /// What a refused block says about this provider: another block than asked is a lie (it
+    /// becomes inconsistent); a hash that is not its header's is its fault unless another provider
+    /// serves the same claim, which makes it the chain's hashing (`HashScheme`: nobody's fault).
+    pub fn judge(&self, error: RpcError) -> RpcError {
+        match error {
+            RpcError::WrongBlock(detail) => {
+                self.caught(LieKind::WrongBlock, &detail, true);
+                RpcError::WrongBlock(detail)
+            }
+            RpcError::HeaderHash {
+                number,
+                claimed,
+                computed,
+            } => self.hashing.mismatch(&self.name, number, claimed, computed),
+            other => other,
+        }
+    }
+
+    /// The head it reported last.
+    pub fn reported_head(&self) -> Option<u64> {
+        self.heads.reported_head(self.index)
     }
 
     /// The chain's corroborated head.
@@ -701,13 +761,16 @@ impl Provider {
         let h = self.health();
         let state = h.tracker.state();
         let score = match state {
-            State::WrongChain | State::CircuitOpen | State::Unreachable => Some(0.0),
+            State::WrongChain | State::CircuitOpen | State::Unreachable | State::Inconsistent => {
+                Some(0.0)
+            }
             _ => cost.map(health::score),
         };
         let ms = |d: Duration| (d.as_secs_f64() * 10_000.0).round() / 10.0;
         ProviderStatus {
             name: self.name.clone(),
             state: state.as_str(),
+            state_reason: h.tracker.reason(),
             score,
             head: head.head,
             lag_blocks: head.lag_blocks,
@@ -830,9 +893,10 @@ impl Provider {
                 "asked for block 0, got block {}",
                 b.number()
             ))),
-            Some(b) => b.verify_hash().map(|()| Some(b.header.hash)),
+            Some(b) => b.check_hash(self.hash_check).map(|()| Some(b.header.hash)),
             None => Ok(None),
         });
+        let result = result.map_err(|e| self.judge(e));
         self.finish_attempt(&span, "eth_getBlockByNumber", took, result.as_ref().err());
         result
     }
@@ -883,5 +947,6 @@ fn view_of(h: &super::heads::ProviderHead) -> HeadView {
         lag_blocks: h.lag_blocks,
         arrival_delay: h.arrival_delay,
         syncing: h.syncing,
+        inconsistent: h.inconsistent.map(LieKind::state_reason),
     }
 }

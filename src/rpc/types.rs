@@ -31,11 +31,20 @@ impl RpcBlock {
         if computed == self.header.hash {
             Ok(())
         } else {
-            Err(RpcError::InvalidBlock(format!(
-                "block {} claims hash {} but its header hashes to {computed}",
-                self.number(),
-                self.header.hash
-            )))
+            Err(RpcError::HeaderHash {
+                number: self.number(),
+                claimed: self.header.hash,
+                computed,
+            })
+        }
+    }
+
+    /// Checks the block's hash as the chain's `block_hash_check` says: recomputed from the header
+    /// (`header`), or not at all here (`consensus`: the providers' agreement is checked instead).
+    pub fn check_hash(&self, check: crate::config::BlockHashCheck) -> Result<(), RpcError> {
+        match check {
+            crate::config::BlockHashCheck::Header => self.verify_hash(),
+            crate::config::BlockHashCheck::Consensus => Ok(()),
         }
     }
 }

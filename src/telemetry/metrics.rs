@@ -87,6 +87,16 @@ pub struct Metrics {
     pub recovery_duration: Histogram<f64>,
     /// `blockwatch.missed_blocks.streak` ({block}): missed blocks in a row, now.
     pub missed_streak: Gauge<u64>,
+    /// `blockwatch.provider.inconsistencies` ({claim}): claims a provider was caught in that the
+    /// others do not back, by reason (`head_ahead`, `head_backwards`, `null_below_head`,
+    /// `wrong_block`).
+    pub provider_inconsistencies: Counter<u64>,
+    /// `blockwatch.blocks.behind` ({block}): blocks between the chain head and the last block
+    /// emitted (the agent's own backlog: lag, not misses).
+    pub blocks_behind: Gauge<u64>,
+    /// `blockwatch.chain.state` (1/0 per state): the state each chain is in (`healthy`,
+    /// `catching_up`, `degraded`, `unhealthy`), the verdict `/health` gives.
+    pub chain_state: Gauge<u64>,
 }
 
 /// Bucket bounds of the recovery duration histogram, in seconds.
@@ -188,6 +198,23 @@ impl Metrics {
                 .u64_gauge("blockwatch.missed_blocks.streak")
                 .with_unit("{block}")
                 .with_description("Missed blocks in a row, now")
+                .build(),
+            provider_inconsistencies: meter
+                .u64_counter("blockwatch.provider.inconsistencies")
+                .with_unit("{claim}")
+                .with_description(
+                    "Claims a provider was caught in that the other providers do not back, by reason",
+                )
+                .build(),
+            blocks_behind: meter
+                .u64_gauge("blockwatch.blocks.behind")
+                .with_unit("{block}")
+                .with_description("Blocks between the chain head and the last block emitted")
+                .build(),
+            chain_state: meter
+                .u64_gauge("blockwatch.chain.state")
+                .with_unit("{chain}")
+                .with_description("1 for the health state each chain is in, 0 for the others")
                 .build(),
             provider_disagreements: meter
                 .u64_counter("blockwatch.provider.disagreements")

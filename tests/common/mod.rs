@@ -448,6 +448,11 @@ pub struct DevnetProc {
 impl DevnetProc {
     /// Starts a devnet of `providers` providers mining every `block_time` ("0s": on demand only).
     pub async fn start(providers: usize, block_time: &str) -> DevnetProc {
+        Self::start_with(providers, block_time, &[]).await
+    }
+
+    /// [`DevnetProc::start`] with more `blockwatch devnet` arguments (e.g. `--hashing rollup`).
+    pub async fn start_with(providers: usize, block_time: &str, extra: &[&str]) -> DevnetProc {
         use std::io::BufRead;
         let mut child = Command::new(env!("CARGO_BIN_EXE_blockwatch"))
             .args([
@@ -459,6 +464,7 @@ impl DevnetProc {
                 "--block-time",
                 block_time,
             ])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
