@@ -195,8 +195,7 @@ pub fn render_report(chains: &[ChainView]) -> String {
                 c.from,
                 c.to,
                 c.blocks_per_second,
-                c.eta_seconds
-                    .map_or("-".to_owned(), |e| format!("{e:.0}s"))
+                c.eta_seconds.map_or("-".to_owned(), |e| format!("{e:.0}s"))
             );
         }
         let _ = writeln!(

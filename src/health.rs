@@ -302,7 +302,10 @@ mod tests {
 
     #[test]
     fn every_condition_gives_its_state_and_reason() {
-        assert_eq!(judge(&snapshot(&["alive", "alive"])).state, ChainState::Healthy);
+        assert_eq!(
+            judge(&snapshot(&["alive", "alive"])).state,
+            ChainState::Healthy
+        );
         assert!(judge(&snapshot(&["alive"])).reasons.is_empty());
         let v = judge(&snapshot(&["alive", "lagging"]));
         assert_eq!((v.state, v.usable), (ChainState::Degraded, 1));
@@ -331,7 +334,10 @@ mod tests {
         s.hash_verdict = Some("set block_hash_check".into());
         assert_eq!(judge(&s).state, ChainState::Unhealthy);
         assert_eq!(
-            overall(&[judge(&snapshot(&["alive"])), judge(&snapshot(&["alive", "degraded"]))]),
+            overall(&[
+                judge(&snapshot(&["alive"])),
+                judge(&snapshot(&["alive", "degraded"]))
+            ]),
             ChainState::Degraded
         );
     }

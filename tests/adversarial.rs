@@ -91,10 +91,13 @@ inconsistent_for = "3s""#;
 async fn a_burst_of_a_thousand_blocks_is_lag_not_misses_and_so_is_a_restart() {
     let devnet = DevnetProc::start(3, "200ms").await;
     let dir = tempfile::tempdir().unwrap();
-    // The default rate limit (25 requests/s, burst 50) and max_block_delay of 2 s: the backlog
+    // The default rate limit (25 requests/s, burst 50) and max_block_delay of 5 s: the backlog
     // takes far longer than that to fetch.
+    // Timeouts of 3 s: a debug-built devnet announcing 1,000 blocks at once is slow to answer
+    // for a moment, and a timeout would be a real miss.
     let cfg = devnet
-        .agent_config("max_block_delay = \"2s\"")
+        .agent_config("max_block_delay = \"5s\"")
+        .replace("timeout = \"500ms\"", "timeout = \"3s\"")
         .replace(
             "[pool]",
             "[alerts]\nno_new_block_after = \"30s\"\n  [[alerts.channels]]\n  kind = \"file\"\n  path = \"alerts.jsonl\"\n\n[pool]",
@@ -104,28 +107,42 @@ async fn a_burst_of_a_thousand_blocks_is_lag_not_misses_and_so_is_a_restart() {
     let burst_from = devnet.mine(1000).await - 999;
 
     // While it lasts: lag, shown as such on every surface.
-    let s = wait_status(&agent, "the chain catching up", |s| {
-        chain(s)["status"] == "catching_up"
+    let s = wait_status(&agent, "the chain catching up to the burst's end", |s| {
+        chain(s)["catch_up"]["to"].as_u64().unwrap_or(0) >= burst_from + 999
             && chain(s)["behind_blocks"].as_u64().unwrap_or(0) > 100
     })
     .await;
+    let all_alive = chain(&s)["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["state"] == "alive");
+    if all_alive {
+        assert_eq!(chain(&s)["status"], "catching_up", "{s:#}");
+    }
     let c = &chain(&s)["catch_up"];
     assert!(c["from"].as_u64().unwrap() >= burst_from - 1, "{s:#}");
     assert!(c["to"].as_u64().unwrap() >= burst_from + 999, "{s:#}");
     let (code, h) = get_json(&agent, "/health").await;
-    assert_eq!(code, 200, "{h:#}");
+    assert_eq!(code, 200, "a catch-up is not unhealthy: {h:#}");
     assert!(
-        h["status"] == "catching_up" || h["status"] == "healthy",
+        h["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r.as_str().unwrap_or_default().contains("catching up")),
         "{h:#}"
     );
-    let m = http_get(&format!("{}/metrics", agent.api_url().await))
-        .await
-        .1;
-    assert!(
-        metric_sum(&m, "blockwatch_blocks_behind", &[]) > 0.0
-            || chain(&status(&agent).await)["status"] != "catching_up",
-        "{m}"
-    );
+    wait_for(CATCH_UP, "blockwatch_blocks_behind", || {
+        let agent = &agent;
+        async move {
+            let m = http_get(&format!("{}/metrics", agent.api_url().await))
+                .await
+                .1;
+            (metric_sum(&m, "blockwatch_blocks_behind", &[]) > 100.0).then_some(())
+        }
+    })
+    .await;
     let head = devnet.head().await;
     agent.wait_for_block(head, CATCH_UP).await;
     wait_status(&agent, "the catch-up to end", |s| {
@@ -138,7 +155,7 @@ async fn a_burst_of_a_thousand_blocks_is_lag_not_misses_and_so_is_a_restart() {
         .map(|b| b.lag_ms as f64)
         .fold(0.0, f64::max);
     assert!(
-        lag > 2000.0,
+        lag > 5000.0,
         "the burst was fetched within max_block_delay ({lag} ms): it proves nothing"
     );
 
@@ -194,7 +211,10 @@ async fn a_polling_leader_that_lies_about_its_head_is_found_out_and_never_moves_
     );
     let mut agent = Agent::start(dir.path(), &cfg);
     agent.wait_for_block(3, CATCH_UP).await;
-    wait_status(&agent, "p0 to lead", |s| chain(s)["current_provider"] == "p0").await;
+    wait_status(&agent, "p0 to lead", |s| {
+        chain(s)["current_provider"] == "p0"
+    })
+    .await;
 
     let lied_at = Instant::now();
     devnet
@@ -295,6 +315,10 @@ async fn found_out(devnet: &DevnetProc, agent: &mut Agent, who: &str, fault: Val
     agent.wait_for_block(head + 5, CATCH_UP).await;
     devnet.clear_faults().await;
     settle_and_check(agent, devnet).await;
+    wait_status(agent, &format!("{who} consistent again"), |s| {
+        provider(s, who)["state"] != "inconsistent"
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,9 +328,14 @@ async fn a_head_gone_back_a_follower_far_ahead_and_a_wrong_block_are_each_found_
     let cfg = with_pool(&polling_only(&devnet.agent_config("")), FAST);
     let mut agent = Agent::start(dir.path(), &cfg);
     agent.wait_for_block(3, CATCH_UP).await;
-    wait_status(&agent, "p0 to lead", |s| chain(s)["current_provider"] == "p0").await;
+    wait_status(&agent, "p0 to lead", |s| {
+        chain(s)["current_provider"] == "p0"
+    })
+    .await;
 
     // The leader's head goes back by 50, beyond the reorg window (16).
+    devnet.mine(100).await;
+    agent.wait_for_block(devnet.head().await, CATCH_UP).await;
     found_out(
         &devnet,
         &mut agent,
@@ -603,7 +632,13 @@ async fn a_chain_that_hashes_blocks_its_own_way_is_followed_by_consensus() {
     })
     .await;
     settle_and_check(&mut agent, &devnet).await;
-    assert_eq!(records(dir.path()).iter().filter(|r| r.reason.as_str() != "ChainReorg").count(), 0);
+    assert_eq!(
+        records(dir.path())
+            .iter()
+            .filter(|r| r.reason.as_str() != "ChainReorg")
+            .count(),
+        0
+    );
     let m = http_get(&format!("{}/metrics", agent.api_url().await))
         .await
         .1;

@@ -405,9 +405,7 @@ impl ChainFollower {
                 }
             }
             let tip_before = self.canonical.tip();
-            let blocked = self
-                .hash_scheme_until
-                .is_some_and(|t| Instant::now() < t);
+            let blocked = self.hash_scheme_until.is_some_and(|t| Instant::now() < t);
             let stepped = if blocked {
                 Ok(())
             } else {

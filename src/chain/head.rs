@@ -91,7 +91,9 @@ impl HeadTimes {
     pub fn forget_below(&self, number: u64) {
         let mut steps = self.lock();
         // Keep the first step at or above `number`: it is when `number` became known.
-        while steps.len() > 1 && steps.get(1).is_some_and(|&(n, _)| n <= number) && steps[0].0 < number
+        while steps.len() > 1
+            && steps.get(1).is_some_and(|&(n, _)| n <= number)
+            && steps[0].0 < number
         {
             steps.pop_front();
         }
@@ -143,8 +145,13 @@ impl HeadTracker {
     /// `best` may also be lower than before: a head that was believed while its provider was the
     /// only one heard from is withdrawn once others contradict it.
     pub fn publish(&self, best: Option<u64>, number: u64, hash: Option<B256>) {
+        self.publish_at(best, number, hash, SystemTime::now())
+    }
+
+    /// [`Self::publish`] of news learned at `at` (a polled head: when its request left).
+    pub fn publish_at(&self, best: Option<u64>, number: u64, hash: Option<B256>, at: SystemTime) {
         let Some(best) = best else { return };
-        self.times.record(best, SystemTime::now());
+        self.times.record(best, at);
         let hash = hash.filter(|_| number == best);
         self.tx.send_if_modified(|current| {
             let news = match current {
@@ -192,7 +199,7 @@ impl HeadTracker {
             };
             match answer {
                 // The corroborated head, not whatever this provider said.
-                Ok(n) => self.publish(pool.heads().best(), n, None),
+                Ok((n, sent)) => self.publish_at(pool.heads().best(), n, None, sent),
                 Err(e) => tracing::debug!(chain = %self.chain, provider = %provider.name,
                     error = %e, "head poll failed"),
             }
@@ -409,7 +416,11 @@ mod tests {
         times.record(15, at(105));
         assert_eq!(times.known_at(8), Some(at(100)));
         assert_eq!(times.known_at(10), Some(at(100)));
-        assert_eq!(times.known_at(11), Some(at(105)), "known when the head reached it");
+        assert_eq!(
+            times.known_at(11),
+            Some(at(105)),
+            "known when the head reached it"
+        );
         assert_eq!(times.known_at(16), None);
         assert_eq!(times.first(), Some(at(100)));
         times.forget_below(12);

@@ -408,8 +408,7 @@ mod tests {
             assert_eq!(served.hash, genesis.hash);
             assert!(c.is_canonical(&served));
         }
-        let json: RpcBlock =
-            serde_json::from_value(c.by_number(0).unwrap().to_json(None)).unwrap();
+        let json: RpcBlock = serde_json::from_value(c.by_number(0).unwrap().to_json(None)).unwrap();
         json.verify_hash().unwrap();
         assert_eq!(json.header.hash, genesis.hash);
         c.reorg(1_000);

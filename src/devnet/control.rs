@@ -112,13 +112,13 @@ impl Ctx {
     }
 }
 
-/// Mines `blocks` blocks and announces each.
+/// Mines `blocks` blocks and announces each, each stamped with the time it was made.
 pub(super) fn mine(shared: &Shared, blocks: u64) -> u64 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
     let mut head = 0;
     for _ in 0..blocks {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let block = shared
             .chain
             .write()
@@ -210,7 +210,8 @@ fn module(ctx: Ctx) -> RpcModule<Ctx> {
         Ok::<_, ErrorObjectOwned>(json!({ "provider": node.name, "skipped": next }))
     })
     .expect("unique method name");
-    m.register_method("devnet_mine", |params, ctx, _| {
+    // Mining many blocks takes a while: on a blocking thread, so that the providers keep answering.
+    m.register_blocking_method("devnet_mine", |params, ctx, _| {
         let a: Mine = arg(&params)?;
         if a.blocks == 0 || a.blocks > MAX_MINE {
             return Err(invalid(format!("blocks must be between 1 and {MAX_MINE}")));

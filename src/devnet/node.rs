@@ -271,7 +271,9 @@ impl ProviderNode {
         shared: Arc<Shared>,
     ) -> std::io::Result<Self> {
         let state = Arc::new(Mutex::new(ProviderState {
-            salt: name.bytes().fold(1u8, |a, b| a.wrapping_mul(31).wrapping_add(b)),
+            salt: name
+                .bytes()
+                .fold(1u8, |a, b| a.wrapping_mul(31).wrapping_add(b)),
             ..ProviderState::default()
         }));
         let (handle, addr) = Self::serve(addr, shared.clone(), state.clone()).await?;

@@ -731,10 +731,7 @@ mod tests {
     fn blocks_a_reorg_replaced_are_chain_reorg_misses_in_a_streak() {
         let mut m = monitor();
         for n in 1..=5 {
-            assert_eq!(
-                m.emitted(&block(n, 1000 + 12 * n, 1001 + 12 * n)),
-                None
-            );
+            assert_eq!(m.emitted(&block(n, 1000 + 12 * n, 1001 + 12 * n)), None);
         }
         // A reorg replaces 4 and 5, 20 s after 5 was emitted, and brings 6.
         let orphan = alloy_primitives::B256::repeat_byte(0xaa);

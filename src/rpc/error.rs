@@ -40,7 +40,9 @@ pub enum RpcError {
     #[error("invalid block: {0}")]
     WrongBlock(String),
     /// A block whose claimed hash is not the keccak of its header (`block_hash_check = "header"`).
-    #[error("invalid block: block {number} claims hash {claimed} but its header hashes to {computed}")]
+    #[error(
+        "invalid block: block {number} claims hash {claimed} but its header hashes to {computed}"
+    )]
     HeaderHash {
         /// The block number.
         number: u64,

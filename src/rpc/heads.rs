@@ -159,8 +159,8 @@ struct Book {
     /// Disagreements per provider pair (lower index first).
     forks: BTreeMap<(usize, usize), u64>,
     best: Option<Announced>,
-    /// Blocks providers skipped: (provider, first, last); from `newHeads` sequences and from
-    /// `null` answers at or below a provider's own head.
+    /// Blocks providers skipped: (provider, first, last), found by checks (a gap in its `newHeads`
+    /// sequence, or a `null` answer, then `null` again with its head at or above the block).
     gaps: VecDeque<(usize, u64, u64)>,
     checks: VecDeque<Check>,
 }
@@ -267,7 +267,21 @@ impl HeadBook {
             let prev = b.entries[idx].last_pushed;
             if let Some(prev) = prev {
                 if number > prev + 1 && number - prev <= MAX_GAP {
-                    Self::push_gap(&mut b, idx, prev + 1, number - 1);
+                    // Announcements go missing under load without anything else being wrong: a
+                    // block is skipped only if the provider does not serve it either, asked a
+                    // moment later.
+                    for n in prev + 1..number {
+                        Self::queue_locked(
+                            &mut b,
+                            Check {
+                                idx,
+                                number: n,
+                                kind: CheckKind::Null,
+                                due: now + self.rules.recheck_after,
+                            },
+                        );
+                    }
+                    self.checks_queued.notify_one();
                 }
             }
             b.entries[idx].last_pushed = Some(match prev {
@@ -342,9 +356,15 @@ impl HeadBook {
         self.corroborate(&mut b, now);
     }
 
-    /// Provider `idx` answered `null` for block `number` although it had reported a head at or
-    /// above it: it is asked again after `recheck_after` (a `null` then is a lie, and a skipped block).
+    /// Provider `idx` answered `null` for block `number`: if the chain head has reached it, the
+    /// provider is asked again after `recheck_after`, and a `null` then, with its own head at or
+    /// above `number` by that time, is a lie and a skipped block. (A provider a moment behind the
+    /// others, or a load balancer's node that is, serves it by then.)
     pub fn suspect_null(&self, idx: usize, number: u64, now: Instant) {
+        if self.best().is_none_or(|b| b < number) {
+            // Not known to exist yet: asking for it was a guess.
+            return;
+        }
         self.queue(Check {
             idx,
             number,
@@ -362,8 +382,7 @@ impl HeadBook {
     }
 
     fn queue_locked(b: &mut Book, check: Check) {
-        if b
-            .checks
+        if b.checks
             .iter()
             .any(|c| c.idx == check.idx && c.number == check.number && c.kind == check.kind)
         {
@@ -675,12 +694,21 @@ mod tests {
         let t = Instant::now();
         let b = book(2);
         b.suspect_null(1, 7, t);
+        assert!(
+            b.next_check_due().is_none(),
+            "no head yet: block 7 may not exist"
+        );
+        b.report(0, 8, None, false, t);
+        b.suspect_null(1, 7, t);
         b.suspect_null(1, 7, t);
         assert!(b.take_due_checks(t).is_empty(), "not yet due");
         assert_eq!(b.next_check_due(), Some(t + Duration::from_secs(1)));
         let due = b.take_due_checks(t + Duration::from_secs(1));
         assert_eq!(due.len(), 1, "queued once");
-        assert_eq!((due[0].idx, due[0].number, due[0].kind), (1, 7, CheckKind::Null));
+        assert_eq!(
+            (due[0].idx, due[0].number, due[0].kind),
+            (1, 7, CheckKind::Null)
+        );
         b.skipped(1, 7, 7);
         assert_eq!(b.take_gaps(), vec![(1, 7, 7)]);
     }
@@ -704,7 +732,10 @@ mod tests {
         assert_eq!(b.report(1, 10, h(1), true, t).disagree, Vec::<usize>::new());
         assert_eq!(b.report(2, 10, h(2), true, t).disagree, vec![0, 1]);
         // Announcing the same again is not a new disagreement.
-        assert_eq!(b.report(2, 10, h(2), false, t).disagree, Vec::<usize>::new());
+        assert_eq!(
+            b.report(2, 10, h(2), false, t).disagree,
+            Vec::<usize>::new()
+        );
         let forks = b.forks(&["a", "b", "c"]);
         assert_eq!(
             forks,
@@ -722,7 +753,7 @@ mod tests {
     }
 
     #[test]
-    fn gaps_in_a_pushed_sequence_are_kept_for_the_follower() {
+    fn gaps_in_a_pushed_sequence_are_checked() {
         let t = Instant::now();
         let b = book(2);
         b.report(0, 10, None, true, t);
@@ -733,11 +764,21 @@ mod tests {
         b.report(0, 12, None, true, t);
         b.report(0, 13, None, true, t);
         b.report(0, 500, None, true, t);
-        assert_eq!(b.take_gaps(), vec![(0, 12, 12)]);
-        assert!(b.take_gaps().is_empty());
+        let due = b.take_due_checks(t + Duration::from_secs(1));
+        let nulls: Vec<_> = due
+            .iter()
+            .filter(|c| c.kind == CheckKind::Null)
+            .map(|c| (c.idx, c.number))
+            .collect();
+        assert_eq!(nulls, vec![(0, 12)], "{due:?}");
         b.restart_sequence(0);
         b.report(0, 503, None, true, t);
-        assert!(b.take_gaps().is_empty(), "a reconnection is not a skip");
+        let due = b.take_due_checks(t + Duration::from_secs(1));
+        assert!(
+            due.iter().all(|c| c.kind != CheckKind::Null),
+            "a reconnection is not a skip: {due:?}"
+        );
+        assert!(b.take_gaps().is_empty(), "a gap alone is no skip");
     }
 
     #[test]

@@ -63,7 +63,8 @@ impl HashLedger {
             if l.mismatches.len() >= MISMATCHES {
                 l.mismatches.pop_front();
             }
-            l.mismatches.push_back((number, claimed, provider.to_owned()));
+            l.mismatches
+                .push_back((number, claimed, provider.to_owned()));
             return RpcError::HeaderHash {
                 number,
                 claimed,

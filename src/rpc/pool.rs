@@ -1132,7 +1132,6 @@ impl ProviderPool {
         let send = move |p: Arc<Provider>, sent: Arc<AtomicBool>| {
             let heads = heads.clone();
             async move {
-                let head = p.reported_head();
                 let (r, took) = p
                     .request_timed::<Option<RpcBlock>>(
                         method,
@@ -1140,7 +1139,7 @@ impl ProviderPool {
                         Some(&sent),
                     )
                     .await;
-                if matches!(r, Ok(None)) && head.is_some_and(|h| h >= number) {
+                if matches!(r, Ok(None)) {
                     heads.suspect_null(p.index, number, Instant::now());
                 }
                 (r, took)
@@ -1209,16 +1208,12 @@ impl ProviderPool {
         let send = move |p: Arc<Provider>, sent: Arc<AtomicBool>| {
             let heads = heads.clone();
             async move {
-                let head = p.reported_head();
                 let end = to.min(from.saturating_add(u64::from(p.max_batch.max(1)) - 1));
                 let (r, took) = p.batch_blocks(from, end, Some(&sent)).await;
-                if let (Ok(blocks), Some(head)) = (&r, head) {
-                    // The first block it did not serve, if it said it had it.
+                if let Ok(blocks) = &r {
+                    // The first block it did not serve.
                     if let Some(missing) = blocks.iter().position(Option::is_none) {
-                        let number = from + missing as u64;
-                        if number <= head {
-                            heads.suspect_null(p.index, number, Instant::now());
-                        }
+                        heads.suspect_null(p.index, from + missing as u64, Instant::now());
                     }
                 }
                 (r, took)
@@ -1294,6 +1289,7 @@ impl ProviderPool {
                 .collect(),
         );
         let mut checks = tokio::task::JoinSet::new();
+        let mut probed: Vec<Option<Instant>> = vec![None; self.providers.len()];
         loop {
             let checked = tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -1330,8 +1326,11 @@ impl ProviderPool {
                 // Idle (no call lately), or in use but not heard announcing a head lately (an
                 // HTTP-only provider that calls do not ask for the head).
                 let quiet = older(p.last_call()) || older(self.heads.provider(p.index).reported);
+                // A lagging provider whose head is polled is not quiet, but only a probe asks
+                // whether it is syncing.
+                let lagging = p.state() == State::Lagging && older(probed[p.index]);
                 let due = p.probe_due(now)
-                    || (quiet && !p.is_refused())
+                    || ((quiet || lagging) && !p.is_refused())
                     // Refused for another chain id: probed when its re-check is due.
                     || (p.is_refused() && p.needs_chain_check() && p.wrong_chain().is_some());
                 if !due || p.asked_to_wait_until().is_some() {
@@ -1340,6 +1339,7 @@ impl ProviderPool {
                 if probing[p.index].swap(true, Ordering::Relaxed) {
                     continue;
                 }
+                probed[p.index] = Some(now);
                 let (pool, provider, probing, cancel) =
                     (self.clone(), p.clone(), probing.clone(), cancel.clone());
                 probes.spawn(async move {
@@ -1361,7 +1361,8 @@ impl ProviderPool {
         let claim = c.kind == CheckKind::Claim;
         if provider.is_refused() || provider.asked_to_wait_until().is_some() {
             if claim {
-                self.heads.claim_checked(c.idx, c.number, false, Instant::now());
+                self.heads
+                    .claim_checked(c.idx, c.number, false, Instant::now());
             }
             return;
         }
@@ -1431,8 +1432,13 @@ impl ProviderPool {
 
     /// Asks `provider` alone for its head (`eth_blockNumber`, within its rate limit; its chain id
     /// first when a check is due) and records it: heads are read from every provider, so that one
-    /// provider's word never decides the chain head. Returns the head it reported.
-    pub async fn poll_head(&self, provider: &Provider) -> Result<u64, RpcError> {
+    /// provider's word never decides the chain head. Returns the head it reported and when the
+    /// request left (after any wait for the agent's own rate limit: what the agent could know by
+    /// then is not delayed by it).
+    pub async fn poll_head(
+        &self,
+        provider: &Provider,
+    ) -> Result<(u64, std::time::SystemTime), RpcError> {
         self.ensure_verified(provider)
             .await
             .map_err(|e| self.redact_error(e))?;
@@ -1448,7 +1454,7 @@ impl ProviderPool {
         provider.finish_attempt(&attempt, method, took, result.as_ref().err());
         let head = result?;
         provider.record_head(head, None, false);
-        Ok(head)
+        Ok((head, std::time::SystemTime::now() - took))
     }
 
     /// One probe of `provider`: its chain id when due, its newest block (head and hash into the head
@@ -1470,11 +1476,13 @@ impl ProviderPool {
                 .request_timed::<Option<RpcBlock>>(method, rpc_params!["latest", false], None)
                 .instrument(attempt.clone())
                 .await;
-            let result = result.map_err(|e| self.redact_error(e)).and_then(|b| {
-                b.ok_or_else(|| RpcError::InvalidResponse("no latest block".into()))
-                    .and_then(|b| b.check_hash(self.hash_check).map(|()| b))
-            })
-            .map_err(|e| provider.judge(e));
+            let result = result
+                .map_err(|e| self.redact_error(e))
+                .and_then(|b| {
+                    b.ok_or_else(|| RpcError::InvalidResponse("no latest block".into()))
+                        .and_then(|b| b.check_hash(self.hash_check).map(|()| b))
+                })
+                .map_err(|e| provider.judge(e));
             provider.finish_attempt(&attempt, method, took, result.as_ref().err());
             let Ok(block) = result else { return };
             provider.record_head(block.number(), Some(block.header.hash), false);
