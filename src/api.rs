@@ -1,15 +1,19 @@
 //! The agent's HTTP API, on `agent.http_listen`: `/health`, `/ready`, `/status`, `/stats`,
 //! `/report`, `/export` and `/metrics` (the Prometheus text exposition of the agent's OpenTelemetry
-//! metrics). Only `/export` takes parameters; any other parameter, and any other path, is a 4xx
-//! with a JSON error.
-//!
-//! Shutdown does not wait for slow clients: the agent's shutdown deadline aborts the server task.
+//! metrics). Only `/export` takes parameters; any other parameter, any other path and any other
+//! method is a 4xx with a JSON error. [`serve`] serves them
+//! within [`Limits`]: a connection cap, header and request timeouts, a body limit.
 
-use std::{net::SocketAddr, sync::Arc};
+mod server;
+
+use std::sync::Arc;
 
 use axum::{extract::State, http::header, response::IntoResponse, routing::get, Json, Router};
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
+pub use server::{
+    bind, harden, serve, Limits, ACCEPT_BACKLOG, MAX_CONNECTION_BUFFER, MAX_REQUEST_BODY,
+    MAX_REQUEST_HEAD,
+};
 
 use crate::{
     chain::Progress,
@@ -445,20 +449,4 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
         )],
         body,
     )
-}
-
-/// Binds `addr`.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await
-}
-
-/// Serves `router` on `listener` until `cancel` fires.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    cancel: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await
 }
