@@ -1,7 +1,7 @@
 //! The agent's HTTP API, on `agent.http_listen`: `/health`, `/ready`, `/status`, `/stats`,
 //! `/report`, `/export` and `/metrics` (the Prometheus text exposition of the agent's OpenTelemetry
-//! metrics). Only `/export` takes parameters; any other parameter, any other path and any other
-//! method is a 4xx with a JSON error. [`serve`] serves them
+//! metrics). Only `/export` takes parameters, each at most once; any other parameter, a repeated
+//! one, any other path and any other method is a 4xx with a JSON error. [`serve`] serves them
 //! within [`Limits`]: a connection cap, header and request timeouts, a body limit.
 
 mod server;
@@ -332,7 +332,15 @@ async fn export(
     use crate::monitor::export::{parse_since, render, Format, MAX_RECORDS};
     let mut format = Format::Json;
     let (mut chain, mut since) = (None, None);
+    let mut seen = Vec::new();
     for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        // A repeated parameter has no one meaning: refuse it rather than pick one.
+        if seen.contains(&key) {
+            return bad_request(format!(
+                "parameter {key:?} given more than once: give each of format, chain and since at most once"
+            ));
+        }
+        seen.push(key.clone());
         match key.as_ref() {
             "format" => match value.parse() {
                 Ok(f) => format = f,
