@@ -152,10 +152,9 @@ pub async fn run_with_observers(
         store: store.clone(),
     });
     let c = cancel.clone();
+    let limits = api::Limits::of(&config.agent);
     tasks.spawn(async move {
-        if let Err(e) = api::serve(listener, router, c).await {
-            tracing::error!(error = %e, "HTTP API stopped");
-        }
+        api::serve(listener, router, limits, c).await;
         ("http".to_owned(), Ok(()))
     });
     // The missed-block log file, written from the state database.

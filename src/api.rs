@@ -1,15 +1,19 @@
 //! The agent's HTTP API, on `agent.http_listen`: `/health`, `/ready`, `/status`, `/stats`,
 //! `/report`, `/export` and `/metrics` (the Prometheus text exposition of the agent's OpenTelemetry
-//! metrics). Only `/export` takes parameters; any other parameter, and any other path, is a 4xx
-//! with a JSON error.
-//!
-//! Shutdown does not wait for slow clients: the agent's shutdown deadline aborts the server task.
+//! metrics). Only `/export` takes parameters, each at most once; any other parameter, a repeated
+//! one, any other path and any other method is a 4xx with a JSON error. [`serve`] serves them
+//! within [`Limits`]: a connection cap, header and request timeouts, a body limit.
 
-use std::{net::SocketAddr, sync::Arc};
+mod server;
+
+use std::sync::Arc;
 
 use axum::{extract::State, http::header, response::IntoResponse, routing::get, Json, Router};
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
+pub use server::{
+    bind, harden, serve, Limits, ACCEPT_BACKLOG, MAX_CONNECTION_BUFFER, MAX_REQUEST_BODY,
+    MAX_REQUEST_HEAD,
+};
 
 use crate::{
     health::{judge, overall, ChainState, Snapshot, Verdict},
@@ -306,7 +310,15 @@ async fn export(
     use crate::monitor::export::{parse_since, render, Format, MAX_RECORDS};
     let mut format = Format::Json;
     let (mut chain, mut since) = (None, None);
+    let mut seen = Vec::new();
     for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        // A repeated parameter has no one meaning: refuse it rather than pick one.
+        if seen.contains(&key) {
+            return bad_request(format!(
+                "parameter {key:?} given more than once: give each of format, chain and since at most once"
+            ));
+        }
+        seen.push(key.clone());
         match key.as_ref() {
             "format" => match value.parse() {
                 Ok(f) => format = f,
@@ -406,20 +418,4 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
         )],
         body,
     )
-}
-
-/// Binds `addr`.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await
-}
-
-/// Serves `router` on `listener` until `cancel` fires.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    cancel: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await
 }

@@ -327,6 +327,7 @@ fn demo_config(devnet: &Devnet, dir: &std::path::Path, http: std::net::SocketAdd
             state_path: dir.join("demo.db"),
             http_listen: http,
             block_output: BlockOutputTarget::None,
+            ..AgentConfig::default()
         },
         telemetry: telemetry_config(),
         pool: PoolConfig {

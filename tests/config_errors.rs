@@ -143,3 +143,17 @@ fn bad_usage_exits_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
 }
+
+#[test]
+fn http_api_limits_above_zero() {
+    for (key, value) in [
+        ("http_max_connections", "0"),
+        ("http_header_timeout", "\"0s\""),
+        ("http_request_timeout", "\"0ms\""),
+    ] {
+        assert_rejected(
+            &GOOD.replace("[agent]", &format!("[agent]\n{key} = {value}")),
+            &[&format!("agent.{key}"), "out of range"],
+        );
+    }
+}

@@ -28,6 +28,17 @@ pub const DEFAULT_STATE_PATH: &str = "blockwatch.db";
 pub const DEFAULT_BLOCK_OUTPUT: &str = "stdout";
 /// Default address of the HTTP API (`/metrics`, …).
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9464";
+/// Default cap on the HTTP API's open connections.
+pub const DEFAULT_HTTP_MAX_CONNECTIONS: usize = 256;
+/// Largest accepted `agent.http_max_connections`.
+pub const MAX_HTTP_MAX_CONNECTIONS: usize = 65_536;
+/// Default time an HTTP API client has to send a whole request head (also the longest idle wait
+/// between two requests on a kept-alive connection).
+pub const DEFAULT_HTTP_HEADER_TIMEOUT: HumanDuration = HumanDuration::from_secs(5);
+/// Default time an HTTP API request has to be answered.
+pub const DEFAULT_HTTP_REQUEST_TIMEOUT: HumanDuration = HumanDuration::from_secs(10);
+/// Longest accepted HTTP API timeout.
+pub const MAX_HTTP_TIMEOUT: HumanDuration = HumanDuration::from_secs(3600);
 /// Default OpenTelemetry `service.name`.
 pub const DEFAULT_SERVICE_NAME: &str = "blockwatch";
 /// Default OTLP gRPC endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT` overrides; "" disables export).
@@ -256,6 +267,13 @@ pub struct AgentConfig {
     pub http_listen: std::net::SocketAddr,
     /// Where block lines go.
     pub block_output: BlockOutputTarget,
+    /// Most HTTP API connections open at once; further ones wait in the kernel's accept queue.
+    pub http_max_connections: usize,
+    /// An HTTP API client that has not sent a whole request head this long after connecting, or
+    /// after its previous response, is disconnected.
+    pub http_header_timeout: HumanDuration,
+    /// An HTTP API request not answered within this is a 503 with a JSON error.
+    pub http_request_timeout: HumanDuration,
 }
 
 impl Default for AgentConfig {
@@ -264,7 +282,38 @@ impl Default for AgentConfig {
             state_path: PathBuf::from(DEFAULT_STATE_PATH),
             http_listen: DEFAULT_HTTP_LISTEN.parse().expect("valid default address"),
             block_output: BlockOutputTarget::Stdout,
+            http_max_connections: DEFAULT_HTTP_MAX_CONNECTIONS,
+            http_header_timeout: DEFAULT_HTTP_HEADER_TIMEOUT,
+            http_request_timeout: DEFAULT_HTTP_REQUEST_TIMEOUT,
         }
+    }
+}
+
+impl AgentConfig {
+    /// The HTTP API's limits: a cap of at least one connection, timeouts above zero and at most
+    /// an hour.
+    fn validate_http(&self) -> Result<(), ConfigError> {
+        if !(1..=MAX_HTTP_MAX_CONNECTIONS).contains(&self.http_max_connections) {
+            return Err(ConfigError::invalid(
+                "agent.http_max_connections",
+                format!(
+                    "{} is out of range: between 1 and {MAX_HTTP_MAX_CONNECTIONS}",
+                    self.http_max_connections
+                ),
+            ));
+        }
+        for (key, d) in [
+            ("agent.http_header_timeout", self.http_header_timeout),
+            ("agent.http_request_timeout", self.http_request_timeout),
+        ] {
+            if d.0.is_zero() || d > MAX_HTTP_TIMEOUT {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("{d} is out of range: above zero and at most {MAX_HTTP_TIMEOUT}"),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -910,6 +959,7 @@ impl Config {
                 "must not be empty",
             ));
         }
+        self.agent.validate_http()?;
         if let Err(e) = self
             .telemetry
             .log_level

@@ -295,3 +295,40 @@ fn alert_channels_refuse_clear_text_credentials_and_bad_headers() {
         "{msg}"
     );
 }
+
+#[test]
+fn http_api_limits_are_read_and_checked() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.agent.http_max_connections, DEFAULT_HTTP_MAX_CONNECTIONS);
+    assert_eq!(c.agent.http_header_timeout, DEFAULT_HTTP_HEADER_TIMEOUT);
+    assert_eq!(c.agent.http_request_timeout, DEFAULT_HTTP_REQUEST_TIMEOUT);
+    let agent = |body: &str| parse(&format!("[agent]\n{body}\n{MINIMAL}"));
+    let c = agent(
+        "http_max_connections = 8\nhttp_header_timeout = \"250ms\"\nhttp_request_timeout = \"2s\"",
+    )
+    .unwrap();
+    assert_eq!(c.agent.http_max_connections, 8);
+    assert_eq!(c.agent.http_header_timeout, HumanDuration::from_millis(250));
+    assert_eq!(c.agent.http_request_timeout, HumanDuration::from_secs(2));
+    for (body, key) in [
+        ("http_max_connections = 0", "agent.http_max_connections"),
+        (
+            "http_max_connections = 1000000",
+            "agent.http_max_connections",
+        ),
+        ("http_max_connections = -1", "agent.http_max_connections"),
+        ("http_header_timeout = \"0s\"", "agent.http_header_timeout"),
+        ("http_header_timeout = \"2h\"", "agent.http_header_timeout"),
+        (
+            "http_request_timeout = \"0ms\"",
+            "agent.http_request_timeout",
+        ),
+        (
+            "http_request_timeout = \"soon\"",
+            "agent.http_request_timeout",
+        ),
+    ] {
+        let msg = agent(body).unwrap_err().to_string();
+        assert!(msg.contains(key), "{body}: {msg}");
+    }
+}
