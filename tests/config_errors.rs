@@ -73,6 +73,38 @@ fn good_config_prints_with_secrets_redacted() {
 }
 
 #[test]
+fn a_short_key_written_in_the_url_path_is_never_printed() {
+    // Written out, not from `${…}`: only its shape (no known route word) gives it away.
+    let config = GOOD.replace("${TEST_PROVIDER_KEY}", "SECRET123abc");
+    let out = blockwatch("check-config", &config);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stdout.contains("\"https://eth-mainnet.g.alchemy.com/v2/<redacted>\""),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("SECRET123abc") && !stderr.contains("SECRET123abc"),
+        "{stdout}{stderr}"
+    );
+    // Nor in the message about a bad URL.
+    let bad = config.replace("https://eth-mainnet", "htps://eth-mainnet");
+    assert_rejected(&bad, &["chains[0].providers[0].url", "scheme"]);
+    for cmd in ["check-config", "run"] {
+        let out = blockwatch(cmd, &bad);
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!all.contains("SECRET123abc"), "{cmd}: {all}");
+    }
+}
+
+#[test]
 fn unknown_key() {
     assert_rejected(
         &GOOD.replace("[agent]", "[agent]\nstate_dir = \"x\""),

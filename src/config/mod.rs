@@ -678,6 +678,11 @@ pub struct ProviderConfig {
     /// Optional WebSocket endpoint for the `newHeads` subscription.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ws_url: Option<String>,
+    /// The paths of `url` and `ws_url` hold no secret and are shown as they are (a self-hosted
+    /// node); by default every path segment that is not a known public route word is hidden.
+    /// User-info and query values are hidden either way.
+    #[serde(default)]
+    pub public_url: bool,
     /// Lower is preferred by `selection = "priority"`.
     #[serde(default)]
     pub priority: u32,
@@ -760,13 +765,16 @@ impl Config {
                         .values()
                         .flat_map(|v| crate::redact::header_secrets(v)),
                 );
-                secrets.extend(crate::redact::url_secrets(&p.url));
+                secrets.extend(crate::redact::url_secrets(&p.url, p.public_url));
                 if let Some(ws) = &p.ws_url {
-                    secrets.extend(crate::redact::url_secrets(ws));
+                    secrets.extend(crate::redact::url_secrets(ws, p.public_url));
                 }
             }
         }
-        secrets.extend(crate::redact::url_secrets(&config.telemetry.otlp_endpoint));
+        secrets.extend(crate::redact::url_secrets(
+            &config.telemetry.otlp_endpoint,
+            false,
+        ));
         secrets.extend(config.alerts.secrets());
         config.secrets = secrets;
         config.validate()?;
@@ -966,9 +974,16 @@ impl Config {
                         ),
                     ));
                 }
-                check_url(&key("url"), &prov.url, &["http", "https"], &redactor)?;
+                let public = prov.public_url;
+                check_url(
+                    &key("url"),
+                    &prov.url,
+                    public,
+                    &["http", "https"],
+                    &redactor,
+                )?;
                 if let Some(ws) = &prov.ws_url {
-                    check_url(&key("ws_url"), ws, &["ws", "wss"], &redactor)?;
+                    check_url(&key("ws_url"), ws, public, &["ws", "wss"], &redactor)?;
                 }
                 if prov.timeout.0.is_zero() {
                     return Err(ConfigError::invalid(key("timeout"), "must be above zero"));
@@ -1036,8 +1051,8 @@ impl Config {
         }
         for chain in &mut c.chains {
             for p in &mut chain.providers {
-                p.url = r.url(&p.url);
-                p.ws_url = p.ws_url.as_deref().map(|u| r.url(u));
+                p.url = r.url_with(&p.url, p.public_url);
+                p.ws_url = p.ws_url.as_deref().map(|u| r.url_with(u, p.public_url));
                 for v in p.headers.values_mut() {
                     *v = REDACTED.to_owned();
                 }
@@ -1064,10 +1079,11 @@ impl Config {
 fn check_url(
     key: &str,
     value: &str,
+    public_path: bool,
     schemes: &[&str],
     redactor: &Redactor,
 ) -> Result<(), ConfigError> {
-    let shown = redactor.url(value);
+    let shown = redactor.url_with(value, public_path);
     let url = url::Url::parse(value).map_err(|e| {
         ConfigError::invalid(
             key,

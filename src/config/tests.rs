@@ -295,3 +295,56 @@ fn alert_channels_refuse_clear_text_credentials_and_bad_headers() {
         "{msg}"
     );
 }
+
+#[test]
+fn provider_url_paths_are_hidden_unless_marked_public() {
+    // A 12-character key: too short for a length rule, hidden because it is no known route word.
+    let text = MINIMAL.replace(
+        "http://127.0.0.1:8545\"",
+        "http://host/v2/SECRET123abc\"\n  ws_url = \"ws://host/ws/v2/SECRET123abc\"",
+    );
+    let c = parse(&text).unwrap();
+    assert!(!c.chains[0].providers[0].public_url);
+    let shown = c.to_redacted_toml();
+    assert!(!shown.contains("SECRET123abc"), "{shown}");
+    assert!(
+        shown.contains("\"http://host/v2/<redacted>\"")
+            && shown.contains("\"ws://host/ws/v2/<redacted>\"")
+            && shown.contains("public_url = false"),
+        "{shown}"
+    );
+    // …and found in free text, where a transport error may quote it.
+    assert_eq!(
+        c.redactor()
+            .redact("error sending request for url (http://host/v2/SECRET123abc)"),
+        "error sending request for url (http://host/v2/<redacted>)"
+    );
+    let msg = err_of(&text.replace("http://host", "htp://host"));
+    assert!(
+        msg.contains("scheme") && !msg.contains("SECRET123abc"),
+        "{msg}"
+    );
+
+    // A self-hosted node: its path is shown, user-info and query values are not.
+    let text = MINIMAL.replace(
+        "http://127.0.0.1:8545\"",
+        "http://ops:pa55w0rd-ops@10.0.0.5:8545/some/route?token=t0k3n-t0k3n\"\n  ws_url = \"ws://10.0.0.5:8546/some/route\"\n  public_url = true",
+    );
+    let c = parse(&text).unwrap();
+    assert!(c.chains[0].providers[0].public_url);
+    let shown = c.to_redacted_toml();
+    assert!(
+        shown.contains("\"http://<redacted>@10.0.0.5:8545/some/route?token=<redacted>\"")
+            && shown.contains("\"ws://10.0.0.5:8546/some/route\"")
+            && shown.contains("public_url = true"),
+        "{shown}"
+    );
+    let r = c.redactor();
+    assert_eq!(r.redact("POST /some/route"), "POST /some/route");
+    assert_eq!(
+        r.redact("t0k3n-t0k3n pa55w0rd-ops"),
+        "<redacted> <redacted>"
+    );
+    let msg = err_of(&format!("{MINIMAL}\n  public_url = \"yes\"\n"));
+    assert!(msg.contains("chains[0].providers[0].public_url"), "{msg}");
+}
