@@ -1,10 +1,11 @@
-//! The agent's configuration: TOML with `${ENV}` expansion, human durations and sizes, unknown keys
-//! rejected, and every invalid value reported with the key it came from.
+//! The agent's configuration: TOML with `${ENV}` and `${file:PATH}` expansion, human durations and
+//! sizes, unknown keys rejected, and every invalid value reported with the key it came from.
 //!
 //! Loading happens in three steps: the file is parsed as plain TOML, `${NAME}` references in string
-//! values are expanded from the environment (the expanded values of secret-bearing keys are collected
-//! for the [`Redactor`]), and the result is deserialized into [`Config`] and checked by
-//! [`Config::validate`]. Every default lives in a `DEFAULT_*` constant below.
+//! values are expanded from the environment and `${file:PATH}` references from files (the expanded
+//! values of secret-bearing keys and every file's content are collected for the [`Redactor`]), and
+//! the result is deserialized into [`Config`] and checked by [`Config::validate`]. Every default
+//! lives in a `DEFAULT_*` constant below.
 
 pub mod alerts;
 mod env;
@@ -748,7 +749,11 @@ impl Config {
             message: e.to_string(),
         })?;
         let mut secrets = Vec::new();
-        env::expand(&mut value, "", lookup, &mut secrets)?;
+        let sources = env::Sources {
+            lookup,
+            base_dir: path.parent().unwrap_or(Path::new("")),
+        };
+        env::expand(&mut value, "", &sources, &mut secrets)?;
         let mut config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
             let key = if key == "." {
@@ -756,7 +761,11 @@ impl Config {
             } else {
                 key
             };
-            ConfigError::invalid(key, e.into_inner().message().to_owned())
+            // serde quotes the value it could not take: it may have come from a secret.
+            hide_secrets(
+                ConfigError::invalid(key, e.into_inner().message().to_owned()),
+                &secrets,
+            )
         })?;
         for chain in &config.chains {
             for p in &chain.providers {
@@ -777,7 +786,9 @@ impl Config {
         ));
         secrets.extend(config.alerts.secrets());
         config.secrets = secrets;
-        config.validate()?;
+        config
+            .validate()
+            .map_err(|e| hide_secrets(e, &config.secrets))?;
         Ok(config)
     }
 
@@ -1069,10 +1080,25 @@ impl Config {
         c
     }
 
-    /// The effective configuration as TOML, secrets redacted.
+    /// The effective configuration as TOML, secrets redacted: the secret-bearing keys by
+    /// [`Config::redacted`], and every known secret wherever else it is (a `${file:…}` value in
+    /// any key).
     pub fn to_redacted_toml(&self) -> String {
-        toml::to_string_pretty(&self.redacted())
-            .unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+        let text = toml::to_string_pretty(&self.redacted())
+            .unwrap_or_else(|e| format!("# cannot render config: {e}\n"));
+        self.redactor().redact(&text)
+    }
+}
+
+/// `error` with the known `secrets` replaced in its message (a message may quote a value, and the
+/// value may have come from a secret file).
+fn hide_secrets(error: ConfigError, secrets: &[String]) -> ConfigError {
+    match error {
+        ConfigError::Invalid { key, message } => ConfigError::Invalid {
+            key,
+            message: Redactor::new(secrets.iter().cloned()).redact(&message),
+        },
+        other => other,
     }
 }
 

@@ -348,3 +348,67 @@ fn provider_url_paths_are_hidden_unless_marked_public() {
     let msg = err_of(&format!("{MINIMAL}\n  public_url = \"yes\"\n"));
     assert!(msg.contains("chains[0].providers[0].public_url"), "{msg}");
 }
+
+#[test]
+fn file_secrets_are_read_collected_and_never_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, content: &str| std::fs::write(dir.path().join(name), content).unwrap();
+    write("provider.key", "F1leK3y-abc\n");
+    write("service", "svc-from-file\r\n");
+    write("timeout", "s3cret-timeout\n");
+    write("chain", "chain-n4me-s3cret\n");
+    let load =
+        |text: &str| Config::from_toml_str(text, &dir.path().join("blockwatch.toml"), &|_| None);
+    // A relative path is relative to the config file's directory (not the working directory).
+    let text = format!(
+        "[telemetry]\nservice_name = \"${{file:service}}\"\n{}",
+        MINIMAL.replace(
+            "http://127.0.0.1:8545\"",
+            "http://127.0.0.1:8545/${file:provider.key}\"\n  public_url = true"
+        )
+    );
+    let c = load(&text).unwrap();
+    assert_eq!(
+        c.chains[0].providers[0].url,
+        "http://127.0.0.1:8545/F1leK3y-abc"
+    );
+    assert_eq!(c.telemetry.service_name, "svc-from-file");
+    for s in ["F1leK3y-abc", "svc-from-file"] {
+        assert!(c.secrets.iter().any(|x| x == s), "{s} not a secret");
+        assert_eq!(c.redactor().redact(&format!("[{s}]")), "[<redacted>]");
+    }
+    // Redacted in any key, and in a public URL too: a value read from a file is always secret.
+    let shown = c.to_redacted_toml();
+    assert!(
+        !shown.contains("F1leK3y-abc") && !shown.contains("svc-from-file"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("service_name = \"<redacted>\"")
+            && shown.contains("url = \"http://127.0.0.1:8545/<redacted>\""),
+        "{shown}"
+    );
+    // Messages that quote a value do not quote it when it came from a file.
+    let msg = load(&format!("{MINIMAL}\n  timeout = \"${{file:timeout}}\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("chains[0].providers[0].timeout") && !msg.contains("s3cret-timeout"),
+        "{msg}"
+    );
+    let twice = MINIMAL.replace("name = \"local\"", "name = \"${file:chain}\"");
+    let msg = load(&format!("{twice}\n{twice}")).unwrap_err().to_string();
+    assert!(
+        msg.contains("chains[1].name") && msg.contains("duplicate") && !msg.contains("n4me"),
+        "{msg}"
+    );
+    // A missing file names the key and the path.
+    let msg = load(&MINIMAL.replace("8545\"", "8545/${file:absent.key}\""))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("chains[0].providers[0].url")
+            && msg.contains(&dir.path().join("absent.key").display().to_string()),
+        "{msg}"
+    );
+}
