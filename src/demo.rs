@@ -315,6 +315,7 @@ fn demo_config(devnet: &Devnet, dir: &std::path::Path, http: std::net::SocketAdd
             name: p.name.clone(),
             url: p.http_url(),
             ws_url: Some(p.ws_url()),
+            public_url: false,
             priority: i as u32,
             timeout: HumanDuration::from_millis(500),
             rate_limit: RateLimitConfig::default(),

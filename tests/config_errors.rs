@@ -20,13 +20,25 @@ expected_block_time = "12s"
 "#;
 
 fn blockwatch(cmd: &str, config: &str) -> Output {
+    blockwatch_with_files(cmd, config, &[])
+}
+
+/// Runs `cmd` on `config`, written with `files` (name, content) beside it; the working directory
+/// is another directory, so that a relative `${file:…}` path only works from the config's.
+fn blockwatch_with_files(cmd: &str, config: &str, files: &[(&str, &str)]) -> Output {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("blockwatch.toml");
     std::fs::write(&path, config).unwrap();
+    for (name, content) in files {
+        let file = dir.path().join(name);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, content).unwrap();
+    }
+    let cwd = tempfile::tempdir().unwrap();
     Command::new(env!("CARGO_BIN_EXE_blockwatch"))
         .args([cmd, "--config"])
         .arg(&path)
-        .current_dir(dir.path())
+        .current_dir(cwd.path())
         .env("TEST_PROVIDER_KEY", "Zq81kLmN0pQrStUvWx")
         .env("TEST_HEADER_KEY", "hdr-secret-value")
         .output()
@@ -69,6 +81,109 @@ fn good_config_prints_with_secrets_redacted() {
     assert!(
         !stdout.contains("Zq81kLmN0pQrStUvWx") && !stdout.contains("hdr-secret-value"),
         "{stdout}"
+    );
+}
+
+#[test]
+fn a_short_key_written_in_the_url_path_is_never_printed() {
+    // Written out, not from `${…}`: only its shape (no known route word) gives it away.
+    let config = GOOD.replace("${TEST_PROVIDER_KEY}", "SECRET123abc");
+    let out = blockwatch("check-config", &config);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stdout.contains("\"https://eth-mainnet.g.alchemy.com/v2/<redacted>\""),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("SECRET123abc") && !stderr.contains("SECRET123abc"),
+        "{stdout}{stderr}"
+    );
+    // Nor in the message about a bad URL.
+    let bad = config.replace("https://eth-mainnet", "htps://eth-mainnet");
+    assert_rejected(&bad, &["chains[0].providers[0].url", "scheme"]);
+    for cmd in ["check-config", "run"] {
+        let out = blockwatch(cmd, &bad);
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!all.contains("SECRET123abc"), "{cmd}: {all}");
+    }
+}
+
+/// A provider key read from a file, 12 characters like the short key above.
+const FILE_KEY: &str = "F1leK3y-7xQz";
+
+#[test]
+fn a_key_read_from_a_file_is_used_and_never_printed() {
+    let config = GOOD.replace("${TEST_PROVIDER_KEY}", "${file:secrets/provider.key}");
+    let out = blockwatch_with_files(
+        "check-config",
+        &config,
+        &[("secrets/provider.key", &format!("{FILE_KEY}\n"))],
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stdout.contains("\"https://eth-mainnet.g.alchemy.com/v2/<redacted>\""),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains(FILE_KEY) && !stderr.contains(FILE_KEY),
+        "{stdout}{stderr}"
+    );
+    // Read from a file in a key that carries no secret, it is still never printed.
+    let config = format!(
+        "[telemetry]\nservice_name = \"${{file:secrets/provider.key}}\"\n{}",
+        GOOD
+    );
+    let out = blockwatch_with_files(
+        "check-config",
+        &config,
+        &[("secrets/provider.key", FILE_KEY)],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stdout.contains("service_name = \"<redacted>\"") && !stdout.contains(FILE_KEY),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn missing_secret_file() {
+    // Exit 2 from check-config and run, naming the key and the path.
+    assert_rejected(
+        &GOOD.replace(
+            "${TEST_PROVIDER_KEY}",
+            "${file:/run/secrets/blockwatch-test-missing}",
+        ),
+        &[
+            "chains[0].providers[0].url",
+            "/run/secrets/blockwatch-test-missing",
+            "cannot read secret file",
+        ],
+    );
+    // A relative path is looked for beside the config file, and named so.
+    assert_rejected(
+        &GOOD.replace("${TEST_HEADER_KEY}", "${file:absent.key}"),
+        &[
+            "chains[0].providers[0].headers.x-api-key",
+            "absent.key (relative to the config file's directory)",
+        ],
+    );
+    // No default for a file.
+    assert_rejected(
+        &GOOD.replace("${TEST_HEADER_KEY}", "${file:absent.key:-fallback}"),
+        &["chains[0].providers[0].headers.x-api-key", "no `:-default`"],
     );
 }
 

@@ -1,7 +1,9 @@
 //! What the agent exports over OTLP/gRPC, received by a real in-process gRPC receiver while the
 //! agent follows devnet through faults: spans per SPEC (names, kinds, attributes, parent links,
 //! error status, events), every metric with its attributes, log records with trace ids, the
-//! `traceparent` devnet saw matching an exported span — and a provider secret nowhere.
+//! `traceparent` devnet saw matching an exported span — and a provider secret nowhere (exported,
+//! logged, written, served or printed by `check-config`), whether it came from the environment, a
+//! `${file:…}` or was written in the URL path.
 
 mod common;
 
@@ -144,8 +146,14 @@ fn spans(r: &Received) -> Vec<Span> {
         .collect()
 }
 
+/// p0's API key in its query, from the environment.
 const SECRET_KEY: &str = "Zk3yS3cr3tPathSegment0123456789";
+/// p0's header value, from the environment.
 const SECRET_HEADER: &str = "header-secret-value-42";
+/// p0's key in its URL path, read with `${file:…}` (devnet's providers answer on any path).
+const FILE_KEY: &str = "f1le0b7c9e2d4a6f8b1c";
+/// A short key written out in p0's URL path: only its shape (no known route word) gives it away.
+const SHORT_KEY: &str = "SECRET123abc";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exports_spans_metrics_and_logs_per_spec_without_secrets() {
@@ -153,13 +161,15 @@ async fn exports_spans_metrics_and_logs_per_spec_without_secrets() {
     let (received, addr) = (receiver.received.clone(), receiver.addr);
     let devnet = DevnetProc::start(3, "200ms").await;
     let dir = tempfile::tempdir().unwrap();
-    // p0's URL carries a key in its path and query, and a header: none may leak.
+    // p0's URL carries keys in its path (one read from a file beside the config, one short and
+    // written out) and its query, and a header: none may leak.
+    std::fs::write(dir.path().join("provider.key"), format!("{FILE_KEY}\n")).unwrap();
     let cfg = devnet
         .agent_config("")
         .replacen(
             &format!("url = \"{}\"", devnet.info.providers[0].http),
             &format!(
-                "url = \"{}/v3/${{TEST_KEY}}?apikey=${{TEST_KEY}}\"\nheaders = {{ \"x-api-key\" = \"${{TEST_HEADER}}\" }}",
+                "url = \"{}/v3/${{file:provider.key}}/{SHORT_KEY}?apikey=${{TEST_KEY}}\"\nheaders = {{ \"x-api-key\" = \"${{TEST_HEADER}}\" }}",
                 devnet.info.providers[0].http
             ),
             1,
@@ -217,7 +227,16 @@ async fn exports_spans_metrics_and_logs_per_spec_without_secrets() {
         .iter()
         .find_map(|p| p["last_traceparent"].as_str().map(str::to_owned))
         .expect("devnet saw a traceparent header");
-    let (_, metrics_text) = http_get(&format!("{}/metrics", agent.api_url().await)).await;
+    let api = agent.api_url().await;
+    let (_, metrics_text) = http_get(&format!("{api}/metrics")).await;
+    let (status_code, status_text) = http_get(&format!("{api}/status")).await;
+    let (report_code, report_text) = http_get(&format!("{api}/report")).await;
+    assert_eq!((status_code, report_code), (200, 200));
+    // /status shows p0's URL, keys hidden.
+    assert!(
+        status_text.contains("/v3/<redacted>/<redacted>?apikey=<redacted>"),
+        "{status_text}"
+    );
     assert!(agent
         .signal_and_wait("TERM", Duration::from_secs(5))
         .success());
@@ -462,12 +481,67 @@ async fn exports_spans_metrics_and_logs_per_spec_without_secrets() {
         received.metrics.lock().unwrap(),
         logs
     );
-    for secret in [SECRET_KEY, SECRET_HEADER] {
-        assert!(!exported.contains(secret), "secret exported");
-        assert!(!agent.log().contains(secret), "secret logged");
-        assert!(!metrics_text.contains(secret), "secret served on /metrics");
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_blockwatch"))
+        .args(["check-config", "--config"])
+        .arg(&agent.config)
+        .env("TEST_KEY", SECRET_KEY)
+        .env("TEST_HEADER", SECRET_HEADER)
+        .output()
+        .unwrap();
+    assert!(check.status.success());
+    let checked = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(
+        checked.contains("/v3/<redacted>/<redacted>?apikey=<redacted>"),
+        "{checked}"
+    );
+    // Every file the agent wrote (its log, the block output, the missed-block log, the state
+    // database) but the config and the key file it was given.
+    let written = files_under(&agent.dir)
+        .into_iter()
+        .filter(|p| p != &agent.config && !p.ends_with("provider.key"))
+        .collect::<Vec<_>>();
+    assert!(written.contains(&agent.blocks_path()), "{written:?}");
+    for secret in [SECRET_KEY, SECRET_HEADER, FILE_KEY, SHORT_KEY] {
+        assert!(!exported.contains(secret), "{secret} exported");
+        assert!(!agent.log().contains(secret), "{secret} logged");
+        assert!(
+            !metrics_text.contains(secret),
+            "{secret} served on /metrics"
+        );
+        assert!(!status_text.contains(secret), "{secret} served on /status");
+        assert!(!report_text.contains(secret), "{secret} served on /report");
+        assert!(
+            !checked.contains(secret),
+            "{secret} printed by check-config"
+        );
+        for path in &written {
+            let bytes = std::fs::read(path).unwrap();
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{secret} written to {}",
+                path.display()
+            );
+        }
     }
     receiver.stop().await;
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -7,8 +7,9 @@
 //! - Grafana: the data sources are provisioned and linked both ways, the dashboards are valid
 //!   Grafana JSON whose data source references and variables resolve, and the agent's alert links
 //!   name their uids;
-//! - compose.yaml: every service of the stack, pinned images, mounts of files that exist, ports on
-//!   127.0.0.1 only, and every address one component gives for another matches what that one serves.
+//! - compose.yaml: every service of the stack, pinned images, mounts and secrets of files that exist,
+//!   ports on 127.0.0.1 only, and every address one component gives for another matches what that
+//!   one serves; the agent's config is valid with the secret files compose mounts for it.
 
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -519,6 +520,16 @@ fn compose_starts_the_stack_from_the_repository_files() {
                 assert!(root().join(src).exists(), "{name}: mounts missing {src}");
             }
         }
+        // Secrets are declared at the top level, from files of this repository.
+        for secret in list(s, "secrets") {
+            let file = str_of(&c["secrets"][secret.as_str()]["file"], &secret);
+            if let Some(rel) = file.strip_prefix("./") {
+                assert!(
+                    root().join(rel).is_file(),
+                    "{name}: secret {secret} missing {rel}"
+                );
+            }
+        }
         // Published ports are on loopback only.
         for p in list(s, "ports") {
             assert!(
@@ -637,16 +648,55 @@ fn compose_starts_the_stack_from_the_repository_files() {
     );
 }
 
+/// compose/blockwatch.toml passes `check-config` with the secret files compose mounts for it: each
+/// `${file:/run/secrets/NAME}` it reads is a secret of the blockwatch service, and is read here
+/// from the file compose.yaml gives for it. Their content is never printed.
 #[test]
 fn the_compose_agent_config_is_valid() {
+    let c = compose();
+    let mut config = read("compose/blockwatch.toml");
+    let mut contents = Vec::new();
+    for secret in list(&c["services"]["blockwatch"], "secrets") {
+        let file = str_of(&c["secrets"][secret.as_str()]["file"], &secret);
+        let path = root().join(file.strip_prefix("./").unwrap_or(file));
+        contents.push(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .trim_end()
+                .to_owned(),
+        );
+        config = config.replace(
+            &format!("${{file:/run/secrets/{secret}}}"),
+            &format!("${{file:{}}}", path.display()),
+        );
+    }
+    let unmounted: Vec<&str> = config
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && l.contains("${file:/run/secrets/"))
+        .collect();
+    assert!(
+        unmounted.is_empty(),
+        "secrets compose does not mount for blockwatch: {unmounted:?}"
+    );
+    assert!(
+        !contents.is_empty(),
+        "compose/blockwatch.toml reads no secret file"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blockwatch.toml");
+    std::fs::write(&path, config).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_blockwatch"))
         .args(["check-config", "--config"])
-        .arg(root().join("compose/blockwatch.toml"))
+        .arg(&path)
         .output()
         .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    for content in contents {
+        assert!(!stdout.contains(&content), "{stdout}");
+    }
 }

@@ -220,7 +220,10 @@ impl HeadTracker {
         let Some(ws_url) = provider.ws_url.clone() else {
             return;
         };
-        let shown = redactor.url(&ws_url);
+        let shown = provider
+            .display_ws_url
+            .clone()
+            .unwrap_or_else(|| redactor.url(&ws_url));
         let mut backoff = pool_cfg.ws_reconnect_backoff.0;
         loop {
             let outcome = tokio::select! {

@@ -315,7 +315,9 @@ pub fn redact_channel_url(url: &str) -> String {
 /// The parts of a channel URL that are credentials: user-info, query values, and path segments
 /// that look like ids or tokens (8 characters or more with a digit, or 20 or more).
 fn channel_url_secrets(url: &str) -> Vec<String> {
-    let mut out = crate::redact::url_secrets(url);
+    // User-info and query values; the path has its own rule here (`services`, `webhooks` and the
+    // like are no secrets, and would be replaced in every log line).
+    let mut out = crate::redact::url_secrets(url, true);
     if let Ok(u) = url::Url::parse(url) {
         out.extend(
             u.path()

@@ -1,10 +1,11 @@
-//! The agent's configuration: TOML with `${ENV}` expansion, human durations and sizes, unknown keys
-//! rejected, and every invalid value reported with the key it came from.
+//! The agent's configuration: TOML with `${ENV}` and `${file:PATH}` expansion, human durations and
+//! sizes, unknown keys rejected, and every invalid value reported with the key it came from.
 //!
 //! Loading happens in three steps: the file is parsed as plain TOML, `${NAME}` references in string
-//! values are expanded from the environment (the expanded values of secret-bearing keys are collected
-//! for the [`Redactor`]), and the result is deserialized into [`Config`] and checked by
-//! [`Config::validate`]. Every default lives in a `DEFAULT_*` constant below.
+//! values are expanded from the environment and `${file:PATH}` references from files (the expanded
+//! values of secret-bearing keys and every file's content are collected for the [`Redactor`]), and
+//! the result is deserialized into [`Config`] and checked by [`Config::validate`]. Every default
+//! lives in a `DEFAULT_*` constant below.
 
 pub mod alerts;
 mod env;
@@ -754,6 +755,11 @@ pub struct ProviderConfig {
     /// Optional WebSocket endpoint for the `newHeads` subscription.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ws_url: Option<String>,
+    /// The paths of `url` and `ws_url` hold no secret and are shown as they are (a self-hosted
+    /// node); by default every path segment that is not a known public route word is hidden.
+    /// User-info and query values are hidden either way.
+    #[serde(default)]
+    pub public_url: bool,
     /// Lower is preferred by `selection = "priority"`.
     #[serde(default)]
     pub priority: u32,
@@ -819,7 +825,11 @@ impl Config {
             message: e.to_string(),
         })?;
         let mut secrets = Vec::new();
-        env::expand(&mut value, "", lookup, &mut secrets)?;
+        let sources = env::Sources {
+            lookup,
+            base_dir: path.parent().unwrap_or(Path::new("")),
+        };
+        env::expand(&mut value, "", &sources, &mut secrets)?;
         let mut config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
             let key = if key == "." {
@@ -827,7 +837,11 @@ impl Config {
             } else {
                 key
             };
-            ConfigError::invalid(key, e.into_inner().message().to_owned())
+            // serde quotes the value it could not take: it may have come from a secret.
+            hide_secrets(
+                ConfigError::invalid(key, e.into_inner().message().to_owned()),
+                &secrets,
+            )
         })?;
         for chain in &config.chains {
             for p in &chain.providers {
@@ -836,16 +850,21 @@ impl Config {
                         .values()
                         .flat_map(|v| crate::redact::header_secrets(v)),
                 );
-                secrets.extend(crate::redact::url_secrets(&p.url));
+                secrets.extend(crate::redact::url_secrets(&p.url, p.public_url));
                 if let Some(ws) = &p.ws_url {
-                    secrets.extend(crate::redact::url_secrets(ws));
+                    secrets.extend(crate::redact::url_secrets(ws, p.public_url));
                 }
             }
         }
-        secrets.extend(crate::redact::url_secrets(&config.telemetry.otlp_endpoint));
+        secrets.extend(crate::redact::url_secrets(
+            &config.telemetry.otlp_endpoint,
+            false,
+        ));
         secrets.extend(config.alerts.secrets());
         config.secrets = secrets;
-        config.validate()?;
+        config
+            .validate()
+            .map_err(|e| hide_secrets(e, &config.secrets))?;
         Ok(config)
     }
 
@@ -1043,9 +1062,16 @@ impl Config {
                         ),
                     ));
                 }
-                check_url(&key("url"), &prov.url, &["http", "https"], &redactor)?;
+                let public = prov.public_url;
+                check_url(
+                    &key("url"),
+                    &prov.url,
+                    public,
+                    &["http", "https"],
+                    &redactor,
+                )?;
                 if let Some(ws) = &prov.ws_url {
-                    check_url(&key("ws_url"), ws, &["ws", "wss"], &redactor)?;
+                    check_url(&key("ws_url"), ws, public, &["ws", "wss"], &redactor)?;
                 }
                 if prov.timeout.0.is_zero() {
                     return Err(ConfigError::invalid(key("timeout"), "must be above zero"));
@@ -1113,8 +1139,8 @@ impl Config {
         }
         for chain in &mut c.chains {
             for p in &mut chain.providers {
-                p.url = r.url(&p.url);
-                p.ws_url = p.ws_url.as_deref().map(|u| r.url(u));
+                p.url = r.url_with(&p.url, p.public_url);
+                p.ws_url = p.ws_url.as_deref().map(|u| r.url_with(u, p.public_url));
                 for v in p.headers.values_mut() {
                     *v = REDACTED.to_owned();
                 }
@@ -1131,20 +1157,36 @@ impl Config {
         c
     }
 
-    /// The effective configuration as TOML, secrets redacted.
+    /// The effective configuration as TOML, secrets redacted: the secret-bearing keys by
+    /// [`Config::redacted`], and every known secret wherever else it is (a `${file:…}` value in
+    /// any key).
     pub fn to_redacted_toml(&self) -> String {
-        toml::to_string_pretty(&self.redacted())
-            .unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+        let text = toml::to_string_pretty(&self.redacted())
+            .unwrap_or_else(|e| format!("# cannot render config: {e}\n"));
+        self.redactor().redact(&text)
+    }
+}
+
+/// `error` with the known `secrets` replaced in its message (a message may quote a value, and the
+/// value may have come from a secret file).
+fn hide_secrets(error: ConfigError, secrets: &[String]) -> ConfigError {
+    match error {
+        ConfigError::Invalid { key, message } => ConfigError::Invalid {
+            key,
+            message: Redactor::new(secrets.iter().cloned()).redact(&message),
+        },
+        other => other,
     }
 }
 
 fn check_url(
     key: &str,
     value: &str,
+    public_path: bool,
     schemes: &[&str],
     redactor: &Redactor,
 ) -> Result<(), ConfigError> {
-    let shown = redactor.url(value);
+    let shown = redactor.url_with(value, public_path);
     let url = url::Url::parse(value).map_err(|e| {
         ConfigError::invalid(
             key,

@@ -332,3 +332,120 @@ fn http_api_limits_are_read_and_checked() {
         assert!(msg.contains(key), "{body}: {msg}");
     }
 }
+
+#[test]
+fn provider_url_paths_are_hidden_unless_marked_public() {
+    // A 12-character key: too short for a length rule, hidden because it is no known route word.
+    let text = MINIMAL.replace(
+        "http://127.0.0.1:8545\"",
+        "http://host/v2/SECRET123abc\"\n  ws_url = \"ws://host/ws/v2/SECRET123abc\"",
+    );
+    let c = parse(&text).unwrap();
+    assert!(!c.chains[0].providers[0].public_url);
+    let shown = c.to_redacted_toml();
+    assert!(!shown.contains("SECRET123abc"), "{shown}");
+    assert!(
+        shown.contains("\"http://host/v2/<redacted>\"")
+            && shown.contains("\"ws://host/ws/v2/<redacted>\"")
+            && shown.contains("public_url = false"),
+        "{shown}"
+    );
+    // …and found in free text, where a transport error may quote it.
+    assert_eq!(
+        c.redactor()
+            .redact("error sending request for url (http://host/v2/SECRET123abc)"),
+        "error sending request for url (http://host/v2/<redacted>)"
+    );
+    let msg = err_of(&text.replace("http://host", "htp://host"));
+    assert!(
+        msg.contains("scheme") && !msg.contains("SECRET123abc"),
+        "{msg}"
+    );
+
+    // A self-hosted node: its path is shown, user-info and query values are not.
+    let text = MINIMAL.replace(
+        "http://127.0.0.1:8545\"",
+        "http://ops:pa55w0rd-ops@10.0.0.5:8545/some/route?token=t0k3n-t0k3n\"\n  ws_url = \"ws://10.0.0.5:8546/some/route\"\n  public_url = true",
+    );
+    let c = parse(&text).unwrap();
+    assert!(c.chains[0].providers[0].public_url);
+    let shown = c.to_redacted_toml();
+    assert!(
+        shown.contains("\"http://<redacted>@10.0.0.5:8545/some/route?token=<redacted>\"")
+            && shown.contains("\"ws://10.0.0.5:8546/some/route\"")
+            && shown.contains("public_url = true"),
+        "{shown}"
+    );
+    let r = c.redactor();
+    assert_eq!(r.redact("POST /some/route"), "POST /some/route");
+    assert_eq!(
+        r.redact("t0k3n-t0k3n pa55w0rd-ops"),
+        "<redacted> <redacted>"
+    );
+    let msg = err_of(&format!("{MINIMAL}\n  public_url = \"yes\"\n"));
+    assert!(msg.contains("chains[0].providers[0].public_url"), "{msg}");
+}
+
+#[test]
+fn file_secrets_are_read_collected_and_never_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, content: &str| std::fs::write(dir.path().join(name), content).unwrap();
+    write("provider.key", "F1leK3y-abc\n");
+    write("service", "svc-from-file\r\n");
+    write("timeout", "s3cret-timeout\n");
+    write("chain", "chain-n4me-s3cret\n");
+    let load =
+        |text: &str| Config::from_toml_str(text, &dir.path().join("blockwatch.toml"), &|_| None);
+    // A relative path is relative to the config file's directory (not the working directory).
+    let text = format!(
+        "[telemetry]\nservice_name = \"${{file:service}}\"\n{}",
+        MINIMAL.replace(
+            "http://127.0.0.1:8545\"",
+            "http://127.0.0.1:8545/${file:provider.key}\"\n  public_url = true"
+        )
+    );
+    let c = load(&text).unwrap();
+    assert_eq!(
+        c.chains[0].providers[0].url,
+        "http://127.0.0.1:8545/F1leK3y-abc"
+    );
+    assert_eq!(c.telemetry.service_name, "svc-from-file");
+    for s in ["F1leK3y-abc", "svc-from-file"] {
+        assert!(c.secrets.iter().any(|x| x == s), "{s} not a secret");
+        assert_eq!(c.redactor().redact(&format!("[{s}]")), "[<redacted>]");
+    }
+    // Redacted in any key, and in a public URL too: a value read from a file is always secret.
+    let shown = c.to_redacted_toml();
+    assert!(
+        !shown.contains("F1leK3y-abc") && !shown.contains("svc-from-file"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("service_name = \"<redacted>\"")
+            && shown.contains("url = \"http://127.0.0.1:8545/<redacted>\""),
+        "{shown}"
+    );
+    // Messages that quote a value do not quote it when it came from a file.
+    let msg = load(&format!("{MINIMAL}\n  timeout = \"${{file:timeout}}\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("chains[0].providers[0].timeout") && !msg.contains("s3cret-timeout"),
+        "{msg}"
+    );
+    let twice = MINIMAL.replace("name = \"local\"", "name = \"${file:chain}\"");
+    let msg = load(&format!("{twice}\n{twice}")).unwrap_err().to_string();
+    assert!(
+        msg.contains("chains[1].name") && msg.contains("duplicate") && !msg.contains("n4me"),
+        "{msg}"
+    );
+    // A missing file names the key and the path.
+    let msg = load(&MINIMAL.replace("8545\"", "8545/${file:absent.key}\""))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("chains[0].providers[0].url")
+            && msg.contains(&dir.path().join("absent.key").display().to_string()),
+        "{msg}"
+    );
+}

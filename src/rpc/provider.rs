@@ -168,8 +168,10 @@ pub struct Provider {
     pub name: String,
     /// The HTTP URL with credentials removed, fit for logs.
     pub display_url: String,
-    /// The WebSocket URL for `newHeads`, if configured (secret: show only through the redactor).
+    /// The WebSocket URL for `newHeads`, if configured (secret: show `display_ws_url` instead).
     pub ws_url: Option<String>,
+    /// The WebSocket URL with credentials removed, fit for logs.
+    pub display_ws_url: Option<String>,
     /// Lower is preferred by priority selection.
     pub priority: u32,
     /// Per-request timeout.
@@ -277,7 +279,7 @@ impl Provider {
             value.set_sensitive(true);
             headers.insert(name, value);
         }
-        let display_url = redactor.url(&cfg.url);
+        let display_url = redactor.url_with(&cfg.url, cfg.public_url);
         let server = url::Url::parse(&cfg.url)
             .map(|u| {
                 let host = u.host_str().unwrap_or_default().to_owned();
@@ -318,6 +320,10 @@ impl Provider {
             name: cfg.name.clone(),
             display_url,
             ws_url: cfg.ws_url.clone(),
+            display_ws_url: cfg
+                .ws_url
+                .as_deref()
+                .map(|u| redactor.url_with(u, cfg.public_url)),
             priority: cfg.priority,
             timeout: cfg.timeout.0,
             index: ctx.index,
