@@ -298,7 +298,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, i32> {
 }
 
 /// How long exporters get to flush at exit. With the agent's own 3 s drain, 0.4 s output sync and
-/// 0.3 s runtime stop, a stop stays under SPEC's 5 s.
+/// 0.3 s runtime stop, a stop stays under the promised 5 s.
 const TELEMETRY_FLUSH: std::time::Duration = std::time::Duration::from_millis(800);
 
 fn start_telemetry(
@@ -329,7 +329,7 @@ fn run_demo(args: DemoArgs) -> i32 {
 }
 
 /// Runs `job` on a fresh runtime with telemetry set up and the stop signals installed, then stops
-/// the runtime and flushes telemetry within SPEC's 5 s; returns the exit code.
+/// the runtime and flushes telemetry within the promised 5 s; returns the exit code.
 fn with_telemetry<F, Fut>(
     cfg: &crate::config::TelemetryConfig,
     redactor: crate::redact::Redactor,

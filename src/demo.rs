@@ -182,6 +182,16 @@ fn scenario() -> Vec<Step> {
             say: "p0 will never serve the next block",
             act: Action::Skip(0),
         },
+        Step {
+            after: s(4),
+            say: "p2 lies about its head: it claims 1,000 blocks more than it has",
+            act: Action::Fault(2, Some(Fault::HeadOffset { blocks: 1000 })),
+        },
+        Step {
+            after: s(6),
+            say: "p2 tells the truth again",
+            act: Action::Fault(2, None),
+        },
     ]
 }
 

@@ -1,4 +1,4 @@
-//! `GET /metrics` serves every metric the agent records, under SPEC's Prometheus names and
+//! `GET /metrics` serves every metric the agent records, under the documented Prometheus names and
 //! attributes, with `service_name` promoted to a label and no unbounded label values.
 
 mod common;

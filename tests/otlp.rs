@@ -1,5 +1,5 @@
 //! What the agent exports over OTLP/gRPC, received by a real in-process gRPC receiver while the
-//! agent follows devnet through faults: spans per SPEC (names, kinds, attributes, parent links,
+//! agent follows devnet through faults: spans as the README describes them (names, kinds, attributes, parent links,
 //! error status, events), every metric with its attributes, log records with trace ids, the
 //! `traceparent` devnet saw matching an exported span — and a provider secret nowhere (exported,
 //! logged, written, served or printed by `check-config`), whether it came from the environment, a
@@ -359,7 +359,7 @@ async fn exports_spans_metrics_and_logs_per_spec_without_secrets() {
     ));
     assert!(attr_str(&reorg.attributes, "common_ancestor").is_some());
     // Missed blocks (p0's HTTP 500s, the reorg's replaced heights) are events of their block's
-    // process_block span, with SPEC's attributes.
+    // process_block span, with the documented attributes.
     let missed: Vec<(&Span, _)> = spans
         .iter()
         .flat_map(|s| s.events.iter().map(move |e| (s, e)))

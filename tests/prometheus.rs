@@ -157,8 +157,8 @@ fn as_grafana_sends(expr: &str) -> String {
 
 /// Panels that have nothing to show in the demo, and why.
 const EMPTY_IN_THE_DEMO: &[(&str, &str)] = &[
-    // The demo serves no inconsistent block (no bad_hash fault in its scenario).
-    ("blockwatch-providers", "Blocks refused as inconsistent"),
+    // The demo serves no broken block (no bad_hash or wrong_block fault in its scenario).
+    ("blockwatch-providers", "Blocks refused"),
     // The Prometheus rules fire only after their `for:`, longer than the demo's faults last.
     ("blockwatch-overview", "Firing Prometheus alerts"),
 ];

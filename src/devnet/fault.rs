@@ -1,5 +1,5 @@
-//! The faults a devnet provider can be told to have, as SPEC's control API names them (plus
-//! `ws_silent`, an addition), and the HTTP layer that plays the transport-level ones.
+//! The faults a devnet provider can be told to have, as the control API names them, and the HTTP
+//! layer that plays the transport-level ones.
 
 use std::{
     future::Future,
@@ -54,17 +54,17 @@ pub enum Fault {
     /// Blocks are served with a hash that does not match their header.
     BadHash,
     /// WebSocket `newHeads` subscriptions stay open (pings and requests are answered) but deliver
-    /// no notification; HTTP and the head are unaffected. Not in SPEC's list: an addition.
+    /// no notification; HTTP and the head are unaffected.
     WsSilent,
     /// `eth_blockNumber` (and the `latest` tag) answer the real head plus `blocks` (negative: a
-    /// head that went back), while blocks are served as they are: a provider lying about its head.
-    /// An addition to SPEC's list.
+    /// head that went back), and `newHeads` announces each block that many blocks off, while blocks
+    /// are served as they are: a provider lying about its head.
     HeadOffset {
         /// Added to the head it reports.
         blocks: i64,
     },
     /// `eth_getBlockByNumber(N)` answers block N−1 (a real block, with its right hash, for another
-    /// number than asked). An addition to SPEC's list.
+    /// number than asked).
     WrongBlock,
 }
 

@@ -1,5 +1,5 @@
 //! The devnet: one simulated chain served by several providers over real JSON-RPC (HTTP and
-//! WebSocket, jsonrpsee's server), each of which can be told to fail in any of SPEC's ways (and with
+//! WebSocket, jsonrpsee's server), each of which can be told to fail in many ways (and with
 //! `ws_silent`, a quiet `newHeads` subscription) at runtime, through a control JSON-RPC endpoint or,
 //! in-process, through [`Devnet`]'s methods.
 

@@ -242,19 +242,28 @@ fn build_module(ctx: Ctx) -> RpcModule<Ctx> {
                         Err(broadcast::error::RecvError::Closed) => return Ok(()),
                     },
                 };
-                let (announce, bad_hash) = {
+                let (announce, bad_hash, offset) = {
                     let st = ctx.state();
                     (
                         st.stale_head.is_none()
                             && !st.skipped.contains(&block.number())
                             && !matches!(st.fault, Some(Fault::Down | Fault::WsSilent)),
                         matches!(st.fault, Some(Fault::BadHash)).then_some(st.salt),
+                        match st.fault {
+                            Some(Fault::HeadOffset { blocks }) => blocks,
+                            _ => 0,
+                        },
                     )
                 };
                 if !announce || !ctx.shared.chain().is_canonical(&block) {
                     continue;
                 }
-                let raw = serde_json::value::to_raw_value(&block.head_json(bad_hash))?;
+                let mut head = block.head_json(bad_hash);
+                if offset != 0 {
+                    // A lie about the head: the same header, announced at another height.
+                    head["number"] = json!(U64::from(block.number().saturating_add_signed(offset)));
+                }
+                let raw = serde_json::value::to_raw_value(&head)?;
                 sink.send(SubscriptionMessage::from(raw)).await?;
             }
         },

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::rpc::RpcError;
 
-/// Why a block was missed (SPEC's list).
+/// Why a block was missed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Reason {
     /// It came, but later than `max_block_delay` after its expected time.

@@ -11,9 +11,9 @@ pub const MAX_RECORDS: usize = 1_000_000;
 /// An export format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
-    /// A JSON array of SPEC's missed-block records.
+    /// A JSON array of missed-block records.
     Json,
-    /// CSV with SPEC's columns and a header line.
+    /// CSV with the record's columns and a header line.
     Csv,
 }
 
@@ -83,7 +83,7 @@ mod tests {
     use super::*;
 
     fn record(chain: &str) -> MissedBlock {
-        crate::monitor::record::tests::spec_example(chain)
+        crate::monitor::record::tests::readme_example(chain)
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The missed-block log: SPEC's JSON lines at `missed_block_log.path`, written in batches, rotated at
+//! The missed-block log: the records as JSON lines at `missed_block_log.path`, written in batches, rotated at
 //! `rotation_size` (rotated files get a timestamp suffix and, with `compress`, gzip), and rotated files
 //! older than `retention_days` removed (file-rotate does the rotation, compression and removal).
 //!

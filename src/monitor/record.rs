@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Reason, Severity};
 
-/// A missed block (SPEC's missed-block log line).
+/// A missed block (a line of the missed-block log).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MissedBlock {
     /// When it was found missing (Unix seconds).
@@ -70,8 +70,8 @@ impl MissedBlock {
 pub(crate) mod tests {
     use super::*;
 
-    /// SPEC's example record, of `chain`.
-    pub(crate) fn spec_example(chain: &str) -> MissedBlock {
+    /// The README's example record, of `chain`.
+    pub(crate) fn readme_example(chain: &str) -> MissedBlock {
         MissedBlock {
             timestamp: 1640995220,
             chain: chain.into(),
@@ -90,7 +90,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_record_is_specs_json_line() {
-        let r = spec_example("mainnet");
+        let r = readme_example("mainnet");
         let line = serde_json::to_string(&r).unwrap();
         assert_eq!(
             line,

@@ -350,7 +350,7 @@ pub fn read_stream(path: &Path) -> Vec<StreamEvent> {
         .collect()
 }
 
-/// Replays a stream by SPEC's rules and returns the canonical chain it describes. Panics if a block
+/// Replays a stream by the stream's rules and returns the canonical chain it describes. Panics if a block
 /// does not link to the one before it, if a (number, hash) is emitted twice, or if a reorg line is
 /// not followed by the new branch from `common_ancestor + 1`.
 pub fn canonical(events: &[StreamEvent]) -> Vec<BlockLine> {
