@@ -28,35 +28,6 @@ async fn get_json(agent: &Agent, path: &str) -> (u16, Value) {
     (code, v)
 }
 
-async fn status(agent: &Agent) -> Value {
-    get_json(agent, "/status").await.1
-}
-
-fn chain(status: &Value) -> &Value {
-    &status["chains"][0]
-}
-
-fn provider<'a>(status: &'a Value, name: &str) -> &'a Value {
-    chain(status)["providers"]
-        .as_array()
-        .expect("providers")
-        .iter()
-        .find(|p| p["name"] == name)
-        .expect("provider in /status")
-}
-
-/// Waits until `/status` satisfies `pred`; returns that status.
-async fn wait_status(agent: &Agent, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    wait_for(CATCH_UP, what, || {
-        let pred = &pred;
-        async move {
-            let s = status(agent).await;
-            pred(&s).then_some(s)
-        }
-    })
-    .await
-}
-
 /// `cfg` with every `ws_url` removed: heads by polling only.
 fn polling_only(cfg: &str) -> String {
     cfg.lines()
@@ -108,19 +79,19 @@ async fn a_burst_of_a_thousand_blocks_is_lag_not_misses_and_so_is_a_restart() {
 
     // While it lasts: lag, shown as such on every surface.
     let s = wait_status(&agent, "the chain catching up to the burst's end", |s| {
-        chain(s)["catch_up"]["to"].as_u64().unwrap_or(0) >= burst_from + 999
-            && chain(s)["behind_blocks"].as_u64().unwrap_or(0) > 100
+        first_chain(s)["catch_up"]["to"].as_u64().unwrap_or(0) >= burst_from + 999
+            && first_chain(s)["behind_blocks"].as_u64().unwrap_or(0) > 100
     })
     .await;
-    let all_alive = chain(&s)["providers"]
+    let all_alive = first_chain(&s)["providers"]
         .as_array()
         .unwrap()
         .iter()
         .all(|p| p["state"] == "alive");
     if all_alive {
-        assert_eq!(chain(&s)["status"], "catching_up", "{s:#}");
+        assert_eq!(first_chain(&s)["status"], "catching_up", "{s:#}");
     }
-    let c = &chain(&s)["catch_up"];
+    let c = &first_chain(&s)["catch_up"];
     assert!(c["from"].as_u64().unwrap() >= burst_from - 1, "{s:#}");
     assert!(c["to"].as_u64().unwrap() >= burst_from + 999, "{s:#}");
     let (code, h) = get_json(&agent, "/health").await;
@@ -146,7 +117,7 @@ async fn a_burst_of_a_thousand_blocks_is_lag_not_misses_and_so_is_a_restart() {
     let head = devnet.head().await;
     agent.wait_for_block(head, CATCH_UP).await;
     wait_status(&agent, "the catch-up to end", |s| {
-        chain(s)["status"] == "healthy" && chain(s)["catch_up"].is_null()
+        first_chain(s)["status"] == "healthy" && first_chain(s)["catch_up"].is_null()
     })
     .await;
     let lag: f64 = canonical(&agent.stream())
@@ -191,7 +162,7 @@ async fn worst_behind(agent: &Agent, devnet: &DevnetProc, for_how_long: Duration
     let mut worst = 0;
     while Instant::now() < until {
         let head = devnet.head().await;
-        let tip = chain(&status(agent).await)["last_processed_block"]
+        let tip = first_chain(&status_json(agent).await)["last_processed_block"]
             .as_u64()
             .unwrap_or(0);
         worst = worst.max(head.saturating_sub(tip));
@@ -212,7 +183,7 @@ async fn a_polling_leader_that_lies_about_its_head_is_found_out_and_never_moves_
     let mut agent = Agent::start(dir.path(), &cfg);
     agent.wait_for_block(3, CATCH_UP).await;
     wait_status(&agent, "p0 to lead", |s| {
-        chain(s)["current_provider"] == "p0"
+        first_chain(s)["current_provider"] == "p0"
     })
     .await;
 
@@ -221,7 +192,7 @@ async fn a_polling_leader_that_lies_about_its_head_is_found_out_and_never_moves_
         .set_fault("p0", json!({"kind": "head_offset", "blocks": 1000}))
         .await;
     let s = wait_status(&agent, "p0 inconsistent", |s| {
-        provider(s, "p0")["state"] == "inconsistent"
+        provider_of(s, "p0")["state"] == "inconsistent"
     })
     .await;
     let found_in = lied_at.elapsed();
@@ -230,7 +201,7 @@ async fn a_polling_leader_that_lies_about_its_head_is_found_out_and_never_moves_
         "found out after {found_in:?}, more than 3 poll intervals"
     );
     assert_eq!(
-        provider(&s, "p0")["state_reason"],
+        provider_of(&s, "p0")["state_reason"],
         "head ahead of every other provider, not served"
     );
     let lie = inconsistencies(&agent);
@@ -238,20 +209,20 @@ async fn a_polling_leader_that_lies_about_its_head_is_found_out_and_never_moves_
     assert_eq!(lie[0]["reason"], "head_ahead", "{lie:?}");
     // Never the leader while inconsistent; its head is not the chain's.
     let s = wait_status(&agent, "another leader", |s| {
-        chain(s)["current_provider"] != "p0"
+        first_chain(s)["current_provider"] != "p0"
     })
     .await;
     let real = devnet.head().await;
     assert!(
-        chain(&s)["head"].as_u64().unwrap() <= real + 1,
+        first_chain(&s)["head"].as_u64().unwrap() <= real + 1,
         "the liar's head was believed: {s:#}"
     );
     // The stream keeps up within one poll interval (500 ms = 2.5 blocks) of the real head.
     let worst = worst_behind(&agent, &devnet, Duration::from_secs(4)).await;
     assert!(worst <= 5, "the stream fell {worst} blocks behind");
-    let s = status(&agent).await;
-    assert_eq!(provider(&s, "p0")["state"], "inconsistent", "{s:#}");
-    assert_ne!(chain(&s)["current_provider"], "p0");
+    let s = status_json(&agent).await;
+    assert_eq!(provider_of(&s, "p0")["state"], "inconsistent", "{s:#}");
+    assert_ne!(first_chain(&s)["current_provider"], "p0");
     let m = http_get(&format!("{}/metrics", agent.api_url().await))
         .await
         .1;
@@ -283,7 +254,7 @@ async fn a_polling_leader_that_lies_about_its_head_is_found_out_and_never_moves_
     );
     // Back once it stops lying.
     wait_status(&agent, "p0 consistent again", |s| {
-        provider(s, "p0")["state"] == "alive"
+        provider_of(s, "p0")["state"] == "alive"
     })
     .await;
     assert!(agent
@@ -296,7 +267,7 @@ async fn a_polling_leader_that_lies_about_its_head_is_found_out_and_never_moves_
 async fn found_out(devnet: &DevnetProc, agent: &mut Agent, who: &str, fault: Value, reason: &str) {
     devnet.set_fault(who, fault.clone()).await;
     let s = wait_status(agent, &format!("{who} inconsistent for {fault}"), |s| {
-        provider(s, who)["state"] == "inconsistent" && chain(s)["current_provider"] != who
+        provider_of(s, who)["state"] == "inconsistent" && first_chain(s)["current_provider"] != who
     })
     .await;
     let lies = inconsistencies(agent);
@@ -306,7 +277,7 @@ async fn found_out(devnet: &DevnetProc, agent: &mut Agent, who: &str, fault: Val
         "{fault}: {lies:?}\n{s:#}"
     );
     // Every other provider is left alone.
-    for p in chain(&s)["providers"].as_array().unwrap() {
+    for p in first_chain(&s)["providers"].as_array().unwrap() {
         if p["name"] != who {
             assert_ne!(p["state"], "inconsistent", "{fault}: {s:#}");
         }
@@ -316,7 +287,7 @@ async fn found_out(devnet: &DevnetProc, agent: &mut Agent, who: &str, fault: Val
     devnet.clear_faults().await;
     settle_and_check(agent, devnet).await;
     wait_status(agent, &format!("{who} consistent again"), |s| {
-        provider(s, who)["state"] != "inconsistent"
+        provider_of(s, who)["state"] != "inconsistent"
     })
     .await;
 }
@@ -329,7 +300,7 @@ async fn a_head_gone_back_a_follower_far_ahead_and_a_wrong_block_are_each_found_
     let mut agent = Agent::start(dir.path(), &cfg);
     agent.wait_for_block(3, CATCH_UP).await;
     wait_status(&agent, "p0 to lead", |s| {
-        chain(s)["current_provider"] == "p0"
+        first_chain(s)["current_provider"] == "p0"
     })
     .await;
 
@@ -355,7 +326,7 @@ async fn a_head_gone_back_a_follower_far_ahead_and_a_wrong_block_are_each_found_
     .await;
     // The leader serves a real block, with its right hash, for another number than asked.
     wait_status(&agent, "p0 to lead again", |s| {
-        chain(s)["current_provider"] == "p0"
+        first_chain(s)["current_provider"] == "p0"
     })
     .await;
     found_out(
@@ -392,10 +363,10 @@ async fn a_skip_on_the_leader_is_recorded_once(websocket: bool) {
     let mut agent = Agent::start(dir.path(), &cfg);
     agent.wait_for_block(5, CATCH_UP).await;
     let leader = wait_status(&agent, "a leader", |s| {
-        chain(s)["current_provider"].is_string()
+        first_chain(s)["current_provider"].is_string()
     })
     .await;
-    let leader = chain(&leader)["current_provider"]
+    let leader = first_chain(&leader)["current_provider"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -462,7 +433,7 @@ struct Surfaces {
 async fn surfaces(agent: &Agent) -> Surfaces {
     let api = agent.api_url().await;
     let (health_code, h) = get_json(agent, "/health").await;
-    let s = status(agent).await;
+    let s = status_json(agent).await;
     let report = http_get(&format!("{api}/report")).await.1;
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_blockwatch"))
         .args(["status", "--url", &api])
@@ -474,7 +445,7 @@ async fn surfaces(agent: &Agent) -> Surfaces {
         .filter(|st| metric_sum(&m, "blockwatch_chain_state", &[("state", st)]) == 1.0)
         .map(str::to_owned)
         .collect();
-    let provider_states = chain(&s)["providers"]
+    let provider_states = first_chain(&s)["providers"]
         .as_array()
         .unwrap()
         .iter()
@@ -502,7 +473,10 @@ async fn surfaces(agent: &Agent) -> Surfaces {
         health_code,
         health: h["status"].as_str().unwrap_or_default().to_owned(),
         status: s["status"].as_str().unwrap_or_default().to_owned(),
-        chain_status: chain(&s)["status"].as_str().unwrap_or_default().to_owned(),
+        chain_status: first_chain(&s)["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
         report,
         cli_exit: out.status.code(),
         cli: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -694,8 +668,8 @@ async fn a_chain_that_hashes_blocks_its_own_way_is_reported_once_with_the_header
         .filter(|l| l.contains("\"level\":\"ERROR\"") && l.contains("block_hash_check"))
         .count();
     assert_eq!(reported, 1, "reported once, plainly:\n{log}");
-    let s = status(&agent).await;
-    for p in chain(&s)["providers"].as_array().unwrap() {
+    let s = status_json(&agent).await;
+    for p in first_chain(&s)["providers"].as_array().unwrap() {
         assert!(
             matches!(p["state"].as_str(), Some("alive" | "degraded")),
             "a provider was blamed for the chain's hashing: {s:#}"

@@ -28,38 +28,6 @@ fn config_with(devnet: &DevnetProc, selection: &str, pool: &str) -> String {
         .replace("[pool]\n", &format!("[pool]\n{FAST_HEALTH}{pool}"))
 }
 
-async fn status(agent: &Agent) -> Value {
-    let (code, body) = http_get(&format!("{}/status", agent.api_url().await)).await;
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).expect("/status is JSON")
-}
-
-fn chain(status: &Value) -> &Value {
-    &status["chains"][0]
-}
-
-fn provider<'a>(status: &'a Value, name: &str) -> &'a Value {
-    chain(status)["providers"]
-        .as_array()
-        .expect("providers")
-        .iter()
-        .find(|p| p["name"] == name)
-        .expect("provider in /status")
-}
-
-/// Waits until `/status` satisfies `pred`; returns that status.
-async fn wait_status(agent: &Agent, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    wait_for(CATCH_UP, what, || {
-        let agent = &agent;
-        let pred = &pred;
-        async move {
-            let s = status(agent).await;
-            pred(&s).then_some(s)
-        }
-    })
-    .await
-}
-
 async fn metrics(agent: &Agent) -> String {
     http_get(&format!("{}/metrics", agent.api_url().await))
         .await
@@ -67,7 +35,7 @@ async fn metrics(agent: &Agent) -> String {
 }
 
 fn current(status: &Value) -> String {
-    chain(status)["current_provider"]
+    first_chain(status)["current_provider"]
         .as_str()
         .unwrap_or_default()
         .to_owned()
@@ -81,7 +49,7 @@ async fn a_slow_provider_loses_the_lead_and_gets_it_back_after_recovering() {
     agent.wait_for_block(3, CATCH_UP).await;
     let s = wait_status(&agent, "a current provider with a score", |s| {
         !current(s).is_empty()
-            && chain(s)["providers"]
+            && first_chain(s)["providers"]
                 .as_array()
                 .unwrap()
                 .iter()
@@ -113,14 +81,14 @@ async fn a_slow_provider_loses_the_lead_and_gets_it_back_after_recovering() {
     devnet
         .set_fault(&leader, json!({"kind": "latency", "ms": 300}))
         .await;
-    let score = |s: &Value, p: &str| provider(s, p)["score"].as_f64().unwrap_or(0.0);
+    let score = |s: &Value, p: &str| provider_of(s, p)["score"].as_f64().unwrap_or(0.0);
     let s = wait_status(
         &agent,
         "the fast provider to take the lead on a better score",
         |s| current(s) == other && score(s, &leader) < score(s, other),
     )
     .await;
-    let slow = provider(&s, &leader);
+    let slow = provider_of(&s, &leader);
     assert_eq!(slow["state"], "alive", "300 ms is slow, not broken: {s:#}");
     // Whichever came first: its score fell behind, or it lost calls to hedges and was passed over
     // (after which the score keeps it out of the lead).
@@ -161,17 +129,17 @@ async fn a_lagging_provider_is_demoted_and_says_it_is_syncing() {
 
     devnet.set_fault("p0", json!({"kind": "stale"})).await;
     let s = wait_status(&agent, "p0 to be lagging and demoted", |s| {
-        provider(s, "p0")["state"] == "lagging" && current(s) != "p0"
+        provider_of(s, "p0")["state"] == "lagging" && current(s) != "p0"
     })
     .await;
     assert!(
-        provider(&s, "p0")["lag_blocks"].as_u64().unwrap() > 5,
+        provider_of(&s, "p0")["lag_blocks"].as_u64().unwrap() > 5,
         "{s:#}"
     );
     // Degraded, as `/health` says too: a provider is not alive, another one is usable.
-    assert_eq!(chain(&s)["status"], "degraded", "{s:#}");
+    assert_eq!(first_chain(&s)["status"], "degraded", "{s:#}");
     wait_status(&agent, "eth_syncing to say p0 is syncing", |s| {
-        provider(s, "p0")["syncing"] == true
+        provider_of(s, "p0")["syncing"] == true
     })
     .await;
     let m = metrics(&agent).await;
@@ -198,7 +166,7 @@ async fn a_lagging_provider_is_demoted_and_says_it_is_syncing() {
 
     devnet.clear_faults().await;
     wait_status(&agent, "p0 to catch up and lead again", |s| {
-        provider(s, "p0")["state"] == "alive" && current(s) == "p0"
+        provider_of(s, "p0")["state"] == "alive" && current(s) == "p0"
     })
     .await;
     settle_and_check(&mut agent, &devnet).await;
@@ -227,17 +195,17 @@ async fn a_circuit_opens_on_failures_and_a_half_open_probe_closes_it() {
         .set_fault("p0", json!({"kind": "rpc_error", "code": -32000}))
         .await;
     let s = wait_status(&agent, "p0's circuit to open", |s| {
-        provider(s, "p0")["state"] == "circuit_open"
+        provider_of(s, "p0")["state"] == "circuit_open"
     })
     .await;
-    assert_eq!(provider(&s, "p0")["score"], 0.0, "{s:#}");
+    assert_eq!(provider_of(&s, "p0")["score"], 0.0, "{s:#}");
     let head = devnet.head().await;
     agent.wait_for_block(head + 5, CATCH_UP).await;
-    assert_eq!(current(&status(&agent).await), "p1");
+    assert_eq!(current(&status_json(&agent).await), "p1");
 
     devnet.clear_faults().await;
     wait_status(&agent, "p0's circuit to close and p0 to lead", |s| {
-        provider(s, "p0")["state"] == "alive" && current(s) == "p0"
+        provider_of(s, "p0")["state"] == "alive" && current(s) == "p0"
     })
     .await;
     settle_and_check(&mut agent, &devnet).await;
@@ -331,19 +299,20 @@ async fn a_silent_subscription_is_noticed_and_polling_takes_over() {
     let mut agent = Agent::start(dir.path(), &config_with(&devnet, "priority", ""));
     agent.wait_for_block(3, CATCH_UP).await;
     wait_status(&agent, "both subscriptions live", |s| {
-        provider(s, "p0")["subscription"] == "live" && provider(s, "p1")["subscription"] == "live"
+        provider_of(s, "p0")["subscription"] == "live"
+            && provider_of(s, "p1")["subscription"] == "live"
     })
     .await;
 
     devnet.set_fault("p0", json!({"kind": "ws_silent"})).await;
     wait_status(&agent, "p0's subscription to be found silent", |s| {
-        provider(s, "p0")["subscription"] == "silent"
+        provider_of(s, "p0")["subscription"] == "silent"
     })
     .await;
     // Both silent: the head comes from polling, and the chain goes on.
     devnet.set_fault("p1", json!({"kind": "ws_silent"})).await;
     wait_status(&agent, "p1's subscription to be found silent", |s| {
-        provider(s, "p1")["subscription"] == "silent"
+        provider_of(s, "p1")["subscription"] == "silent"
     })
     .await;
     let head = devnet.head().await;
@@ -351,7 +320,8 @@ async fn a_silent_subscription_is_noticed_and_polling_takes_over() {
 
     devnet.clear_faults().await;
     wait_status(&agent, "both subscriptions live again", |s| {
-        provider(s, "p0")["subscription"] == "live" && provider(s, "p1")["subscription"] == "live"
+        provider_of(s, "p0")["subscription"] == "live"
+            && provider_of(s, "p1")["subscription"] == "live"
     })
     .await;
     settle_and_check(&mut agent, &devnet).await;
@@ -372,7 +342,7 @@ async fn a_provider_on_another_fork_is_counted_never_followed_or_emitted() {
     devnet.set_fault("p0", json!({"kind": "bad_hash"})).await;
     let from = devnet.head().await + 1;
     let s = wait_status(&agent, "the disagreement in /status", |s| {
-        chain(s)["forks"].as_array().is_some_and(|f| {
+        first_chain(s)["forks"].as_array().is_some_and(|f| {
             f.iter()
                 .any(|f| f["providers"][0] == "p0" && f["count"].as_u64().unwrap_or(0) >= 3)
         })
@@ -380,7 +350,7 @@ async fn a_provider_on_another_fork_is_counted_never_followed_or_emitted() {
     .await;
     // The two providers that agree are not counted against each other.
     assert!(
-        chain(&s)["forks"]
+        first_chain(&s)["forks"]
             .as_array()
             .unwrap()
             .iter()

@@ -77,9 +77,11 @@ async fn metrics_carry_spec_names_and_bounded_labels() {
         ),
         ("blockwatch_block_lag_seconds", &["chain=\"anvil\""][..]),
         ("blockwatch_reorgs_total", &["chain=\"anvil\""][..]),
+        // Away from p0 when it failed: in the call that failed (`failover`), or, when a hedge
+        // answered that call first, in the next one while p0 cools down (`cooldown`).
         (
             "blockwatch_provider_switches_total",
-            &["from=\"p0\"", "to=\"p", "reason=\"failover\""][..],
+            &["from=\"p0\"", "to=\"p", "reason=\""][..],
         ),
         (
             "blockwatch_rpc_errors_total",
@@ -123,6 +125,15 @@ async fn metrics_carry_spec_names_and_bounded_labels() {
             "{name} lacks service_name"
         );
     }
+    let away = samples(&text, "blockwatch_provider_switches_total")
+        .into_iter()
+        .filter(|l| l.contains("from=\"p0\""))
+        .collect::<Vec<_>>();
+    assert!(
+        away.iter()
+            .any(|l| l.contains("reason=\"failover\"") || l.contains("reason=\"cooldown\"")),
+        "no switch away from the failing p0: {away:?}"
+    );
     // The reorg count is exact (and the processed count matched every block line above).
     assert!(samples(&text, "blockwatch_reorgs_total")[0].ends_with(" 1"));
     // No block number or hash ever becomes a label value.

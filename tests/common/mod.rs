@@ -727,6 +727,40 @@ pub async fn http_get(url: &str) -> (u16, String) {
     (status, body)
 }
 
+/// The agent's `/status`.
+pub async fn status_json(agent: &Agent) -> Value {
+    let (code, body) = http_get(&format!("{}/status", agent.api_url().await)).await;
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).expect("/status is JSON")
+}
+
+/// The first chain of a `/status`.
+pub fn first_chain(status: &Value) -> &Value {
+    &status["chains"][0]
+}
+
+/// Provider `name` of the first chain of a `/status`.
+pub fn provider_of<'a>(status: &'a Value, name: &str) -> &'a Value {
+    first_chain(status)["providers"]
+        .as_array()
+        .expect("providers")
+        .iter()
+        .find(|p| p["name"] == name)
+        .expect("provider in /status")
+}
+
+/// Waits (up to a minute) until `/status` satisfies `pred`; returns that status.
+pub async fn wait_status(agent: &Agent, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    wait_for(Duration::from_secs(60), what, || {
+        let pred = &pred;
+        async move {
+            let s = status_json(agent).await;
+            pred(&s).then_some(s)
+        }
+    })
+    .await
+}
+
 /// The sum of the `/metrics` samples of `name` whose labels include every `labels` pair.
 pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
