@@ -621,6 +621,16 @@ async fn a_chain_that_hashes_blocks_its_own_way_is_followed_by_consensus() {
         0.0,
         "{m}"
     );
+    // Asking a second provider for a block's hash is no switch: p0 led throughout.
+    assert_eq!(
+        metric_sum(&m, "blockwatch_provider_switches_total", &[]),
+        0.0,
+        "{m}"
+    );
+    assert!(
+        canonical(&agent.stream()).iter().all(|b| b.provider == "p0"),
+        "not every block came from the leader"
+    );
     assert!(agent
         .signal_and_wait("TERM", Duration::from_secs(5))
         .success());

@@ -183,6 +183,9 @@ struct Plan {
     usable: usize,
     /// Why `order[0]` replaces the active provider, if it does.
     switch_reason: &'static str,
+    /// A second opinion (a provider other than the one that served a block is asked for it): whoever
+    /// answers does not become the active provider.
+    side: bool,
 }
 
 /// Which attempt of a call: on which provider, its number, whether it is a hedge.
@@ -602,6 +605,7 @@ impl ProviderPool {
             order: ready,
             usable,
             switch_reason,
+            side: false,
         }
     }
 
@@ -722,6 +726,7 @@ impl ProviderPool {
         exclude: Option<usize>,
     ) -> Result<Answer<T>, PoolError> {
         let mut plan = self.plan();
+        plan.side = exclude.is_some();
         if let Some(x) = exclude {
             if let Some(at) = plan.order.iter().position(|&i| i == x) {
                 plan.order.remove(at);
@@ -1054,8 +1059,8 @@ impl ProviderPool {
         self.hash_check
     }
 
-    /// Makes `idx` the active provider unless `hedge` (a hedge that won one call is not a switch),
-    /// counting the switch with its reason.
+    /// Makes `idx` the active provider unless `hedge` (a hedge that won one call is not a switch) or
+    /// the call was a second opinion, counting the switch with its reason.
     fn answered<T>(
         &self,
         idx: usize,
@@ -1066,7 +1071,7 @@ impl ProviderPool {
         first_failure: Option<(String, RpcError)>,
     ) -> Answer<T> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if st.active != Some(idx) && !hedge {
+        if st.active != Some(idx) && !hedge && !plan.side {
             let to = self.providers[idx].name.as_str();
             match st.active {
                 Some(prev) if self.selection != Selection::RoundRobin => {
