@@ -5,7 +5,7 @@ mod common;
 
 use std::{
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use common::*;
@@ -21,6 +21,8 @@ struct Post {
     path: String,
     headers: http::HeaderMap,
     body: Value,
+    /// When it arrived.
+    at: Instant,
 }
 
 /// An HTTP server on loopback that records every POST and answers 200.
@@ -43,6 +45,7 @@ impl Receiver {
                         path: uri.path().to_owned(),
                         headers,
                         body,
+                        at: Instant::now(),
                     });
                     "ok"
                 }
@@ -105,6 +108,76 @@ async fn wait_for_alert(r: &Receiver, path: &str, rule: &str, tier: &str, status
     .await;
 }
 
+/// The `throttle` of [`alerts_config`].
+const THROTTLE: Duration = Duration::from_secs(60);
+/// Provider states that make the `providers_down` rule count a provider as down.
+const DOWN: [&str; 4] = ["unreachable", "circuit_open", "wrong_chain", "inconsistent"];
+
+/// The `providers_down` messages `path` on `r` got, in the order they came.
+fn providers_down_posts(r: &Receiver, path: &str) -> Vec<Post> {
+    r.posts(path)
+        .into_iter()
+        .filter(|p| p.body["rule"] == "providers_down")
+        .collect()
+}
+
+/// `provider`'s state on `/status` (chain anvil).
+async fn provider_state(api: &str, provider: &str) -> Option<String> {
+    let (_, body) = http_get(&format!("{api}/status")).await;
+    let v: Value = serde_json::from_str(&body).ok()?;
+    v["chains"][0]["providers"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == provider)?["state"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// `Some` when the alert rules' last evaluation found chain anvil in `state`: the
+/// `blockwatch_chain_state` gauge is exported by the rules' evaluation only, once a second.
+async fn rules_see(api: &str, state: &str) -> Option<()> {
+    let (_, m) = http_get(&format!("{api}/metrics")).await;
+    (metric_sum(
+        &m,
+        "blockwatch_chain_state",
+        &[("chain", "anvil"), ("state", state)],
+    ) == 1.0)
+        .then_some(())
+}
+
+/// Takes p0 down, when the alert rules see every provider alive, and waits until the agent has
+/// seen it down (its state on `/status`) and the rules have evaluated the chain with it down (the
+/// verdict they export went from healthy to degraded, p0 being the only change). Returns when.
+async fn p0_down_and_seen(devnet: &DevnetProc, api: &str) -> Instant {
+    wait_for(
+        CATCH_UP,
+        "the alert rules to see every provider alive",
+        || rules_see(api, "healthy"),
+    )
+    .await;
+    devnet.set_fault("p0", json!({"kind": "down"})).await;
+    wait_for(
+        CATCH_UP,
+        "the agent and its alert rules to see p0 down",
+        move || async move {
+            let state = provider_state(api, "p0").await?;
+            DOWN.contains(&state.as_str()).then_some(())?;
+            rules_see(api, "degraded").await?;
+            Some(Instant::now())
+        },
+    )
+    .await
+}
+
+/// Brings p0 back and waits until the alert rules see every provider alive again.
+async fn p0_back_and_seen(devnet: &DevnetProc, api: &str) {
+    devnet.clear_faults().await;
+    wait_for(CATCH_UP, "the alert rules to see p0 alive again", || {
+        rules_see(api, "healthy")
+    })
+    .await;
+}
+
 fn alerts_config(devnet: &DevnetProc, channels: &str) -> String {
     devnet.agent_config("max_block_delay = \"1s\"").replace(
         "[pool]",
@@ -158,6 +231,12 @@ async fn alerts_reach_every_channel_by_tier_once_and_resolve() {
     );
     let mut agent = Agent::start(dir.path(), &alerts_config(&devnet, &channels));
     agent.wait_for_block(3, CATCH_UP).await;
+    // The rules have evaluated the healthy chain (at least once): nothing to send.
+    let api = agent.api_url().await;
+    wait_for(CATCH_UP, "the alert rules to see the chain healthy", || {
+        rules_see(&api, "healthy")
+    })
+    .await;
     assert!(
         receiver.posts("/hook").is_empty(),
         "no alert while healthy: {:?}",
@@ -201,24 +280,28 @@ async fn alerts_reach_every_channel_by_tier_once_and_resolve() {
     // The outage made a streak of missed blocks, and the failovers more switches than allowed.
     wait_for_alert(&receiver, "/hook", "missed_blocks", "critical", "").await;
     wait_for_alert(&receiver, "/hook", "provider_switches", "warning", "").await;
-    // Throttled: p0 flapping within the minute after its last message sends nothing new.
-    let before = receiver
-        .posts("/hook")
-        .iter()
-        .filter(|p| p.body["rule"] == "providers_down")
-        .count();
-    for _ in 0..3 {
-        devnet.set_fault("p0", json!({"kind": "down"})).await;
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        devnet.clear_faults().await;
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Throttled: p0 flapping within the minute after the last providers_down message (the
+    // resolution of the outage) sends nothing new. In each window the agent sees p0 down and its
+    // alert rules evaluate it (the verdict they export turns degraded), so a condition to send was
+    // there each time.
+    let down_posts = providers_down_posts(&receiver, "/hook");
+    let last_message = down_posts.iter().map(|p| p.at).max().unwrap();
+    for _ in 0..2 {
+        let seen = p0_down_and_seen(&devnet, &api).await;
+        assert!(
+            seen.duration_since(last_message) < THROTTLE - Duration::from_secs(5),
+            "inconclusive: p0 was seen down {:?} after the last message, not well within the {THROTTLE:?} throttle",
+            seen.duration_since(last_message)
+        );
+        p0_back_and_seen(&devnet, &api).await;
     }
-    let after = receiver
-        .posts("/hook")
-        .iter()
-        .filter(|p| p.body["rule"] == "providers_down")
-        .count();
-    assert_eq!(before, after, "a flapping provider was not throttled");
+    let after = providers_down_posts(&receiver, "/hook");
+    assert_eq!(
+        after.len(),
+        down_posts.len(),
+        "a flapping provider was not throttled: {:#?}",
+        &after[down_posts.len()..]
+    );
     settle_and_check(&mut agent, &devnet).await;
     for rule in ["missed_blocks", "provider_switches"] {
         wait_for_alert(&receiver, "/hook", rule, "", "resolved").await;
@@ -340,6 +423,73 @@ async fn alerts_reach_every_channel_by_tier_once_and_resolve() {
     assert!(agent
         .signal_and_wait("TERM", Duration::from_secs(5))
         .success());
+}
+
+/// The throttle both ways: a condition back within `throttle` of its rule's last message (its
+/// resolution) is held back while the window lasts, and sent once the window has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_condition_back_within_the_throttle_is_sent_once_the_window_has_passed() {
+    const WINDOW: Duration = Duration::from_secs(8);
+    let receiver = Receiver::start(0).await;
+    let devnet = DevnetProc::start(2, "200ms").await;
+    let dir = tempfile::tempdir().unwrap();
+    let channels = format!(
+        "\n  [[alerts.channels]]\n  kind = \"webhook\"\n  url = \"{}\"\n",
+        receiver.url("/hook")
+    );
+    let cfg = alerts_config(&devnet, &channels).replace("throttle = \"1m\"", "throttle = \"8s\"");
+    let mut agent = Agent::start(dir.path(), &cfg);
+    agent.wait_for_block(3, CATCH_UP).await;
+    let api = agent.api_url().await;
+    // p0 down and back: a warning, then its resolution, the rule's last message.
+    p0_down_and_seen(&devnet, &api).await;
+    wait_for_alert(&receiver, "/hook", "providers_down", "warning", "firing").await;
+    p0_back_and_seen(&devnet, &api).await;
+    wait_for_alert(&receiver, "/hook", "providers_down", "", "resolved").await;
+    let sent = providers_down_posts(&receiver, "/hook");
+    assert_eq!(sent.len(), 2, "{sent:#?}");
+    let resolved_at = sent[1].at;
+    // Down again within the window: seen by the agent and its rules, and held back.
+    let seen = p0_down_and_seen(&devnet, &api).await;
+    assert!(
+        seen.duration_since(resolved_at) < WINDOW - Duration::from_secs(2),
+        "inconclusive: p0 was seen down again only {:?} after the resolution",
+        seen.duration_since(resolved_at)
+    );
+    assert_eq!(
+        providers_down_posts(&receiver, "/hook").len(),
+        2,
+        "sent within the throttle window"
+    );
+    // Still down when the window has passed: the warning goes, once.
+    wait_for(CATCH_UP, "the held-back warning", || {
+        let n = providers_down_posts(&receiver, "/hook").len();
+        async move { (n > 2).then_some(()) }
+    })
+    .await;
+    let again = providers_down_posts(&receiver, "/hook");
+    assert_eq!(again.len(), 3, "{again:#?}");
+    assert_eq!(again[2].body["status"], "firing");
+    assert_eq!(again[2].body["tier"], "warning");
+    let waited = again[2].at.duration_since(resolved_at);
+    // The window runs from the tick that sent the resolution; its delivery took a moment.
+    assert!(
+        waited >= WINDOW - Duration::from_millis(500),
+        "sent {waited:?} after the resolution, within the {WINDOW:?} throttle"
+    );
+    p0_back_and_seen(&devnet, &api).await;
+    wait_for(CATCH_UP, "the second warning resolved", || {
+        let n = providers_down_posts(&receiver, "/hook").len();
+        async move { (n > 3).then_some(()) }
+    })
+    .await;
+    assert_eq!(
+        providers_down_posts(&receiver, "/hook")[3].body["status"],
+        "resolved"
+    );
+    settle_and_check(&mut agent, &devnet).await;
+    let status = agent.signal_and_wait("TERM", Duration::from_secs(5));
+    assert!(status.success(), "SIGTERM should exit 0, got {status:?}");
 }
 
 /// Waits until the agent gives up on a message, then checks that `/metrics` counts a failure on

@@ -99,10 +99,15 @@ async fn providers_killed_restarted_failing_together_and_flapping() {
     let mut agent = Agent::start(dir.path(), &devnet.agent_config(""));
     agent.wait_for_block(3, CATCH_UP).await;
 
-    // Killed and restarted.
+    // Killed (until the agent has moved to another provider) and restarted.
     let target = active_provider(&agent);
     devnet.set_fault(&target, json!({"kind": "down"})).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_for(CATCH_UP, "blocks from another provider", || {
+        let p = active_provider(&agent);
+        let target = target.clone();
+        async move { (p != target).then_some(()) }
+    })
+    .await;
     devnet.clear_faults().await;
     settle_and_check(&mut agent, &devnet, "a provider killed and restarted").await;
 
@@ -168,6 +173,17 @@ async fn a_reorg_under_the_backlog_being_fetched_ahead() {
     // blocks of the old branch are fetched ahead and not yet emitted (or already emitted).
     let devnet = DevnetProc::start(2, "0s").await;
     devnet.mine(600).await;
+    // The hashes of the blocks the reorg will replace (201..=600), before the agent sees any.
+    let mut dead_branch = std::collections::HashMap::new();
+    for n in 201..=600u64 {
+        let b = rpc(
+            &devnet.info.control,
+            "eth_getBlockByNumber",
+            json!([format!("0x{n:x}"), false]),
+        )
+        .await;
+        dead_branch.insert(b["hash"].as_str().unwrap().to_owned(), n);
+    }
     let cfg = devnet
         .agent_config("start = 1")
         .replace("reorg_window = 16", "reorg_window = 512")
@@ -190,8 +206,56 @@ async fn a_reorg_under_the_backlog_being_fetched_ahead() {
     assert_eq!(errors, 0, "log:\n{}", agent.log());
     // One reorg if blocks of the old branch were emitted, none if not; never back and forth (a
     // block fetched before the reorg, answered after a fresher one, is not taken for a reorg).
-    let seen = reorgs(&agent.stream());
-    assert!(seen.len() <= 1, "{seen:?}");
+    let events = agent.stream();
+    let chain = canonical(&events);
+    let mut dead = Vec::new();
+    let mut seen = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        match e {
+            blockwatch::output::StreamEvent::Block(b) => {
+                if let Some(&n) = dead_branch.get(&b.hash.to_string()) {
+                    assert_eq!(n, b.block_number, "{b:?}");
+                    dead.push((i, b.clone()));
+                }
+            }
+            blockwatch::output::StreamEvent::Reorg(r) => seen.push((i, r.clone())),
+            blockwatch::output::StreamEvent::Error(_) => {}
+        }
+    }
+    match (dead.last(), seen.as_slice()) {
+        // Absorbed before emission: no block of the dead branch, no reorg line.
+        (None, []) => eprintln!("the reorg landed before any replaced block was emitted"),
+        // Blocks 201..=k of the dead branch were emitted: one reorg line, after all of them, from
+        // k back to block 200, revealed by a block of the branch the stream then followed.
+        (Some((last_i, last)), [(i, r)]) => {
+            let numbers: Vec<u64> = dead.iter().map(|(_, b)| b.block_number).collect();
+            assert_eq!(
+                numbers,
+                (201..=last.block_number).collect::<Vec<_>>(),
+                "the dead branch's blocks emitted"
+            );
+            assert!(i > last_i, "a dead-branch block after the reorg line: {r:?}");
+            assert_eq!(r.common_ancestor, 200, "{r:?}");
+            assert_eq!(
+                (r.old_head.number, r.old_head.hash),
+                (last.block_number, last.hash),
+                "{r:?}"
+            );
+            assert_eq!(r.depth, last.block_number - 200, "{r:?}");
+            let revealed = chain
+                .iter()
+                .find(|b| b.block_number == r.new_head.number)
+                .unwrap_or_else(|| panic!("new_head not in the stream: {r:?}"));
+            assert_eq!(revealed.hash, r.new_head.hash, "{r:?}");
+            eprintln!(
+                "the reorg replaced blocks 201..={} already emitted",
+                last.block_number
+            );
+        }
+        (last_dead, seen) => panic!(
+            "reorg lines {seen:?} do not match the dead branch's emitted blocks (last {last_dead:?})"
+        ),
+    }
     assert!(agent
         .signal_and_wait("TERM", Duration::from_secs(5))
         .success());
@@ -207,9 +271,20 @@ async fn the_agent_killed_and_restarted_mid_fault() {
     devnet
         .set_fault(&target, json!({"kind": "http_error", "status": 500}))
         .await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Killed once it is working around the fault (blocks from another provider)...
+    wait_for(CATCH_UP, "blocks from another provider", || {
+        let p = active_provider(&agent);
+        let target = target.clone();
+        async move { (p != target).then_some(()) }
+    })
+    .await;
     agent.signal_and_wait("KILL", Duration::from_secs(5));
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // ...and restarted, the fault still on, after the chain has moved on without it.
+    let killed_at = devnet.head().await;
+    wait_for(CATCH_UP, "devnet to move on", || async {
+        (devnet.head().await >= killed_at + 3).then_some(())
+    })
+    .await;
     agent.restart();
     let head = devnet.head().await;
     agent.wait_for_block(head + 3, CATCH_UP).await;

@@ -261,7 +261,15 @@ async fn a_block_nobody_can_serve_stays_open_until_it_is_recovered_in_order() {
         "",
     );
     // The block the stream waits for is recorded once overdue, unrecovered.
-    let (mut agent, open) = open_miss_on_every_provider(&devnet, dir.path(), &cfg, "down").await;
+    // The follower's debug lines say each recovery attempt that failed.
+    let (mut agent, open) = open_miss_on_every_provider(
+        &devnet,
+        dir.path(),
+        &cfg,
+        &[("RUST_LOG", "info,blockwatch::chain::follower=debug")],
+        "down",
+    )
+    .await;
     assert_eq!(open.reason, Reason::ConnectionLost, "{open:?}");
     assert_eq!(open.severity.as_str(), "Critical", "{open:?}");
     let stats = get_json(&agent, "/stats").await;
@@ -284,8 +292,27 @@ async fn a_block_nobody_can_serve_stays_open_until_it_is_recovered_in_order() {
     assert_eq!(exhausted.recovery_attempts, 2, "{exhausted:?}");
     assert!(!exhausted.recovered);
     assert!(agent.log().contains("missed block not recovered"));
-    // Still asked for, every retry_delay, until a provider serves it.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Still asked for, every retry_delay, until a provider serves it: two more failed attempts
+    // after the two that used the retries up.
+    wait_for(
+        CATCH_UP,
+        "two recovery attempts after the retries were used up",
+        || {
+            let log = agent.log();
+            let n = open.block_number;
+            async move {
+                log.lines()
+                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                    .any(|v| {
+                        v["message"] == "recovery attempt failed"
+                            && v["block_number"] == n
+                            && v["attempt"].as_u64().is_some_and(|a| a >= 4)
+                    })
+                    .then_some(())
+            }
+        },
+    )
+    .await;
 
     devnet.clear_faults().await;
     settle_and_check(&mut agent, &devnet).await;
@@ -316,7 +343,7 @@ async fn a_block_nobody_can_serve_stays_open_until_it_is_recovered_in_order() {
         s["average_recovery_seconds"].as_f64().unwrap() > 0.0,
         "{stats:#}"
     );
-    // The open block waited out the outage (at least the second slept above).
+    // The open block waited out the outage (at least its four attempts, 300 ms apart).
     assert!(
         rec.metadata["recovery_seconds"].as_f64().unwrap() >= 1.0,
         "{rec:?}"
@@ -363,15 +390,16 @@ async fn a_block_the_leader_skips_is_a_miss_served_by_another_provider() {
     assert_eq!(log_records(dir.path()), recs);
 }
 
-/// Starts the agent with `cfg` in `dir`, gives both of devnet's providers `fault`, and returns the
+/// Starts the agent with `cfg` (and `env`) in `dir`, gives both of devnet's providers `fault`, and returns the
 /// agent and the open miss stored for the block it then waits on.
 async fn open_miss_on_every_provider(
     devnet: &DevnetProc,
     dir: &std::path::Path,
     cfg: &str,
+    env: &[(&str, &str)],
     fault: &str,
 ) -> (Agent, MissedBlock) {
-    let mut agent = Agent::start(dir, cfg);
+    let mut agent = Agent::start_with_env(dir, cfg, env);
     agent.wait_for_block(3, CATCH_UP).await;
     for p in ["p0", "p1"] {
         devnet.set_fault(p, json!({ "kind": fault })).await;
@@ -465,6 +493,8 @@ async fn each_fault_kind_is_a_miss_with_its_reason_once_everywhere() {
         (json!({"kind": "down"}), None),
         (json!({"kind": "wrong_chain", "chain_id": 5}), None),
     ];
+    // (fault, reason, first block of the window - 1, last block, for wrong_chain the tip when p0
+    // was found out).
     let mut windows = Vec::new();
     for (fault, reason) in &faults {
         // p0 leads (priority) once it has recovered from the previous fault.
@@ -477,6 +507,7 @@ async fn each_fault_kind_is_a_miss_with_its_reason_once_everywhere() {
         devnet.set_fault("p0", fault.clone()).await;
         // Blocks go on (p1 serves them).
         agent.wait_for_block(from + 5, CATCH_UP).await;
+        let mut found_at = None;
         if reason.is_none() {
             // No miss need come of it, but p0 must be found out and set aside.
             let want = if fault["kind"] == "down" {
@@ -499,46 +530,67 @@ async fn each_fault_kind_is_a_miss_with_its_reason_once_everywhere() {
                 }
             })
             .await;
+            let found = tip(&agent);
+            found_at = Some(found);
+            // Past its failover cooldown and its next chain-id check (1 s each): it stays aside.
+            agent.wait_for_block(found + 10, CATCH_UP).await;
         }
         if fault["kind"] != "wrong_chain" {
             devnet.clear_faults().await;
         }
         // Time for any call made under the fault to finish.
         agent.wait_for_block(tip(&agent) + 3, CATCH_UP).await;
-        windows.push((fault, *reason, from, tip(&agent)));
+        windows.push((fault, *reason, from, tip(&agent), found_at));
     }
     devnet.clear_faults().await;
     settle_and_check(&mut agent, &devnet).await;
 
     let recs = records(dir.path());
-    for (fault, reason, from, to) in &windows {
+    let emitted = canonical(&agent.stream());
+    for (fault, reason, from, to, found_at) in &windows {
         let inside: Vec<_> = recs
             .iter()
             .filter(|r| r.block_number > *from && r.block_number <= *to)
             .collect();
-        match reason {
-            Some(reason) => {
-                assert!(!inside.is_empty(), "{fault}: no miss; {recs:#?}");
-                for r in &inside {
-                    assert_eq!(r.reason, *reason, "{fault}: {r:?}");
-                    assert!(r.recovered, "{fault}: {r:?}");
-                    assert_eq!(r.metadata["failed_provider"], "p0", "{fault}: {r:?}");
-                    assert_eq!(r.recovered_from.as_deref(), Some("p1"), "{fault}: {r:?}");
-                }
-            }
-            // A chain-id check failing before a call is an InvalidBlock miss, a refused connection
-            // a ConnectionLost one; a probe or a head poll may find the provider out first, and
-            // then no call fails.
-            None => {
-                let want = if fault["kind"] == "down" {
-                    Reason::ConnectionLost
-                } else {
-                    Reason::InvalidBlock
-                };
+        // Every miss of the window: p0's, with the fault's reason — for wrong_chain, a chain-id
+        // check failing before a call is an InvalidBlock miss; for down, a refused connection a
+        // ConnectionLost one.
+        let want = reason.unwrap_or(if fault["kind"] == "down" {
+            Reason::ConnectionLost
+        } else {
+            Reason::InvalidBlock
+        });
+        for r in &inside {
+            assert_eq!(r.reason, want, "{fault}: {r:?}");
+            assert!(r.recovered, "{fault}: {r:?}");
+            assert_eq!(r.metadata["failed_provider"], "p0", "{fault}: {r:?}");
+            assert_eq!(r.recovered_from.as_deref(), Some("p1"), "{fault}: {r:?}");
+        }
+        match found_at {
+            None => assert!(!inside.is_empty(), "{fault}: no miss; {recs:#?}"),
+            // A probe or a head poll may find p0 out first, and then no call fails (no miss).
+            // Either way p0 is set aside: once it was found out (one block's call may have been in
+            // flight), p1 serves every block of the window.
+            Some(found_at) => {
+                let after: Vec<_> = emitted
+                    .iter()
+                    .filter(|b| b.block_number > found_at + 1 && b.block_number <= *to)
+                    .collect();
                 assert!(
-                    inside.iter().all(|r| r.reason == want),
-                    "{fault}: {inside:#?}"
-                )
+                    !after.is_empty(),
+                    "{fault}: no block after p0 was found out"
+                );
+                for b in &after {
+                    assert_eq!(
+                        b.provider, "p1",
+                        "{fault}: block {} served after p0 was found out",
+                        b.block_number
+                    );
+                }
+                eprintln!(
+                    "{fault}: {} {want:?} misses before p0 was found out",
+                    inside.len()
+                );
             }
         }
     }
@@ -558,6 +610,7 @@ async fn each_fault_kind_is_a_miss_with_its_reason_once_everywhere() {
     }
     // Every emitted block once, every record once.
     let emitted = canonical(&agent.stream());
+    assert!(!recs.is_empty());
     for r in &recs {
         assert_eq!(
             emitted
@@ -630,10 +683,24 @@ async fn without_recovery_a_block_nobody_serves_holds_the_stream_until_one_does(
     );
     // Every provider serves blocks whose hash does not match their header.
     let (mut agent, open) =
-        open_miss_on_every_provider(&devnet, dir.path(), &cfg, "bad_hash").await;
+        open_miss_on_every_provider(&devnet, dir.path(), &cfg, &[], "bad_hash").await;
     assert_eq!(open.reason, Reason::InvalidBlock, "{open:?}");
-    // Nothing after it is emitted while it is missing.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Nothing after it is emitted while it is missing, though the agent knows of blocks after it.
+    let api = agent.api_url().await;
+    wait_for(
+        CATCH_UP,
+        "the agent to know of blocks after the missing one",
+        || {
+            let url = format!("{api}/status");
+            let want = open.block_number + 3;
+            async move {
+                let (_, body) = http_get(&url).await;
+                let v: Value = serde_json::from_str(&body).ok()?;
+                (v["chains"][0]["head"].as_u64()? >= want).then_some(())
+            }
+        },
+    )
+    .await;
     assert_eq!(tip(&agent), open.block_number - 1);
     // A restart keeps the miss open (its attempts so far saved at shutdown), and completes it.
     assert!(agent

@@ -548,45 +548,155 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The resident set size of process `pid`, in kB (panics if it cannot be read: a missing reading
+/// must not pass for a small one).
 fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status:\n{status}"))
 }
 
-/// Follows devnet for `blocks` more blocks, then returns the agent's RSS in kB.
-async fn follow_and_measure(agent: &mut Agent, devnet: &DevnetProc, blocks: u64) -> u64 {
+/// Blocks followed with telemetry going nowhere before memory is taken as warm.
+const WARM_UP_BLOCKS: u64 = 40;
+/// Blocks followed after warm-up, with the RSS read every [`RSS_EVERY`] of them.
+const MEASURED_BLOCKS: u64 = 80;
+const RSS_EVERY: u64 = 10;
+/// How far the RSS may rise above its warm reading.
+const RSS_SLACK_KB: u64 = 16 * 1024;
+
+/// The agent follows with telemetry going nowhere: memory stays flat after warm-up (the RSS, read
+/// every few blocks, never rises more than [`RSS_SLACK_KB`] above its warm reading), the stream is
+/// canonical and SIGTERM is prompt (exit 0).
+async fn check_unaffected(agent: &mut Agent, devnet: &DevnetProc) {
     let head = devnet.head().await;
     agent
-        .wait_for_block(head + blocks, Duration::from_secs(60))
+        .wait_for_block(head + WARM_UP_BLOCKS, Duration::from_secs(60))
         .await;
-    rss_kb(agent.pid())
-}
-
-/// The agent follows with telemetry going nowhere: memory stays flat after warm-up, the stream is
-/// canonical and SIGTERM is prompt.
-async fn check_unaffected(agent: &mut Agent, devnet: &DevnetProc) {
-    let warm = follow_and_measure(agent, devnet, 40).await;
-    let later = follow_and_measure(agent, devnet, 80).await;
+    let warm = rss_kb(agent.pid());
+    let mut readings = Vec::new();
+    let from = devnet.head().await;
+    for k in 1..=MEASURED_BLOCKS / RSS_EVERY {
+        agent
+            .wait_for_block(from + k * RSS_EVERY, Duration::from_secs(60))
+            .await;
+        readings.push(rss_kb(agent.pid()));
+    }
+    assert_eq!(readings.len() as u64, MEASURED_BLOCKS / RSS_EVERY);
+    let peak = *readings.iter().max().unwrap();
     assert!(
-        later < warm + 16 * 1024,
-        "memory grew from {warm} kB to {later} kB with the collector unreachable"
+        peak < warm + RSS_SLACK_KB,
+        "memory grew from {warm} kB to {peak} kB with the collector unreachable: {readings:?}"
     );
     let started = std::time::Instant::now();
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    let status = agent.signal_and_wait("TERM", Duration::from_secs(5));
+    assert!(status.success(), "SIGTERM should exit 0, got {status:?}");
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "stop took {:?}",
         started.elapsed()
     );
     assert_matches_node(&canonical(&agent.stream()), &devnet.info.control).await;
+}
+
+/// The OpenTelemetry SDK's export-failure event of each exporter (its `name` field on the stderr
+/// line), and the OTLP client its error text names.
+const EXPORT_ERRORS: [(&str, &str); 3] = [
+    ("BatchSpanProcessor.ExportError", "TonicTracesClient"),
+    ("BatchLogProcessor.ExportError", "TonicLogsClient"),
+    ("PeriodicReader.ExportError", "TonicMetricsClient"),
+];
+
+/// The agent's JSON log lines from byte `offset` of its log on.
+fn log_lines_from(agent: &Agent, offset: usize) -> Vec<serde_json::Value> {
+    agent.log()[offset..]
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The export-failure reports among `lines`, per exporter of [`EXPORT_ERRORS`], with their time.
+fn export_failure_reports(
+    lines: &[serde_json::Value],
+) -> Vec<(
+    &'static str,
+    Vec<(std::time::SystemTime, serde_json::Value)>,
+)> {
+    EXPORT_ERRORS
+        .iter()
+        .map(|(name, _)| {
+            let reports = lines
+                .iter()
+                .filter(|l| l["name"] == *name)
+                .map(|l| {
+                    let at = l["timestamp"]
+                        .as_str()
+                        .and_then(|t| humantime::parse_rfc3339(t).ok())
+                        .unwrap_or_else(|| panic!("log line without a timestamp: {l}"));
+                    (at, l.clone())
+                })
+                .collect();
+            (*name, reports)
+        })
+        .collect()
+}
+
+/// Waits until every exporter has reported its export failures on stderr (after byte `offset` of
+/// the log), each report an error of the SDK naming its exporter's OTLP client.
+async fn wait_for_export_failure_reports(agent: &Agent, offset: usize) {
+    wait_for(
+        Duration::from_secs(20),
+        "every exporter's export failure reported on stderr",
+        || {
+            let reports = export_failure_reports(&log_lines_from(agent, offset));
+            async move { reports.iter().all(|(_, r)| !r.is_empty()).then_some(()) }
+        },
+    )
+    .await;
+    for ((name, reports), (_, client)) in export_failure_reports(&log_lines_from(agent, offset))
+        .iter()
+        .zip(EXPORT_ERRORS)
+    {
+        let (_, line) = &reports[0];
+        assert_eq!(line["level"], "ERROR", "{name}: {line}");
+        assert!(
+            line["target"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("opentelemetry")),
+            "{name}: {line}"
+        );
+        assert!(
+            line["error"].as_str().is_some_and(|e| e.contains(client)),
+            "{name} should name {client}: {line}"
+        );
+    }
+}
+
+/// After the agent stopped: each exporter's failures were reported at most once a minute, over a
+/// run long enough for its exporter to have failed (and, unthrottled, reported) many times.
+fn reported_at_most_once_a_minute(agent: &Agent, offset: usize, stopped: std::time::SystemTime) {
+    for (name, reports) in export_failure_reports(&log_lines_from(agent, offset)) {
+        assert!(!reports.is_empty(), "{name} never reported");
+        let first = reports[0].0;
+        let ran = stopped.duration_since(first).unwrap_or_default();
+        // The slowest exporter tries every second (logs; spans every 100 ms, metrics every 500 ms).
+        assert!(
+            ran >= Duration::from_secs(5),
+            "the run after {name}'s first report ({ran:?}) is too short to show a throttle"
+        );
+        for pair in reports.windows(2) {
+            let gap = pair[1].0.duration_since(pair[0].0).unwrap_or_default();
+            assert!(
+                gap >= Duration::from_secs(60),
+                "{name} reported twice within {gap:?}: {:?}",
+                reports.iter().map(|(_, l)| l).collect::<Vec<_>>()
+            );
+        }
+    }
 }
 
 /// Small export queues and quick batches, so that a collector going away fills them fast.
@@ -597,6 +707,8 @@ const PRESSURE: [(&str, &str); 4] = [
     ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
 ];
 
+/// The receiver goes away mid-run: every exporter's failures are reported on stderr (once a minute
+/// at most), memory stays flat and the stream goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_that_goes_away_costs_the_stream_nothing() {
     let mut receiver = Receiver::start().await;
@@ -609,20 +721,33 @@ async fn a_collector_that_goes_away_costs_the_stream_nothing() {
     let mut agent = Agent::start_with_env(dir.path(), &cfg, &PRESSURE);
     agent.wait_for_block(5, Duration::from_secs(30)).await;
     let received = receiver.received.clone();
-    wait_for(Duration::from_secs(10), "spans at the receiver", || {
-        let n = spans(&received).len();
-        async move { (n > 0).then_some(()) }
-    })
+    // Every signal reaches the receiver while it is up, and nothing fails.
+    wait_for(
+        Duration::from_secs(10),
+        "every signal at the receiver",
+        || {
+            let (t, m, l) = (
+                received.traces.lock().unwrap().len(),
+                received.metrics.lock().unwrap().len(),
+                received.logs.lock().unwrap().len(),
+            );
+            async move { (t > 0 && m > 0 && l > 0).then_some(()) }
+        },
+    )
     .await;
-    // The collector goes away: its connections close and new ones are refused.
-    receiver.stop().await;
-    let before = spans(&received).len();
-    check_unaffected(&mut agent, &devnet).await;
-    assert_eq!(
-        spans(&received).len(),
-        before,
-        "the stopped receiver still received spans"
+    assert!(
+        export_failure_reports(&log_lines_from(&agent, 0))
+            .iter()
+            .all(|(_, r)| r.is_empty()),
+        "export failures while the receiver was up:\n{}",
+        agent.log()
     );
+    // The collector goes away: its connections close and new ones are refused.
+    let offset = agent.log().len();
+    receiver.stop().await;
+    wait_for_export_failure_reports(&agent, offset).await;
+    check_unaffected(&mut agent, &devnet).await;
+    reported_at_most_once_a_minute(&agent, offset, std::time::SystemTime::now());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -644,6 +769,9 @@ async fn a_collector_that_never_answers_costs_the_stream_nothing() {
     );
     let mut agent = Agent::start_with_env(dir.path(), &cfg, &PRESSURE);
     agent.wait_for_block(5, Duration::from_secs(30)).await;
+    // Every export times out (after 3 s): reported, once a minute at most.
+    wait_for_export_failure_reports(&agent, 0).await;
     check_unaffected(&mut agent, &devnet).await;
+    reported_at_most_once_a_minute(&agent, 0, std::time::SystemTime::now());
     hole.abort();
 }

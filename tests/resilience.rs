@@ -151,31 +151,71 @@ fn spawn_to_stdout(dir: &std::path::Path, cfg: &str) -> std::process::Child {
         .unwrap()
 }
 
+/// Every line of `stdout`, as it comes, on a channel (closed at end of file).
+fn lines_of(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+fn parse_line(l: &str) -> StreamEvent {
+    serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stdout_carries_the_stream_and_nothing_else() {
     let anvil = Anvil::start(0).await;
     anvil.mine(5).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&provider("anvil", &anvil.url(), None, 0), "start = 1");
-    let child = spawn_to_stdout(dir.path(), &cfg);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut child = spawn_to_stdout(dir.path(), &cfg);
+    let lines = lines_of(child.stdout.take().unwrap());
+    // Read as they come until blocks 1-5 are out.
+    let mut events = Vec::new();
+    let deadline = std::time::Instant::now() + CATCH_UP;
+    while canonical(&events).last().map(|b| b.block_number) != Some(5) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(l) => events.push(parse_line(&l)),
+            Err(e) => {
+                let _ = child.kill();
+                panic!("blocks 1-5 not on stdout ({e}); got {events:?}");
+            }
+        }
+    }
     std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
-    let events: Vec<StreamEvent> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
-        .collect();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "SIGINT should exit 0, got {status:?}");
+    // Whatever came after, up to the end of the stream.
+    events.extend(lines.iter().map(|l| parse_line(&l)));
     let chain = canonical(&events);
     assert_eq!(
         chain.iter().map(|b| b.block_number).collect::<Vec<_>>(),
         vec![1, 2, 3, 4, 5]
     );
+    assert_eq!(events.len(), 5, "only the stream: {events:?}");
     assert_is_canonical(&chain, &anvil).await;
+}
+
+/// Whether a thread of process `pid` is blocked writing to a pipe (its kernel wait channel).
+fn blocked_writing_a_pipe(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.filter_map(Result::ok).any(|t| {
+        std::fs::read_to_string(t.path().join("wchan")).is_ok_and(|w| w.contains("pipe_write"))
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,12 +227,22 @@ async fn sigterm_stops_in_time_even_when_nobody_reads_stdout() {
         "timeout = \"2s\"",
         "timeout = \"2s\"\nrate_limit = { requests_per_second = 2000, burst = 2000 }",
     );
-    // stdout is a pipe that is never read: it fills after a few hundred lines and the writer blocks.
+    // stdout is a pipe that is not read: it fills after a few hundred lines and the writer blocks.
     let mut child = spawn_to_stdout(dir.path(), &cfg);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pid = child.id();
+    let blocked = std::time::Instant::now() + CATCH_UP;
+    while !blocked_writing_a_pipe(pid) {
+        if std::time::Instant::now() > blocked || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            panic!(
+                "the agent never blocked on its full stdout pipe (per /proc/{pid}/task/*/wchan)"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let sent = std::time::Instant::now();
     std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &pid.to_string()])
         .status()
         .unwrap();
     let status = loop {
@@ -212,4 +262,12 @@ async fn sigterm_stops_in_time_even_when_nobody_reads_stdout() {
         sent.elapsed()
     );
     assert!(status.success(), "{status:?}");
+    // What the pipe holds is the start of the stream, far from its end: the writer was held up.
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    out.truncate(out.rfind('\n').map_or(0, |i| i + 1));
+    let events: Vec<StreamEvent> = out.lines().map(parse_line).collect();
+    let chain = canonical(&events);
+    assert_eq!(chain.first().map(|b| b.block_number), Some(1), "{out}");
+    assert!(chain.len() < 2000, "{} blocks got through", chain.len());
 }
