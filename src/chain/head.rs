@@ -148,7 +148,7 @@ impl HeadTracker {
         self.publish_at(best, number, hash, SystemTime::now())
     }
 
-    /// [`Self::publish`] of news learned at `at` (a polled head: when its request left).
+    /// [`Self::publish`] of news learned at `at` (a polled head: when it was asked for).
     pub fn publish_at(&self, best: Option<u64>, number: u64, hash: Option<B256>, at: SystemTime) {
         let Some(best) = best else { return };
         self.times.record(best, at);

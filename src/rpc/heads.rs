@@ -138,6 +138,9 @@ struct Entry {
     syncing: bool,
     /// The last number its subscription pushed (since the subscription opened).
     last_pushed: Option<u64>,
+    /// The highest head it answered when asked (a poll or a probe; not a push, which can arrive
+    /// late behind newer answers): what a head that goes back is measured against.
+    asked: Option<u64>,
     /// Inconsistent until then, for this lie.
     lie: Option<(Instant, LieKind)>,
     /// The highest head it proved by serving its block.
@@ -314,13 +317,25 @@ impl HeadBook {
         let mut lie = None;
         let tolerance = self.rules.backwards_blocks;
         let e = &mut b.entries[idx];
+        // Only answers to questions are compared: a `newHeads` notification may be delivered late,
+        // behind a newer answer, and a reorg announces a lower branch.
+        let went_back = (!pushed)
+            .then_some(e.asked)
+            .flatten()
+            .filter(|&a| number.saturating_add(tolerance) < a);
+        if !pushed {
+            e.asked = Some(match (e.asked, went_back) {
+                (Some(a), None) => a.max(number),
+                _ => number,
+            });
+        }
         match &mut e.head {
-            Some(h) if number.saturating_add(tolerance) < h.number => {
+            Some(h) if went_back.is_some() => {
                 lie = Some(Lie {
                     kind: LieKind::HeadBackwards,
                     detail: format!(
-                        "its head went back from {} to {number}, more than the reorg window ({tolerance})",
-                        h.number
+                        "asked for its head, it answered {number} after {}: back by more than the reorg window ({tolerance})",
+                        went_back.unwrap_or(h.number)
                     ),
                 });
                 *h = Announced { number, at: now };
@@ -682,6 +697,8 @@ mod tests {
         b.report(1, 100, None, false, t);
         // Back by the window: a reorg it could follow.
         assert_eq!(b.report(0, 84, None, false, t).lie, None);
+        // A late newHeads notification is no answer to a question.
+        assert_eq!(b.report(0, 30, None, true, t).lie, None);
         let r = b.report(0, 49, None, false, t);
         assert_eq!(r.lie.map(|l| l.kind), Some(LieKind::HeadBackwards));
         assert_eq!(b.provider(0).inconsistent, Some(LieKind::HeadBackwards));

@@ -1437,9 +1437,9 @@ impl ProviderPool {
 
     /// Asks `provider` alone for its head (`eth_blockNumber`, within its rate limit; its chain id
     /// first when a check is due) and records it: heads are read from every provider, so that one
-    /// provider's word never decides the chain head. Returns the head it reported and when the
-    /// request left (after any wait for the agent's own rate limit: what the agent could know by
-    /// then is not delayed by it).
+    /// provider's word never decides the chain head. Returns the head it reported and when it was
+    /// asked, before any wait for the agent's own rate limit: a head learned late because the agent
+    /// held its own request back is not the provider's lateness.
     pub async fn poll_head(
         &self,
         provider: &Provider,
@@ -1447,6 +1447,7 @@ impl ProviderPool {
         self.ensure_verified(provider)
             .await
             .map_err(|e| self.redact_error(e))?;
+        let asked = std::time::SystemTime::now();
         let method = "eth_blockNumber";
         let attempt = provider.attempt_span(method, 1);
         let (result, took) = provider
@@ -1459,7 +1460,7 @@ impl ProviderPool {
         provider.finish_attempt(&attempt, method, took, result.as_ref().err());
         let head = result?;
         provider.record_head(head, None, false);
-        Ok((head, std::time::SystemTime::now() - took))
+        Ok((head, asked))
     }
 
     /// One probe of `provider`: its chain id when due, its newest block (head and hash into the head
