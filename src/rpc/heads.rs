@@ -354,13 +354,6 @@ impl HeadBook {
         }
     }
 
-    fn push_gap(b: &mut Book, idx: usize, first: u64, last: u64) {
-        if b.gaps.len() >= MAX_PENDING_GAPS {
-            b.gaps.pop_front();
-        }
-        b.gaps.push_back((idx, first, last));
-    }
-
     /// Provider `idx` was caught in a lie of `kind` (found by the pool): inconsistent for
     /// `inconsistent_for` from `now`; its head no longer counts.
     pub fn lie(&self, idx: usize, kind: LieKind, now: Instant) {
@@ -445,7 +438,11 @@ impl HeadBook {
 
     /// Records that provider `idx` skipped blocks `first..=last` (found by a check).
     pub fn skipped(&self, idx: usize, first: u64, last: u64) {
-        Self::push_gap(&mut self.lock(), idx, first, last);
+        let mut b = self.lock();
+        if b.gaps.len() >= MAX_PENDING_GAPS {
+            b.gaps.pop_front();
+        }
+        b.gaps.push_back((idx, first, last));
     }
 
     /// Forgets provider `idx`'s head: it serves another chain, and must not count.

@@ -1379,24 +1379,18 @@ impl ProviderPool {
             blockwatch.block.number = c.number,
         );
         async {
-            let method = "eth_getBlockByNumber";
             let head = provider.reported_head();
-            let attempt = provider.attempt_span(method, 1);
-            let (result, took) = provider
-                .request_timed::<Option<RpcBlock>>(
-                    method,
+            let result = self
+                .ask(
+                    provider,
+                    "eth_getBlockByNumber",
                     rpc_params![U64::from(c.number), false],
-                    None,
+                    |b: Option<RpcBlock>| match b {
+                        Some(b) => check_number(&b, c.number, self.hash_check).map(|()| true),
+                        None => Ok(false),
+                    },
                 )
-                .instrument(attempt.clone())
                 .await;
-            let result = result
-                .and_then(|b| match b {
-                    Some(b) => check_number(&b, c.number, self.hash_check).map(|()| true),
-                    None => Ok(false),
-                })
-                .map_err(|e| provider.judge(self.redact_error(e)));
-            provider.finish_attempt(&attempt, method, took, result.as_ref().err());
             let now = Instant::now();
             match (c.kind, result) {
                 (CheckKind::Claim, Ok(served)) => {
@@ -1448,19 +1442,35 @@ impl ProviderPool {
             .await
             .map_err(|e| self.redact_error(e))?;
         let asked = std::time::SystemTime::now();
-        let method = "eth_blockNumber";
+        let head = self
+            .ask(provider, "eth_blockNumber", rpc_params![], |n: U64| {
+                Ok(n.to::<u64>())
+            })
+            .await?;
+        provider.record_head(head, None, false);
+        Ok((head, asked))
+    }
+
+    /// One attempt of `method` on `provider` alone, outside any pool call (a poll, a probe, a
+    /// check), in its own attempt span: the answer passes `check`, and the outcome (errors redacted
+    /// and judged) is recorded in the provider's health, metrics and span.
+    async fn ask<T: DeserializeOwned, U>(
+        &self,
+        provider: &Provider,
+        method: &'static str,
+        params: ArrayParams,
+        check: impl FnOnce(T) -> Result<U, RpcError>,
+    ) -> Result<U, RpcError> {
         let attempt = provider.attempt_span(method, 1);
         let (result, took) = provider
-            .request_timed::<U64>(method, rpc_params![], None)
+            .request_timed::<T>(method, params, None)
             .instrument(attempt.clone())
             .await;
         let result = result
-            .map(|n| n.to::<u64>())
-            .map_err(|e| self.redact_error(e));
+            .and_then(check)
+            .map_err(|e| provider.judge(self.redact_error(e)));
         provider.finish_attempt(&attempt, method, took, result.as_ref().err());
-        let head = result?;
-        provider.record_head(head, None, false);
-        Ok((head, asked))
+        result
     }
 
     /// One probe of `provider`: its chain id when due, its newest block (head and hash into the head
@@ -1476,21 +1486,19 @@ impl ProviderPool {
             if self.ensure_verified(provider).await.is_err() {
                 return;
             }
-            let method = "eth_getBlockByNumber";
-            let attempt = provider.attempt_span(method, 1);
-            let (result, took) = provider
-                .request_timed::<Option<RpcBlock>>(method, rpc_params!["latest", false], None)
-                .instrument(attempt.clone())
+            let latest = self
+                .ask(
+                    provider,
+                    "eth_getBlockByNumber",
+                    rpc_params!["latest", false],
+                    |b: Option<RpcBlock>| {
+                        let b =
+                            b.ok_or_else(|| RpcError::InvalidResponse("no latest block".into()))?;
+                        b.check_hash(self.hash_check).map(|()| b)
+                    },
+                )
                 .await;
-            let result = result
-                .map_err(|e| self.redact_error(e))
-                .and_then(|b| {
-                    b.ok_or_else(|| RpcError::InvalidResponse("no latest block".into()))
-                        .and_then(|b| b.check_hash(self.hash_check).map(|()| b))
-                })
-                .map_err(|e| provider.judge(e));
-            provider.finish_attempt(&attempt, method, took, result.as_ref().err());
-            let Ok(block) = result else { return };
+            let Ok(block) = latest else { return };
             provider.record_head(block.number(), Some(block.header.hash), false);
             let behind = self
                 .heads
@@ -1498,16 +1506,16 @@ impl ProviderPool {
                 .lag_blocks
                 .is_some_and(|l| l > self.cfg.out_of_sync_blocks);
             if behind {
-                let method = "eth_syncing";
-                let attempt = provider.attempt_span(method, 1);
-                let (result, took) = provider
-                    .request_timed::<serde_json::Value>(method, rpc_params![], None)
-                    .instrument(attempt.clone())
+                let syncing = self
+                    .ask(
+                        provider,
+                        "eth_syncing",
+                        rpc_params![],
+                        |v: serde_json::Value| Ok(v.is_object()),
+                    )
                     .await;
-                let result = result.map_err(|e| self.redact_error(e));
-                provider.finish_attempt(&attempt, method, took, result.as_ref().err());
-                if let Ok(v) = result {
-                    provider.record_syncing(v.is_object());
+                if let Ok(syncing) = syncing {
+                    provider.record_syncing(syncing);
                 }
             } else {
                 provider.record_syncing(false);
