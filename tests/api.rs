@@ -201,6 +201,22 @@ fn error_of(body: &str) -> String {
         .to_owned()
 }
 
+/// The header timeout the limits test configures.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Waits for the agent to disconnect `s`: within 3 header timeouts, and not before half of one.
+async fn closed_by_the_header_timeout(s: &mut TcpStream, what: &str) {
+    let t0 = Instant::now();
+    let closed = closed_within(s, 3 * HEADER_TIMEOUT)
+        .await
+        .unwrap_or_else(|| panic!("{what} was not disconnected within 3 header timeouts"));
+    assert!(
+        closed - t0 >= HEADER_TIMEOUT / 2,
+        "{what}: disconnected after {:?}",
+        closed - t0
+    );
+}
+
 /// Reads until the peer closes the connection (EOF or reset) and returns when; `None` if it is
 /// still open after `within`.
 async fn closed_within(s: &mut TcpStream, within: Duration) -> Option<Instant> {
@@ -288,7 +304,6 @@ fn sockets_to_open(want: usize) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_answers_bad_requests_with_json_and_holds_up_against_idle_clients() {
     const CAP: usize = 32;
-    const HEADER_TIMEOUT: Duration = Duration::from_secs(1);
     // File descriptors the agent may open or close meanwhile on its own (provider connections).
     const SLACK: usize = 16;
     let devnet = DevnetProc::start(1, "200ms").await;
@@ -368,15 +383,7 @@ async fn the_api_answers_bad_requests_with_json_and_holds_up_against_idle_client
     s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
-    let t0 = Instant::now();
-    let closed = closed_within(&mut s, 3 * HEADER_TIMEOUT)
-        .await
-        .expect("half a request head was not disconnected within 3 header timeouts");
-    assert!(
-        closed - t0 >= HEADER_TIMEOUT / 2,
-        "disconnected after {:?}",
-        closed - t0
-    );
+    closed_by_the_header_timeout(&mut s, "half a request head").await;
 
     // A kept-alive connection idle after its answer: the same.
     let mut s = TcpStream::connect(&addr).await.unwrap();
@@ -385,15 +392,7 @@ async fn the_api_answers_bad_requests_with_json_and_holds_up_against_idle_client
         .unwrap();
     let answer = read_answer(&mut s).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    let t0 = Instant::now();
-    let closed = closed_within(&mut s, 3 * HEADER_TIMEOUT)
-        .await
-        .expect("an idle kept-alive connection was not disconnected within 3 header timeouts");
-    assert!(
-        closed - t0 >= HEADER_TIMEOUT / 2,
-        "disconnected after {:?}",
-        closed - t0
-    );
+    closed_by_the_header_timeout(&mut s, "an idle kept-alive connection").await;
 
     // Many idle connections, half of them with half a request head: the agent holds at most CAP
     // of them (the rest wait in the kernel's accept queue), so its descriptors and memory stay
