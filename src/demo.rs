@@ -21,7 +21,7 @@ use crate::{
         ProviderConfig, RateLimitConfig, Selection, StartAt, TelemetryConfig,
     },
     devnet::{Devnet, DevnetConfig, Fault},
-    output::StreamEvent,
+    model::StreamEvent,
 };
 
 /// The chain id of the demo's devnet.

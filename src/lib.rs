@@ -25,6 +25,7 @@ pub mod config;
 pub mod demo;
 pub mod devnet;
 pub mod health;
+pub mod model;
 pub mod monitor;
 pub mod output;
 pub mod redact;

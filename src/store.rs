@@ -13,7 +13,7 @@ use std::{
 use alloy_primitives::B256;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::chain::BlockRef;
+use crate::model::BlockRef;
 
 /// The schema version this build writes.
 const SCHEMA_VERSION: i64 = 2;
@@ -119,7 +119,7 @@ pub struct ChainCommit {
     /// Set when the stream (re)started with this block.
     pub first_emitted: Option<u64>,
     /// Missed-block records found or updated with these blocks.
-    pub missed: Vec<crate::monitor::MissedBlock>,
+    pub missed: Vec<crate::model::MissedBlock>,
 }
 
 /// The state database.
@@ -170,7 +170,7 @@ impl Store {
 
     /// Stores missed-block records, replacing an earlier record of the same block (a miss that was
     /// since recovered), all in one transaction.
-    pub fn save_missed(&self, records: &[crate::monitor::MissedBlock]) -> Result<(), StoreError> {
+    pub fn save_missed(&self, records: &[crate::model::MissedBlock]) -> Result<(), StoreError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn
             .transaction()
@@ -231,7 +231,7 @@ impl Store {
         chain: Option<&str>,
         since: Option<u64>,
         limit: usize,
-    ) -> Result<Vec<crate::monitor::MissedBlock>, StoreError> {
+    ) -> Result<Vec<crate::model::MissedBlock>, StoreError> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let mut stmt = conn
             .prepare_cached(
@@ -260,7 +260,7 @@ impl Store {
         &self,
         chain: &str,
         number: u64,
-    ) -> Result<Option<crate::monitor::MissedBlock>, StoreError> {
+    ) -> Result<Option<crate::model::MissedBlock>, StoreError> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let text: Option<String> = conn
             .query_row(
@@ -417,7 +417,7 @@ fn migrate_v1(conn: &Connection) -> rusqlite::Result<()> {
     ))
 }
 
-fn decode_missed(text: &str) -> Result<crate::monitor::MissedBlock, StoreError> {
+fn decode_missed(text: &str) -> Result<crate::model::MissedBlock, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Query {
         doing: "decoding a missed block",
         source: rusqlite::Error::FromSqlConversionFailure(
@@ -431,7 +431,7 @@ fn decode_missed(text: &str) -> Result<crate::monitor::MissedBlock, StoreError> 
 /// Upserts missed-block records in `tx`.
 fn insert_missed(
     tx: &rusqlite::Transaction<'_>,
-    records: &[crate::monitor::MissedBlock],
+    records: &[crate::model::MissedBlock],
 ) -> Result<(), StoreError> {
     if records.is_empty() {
         return Ok(());
@@ -482,8 +482,8 @@ mod tests {
         }
     }
 
-    fn missed(chain: &str, n: u64, at: u64, recovered: bool) -> crate::monitor::MissedBlock {
-        use crate::monitor::{MissedBlock, Reason, Severity};
+    fn missed(chain: &str, n: u64, at: u64, recovered: bool) -> crate::model::MissedBlock {
+        use crate::model::{MissedBlock, Reason, Severity};
         MissedBlock {
             timestamp: at,
             chain: chain.into(),
@@ -527,14 +527,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("state.db")).unwrap();
         // Block 7 was missed (a timeout), then a reorg replaced it.
-        let reorg = crate::monitor::MissedBlock {
-            reason: crate::monitor::Reason::ChainReorg,
+        let reorg = crate::model::MissedBlock {
+            reason: crate::model::Reason::ChainReorg,
             ..missed("a", 7, 130, true)
         };
         store.save_missed(&[missed("a", 7, 100, true)]).unwrap();
         store.save_missed(std::slice::from_ref(&reorg)).unwrap();
         // And replaced again later.
-        let again = crate::monitor::MissedBlock {
+        let again = crate::model::MissedBlock {
             timestamp: 140,
             ..reorg.clone()
         };
@@ -583,8 +583,8 @@ mod tests {
             store.unlogged(10).unwrap().is_empty(),
             "logged stays logged"
         );
-        let reorg = crate::monitor::MissedBlock {
-            reason: crate::monitor::Reason::ChainReorg,
+        let reorg = crate::model::MissedBlock {
+            reason: crate::model::Reason::ChainReorg,
             ..missed("a", 7, 130, true)
         };
         store.save_missed(std::slice::from_ref(&reorg)).unwrap();

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use blockwatch::{monitor::MissedBlock, store::Store};
+use blockwatch::{model::MissedBlock, store::Store};
 use common::*;
 use serde_json::{json, Value};
 

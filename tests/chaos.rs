@@ -201,7 +201,7 @@ async fn a_reorg_under_the_backlog_being_fetched_ahead() {
     let errors = agent
         .stream()
         .iter()
-        .filter(|e| matches!(e, blockwatch::output::StreamEvent::Error(_)))
+        .filter(|e| matches!(e, blockwatch::model::StreamEvent::Error(_)))
         .count();
     assert_eq!(errors, 0, "log:\n{}", agent.log());
     // One reorg if blocks of the old branch were emitted, none if not; never back and forth (a
@@ -212,14 +212,14 @@ async fn a_reorg_under_the_backlog_being_fetched_ahead() {
     let mut seen = Vec::new();
     for (i, e) in events.iter().enumerate() {
         match e {
-            blockwatch::output::StreamEvent::Block(b) => {
+            blockwatch::model::StreamEvent::Block(b) => {
                 if let Some(&n) = dead_branch.get(&b.hash.to_string()) {
                     assert_eq!(n, b.block_number, "{b:?}");
                     dead.push((i, b.clone()));
                 }
             }
-            blockwatch::output::StreamEvent::Reorg(r) => seen.push((i, r.clone())),
-            blockwatch::output::StreamEvent::Error(_) => {}
+            blockwatch::model::StreamEvent::Reorg(r) => seen.push((i, r.clone())),
+            blockwatch::model::StreamEvent::Error(_) => {}
         }
     }
     match (dead.last(), seen.as_slice()) {

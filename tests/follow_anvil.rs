@@ -161,11 +161,11 @@ async fn a_provider_on_another_chain_is_refused_at_start() {
     );
 }
 
-fn errors(events: &[blockwatch::output::StreamEvent]) -> Vec<blockwatch::output::ErrorLine> {
+fn errors(events: &[blockwatch::model::StreamEvent]) -> Vec<blockwatch::model::ErrorLine> {
     events
         .iter()
         .filter_map(|e| match e {
-            blockwatch::output::StreamEvent::Error(x) => Some(x.clone()),
+            blockwatch::model::StreamEvent::Error(x) => Some(x.clone()),
             _ => None,
         })
         .collect()
@@ -205,7 +205,7 @@ async fn a_reorg_deeper_than_the_window_is_reported_not_followed() {
     assert!(
         matches!(
             events.last(),
-            Some(blockwatch::output::StreamEvent::Error(_))
+            Some(blockwatch::model::StreamEvent::Error(_))
         ),
         "{events:?}"
     );
@@ -243,7 +243,7 @@ async fn a_reorg_deeper_than_the_window_is_reported_not_followed() {
         let last = agent.stream().last().cloned();
         async move {
             match last {
-                Some(blockwatch::output::StreamEvent::Block(b)) if b.block_number == head => {
+                Some(blockwatch::model::StreamEvent::Block(b)) if b.block_number == head => {
                     Some(())
                 }
                 _ => None,

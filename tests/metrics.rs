@@ -58,7 +58,7 @@ async fn metrics_carry_spec_names_and_bounded_labels() {
     let lines = agent
         .stream()
         .iter()
-        .filter(|e| matches!(e, blockwatch::output::StreamEvent::Block(_)))
+        .filter(|e| matches!(e, blockwatch::model::StreamEvent::Block(_)))
         .count();
     let text = wait_for(CATCH_UP, "blocks_processed to count every line", || {
         let url = format!("{api}/metrics");

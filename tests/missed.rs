@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use blockwatch::{
-    monitor::{MissedBlock, Reason},
+    model::{MissedBlock, Reason},
     store::Store,
 };
 use common::*;

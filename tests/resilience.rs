@@ -6,7 +6,7 @@ mod common;
 
 use std::{io::Write, time::Duration};
 
-use blockwatch::output::{BlockLine, StreamEvent};
+use blockwatch::model::{BlockLine, StreamEvent};
 use common::*;
 
 const CATCH_UP: Duration = Duration::from_secs(30);

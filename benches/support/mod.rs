@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use blockwatch::{chain::StreamObserver, config::Config, output::StreamEvent};
+use blockwatch::{chain::StreamObserver, config::Config, model::StreamEvent};
 use tokio::sync::mpsc;
 
 /// (block number, provider that served it, when it was emitted).

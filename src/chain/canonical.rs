@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 
 use alloy_primitives::B256;
 
-use super::{Block, BlockRef};
+use crate::model::{Block, BlockRef};
 
 /// How a fetched block relates to the canonical tip.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

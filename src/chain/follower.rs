@@ -26,11 +26,11 @@ use super::{
     canonical::{CanonicalChain, Link},
     head::{Head, HeadTimes},
     progress::Progress,
-    Block, BlockRef,
 };
 use crate::{
     config::{ChainConfig, StartAt},
-    output::{self, BlockLine, BlockOutput, ErrorLine, ReorgLine, StreamEvent},
+    model::{Block, BlockLine, BlockRef, ErrorLine, ReorgLine, StreamEvent},
+    output::{self, BlockOutput},
     rpc::{Answer, PoolError, ProviderPool},
     store::{ChainCommit, Store, StoreError},
 };
@@ -180,7 +180,7 @@ struct FetchInfo {
 
 /// Adds a `missed_block` event to the block's `span` (whatever the log level), and logs the miss in
 /// it, at warn when `console`, else at debug.
-fn log_missed(span: &tracing::Span, r: &crate::monitor::MissedBlock, console: bool) {
+fn log_missed(span: &tracing::Span, r: &crate::model::MissedBlock, console: bool) {
     use opentelemetry::KeyValue;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     span.add_event(
@@ -1093,12 +1093,12 @@ impl ChainFollower {
         }
         let (reason, answered) = match unless_cancelled(cancel, self.pool.block_number()).await {
             Err(StepError::Pool(PoolError::Exhausted { error, .. })) => {
-                (crate::monitor::Reason::from_error(&error), false)
+                (crate::model::Reason::from_error(&error), false)
             }
             Err(StepError::Pool(PoolError::NoProvider { .. })) => {
-                (crate::monitor::Reason::NodeUnresponsive, false)
+                (crate::model::Reason::NodeUnresponsive, false)
             }
-            Ok(_) => (crate::monitor::Reason::NodeUnresponsive, true),
+            Ok(_) => (crate::model::Reason::NodeUnresponsive, true),
             Err(e) => return Err(e),
         };
         let Some(monitor) = self.monitor.as_mut() else {
@@ -1160,14 +1160,14 @@ impl ChainFollower {
     }
 
     /// Logs and stores a miss found outside a batch's commit (an open miss, a skip found late).
-    async fn store_open_miss(&self, record: crate::monitor::MissedBlock) -> Result<(), StepError> {
+    async fn store_open_miss(&self, record: crate::model::MissedBlock) -> Result<(), StepError> {
         let span = block_span(&self.cfg.name, record.block_number);
         log_missed(&span, &record, self.missed_console);
         self.store_missed(record).await
     }
 
     /// Stores a record (a new one, or a new state of one) for the log writer.
-    async fn store_missed(&self, record: crate::monitor::MissedBlock) -> Result<(), StepError> {
+    async fn store_missed(&self, record: crate::model::MissedBlock) -> Result<(), StepError> {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.save_missed(&[record]))
             .await

@@ -1,12 +1,10 @@
 //! Following a chain: block types, the head tracker, the canonical window and the follower.
 
-mod block;
 pub mod canonical;
 pub mod follower;
 pub mod head;
 pub mod progress;
 
-pub use block::{Block, BlockRef};
 pub use canonical::{CanonicalChain, Link};
 pub use follower::{
     ChainFollower, FollowError, LogObserver, MetricsObserver, RecoveryPolicy, StreamObserver,

@@ -9,7 +9,7 @@ use std::{
 use alloy_primitives::B256;
 
 use super::follower::StreamObserver;
-use crate::output::StreamEvent;
+use crate::model::StreamEvent;
 
 /// The last block a chain emitted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

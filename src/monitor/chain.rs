@@ -13,7 +13,8 @@ use std::{
 
 use opentelemetry::KeyValue;
 
-use super::{ChainStats, MissedBlock, Reason, SeverityRules};
+use super::{ChainStats, SeverityRules};
+use crate::model::{MissedBlock, Reason};
 use crate::{
     rpc::{PoolError, RpcError},
     telemetry::{metrics::attr, Metrics},
@@ -594,7 +595,7 @@ mod tests {
         let r = m.emitted(&block(4, 1036, 1070)).expect("late");
         assert_eq!(r.reason, Reason::NetworkLatency);
         assert_eq!(r.expected_timestamp, 1036);
-        assert_eq!(r.severity, crate::monitor::Severity::Medium);
+        assert_eq!(r.severity, crate::model::Severity::Medium);
         assert!(r.recovered);
         assert_eq!(r.metadata["recovery_seconds"], 4.02);
         let v = m.stats.lock().unwrap().view();
@@ -643,7 +644,7 @@ mod tests {
         let open = m.fetch_failed(10, &err).expect("opened");
         assert!(!open.recovered);
         assert_eq!(open.reason, Reason::Timeout);
-        assert_eq!(open.severity, crate::monitor::Severity::Critical);
+        assert_eq!(open.severity, crate::model::Severity::Critical);
         assert_eq!(m.fetch_failed(10, &err), None, "one record per block");
         assert_eq!(
             m.overdue(10, Reason::NodeUnresponsive),
@@ -694,7 +695,7 @@ mod tests {
         assert_eq!(r.recovery_attempts, 1);
         assert_eq!(r.recovered_from.as_deref(), Some("p1"));
         assert_eq!(r.metadata["failed_provider"], "p0");
-        assert_eq!(r.severity, crate::monitor::Severity::Low);
+        assert_eq!(r.severity, crate::model::Severity::Low);
     }
     #[test]
     fn exhausted_retries_are_recorded_and_counted_once_recovered() {
@@ -749,7 +750,7 @@ mod tests {
         assert_eq!(r4.expected_timestamp, 1048);
         assert_eq!(
             r4.severity,
-            crate::monitor::Severity::Medium,
+            crate::model::Severity::Medium,
             "33 s after it was made"
         );
         let r5 = m
@@ -760,7 +761,7 @@ mod tests {
             .expect("replaced");
         assert_eq!(
             r5.severity,
-            crate::monitor::Severity::Medium,
+            crate::model::Severity::Medium,
             "second in a row"
         );
         assert_eq!(m.emitted(&block(6, 1072, now)), None, "a new height");

@@ -3,7 +3,7 @@
 
 use std::str::FromStr;
 
-use super::MissedBlock;
+use crate::model::MissedBlock;
 
 /// Most records one export returns (the oldest blocks first); narrow it with `chain` and `since`.
 pub const MAX_RECORDS: usize = 1_000_000;
@@ -83,7 +83,7 @@ mod tests {
     use super::*;
 
     fn record(chain: &str) -> MissedBlock {
-        crate::monitor::record::tests::readme_example(chain)
+        crate::model::readme_example(chain)
     }
 
     #[test]

@@ -1,17 +1,14 @@
-//! The missed-block monitor: what a missed block is ([`record`]), why it happened and how bad it was
-//! ([`classify`]), and the running statistics of each chain ([`stats`]).
-//!
-//! (Work in progress for issue 6: detection in the follower, recovery, the JSON-lines log and export
-//! build on these.)
+//! The missed-block monitor: finding missed and late blocks in the stream ([`chain`]), why each was
+//! missed and how bad it was ([`classify`]), the running statistics of each chain ([`stats`]), the
+//! rotated JSON-lines log ([`log`]) and the CSV/JSON exports ([`export`]). The record itself is a
+//! ground-floor type, [`crate::model::MissedBlock`].
 
 pub mod chain;
 pub mod classify;
 pub mod export;
 pub mod log;
-pub mod record;
 pub mod stats;
 
 pub use chain::{ChainMonitor, Emitted};
-pub use classify::{Reason, Severity, SeverityRules};
-pub use record::MissedBlock;
+pub use classify::SeverityRules;
 pub use stats::ChainStats;

@@ -39,8 +39,8 @@ use super::{
     RpcError,
 };
 use crate::{
-    chain::Block,
     config::{BlockHashCheck, ChainConfig, PoolConfig, Selection},
+    model::Block,
     redact::Redactor,
     telemetry::{metrics::attr, Metrics},
 };

@@ -4,7 +4,7 @@ use alloy_primitives::{B256, U64};
 use serde::{de::IgnoredAny, Deserialize, Deserializer};
 
 use super::RpcError;
-use crate::chain::Block;
+use crate::model::Block;
 
 /// A block as `eth_getBlockByNumber(n, false)` / `eth_getBlockByHash(h, false)` return it: the full
 /// header (so that its hash can be recomputed) and the transaction count.

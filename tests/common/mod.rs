@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use blockwatch::output::{BlockLine, StreamEvent};
+use blockwatch::model::{BlockLine, StreamEvent};
 use jsonrpsee::{core::client::ClientT, core::params::ArrayParams, http_client::HttpClient};
 use serde_json::Value;
 
@@ -402,7 +402,7 @@ pub fn canonical(events: &[StreamEvent]) -> Vec<BlockLine> {
 }
 
 /// The reorg lines of a stream.
-pub fn reorgs(events: &[StreamEvent]) -> Vec<blockwatch::output::ReorgLine> {
+pub fn reorgs(events: &[StreamEvent]) -> Vec<blockwatch::model::ReorgLine> {
     events
         .iter()
         .filter_map(|e| match e {

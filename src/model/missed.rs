@@ -1,8 +1,73 @@
-//! One missed block, as the missed-block log, the database and the exports carry it.
+//! One missed block, as the missed-block log, the database and the exports carry it: what it is,
+//! why it was missed ([`Reason`]) and how bad it was ([`Severity`]).
 
 use serde::{Deserialize, Serialize};
 
-use super::{Reason, Severity};
+/// Why a block was missed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Reason {
+    /// It came, but later than `max_block_delay` after its expected time.
+    NetworkLatency,
+    /// Providers answered, but none had the block (it was announced or is due, yet not served).
+    NodeUnresponsive,
+    /// A provider answered with a JSON-RPC error or an HTTP error status.
+    RpcError,
+    /// A provider served a block that is not the one asked for, or whose hash does not match.
+    InvalidBlock,
+    /// The block the stream delivered at this height was replaced by a reorg: the canonical one
+    /// came only with the reorg.
+    ChainReorg,
+    /// A provider did not answer in time.
+    Timeout,
+    /// The connection to a provider failed.
+    ConnectionLost,
+    /// A provider said to slow down (HTTP 429).
+    RateLimitExceeded,
+    /// Anything else (an answer that could not be read).
+    Unknown,
+}
+
+impl Reason {
+    /// The name in logs, exports and the `reason` attribute.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::NetworkLatency => "NetworkLatency",
+            Reason::NodeUnresponsive => "NodeUnresponsive",
+            Reason::RpcError => "RpcError",
+            Reason::InvalidBlock => "InvalidBlock",
+            Reason::ChainReorg => "ChainReorg",
+            Reason::Timeout => "Timeout",
+            Reason::ConnectionLost => "ConnectionLost",
+            Reason::RateLimitExceeded => "RateLimitExceeded",
+            Reason::Unknown => "Unknown",
+        }
+    }
+}
+
+/// How bad a miss was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Severity {
+    /// Recovered quickly, alone.
+    Low,
+    /// Late by more than `max_block_delay`, or the second in a row.
+    Medium,
+    /// Late by more than twice `max_block_delay`, or part of a streak of `high_streak`.
+    High,
+    /// Not recovered, or part of a streak of `critical_streak`.
+    Critical,
+}
+
+impl Severity {
+    /// The name in logs, exports and the `severity` attribute.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "Low",
+            Severity::Medium => "Medium",
+            Severity::High => "High",
+            Severity::Critical => "Critical",
+        }
+    }
+}
 
 /// A missed block (a line of the missed-block log).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
