@@ -12,16 +12,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     api,
-    chain::{
-        ChainFollower, FollowError, HeadTracker, LogObserver, MetricsObserver, Progress,
-        RecoveryPolicy, StreamObserver,
-    },
+    chain::HeadTracker,
     config::Config,
-    monitor::{log::MissedBlockLog, ChainMonitor, ChainStats},
+    follower::{ChainFollower, FollowError, Progress},
+    model::StreamObserver,
+    monitor::{log::MissedBlockLog, ChainMonitor, ChainStats, RecoveryPolicy},
     output::BlockOutput,
     rpc::{PoolSetupError, ProviderPool},
     store::{Store, StoreError},
-    telemetry::TelemetryHandle,
+    telemetry::{LogObserver, MetricsObserver, TelemetryHandle},
 };
 
 /// How long tasks get to finish after a stop is asked for.

@@ -279,7 +279,7 @@ struct ChainStatus {
     /// Blocks between the chain head and the last block emitted.
     behind_blocks: Option<u64>,
     /// The catch-up under way, if any.
-    catch_up: Option<crate::chain::progress::CatchUp>,
+    catch_up: Option<crate::follower::progress::CatchUp>,
     current_provider: Option<String>,
     rpc_error_count: u64,
     reorgs: u64,

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     agent,
-    chain::StreamObserver,
+    model::StreamObserver,
     config::{
         AgentConfig, BlockOutputTarget, ChainConfig, Config, HumanDuration, LogFormat, PoolConfig,
         ProviderConfig, RateLimitConfig, Selection, StartAt, TelemetryConfig,

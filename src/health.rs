@@ -22,7 +22,7 @@ use opentelemetry::KeyValue;
 use serde::Serialize;
 
 use crate::{
-    chain::{
+    follower::{
         progress::{CatchUp, LastBlock},
         Progress,
     },

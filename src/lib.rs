@@ -19,11 +19,14 @@
 pub mod agent;
 pub mod alerts;
 pub mod api;
+pub mod canonical;
 pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod devnet;
+pub mod fetch;
+pub mod follower;
 pub mod health;
 pub mod model;
 pub mod monitor;

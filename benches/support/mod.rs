@@ -4,7 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use blockwatch::{chain::StreamObserver, config::Config, model::StreamEvent};
+use blockwatch::{
+    config::Config,
+    model::{StreamEvent, StreamObserver},
+};
 use tokio::sync::mpsc;
 
 /// (block number, provider that served it, when it was emitted).

@@ -1,13 +1,5 @@
-//! Following a chain: block types, the head tracker, the canonical window and the follower.
+//! The chain head: the tracker that corroborates provider heads (`newHeads` or polling).
 
-pub mod canonical;
-pub mod follower;
 pub mod head;
-pub mod progress;
 
-pub use canonical::{CanonicalChain, Link};
-pub use follower::{
-    ChainFollower, FollowError, LogObserver, MetricsObserver, RecoveryPolicy, StreamObserver,
-};
 pub use head::{Head, HeadTracker};
-pub use progress::Progress;

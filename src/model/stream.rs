@@ -108,3 +108,10 @@ pub struct ErrorLine {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_number: Option<u64>,
 }
+
+/// Something that sees the stream after each batch is written and committed (logs, metrics, the
+/// catch-up progress, the demo's narrator). Called on the follower's task: must not block.
+pub trait StreamObserver: Send + Sync {
+    /// `events` were written and committed, in this order.
+    fn on_events(&self, events: &[StreamEvent]);
+}

@@ -7,8 +7,12 @@ pub mod chain;
 pub mod classify;
 pub mod export;
 pub mod log;
+pub mod recovery;
 pub mod stats;
+pub mod watch;
 
 pub use chain::{ChainMonitor, Emitted};
 pub use classify::SeverityRules;
+pub use recovery::RecoveryPolicy;
 pub use stats::ChainStats;
+pub use watch::MissWatch;

@@ -13,6 +13,7 @@
 
 mod json_log;
 pub mod metrics;
+pub mod observers;
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
@@ -27,6 +28,7 @@ use opentelemetry_sdk::{
 use tracing_subscriber::{filter::FilterExt, filter::Targets, fmt, prelude::*, EnvFilter, Layer};
 
 pub use metrics::Metrics;
+pub use observers::{LogObserver, MetricsObserver};
 
 use crate::config::{LogFormat, OtlpTarget, TelemetryConfig};
 

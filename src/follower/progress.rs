@@ -8,8 +8,7 @@ use std::{
 
 use alloy_primitives::B256;
 
-use super::follower::StreamObserver;
-use crate::model::StreamEvent;
+use crate::model::{StreamEvent, StreamObserver};
 
 /// The last block a chain emitted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

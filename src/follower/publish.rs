@@ -1,0 +1,184 @@
+//! The follower's commit point: a batch's lines go to the block sink, then its state change (window,
+//! cursor, missed-block records) to the state store in one transaction, then to the observers.
+//! A crash between the two can repeat (never lose) the last batch, and with a file sink not even
+//! that: its uncommitted tail is adopted on start.
+
+use std::{
+    sync::Arc,
+    time::{Duration, UNIX_EPOCH},
+};
+
+use tokio::sync::Notify;
+
+use super::FollowError;
+use crate::{
+    fetch::Fetched,
+    model::{BlockLine, BlockRef, MissedBlock, StreamEvent, StreamObserver},
+    output::{self, BlockOutput},
+    store::{ChainCommit, ChainState, Store},
+};
+
+/// A line to publish, with the span its observers run in (a block's `process_block` span).
+pub type Line = (StreamEvent, Option<tracing::Span>);
+
+/// Where one chain's stream goes.
+pub struct Publisher {
+    chain: String,
+    chain_id: u64,
+    sink: Arc<BlockOutput>,
+    store: Arc<Store>,
+    observers: Vec<Arc<dyn StreamObserver>>,
+    /// Told when missed-block records were stored (the log writer).
+    missed_stored: Option<Arc<Notify>>,
+}
+
+impl Publisher {
+    /// Publishes `chain`'s stream to `sink`, `store` and `observers`.
+    pub fn new(
+        chain: &str,
+        chain_id: u64,
+        sink: Arc<BlockOutput>,
+        store: Arc<Store>,
+        observers: Vec<Arc<dyn StreamObserver>>,
+    ) -> Self {
+        Self {
+            chain: chain.to_owned(),
+            chain_id,
+            sink,
+            store,
+            observers,
+            missed_stored: None,
+        }
+    }
+
+    /// Tells `stored` whenever missed-block records were stored.
+    pub fn notify_missed(&mut self, stored: Option<Arc<Notify>>) {
+        self.missed_stored = stored;
+    }
+
+    /// The chain's stored state.
+    pub async fn load(&self) -> Result<ChainState, FollowError> {
+        let store = self.store.clone();
+        let (name, id) = (self.chain.clone(), self.chain_id);
+        Ok(tokio::task::spawn_blocking(move || store.load_chain(&name, id)).await??)
+    }
+
+    /// Lines the sink holds after `cursor` that were never committed (`Some(empty)`: none; `None`:
+    /// the sink cannot tell, or does not hold the cursor's block).
+    pub async fn uncommitted(
+        &self,
+        cursor: Option<BlockRef>,
+    ) -> Result<Option<Vec<StreamEvent>>, FollowError> {
+        let Some(path) = self.sink.file_path() else {
+            return Ok(Some(Vec::new()));
+        };
+        let path = path.to_owned();
+        let name = self.chain.clone();
+        let tail =
+            tokio::task::spawn_blocking(move || output::uncommitted_tail(&path, &name, cursor))
+                .await??;
+        if tail.is_none() {
+            tracing::warn!(chain = %self.chain, cursor = ?cursor.map(|c| c.number),
+                "the block output file does not contain the cursor's block; not reconciling it");
+        }
+        Ok(tail)
+    }
+
+    /// The unrecovered record of block `number`, if one is stored.
+    pub async fn open_miss(&self, number: u64) -> Result<Option<MissedBlock>, FollowError> {
+        let store = self.store.clone();
+        let name = self.chain.clone();
+        Ok(tokio::task::spawn_blocking(move || store.open_miss(&name, number)).await??)
+    }
+
+    /// Writes `lines`, then commits `commit` (when given: lines that change no state, like error
+    /// reports, have none), then tells the observers.
+    pub async fn publish(
+        &self,
+        lines: Vec<Line>,
+        commit: Option<ChainCommit>,
+    ) -> Result<(), FollowError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let (written, spans): (Vec<StreamEvent>, Vec<_>) = lines.into_iter().unzip();
+        let missed = commit.as_ref().is_some_and(|c| !c.missed.is_empty());
+        let (sink, store) = (self.sink.clone(), self.store.clone());
+        let (name, id) = (self.chain.clone(), self.chain_id);
+        // Written, then committed, on one blocking thread: one hand-off per batch.
+        let written = tokio::task::spawn_blocking(move || -> Result<_, FollowError> {
+            sink.write(&written)?;
+            if let Some(commit) = commit {
+                store.commit(&name, id, &commit)?;
+            }
+            Ok(written)
+        })
+        .await??;
+        if missed {
+            self.tell_missed();
+        }
+        // Observers see each line inside its block's span, so their logs and events join its trace.
+        for (event, span) in written.iter().zip(&spans) {
+            let tell = || {
+                for o in &self.observers {
+                    o.on_events(std::slice::from_ref(event));
+                }
+            };
+            match span {
+                Some(span) => span.in_scope(tell),
+                None => tell(),
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits a state change that writes no line (adopted lines).
+    pub async fn commit(&self, commit: ChainCommit) -> Result<(), FollowError> {
+        let store = self.store.clone();
+        let (name, id) = (self.chain.clone(), self.chain_id);
+        tokio::task::spawn_blocking(move || store.commit(&name, id, &commit)).await??;
+        Ok(())
+    }
+
+    /// Stores missed-block records found outside a batch (a new one, or a new state of one).
+    pub async fn store_missed(&self, records: Vec<MissedBlock>) -> Result<(), FollowError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.save_missed(&records)).await??;
+        self.tell_missed();
+        Ok(())
+    }
+
+    fn tell_missed(&self) {
+        if let Some(n) = &self.missed_stored {
+            n.notify_one();
+        }
+    }
+
+    /// `f`'s block line.
+    pub fn line(&self, f: &Fetched) -> Line {
+        let received_ms = f
+            .received
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_millis() as i64;
+        let line = StreamEvent::Block(BlockLine {
+            chain: self.chain.clone(),
+            block_number: f.block.number,
+            hash: f.block.hash,
+            parent_hash: f.block.parent_hash,
+            timestamp: f.block.timestamp,
+            transactions: f.block.transactions,
+            provider: f.provider.clone(),
+            received_at: humantime::format_rfc3339_millis(f.received).to_string(),
+            lag_ms: received_ms.saturating_sub(
+                i64::try_from(f.block.timestamp)
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(1000),
+            ),
+        });
+        (line, Some(f.span.clone()))
+    }
+}
