@@ -15,13 +15,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     agent,
-    model::StreamObserver,
     config::{
         AgentConfig, BlockOutputTarget, ChainConfig, Config, HumanDuration, LogFormat, PoolConfig,
         ProviderConfig, RateLimitConfig, Selection, StartAt, TelemetryConfig,
     },
     devnet::{Devnet, DevnetConfig, Fault},
     model::StreamEvent,
+    model::StreamObserver,
 };
 
 /// The chain id of the demo's devnet.

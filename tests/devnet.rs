@@ -1,4 +1,4 @@
-//! The devnet does what the README says at the protocol level: real JSON-RPC over HTTP and WebSocket,
+//! The devnet does what docs/devnet.md says at the protocol level: real JSON-RPC over HTTP and WebSocket,
 //! batches, verifiable hashes, and every fault as a client would see it.
 
 mod common;

@@ -1,5 +1,5 @@
 //! What the agent exports over OTLP/gRPC, received by a real in-process gRPC receiver while the
-//! agent follows devnet through faults: spans as the README describes them (names, kinds, attributes, parent links,
+//! agent follows devnet through faults: spans as docs/telemetry.md describes them (names, kinds, attributes, parent links,
 //! error status, events), every metric with its attributes, log records with trace ids, the
 //! `traceparent` devnet saw matching an exported span — and a provider secret nowhere (exported,
 //! logged, written, served or printed by `check-config`), whether it came from the environment, a

@@ -19,7 +19,7 @@ use alloy_primitives::B256;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-pub use batch::{Fetch, Feed};
+pub use batch::{Feed, Fetch};
 
 use crate::{
     model::Block,
@@ -162,8 +162,7 @@ impl Fetcher {
         let started = Instant::now();
         let lookup = self.pool.block_by_number(number).instrument(span.clone());
         let mut a = unless_cancelled(cancel, lookup).await?;
-        Ok(a
-            .value
+        Ok(a.value
             .take()
             .map(|b| Fetched::answered(&a, started, b, span)))
     }

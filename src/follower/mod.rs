@@ -164,7 +164,9 @@ impl ChainFollower {
         let result = self.follow(&cancel).await;
         // The attempts made on a miss still open are kept for the next run.
         let open = self.watch.as_mut().and_then(|w| w.open_attempts_unsaved());
-        self.publisher.store_missed(open.into_iter().collect()).await?;
+        self.publisher
+            .store_missed(open.into_iter().collect())
+            .await?;
         result
     }
 

@@ -5,7 +5,7 @@ use super::{ChainFollower, FollowError, StepError, MAX_BATCH};
 use crate::{
     canonical::Resolved,
     chain::head::Head,
-    fetch::{unless_cancelled, Confirmed, Fetch, FetchInfo, Fetched, Feed},
+    fetch::{unless_cancelled, Confirmed, Feed, Fetch, FetchInfo, Fetched},
     model::{Reason, StreamEvent},
     rpc::PoolError,
 };
@@ -132,7 +132,11 @@ impl ChainFollower {
                 break;
             }
         }
-        if self.canonical.next_number().is_some_and(|n| n > head.number) {
+        if self
+            .canonical
+            .next_number()
+            .is_some_and(|n| n > head.number)
+        {
             if let Some(p) = &self.progress {
                 p.caught_up();
             }
@@ -262,7 +266,9 @@ impl ChainFollower {
                         error = %e, "recovery attempt failed");
                     // One more attempt on the open miss (or a new open miss, if none is open here).
                     let opened = self.watch.as_mut().and_then(|w| w.fetch_failed(number, &e));
-                    self.publisher.store_missed(opened.into_iter().collect()).await?;
+                    self.publisher
+                        .store_missed(opened.into_iter().collect())
+                        .await?;
                     false
                 }
                 other => return Err(other),
@@ -272,7 +278,9 @@ impl ChainFollower {
             .watch
             .as_mut()
             .and_then(|w| w.recovery_failed(number, tries, unserved, head_reached));
-        self.publisher.store_missed(exhausted.into_iter().collect()).await?;
+        self.publisher
+            .store_missed(exhausted.into_iter().collect())
+            .await?;
         Ok(())
     }
 
@@ -303,7 +311,9 @@ impl ChainFollower {
             .watch
             .as_mut()
             .and_then(|w| w.overdue(next, reason, answered));
-        self.publisher.store_missed(record.into_iter().collect()).await?;
+        self.publisher
+            .store_missed(record.into_iter().collect())
+            .await?;
         Ok(())
     }
 
@@ -335,7 +345,9 @@ impl ChainFollower {
             .watch
             .as_mut()
             .and_then(|w| w.fetch_failed(number, error));
-        self.publisher.store_missed(record.into_iter().collect()).await?;
+        self.publisher
+            .store_missed(record.into_iter().collect())
+            .await?;
         Ok(())
     }
 }

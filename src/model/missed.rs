@@ -135,7 +135,7 @@ impl MissedBlock {
 pub(crate) mod tests {
     use super::*;
 
-    /// The README's example record, of `chain`.
+    /// The example record of docs/outputs.md, of `chain`.
     pub(crate) fn readme_example(chain: &str) -> MissedBlock {
         MissedBlock {
             timestamp: 1640995220,
@@ -154,7 +154,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_record_is_specs_json_line() {
+    fn a_record_is_the_documented_json_line() {
         let r = readme_example("mainnet");
         let line = serde_json::to_string(&r).unwrap();
         assert_eq!(

@@ -90,7 +90,12 @@ impl Recovery {
     /// The attempt due now, if one is: its block and attempt number (counted). `next`: the block
     /// the stream waits for (another one ends the recovery: the stream moved on or back);
     /// `head_reached`: the chain head is at or past the block.
-    pub fn due(&mut self, next: Option<u64>, head_reached: bool, now: Instant) -> Option<(u64, u32)> {
+    pub fn due(
+        &mut self,
+        next: Option<u64>,
+        head_reached: bool,
+        now: Instant,
+    ) -> Option<(u64, u32)> {
         let r = self.current.as_mut()?;
         if Some(r.number) != next {
             self.current = None;
@@ -154,10 +159,17 @@ mod tests {
         assert_eq!(r.failed(false, true, t1), AfterFailure::Again);
         let t2 = t1 + Duration::from_secs(3);
         assert_eq!(r.due(Some(10), true, t2), Some((10, 2)));
-        assert_eq!(r.failed(false, true, t2), AfterFailure::Exhausted { tries: 2 });
+        assert_eq!(
+            r.failed(false, true, t2),
+            AfterFailure::Exhausted { tries: 2 }
+        );
         let t3 = t2 + Duration::from_secs(3);
         assert_eq!(r.due(Some(10), true, t3), Some((10, 3)), "still asked for");
-        assert_eq!(r.failed(false, true, t3), AfterFailure::Again, "declared once");
+        assert_eq!(
+            r.failed(false, true, t3),
+            AfterFailure::Again,
+            "declared once"
+        );
     }
 
     #[test]
@@ -167,7 +179,11 @@ mod tests {
         r.start(10, true, t0);
         let late = t0 + Duration::from_secs(60);
         assert_eq!(r.due(Some(10), false, late), None, "head below: not yet");
-        assert_eq!(r.due(Some(10), true, t0), Some((10, 1)), "at once, before delay");
+        assert_eq!(
+            r.due(Some(10), true, t0),
+            Some((10, 1)),
+            "at once, before delay"
+        );
         // Unserved although the head had reached it: now `delay` apart.
         assert_eq!(r.failed(true, true, t0), AfterFailure::Again);
         assert_eq!(r.due(Some(10), true, t0), None);

@@ -4,10 +4,7 @@
 //! cursor) and logs each miss in its block's span (a `missed_block` span event, and a log line at
 //! warn when the console channel is on, else at debug). It never calls back into the follower.
 
-use std::{
-    sync::Arc,
-    time::Instant,
-};
+use std::{sync::Arc, time::Instant};
 
 use alloy_primitives::B256;
 
@@ -138,7 +135,9 @@ impl MissWatch {
 
     /// The recovery attempt due now, if any: its block and attempt number.
     pub fn recovery_due(&mut self, next: Option<u64>, head_reached: bool) -> Option<(u64, u32)> {
-        self.recovery.as_mut()?.due(next, head_reached, Instant::now())
+        self.recovery
+            .as_mut()?
+            .due(next, head_reached, Instant::now())
     }
 
     /// The recovery attempt on `number` brought the block.
@@ -190,7 +189,6 @@ impl MissWatch {
         record
     }
 }
-
 
 /// Adds a `missed_block` event to the block's `span` (whatever the log level), and logs the miss in
 /// it, at warn when `console`, else at debug.

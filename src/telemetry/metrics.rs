@@ -1,6 +1,6 @@
 //! Every instrument blockwatch records, created once here and passed to where the events happen.
 //!
-//! Names follow the README's metric table and naming rules (durations in `s`, counts with an annotation unit,
+//! Names follow the metric table of docs/telemetry.md and naming rules (durations in `s`, counts with an annotation unit,
 //! no `total` or unit words in names, explicit bucket boundaries), so that the Prometheus names on
 //! `/metrics` and behind the Collector are the same. Attribute values come from bounded sets:
 //! chain and provider names from the config, methods, error classes and outcomes from the code.
