@@ -194,9 +194,10 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Recovery::new(policy());
         r.start(10, false, t0);
-        r.start(11, false, t0 + Duration::from_secs(1));
-        assert!(r.holds(10), "one recovery at a time");
+        r.start(10, true, t0 + Duration::from_secs(1));
+        assert_eq!(r.wait(Duration::from_secs(10), t0), Duration::from_secs(3), "not restarted");
         assert_eq!(r.due(Some(11), true, t0 + Duration::from_secs(9)), None);
         assert!(!r.holds(10));
+        assert_eq!(r.due(Some(10), true, t0 + Duration::from_secs(9)), None, "ended");
     }
 }
