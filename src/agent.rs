@@ -17,9 +17,8 @@ use crate::{
     follower::{ChainFollower, FollowError, Progress},
     model::StreamObserver,
     monitor::{log::MissedBlockLog, ChainMonitor, ChainStats, RecoveryPolicy},
-    output::BlockOutput,
     rpc::{PoolSetupError, ProviderPool},
-    store::{Store, StoreError},
+    store::StoreError,
     telemetry::{LogObserver, MetricsObserver, TelemetryHandle},
 };
 
@@ -93,9 +92,8 @@ pub async fn run_with_observers(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
     let redactor = Arc::new(config.redactor());
-    let store = Arc::new(Store::open(&config.agent.state_path)?);
-    let output =
-        Arc::new(BlockOutput::open(&config.agent.block_output).map_err(AgentError::Output)?);
+    let store = crate::store::open(&config.agent.state_path)?;
+    let output = crate::output::open(&config.agent.block_output).map_err(AgentError::Output)?;
     let addr = config.agent.http_listen;
     let listener = api::bind(addr)
         .await

@@ -30,7 +30,7 @@ pub struct ApiState {
     /// Every chain.
     pub chains: Vec<ChainView>,
     /// The state database (missed-block records for `/export`).
-    pub store: Arc<crate::store::Store>,
+    pub store: Arc<dyn crate::store::StateStore>,
 }
 
 /// The routes.

@@ -194,7 +194,7 @@ fn run_export(args: ExportArgs) -> i32 {
         );
         return EXIT_FAILURE;
     }
-    let records = crate::store::Store::open(path)
+    let records = crate::store::open(path)
         .and_then(|store| store.missed(args.chain.as_deref(), args.since, MAX_RECORDS));
     match records
         .map_err(|e| e.to_string())

@@ -9,14 +9,17 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use blockwatch::{model::MissedBlock, store::Store};
+use blockwatch::{
+    model::MissedBlock,
+    store::{SqliteStore, StateStore},
+};
 use common::*;
 use serde_json::{json, Value};
 
 const CATCH_UP: Duration = Duration::from_secs(60);
 
 fn records(dir: &std::path::Path) -> Vec<MissedBlock> {
-    Store::open(&dir.join("state.db"))
+    SqliteStore::open(&dir.join("state.db"))
         .unwrap()
         .missed(Some("anvil"), None, 100_000)
         .unwrap()

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use blockwatch::{
     model::{MissedBlock, Reason},
-    store::Store,
+    store::{SqliteStore, StateStore},
 };
 use common::*;
 use serde_json::{json, Value};
@@ -22,7 +22,7 @@ async fn get_json(agent: &Agent, path: &str) -> Value {
 }
 
 fn records(dir: &std::path::Path) -> Vec<MissedBlock> {
-    Store::open(&dir.join("state.db"))
+    SqliteStore::open(&dir.join("state.db"))
         .unwrap()
         .missed(Some("anvil"), None, 10_000)
         .unwrap()

@@ -30,9 +30,9 @@ use crate::{
     fetch::{is_hash_scheme, FetchError, Fetcher},
     model::StreamObserver,
     monitor::{ChainMonitor, MissWatch, RecoveryPolicy},
-    output::BlockOutput,
+    output::BlockSink,
     rpc::{PoolError, ProviderPool},
-    store::{Store, StoreError},
+    store::{StateStore, StoreError},
 };
 
 /// Most blocks fetched and committed as one batch while catching up.
@@ -106,8 +106,8 @@ impl ChainFollower {
     pub fn new(
         cfg: ChainConfig,
         pool: Arc<ProviderPool>,
-        store: Arc<Store>,
-        output: Arc<BlockOutput>,
+        store: Arc<dyn StateStore>,
+        output: Arc<dyn BlockSink>,
         heads: watch::Receiver<Option<Head>>,
         observers: Vec<Arc<dyn StreamObserver>>,
         concurrency: usize,

@@ -14,8 +14,8 @@ use super::FollowError;
 use crate::{
     fetch::Fetched,
     model::{BlockLine, BlockRef, MissedBlock, StreamEvent, StreamObserver},
-    output::{self, BlockOutput},
-    store::{ChainCommit, ChainState, Store},
+    output::BlockSink,
+    store::{ChainCommit, ChainState, StateStore},
 };
 
 /// A line to publish, with the span its observers run in (a block's `process_block` span).
@@ -25,8 +25,8 @@ pub type Line = (StreamEvent, Option<tracing::Span>);
 pub struct Publisher {
     chain: String,
     chain_id: u64,
-    sink: Arc<BlockOutput>,
-    store: Arc<Store>,
+    sink: Arc<dyn BlockSink>,
+    store: Arc<dyn StateStore>,
     observers: Vec<Arc<dyn StreamObserver>>,
     /// Told when missed-block records were stored (the log writer).
     missed_stored: Option<Arc<Notify>>,
@@ -37,8 +37,8 @@ impl Publisher {
     pub fn new(
         chain: &str,
         chain_id: u64,
-        sink: Arc<BlockOutput>,
-        store: Arc<Store>,
+        sink: Arc<dyn BlockSink>,
+        store: Arc<dyn StateStore>,
         observers: Vec<Arc<dyn StreamObserver>>,
     ) -> Self {
         Self {
@@ -69,19 +69,9 @@ impl Publisher {
         &self,
         cursor: Option<BlockRef>,
     ) -> Result<Option<Vec<StreamEvent>>, FollowError> {
-        let Some(path) = self.sink.file_path() else {
-            return Ok(Some(Vec::new()));
-        };
-        let path = path.to_owned();
+        let sink = self.sink.clone();
         let name = self.chain.clone();
-        let tail =
-            tokio::task::spawn_blocking(move || output::uncommitted_tail(&path, &name, cursor))
-                .await??;
-        if tail.is_none() {
-            tracing::warn!(chain = %self.chain, cursor = ?cursor.map(|c| c.number),
-                "the block output file does not contain the cursor's block; not reconciling it");
-        }
-        Ok(tail)
+        Ok(tokio::task::spawn_blocking(move || sink.uncommitted(&name, cursor)).await??)
     }
 
     /// The unrecovered record of block `number`, if one is stored.

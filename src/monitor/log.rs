@@ -22,7 +22,7 @@ use file_rotate::{
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::MissedBlockLogConfig, store::Store};
+use crate::{config::MissedBlockLogConfig, store::StateStore};
 
 /// Records read from the database per write.
 const CHUNK: usize = 1000;
@@ -43,7 +43,7 @@ pub enum LogError {
 /// The writer of the missed-block log.
 pub struct MissedBlockLog {
     cfg: MissedBlockLogConfig,
-    store: Arc<Store>,
+    store: Arc<dyn StateStore>,
     file: Arc<Mutex<FileRotate<AppendTimestamp>>>,
     /// Told when records were stored.
     notify: Arc<Notify>,
@@ -59,7 +59,7 @@ impl std::fmt::Debug for MissedBlockLog {
 
 impl MissedBlockLog {
     /// Opens (creating its directory) the log `cfg` names, reading records from `store`.
-    pub fn open(cfg: &MissedBlockLogConfig, store: Arc<Store>) -> Result<Self, LogError> {
+    pub fn open(cfg: &MissedBlockLogConfig, store: Arc<dyn StateStore>) -> Result<Self, LogError> {
         if let Some(dir) = cfg.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| LogError::Dir {
                 path: dir.to_owned(),

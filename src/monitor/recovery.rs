@@ -195,9 +195,17 @@ mod tests {
         let mut r = Recovery::new(policy());
         r.start(10, false, t0);
         r.start(10, true, t0 + Duration::from_secs(1));
-        assert_eq!(r.wait(Duration::from_secs(10), t0), Duration::from_secs(3), "not restarted");
+        assert_eq!(
+            r.wait(Duration::from_secs(10), t0),
+            Duration::from_secs(3),
+            "not restarted"
+        );
         assert_eq!(r.due(Some(11), true, t0 + Duration::from_secs(9)), None);
         assert!(!r.holds(10));
-        assert_eq!(r.due(Some(10), true, t0 + Duration::from_secs(9)), None, "ended");
+        assert_eq!(
+            r.due(Some(10), true, t0 + Duration::from_secs(9)),
+            None,
+            "ended"
+        );
     }
 }

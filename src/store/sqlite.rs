@@ -1,11 +1,12 @@
-//! SQLite state: per chain the cursor (the last emitted block) and the recent canonical hashes, always
-//! written in the same transaction, so that the cursor never points outside the stored window.
+//! The SQLite state store: per chain the cursor (the last emitted block) and the recent canonical
+//! hashes, always written in the same transaction, so that the cursor never points outside the
+//! stored window; and the missed-block records, with which of them the log file has.
 //!
 //! The connection sits behind a std `Mutex`: every statement is short, and callers run them on the
 //! blocking pool (`spawn_blocking`), never on an async worker.
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     sync::Mutex,
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -13,10 +14,8 @@ use std::{
 use alloy_primitives::B256;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::model::BlockRef;
-
-/// The schema version this build writes.
-const SCHEMA_VERSION: i64 = 2;
+use super::{ChainCommit, ChainState, LogEntry, StateStore, StoreError, SCHEMA_VERSION};
+use crate::model::{BlockRef, MissedBlock};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS cursors (
@@ -51,93 +50,31 @@ CREATE INDEX IF NOT EXISTS missed_blocks_at ON missed_blocks (missed_at);
 CREATE INDEX IF NOT EXISTS missed_blocks_unlogged ON missed_blocks (logged, missed_at);
 ";
 
-/// Why the state database could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The file could not be opened or its schema created.
-    #[error("cannot open state database {path}: {source}")]
-    Open {
-        /// The database file.
-        path: PathBuf,
-        /// The SQLite error.
-        source: rusqlite::Error,
-    },
-    /// The file was written by a newer blockwatch.
-    #[error("state database {path} has schema version {found}, newer than this build's {SCHEMA_VERSION}; use a newer blockwatch or another agent.state_path")]
-    NewerSchema {
-        /// The database file.
-        path: PathBuf,
-        /// The version found.
-        found: i64,
-    },
-    /// The stored cursor belongs to another chain id.
-    #[error("state database holds a cursor for chain {chain:?} with chain id {stored}, but the config says {configured}; use another chain name or agent.state_path")]
-    ChainIdMismatch {
-        /// The chain name.
-        chain: String,
-        /// The stored chain id.
-        stored: u64,
-        /// The configured chain id.
-        configured: u64,
-    },
-    /// A query failed.
-    #[error("state database error while {doing}: {source}")]
-    Query {
-        /// What was being done.
-        doing: &'static str,
-        /// The SQLite error.
-        source: rusqlite::Error,
-    },
-}
-
 fn query_err(doing: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
-    move |source| StoreError::Query { doing, source }
+    move |source| StoreError::Query {
+        doing,
+        source: source.into(),
+    }
 }
 
-/// What is stored for one chain.
-#[derive(Clone, Debug, Default)]
-pub struct ChainState {
-    /// The last emitted block.
-    pub cursor: Option<BlockRef>,
-    /// Recent canonical blocks, oldest first.
-    pub recent: Vec<BlockRef>,
-    /// The first block the chain's stream emitted.
-    pub first_emitted: Option<u64>,
-}
-
-/// One atomic change to a chain's state.
-#[derive(Clone, Debug, Default)]
-pub struct ChainCommit {
-    /// Forget canonical blocks above this number first (a reorg).
-    pub rollback_above: Option<u64>,
-    /// Blocks that became canonical, in order.
-    pub added: Vec<BlockRef>,
-    /// The new cursor.
-    pub cursor: Option<BlockRef>,
-    /// Forget canonical blocks below this number (outside the reorg window).
-    pub keep_from: u64,
-    /// Set when the stream (re)started with this block.
-    pub first_emitted: Option<u64>,
-    /// Missed-block records found or updated with these blocks.
-    pub missed: Vec<crate::model::MissedBlock>,
-}
-
-/// The state database.
+/// The SQLite state store.
 #[derive(Debug)]
-pub struct Store {
+pub struct SqliteStore {
     conn: Mutex<Connection>,
 }
 
-impl Store {
+impl SqliteStore {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let open_err = |source| StoreError::Open {
-            path: path.to_owned(),
-            source,
+        let open_err = |source: rusqlite::Error| StoreError::Open {
+            path: path.display().to_string(),
+            source: source.into(),
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| open_err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+                path: path.display().to_string(),
+                source: e.into(),
+            })?;
         }
         let conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
@@ -153,7 +90,7 @@ impl Store {
             .map_err(open_err)?;
         if version > SCHEMA_VERSION {
             return Err(StoreError::NewerSchema {
-                path: path.to_owned(),
+                path: path.display().to_string(),
                 found: version,
             });
         }
@@ -167,10 +104,12 @@ impl Store {
             conn: Mutex::new(conn),
         })
     }
+}
 
+impl StateStore for SqliteStore {
     /// Stores missed-block records, replacing an earlier record of the same block (a miss that was
     /// since recovered), all in one transaction.
-    pub fn save_missed(&self, records: &[crate::model::MissedBlock]) -> Result<(), StoreError> {
+    fn save_missed(&self, records: &[MissedBlock]) -> Result<(), StoreError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn
             .transaction()
@@ -181,7 +120,7 @@ impl Store {
 
     /// Missed-block records not in the log file yet (or updated since), oldest first, at most
     /// `limit`, each with its stored JSON (to mark it logged by).
-    pub fn unlogged(&self, limit: usize) -> Result<Vec<(String, u64, String)>, StoreError> {
+    fn unlogged(&self, limit: usize) -> Result<Vec<LogEntry>, StoreError> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let mut stmt = conn
             .prepare_cached(
@@ -203,7 +142,7 @@ impl Store {
     }
 
     /// Records that these versions are in the log file (a record updated since stays unlogged).
-    pub fn mark_logged(&self, written: &[(String, u64, String)]) -> Result<(), StoreError> {
+    fn mark_logged(&self, written: &[LogEntry]) -> Result<(), StoreError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn
             .transaction()
@@ -226,12 +165,12 @@ impl Store {
 
     /// Missed-block records, oldest block first, of `chain` (or every chain), missed at or after
     /// `since` (Unix seconds), at most `limit`.
-    pub fn missed(
+    fn missed(
         &self,
         chain: Option<&str>,
         since: Option<u64>,
         limit: usize,
-    ) -> Result<Vec<crate::model::MissedBlock>, StoreError> {
+    ) -> Result<Vec<MissedBlock>, StoreError> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let mut stmt = conn
             .prepare_cached(
@@ -256,11 +195,7 @@ impl Store {
 
     /// The unrecovered record of `chain`'s block `number`, if one is stored (a miss still open
     /// when the last run stopped).
-    pub fn open_miss(
-        &self,
-        chain: &str,
-        number: u64,
-    ) -> Result<Option<crate::model::MissedBlock>, StoreError> {
+    fn open_miss(&self, chain: &str, number: u64) -> Result<Option<MissedBlock>, StoreError> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let text: Option<String> = conn
             .query_row(
@@ -276,7 +211,7 @@ impl Store {
     }
 
     /// Loads a chain's cursor and window, refusing a cursor stored for another chain id.
-    pub fn load_chain(&self, chain: &str, chain_id: u64) -> Result<ChainState, StoreError> {
+    fn load_chain(&self, chain: &str, chain_id: u64) -> Result<ChainState, StoreError> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let row: Option<(i64, i64, Vec<u8>, Option<i64>)> = conn
             .query_row(
@@ -326,12 +261,7 @@ impl Store {
     }
 
     /// Applies `commit` to `chain` in one transaction.
-    pub fn commit(
-        &self,
-        chain: &str,
-        chain_id: u64,
-        commit: &ChainCommit,
-    ) -> Result<(), StoreError> {
+    fn commit(&self, chain: &str, chain_id: u64, commit: &ChainCommit) -> Result<(), StoreError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn
             .transaction()
@@ -417,21 +347,17 @@ fn migrate_v1(conn: &Connection) -> rusqlite::Result<()> {
     ))
 }
 
-fn decode_missed(text: &str) -> Result<crate::model::MissedBlock, StoreError> {
+fn decode_missed(text: &str) -> Result<MissedBlock, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Query {
         doing: "decoding a missed block",
-        source: rusqlite::Error::FromSqlConversionFailure(
-            0,
-            rusqlite::types::Type::Text,
-            Box::new(e),
-        ),
+        source: e.into(),
     })
 }
 
 /// Upserts missed-block records in `tx`.
 fn insert_missed(
     tx: &rusqlite::Transaction<'_>,
-    records: &[crate::model::MissedBlock],
+    records: &[MissedBlock],
 ) -> Result<(), StoreError> {
     if records.is_empty() {
         return Ok(());
@@ -447,7 +373,7 @@ fn insert_missed(
     for r in records {
         let json = serde_json::to_string(r).map_err(|e| StoreError::Query {
             doing: "encoding a missed block",
-            source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+            source: e.into(),
         })?;
         stmt.execute(params![
             r.chain,
@@ -482,7 +408,7 @@ mod tests {
         }
     }
 
-    fn missed(chain: &str, n: u64, at: u64, recovered: bool) -> crate::model::MissedBlock {
+    fn missed(chain: &str, n: u64, at: u64, recovered: bool) -> MissedBlock {
         use crate::model::{MissedBlock, Reason, Severity};
         MissedBlock {
             timestamp: at,
@@ -504,14 +430,14 @@ mod tests {
     fn missed_blocks_are_stored_once_updated_and_filtered() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         store
             .save_missed(&[missed("a", 7, 100, false), missed("b", 3, 200, false)])
             .unwrap();
         // Recovered later: the same record, updated, not a second one.
         store.save_missed(&[missed("a", 7, 100, true)]).unwrap();
         drop(store);
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         let all = store.missed(None, None, 100).unwrap();
         assert_eq!(
             all,
@@ -525,16 +451,16 @@ mod tests {
     #[test]
     fn a_height_keeps_a_record_per_reason() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("state.db")).unwrap();
+        let store = SqliteStore::open(&dir.path().join("state.db")).unwrap();
         // Block 7 was missed (a timeout), then a reorg replaced it.
-        let reorg = crate::model::MissedBlock {
+        let reorg = MissedBlock {
             reason: crate::model::Reason::ChainReorg,
             ..missed("a", 7, 130, true)
         };
         store.save_missed(&[missed("a", 7, 100, true)]).unwrap();
         store.save_missed(std::slice::from_ref(&reorg)).unwrap();
         // And replaced again later.
-        let again = crate::model::MissedBlock {
+        let again = MissedBlock {
             timestamp: 140,
             ..reorg.clone()
         };
@@ -574,7 +500,7 @@ mod tests {
             )
             .unwrap();
         }
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         assert_eq!(
             store.missed(None, None, 10).unwrap(),
             vec![missed("a", 7, 100, true)]
@@ -583,7 +509,7 @@ mod tests {
             store.unlogged(10).unwrap().is_empty(),
             "logged stays logged"
         );
-        let reorg = crate::model::MissedBlock {
+        let reorg = MissedBlock {
             reason: crate::model::Reason::ChainReorg,
             ..missed("a", 7, 130, true)
         };
@@ -592,7 +518,7 @@ mod tests {
         drop(store);
         // Opening again changes nothing.
         assert_eq!(
-            Store::open(&path)
+            SqliteStore::open(&path)
                 .unwrap()
                 .missed(None, None, 10)
                 .unwrap()
@@ -605,7 +531,7 @@ mod tests {
     fn commits_roll_back_prune_and_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/state.db");
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         assert!(store.load_chain("c", 1).unwrap().cursor.is_none());
         let added: Vec<_> = (1..=5).map(|n| r(n, 0)).collect();
         store
@@ -636,7 +562,7 @@ mod tests {
             )
             .unwrap();
         drop(store);
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         let st = store.load_chain("c", 1).unwrap();
         assert_eq!(st.cursor, Some(r(4, 1)));
         assert_eq!(st.recent, vec![r(2, 0), r(3, 0), r(4, 1)]);

@@ -1,8 +1,6 @@
-//! The block stream's sink: JSON lines on stdout, in a file, or nowhere.
-//!
-//! The follower writes a batch of lines and only then commits the cursor, so a line is never lost. A
-//! kill between the two can leave lines that the cursor does not cover: with a file as output,
-//! [`uncommitted_tail`] finds them on the next start so they are adopted instead of written again.
+//! The file sink: JSON lines appended to a file. A kill between a batch's write and its commit can
+//! leave lines that the cursor does not cover: [`uncommitted_tail`] finds them on the next start so
+//! they are adopted instead of written again.
 
 use std::{
     fs::{File, OpenOptions},
@@ -11,95 +9,72 @@ use std::{
     sync::Mutex,
 };
 
-use crate::{
-    config::BlockOutputTarget,
-    model::{BlockRef, StreamEvent},
-};
+use super::BlockSink;
+use crate::model::{BlockRef, StreamEvent};
 
 /// How much of a file's end is read to find uncommitted lines: far more than one batch.
 const TAIL_BYTES: u64 = 8 << 20;
 
-enum Sink {
-    Stdout(io::Stdout),
-    File(File),
-    None,
+/// Block lines appended to a file. On open, a partial last line (a write cut off by a kill) is
+/// removed; on start, lines after the committed cursor are found by [`uncommitted_tail`].
+pub struct FileSink {
+    file: Mutex<File>,
+    path: PathBuf,
 }
 
-/// Where block lines go. Writes of one batch are never interleaved with another's.
-pub struct BlockOutput {
-    sink: Mutex<Sink>,
-    path: Option<PathBuf>,
-}
-
-impl std::fmt::Debug for BlockOutput {
+impl std::fmt::Debug for FileSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BlockOutput")
+        f.debug_struct("FileSink")
             .field("path", &self.path)
             .finish()
     }
 }
 
-impl BlockOutput {
-    /// Opens the configured target. A file is created if needed, and a partial last line (a write cut
-    /// off by a kill) is removed.
-    pub fn open(target: &BlockOutputTarget) -> io::Result<Self> {
-        let (sink, path) = match target {
-            BlockOutputTarget::Stdout => (Sink::Stdout(io::stdout()), None),
-            BlockOutputTarget::None => (Sink::None, None),
-            BlockOutputTarget::File(path) => {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)?;
-                }
-                let mut file = OpenOptions::new()
-                    .read(true)
-                    .append(true)
-                    .create(true)
-                    .open(path)?;
-                drop_partial_line(&mut file, path)?;
-                (Sink::File(file), Some(path.clone()))
-            }
-        };
+impl FileSink {
+    /// Opens (creating it and its folder if needed) the file at `path`.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)?;
+        drop_partial_line(&mut file, path)?;
         Ok(Self {
-            sink: Mutex::new(sink),
-            path,
+            file: Mutex::new(file),
+            path: path.to_owned(),
         })
     }
+}
 
-    /// The output file, when the output is a file.
-    pub fn file_path(&self) -> Option<&Path> {
-        self.path.as_deref()
+impl BlockSink for FileSink {
+    fn write(&self, events: &[StreamEvent]) -> io::Result<()> {
+        let buf = super::lines(events)?;
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        file.write_all(&buf)?;
+        file.flush()
     }
 
-    /// Writes `events` as one batch of lines and flushes them to the OS.
-    pub fn write(&self, events: &[StreamEvent]) -> io::Result<()> {
-        let mut buf = Vec::with_capacity(events.len() * 400);
-        for e in events {
-            serde_json::to_writer(&mut buf, e).map_err(io::Error::other)?;
-            buf.push(b'\n');
+    fn uncommitted(
+        &self,
+        chain: &str,
+        cursor: Option<BlockRef>,
+    ) -> io::Result<Option<Vec<StreamEvent>>> {
+        let tail = uncommitted_tail(&self.path, chain, cursor)?;
+        if tail.is_none() {
+            tracing::warn!(chain = %chain, cursor = ?cursor.map(|c| c.number),
+                "the block output file does not contain the cursor's block; not reconciling it");
         }
-        let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
-        match &mut *sink {
-            Sink::Stdout(out) => {
-                let mut lock = out.lock();
-                lock.write_all(&buf)?;
-                lock.flush()
-            }
-            Sink::File(file) => {
-                file.write_all(&buf)?;
-                file.flush()
-            }
-            Sink::None => Ok(()),
-        }
+        Ok(tail)
     }
 
-    /// Forces written lines to disk (on shutdown).
-    pub fn sync(&self) -> io::Result<()> {
-        let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
-        match &mut *sink {
-            Sink::Stdout(out) => out.flush(),
-            Sink::File(file) => file.sync_data(),
-            Sink::None => Ok(()),
-        }
+    fn sync(&self) -> io::Result<()> {
+        self.file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .sync_data()
     }
 }
 
@@ -202,7 +177,7 @@ mod tests {
     }
 
     #[test]
-    fn lines_round_trip_in_spec_shape() {
+    fn lines_round_trip_in_their_documented_shape() {
         let e = line("main", 7, 0);
         let text = serde_json::to_string(&e).unwrap();
         assert!(
@@ -216,8 +191,7 @@ mod tests {
     fn finds_lines_after_the_cursor_and_repairs_partial_lines() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.jsonl");
-        let target = BlockOutputTarget::File(path.clone());
-        let out = BlockOutput::open(&target).unwrap();
+        let out = FileSink::open(&path).unwrap();
         let lines = [
             line("a", 1, 0),
             line("b", 1, 0),
@@ -230,7 +204,7 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"type\":\"block\",\"cha").unwrap();
         drop(f);
-        let out = BlockOutput::open(&target).unwrap();
+        let out = FileSink::open(&path).unwrap();
         drop(out);
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.ends_with('\n') && text.lines().count() == 4);
