@@ -39,21 +39,25 @@ pub struct Linked {
     pub conflict: Option<Fetched>,
 }
 
+/// A reorg inside the window: its line, then the new branch (oldest first, each with the hash of
+/// the block it replaces, if one was emitted at its height), and their commit.
+#[derive(Debug)]
+pub struct Reorg {
+    /// The reorg line.
+    pub line: ReorgLine,
+    /// The span of the block that revealed it.
+    pub revealed_by: tracing::Span,
+    /// The new branch, oldest first.
+    pub branch: Vec<(Fetched, Option<B256>)>,
+    /// The window's change.
+    pub commit: ChainCommit,
+}
+
 /// What a conflict turned out to be.
 #[derive(Debug)]
 pub enum Resolved {
-    /// A reorg inside the window: its line, then the new branch (oldest first, each with the hash
-    /// of the block it replaces, if one was emitted at its height), and their commit.
-    Reorg {
-        /// The reorg line.
-        line: ReorgLine,
-        /// The span of the block that revealed it.
-        revealed_by: tracing::Span,
-        /// The new branch, oldest first.
-        branch: Vec<(Fetched, Option<B256>)>,
-        /// The window's change.
-        commit: ChainCommit,
-    },
+    /// A reorg inside the window.
+    Reorg(Box<Reorg>),
     /// A reorg deeper than the window, reported once: the line to publish (no state changes).
     Deep(ErrorLine),
     /// Not resolved now (the same deep reorg again, or the new branch not served yet): later.
@@ -310,12 +314,12 @@ impl Canonical {
             joined.push((f, old));
         }
         self.deep_reorg_reported = None;
-        Ok(Resolved::Reorg {
+        Ok(Resolved::Reorg(Box::new(Reorg {
             line,
             revealed_by,
             branch: joined,
             commit: self.committed(commit),
-        })
+        })))
     }
 
     /// A reorg deeper than the window: its error line, once per tip.

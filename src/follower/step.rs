@@ -3,7 +3,7 @@
 
 use super::{ChainFollower, FollowError, StepError, MAX_BATCH};
 use crate::{
-    canonical::Resolved,
+    canonical::{Reorg, Resolved},
     chain::head::Head,
     fetch::{unless_cancelled, Confirmed, Feed, Fetch, FetchInfo, Fetched},
     model::{Reason, StreamEvent},
@@ -182,12 +182,13 @@ impl ChainFollower {
                     .await?;
                 Ok(false)
             }
-            Resolved::Reorg {
-                line,
-                revealed_by,
-                branch,
-                mut commit,
-            } => {
+            Resolved::Reorg(reorg) => {
+                let Reorg {
+                    line,
+                    revealed_by,
+                    branch,
+                    mut commit,
+                } = *reorg;
                 // The reorg is an event of the span of the block that revealed it.
                 let mut lines = vec![(StreamEvent::Reorg(line), Some(revealed_by))];
                 if let Some(w) = self.watch.as_mut() {
