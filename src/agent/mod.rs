@@ -1,14 +1,14 @@
-//! Wires the agent: one provider pool, head tracker and follower per chain, sharing the state
-//! database and the block output; and shuts them down in order.
-//!
-//! Shutdown is staged: the cancellation token stops head tracking and followers (a follower finishes
-//! the batch it is writing, so the output and cursor stay in step), then the output is synced. The
-//! whole stop is bounded by [`SHUTDOWN_DEADLINE`].
+//! Wires the agent: one provider pool, head tracker and follower per chain, sharing the state store
+//! and the block sink, with the missed-block log, the alert rules and the HTTP API beside them; and
+//! supervises their tasks ([`supervisor`]): a task that ends unexpectedly stops the agent, and a stop
+//! runs in stages — producers, followers (each finishes and commits its batch), the sink's sync,
+//! then the log, alerts and HTTP drain — within [`SHUTDOWN_DEADLINE`].
+
+pub mod supervisor;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
+use supervisor::{Stage, Supervisor, TaskFailure, TaskKind};
 
 use crate::{
     api,
@@ -22,7 +22,7 @@ use crate::{
     telemetry::{LogObserver, MetricsObserver, TelemetryHandle},
 };
 
-/// How long tasks get to finish after a stop is asked for.
+/// How long the agent's stop may take, every stage and the sink's sync together.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(3);
 
 /// How long the final sync of the block output may take.
@@ -48,8 +48,8 @@ pub enum AgentError {
         /// What failed.
         source: FollowError,
     },
-    /// A task ended unexpectedly.
-    #[error("task {0} ended unexpectedly")]
+    /// A task ended unexpectedly (cleanly, or by a panic).
+    #[error("{0}")]
     TaskEnded(String),
     /// The missed-block log could not be opened.
     #[error(transparent)]
@@ -115,8 +115,7 @@ pub async fn run_with_observers(
             return Ok(());
         }
     };
-    let cancel = CancellationToken::new();
-    let mut tasks: JoinSet<(String, Result<(), FollowError>)> = JoinSet::new();
+    let mut tasks: Supervisor<FollowError> = Supervisor::new();
     let mut views = Vec::new();
     for (chain, pool) in config.chains.iter().zip(pools) {
         views.push(api::ChainView {
@@ -133,26 +132,25 @@ pub async fn run_with_observers(
         &config.alerts,
         redactor.clone(),
         metrics.clone(),
-        cancel.clone(),
+        tasks.token(Stage::Drain),
     );
-    tokio::spawn(crate::alerts::run(
-        config.alerts.clone(),
-        config.monitor.alert_threshold,
-        views.clone(),
-        dispatcher,
-        metrics.clone(),
-        cancel.clone(),
-    ));
+    {
+        let (cfg, threshold) = (config.alerts.clone(), config.monitor.alert_threshold);
+        let (views, metrics) = (views.clone(), metrics.clone());
+        tasks.spawn(TaskKind::Alerts, move |c| async move {
+            crate::alerts::run(cfg, threshold, views, dispatcher, metrics, c).await;
+            Ok(())
+        });
+    }
     let router = api::router(api::ApiState {
         telemetry: telemetry.clone(),
         chains: views.clone(),
         store: store.clone(),
     });
-    let c = cancel.clone();
     let limits = api::Limits::of(&config.agent);
-    tasks.spawn(async move {
+    tasks.spawn(TaskKind::Http, move |c| async move {
         api::serve(listener, router, limits, c).await;
-        ("http".to_owned(), Ok(()))
+        Ok(())
     });
     // The missed-block log file, written from the state database.
     let missed_stored = if config.missed_block_log.path.as_os_str().is_empty() {
@@ -161,10 +159,9 @@ pub async fn run_with_observers(
         let log = MissedBlockLog::open(&config.missed_block_log, store.clone())
             .map_err(AgentError::MissedLog)?;
         let notify = log.notifier();
-        let c = cancel.clone();
-        tasks.spawn(async move {
+        tasks.spawn(TaskKind::MissedBlockLog, move |c| async move {
             log.run(c).await;
-            ("missed_block_log".to_owned(), Ok(()))
+            Ok(())
         });
         Some(notify)
     };
@@ -175,37 +172,47 @@ pub async fn run_with_observers(
     observers.extend(extra);
     for (chain, view) in config.chains.iter().zip(views) {
         let pool = view.pool;
-        let label = format!("{}/monitor", chain.name);
-        let (p, c) = (pool.clone(), cancel.clone());
-        tasks.spawn(async move {
-            p.monitor(c).await;
-            (label, Ok(()))
-        });
+        let name = chain.name.clone();
+        let p = pool.clone();
+        tasks.spawn(
+            TaskKind::PoolMonitor {
+                chain: name.clone(),
+            },
+            move |c| async move {
+                p.monitor(c).await;
+                Ok(())
+            },
+        );
         let (tracker, heads) = HeadTracker::new(&chain.name, pool.providers().len());
         let silence = (chain.expected_block_time.0 * 2).max(Duration::from_secs(1));
         let interval = chain.poll_interval();
         for provider in pool.providers() {
-            let label = format!("{}/poll/{}", chain.name, provider.name);
+            let kind = TaskKind::HeadPoll {
+                chain: name.clone(),
+                provider: provider.name.clone(),
+            };
             let t = tracker.clone();
-            let (p, prov, c) = (pool.clone(), provider.clone(), cancel.clone());
-            tasks.spawn(async move {
+            let (p, prov) = (pool.clone(), provider.clone());
+            tasks.spawn(kind, move |c| async move {
                 t.poll(p, prov, interval, silence, c).await;
-                (label, Ok(()))
+                Ok(())
             });
         }
         for provider in pool.providers().iter().filter(|p| p.ws_url.is_some()) {
-            let label = format!("{}/ws/{}", chain.name, provider.name);
+            let kind = TaskKind::HeadSubscription {
+                chain: name.clone(),
+                provider: provider.name.clone(),
+            };
             let t = tracker.clone();
-            let (p, cfg, pcfg, r, c) = (
+            let (p, cfg, pcfg, r) = (
                 provider.clone(),
                 chain.clone(),
                 config.pool.clone(),
                 redactor.clone(),
-                cancel.clone(),
             );
-            tasks.spawn(async move {
+            tasks.spawn(kind, move |c| async move {
                 t.subscribe(p, cfg, pcfg, r, c).await;
-                (label, Ok(()))
+                Ok(())
             });
         }
         let mut chain_observers = observers.clone();
@@ -236,69 +243,49 @@ pub async fn run_with_observers(
             }),
         )
         .with_progress(tracker.times(), view.progress);
-        let label = format!("{}/follow", chain.name);
-        let c = cancel.clone();
-        tasks.spawn(async move { (label, follower.run(c).await) });
+        tasks.spawn(TaskKind::Follower { chain: name }, move |c| follower.run(c));
     }
     tracing::info!(chains = config.chains.len(), "blockwatch running");
 
-    let mut failure: Option<AgentError> = None;
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => {
-                tracing::info!("shutdown requested; finishing the current batch");
-                break;
-            }
-            done = tasks.join_next() => match done {
-                // A subscription that gave up for good (its endpoint serves another chain):
-                // polling carries on without it.
-                Some(Ok((_, Ok(())))) => continue,
-                Some(other) => {
-                    failure = task_failure(other).err();
-                    break;
-                }
-                None => break,
-            },
+    let mut failure = tokio::select! {
+        _ = &mut shutdown => {
+            tracing::info!("shutdown requested; finishing the current batch");
+            None
         }
+        failed = tasks.failure() => failed,
+    };
+    if let Some(f) = &failure {
+        tracing::error!(error = %f, "stopping the agent");
     }
-    cancel.cancel();
-    let drained = tokio::time::timeout(SHUTDOWN_DEADLINE, async {
-        while let Some(done) = tasks.join_next().await {
-            if let Err(e) = task_failure(done) {
-                failure.get_or_insert(e);
-            }
+    // Between the followers and the drain: the sink's sync. A write blocked on a full stdout pipe
+    // holds the output: never wait for it past its deadline.
+    let sync = async move {
+        let sync = tokio::task::spawn_blocking(move || output.sync());
+        match tokio::time::timeout(OUTPUT_SYNC_DEADLINE, sync).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "cannot sync the block output"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "block output sync task failed"),
+            Err(_) => tracing::warn!(
+                "block output is blocked (a reader that stopped reading?); exiting without syncing it"
+            ),
         }
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!("tasks did not stop within the shutdown deadline; aborting them");
-        tasks.abort_all();
-    }
-    // A write blocked on a full stdout pipe holds the output: never wait for it past the deadline.
-    let sync = tokio::task::spawn_blocking(move || output.sync());
-    match tokio::time::timeout(OUTPUT_SYNC_DEADLINE, sync).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "cannot sync the block output"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "block output sync task failed"),
-        Err(_) => tracing::warn!(
-            "block output is blocked (a reader that stopped reading?); exiting without syncing it"
-        ),
-    }
+    };
+    let stopping = tasks.stop(sync).await;
+    failure = failure.or(stopping);
     match failure {
-        Some(e) => Err(e),
+        Some(f) => Err(f.into()),
         None => Ok(()),
     }
 }
 
-fn task_failure(
-    done: Result<(String, Result<(), FollowError>), tokio::task::JoinError>,
-) -> Result<(), AgentError> {
-    match done {
-        Ok((_, Ok(()))) => Ok(()),
-        Ok((label, Err(source))) => Err(AgentError::Follow {
-            chain: label.split('/').next().unwrap_or_default().to_owned(),
-            source,
-        }),
-        Err(e) => Err(AgentError::TaskEnded(e.to_string())),
+impl From<TaskFailure<FollowError>> for AgentError {
+    fn from(f: TaskFailure<FollowError>) -> Self {
+        match f {
+            TaskFailure::Failed { kind, source } => AgentError::Follow {
+                chain: kind.chain().unwrap_or_default().to_owned(),
+                source,
+            },
+            e @ TaskFailure::Ended { .. } => AgentError::TaskEnded(e.to_string()),
+        }
     }
 }
