@@ -14,6 +14,7 @@ mod defaults;
 mod env;
 mod monitor;
 mod pool;
+mod smtp;
 pub mod units;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ pub use defaults::*;
 pub use monitor::{MissedBlockLogConfig, MonitorConfig};
 pub use pool::PoolConfig;
 use serde::{Deserialize, Serialize};
+pub use smtp::{SmtpError, SmtpSettings};
 pub use units::{ByteSize, HumanDuration};
 
 use crate::redact::{Redactor, REDACTED};
