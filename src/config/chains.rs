@@ -288,15 +288,9 @@ pub(super) fn validate_chains(
                 ));
             }
             let public = prov.public_url;
-            check_url(
-                &key("url"),
-                &prov.url,
-                public,
-                &["http", "https"],
-                &redactor,
-            )?;
+            check_url(&key("url"), &prov.url, public, &["http", "https"], redactor)?;
             if let Some(ws) = &prov.ws_url {
-                check_url(&key("ws_url"), ws, public, &["ws", "wss"], &redactor)?;
+                check_url(&key("ws_url"), ws, public, &["ws", "wss"], redactor)?;
             }
             if prov.timeout.0.is_zero() {
                 return Err(ConfigError::invalid(key("timeout"), "must be above zero"));
