@@ -29,7 +29,7 @@ pub use monitor::{MissedBlockLogConfig, MonitorConfig};
 pub use pool::PoolConfig;
 use serde::{Deserialize, Serialize};
 pub use smtp::{SmtpError, SmtpSettings};
-pub use units::{ByteSize, HumanDuration};
+pub use units::{ByteSize, DurationError, HumanDuration, SizeError};
 
 use crate::redact::{Redactor, REDACTED};
 

@@ -57,16 +57,30 @@ pub enum Fault {
     WrongBlock,
 }
 
+/// A fault whose values are out of range.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FaultError {
+    /// `http_error` with a status that is not an error.
+    #[error("http_error status {0} is not an HTTP error status (400-599)")]
+    NotAnErrorStatus(u16),
+    /// `latency` too long.
+    #[error("latency above 600000 ms")]
+    LatencyTooLong,
+    /// `head_offset` too far.
+    #[error("head_offset blocks beyond ±1000000000")]
+    OffsetTooFar,
+}
+
 impl Fault {
     /// Checks values that serde cannot.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), FaultError> {
         match self {
-            Fault::HttpError { status } if !(400..=599).contains(status) => Err(format!(
-                "http_error status {status} is not an HTTP error status (400-599)"
-            )),
-            Fault::Latency { ms } if *ms > 600_000 => Err("latency above 600000 ms".into()),
+            Fault::HttpError { status } if !(400..=599).contains(status) => {
+                Err(FaultError::NotAnErrorStatus(*status))
+            }
+            Fault::Latency { ms } if *ms > 600_000 => Err(FaultError::LatencyTooLong),
             Fault::HeadOffset { blocks } if blocks.unsigned_abs() > 1_000_000_000 => {
-                Err("head_offset blocks beyond ±1000000000".into())
+                Err(FaultError::OffsetTooFar)
             }
             _ => Ok(()),
         }
@@ -78,7 +92,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn faults_parse_as_spec_writes_them() {
+    fn faults_parse_as_the_control_api_names_them() {
         let cases = [
             (r#"{"kind":"down"}"#, Fault::Down),
             (

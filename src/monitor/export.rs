@@ -106,7 +106,7 @@ mod tests {
     }
 
     #[test]
-    fn csv_has_specs_columns_and_quotes_what_needs_it() {
+    fn csv_has_the_record_columns_and_quotes_what_needs_it() {
         let csv = render(&[record("main,net")], Format::Csv).unwrap();
         let mut lines = csv.lines();
         assert_eq!(
