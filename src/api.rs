@@ -322,7 +322,7 @@ async fn export(
         match key.as_ref() {
             "format" => match value.parse() {
                 Ok(f) => format = f,
-                Err(e) => return bad_request(e),
+                Err(e) => return bad_request(e.to_string()),
             },
             "chain" => {
                 if !state.chains.iter().any(|c| c.name == value) {
@@ -332,7 +332,7 @@ async fn export(
             }
             "since" => match parse_since(&value) {
                 Ok(s) => since = Some(s),
-                Err(e) => return bad_request(e),
+                Err(e) => return bad_request(e.to_string()),
             },
             other => {
                 return bad_request(format!(
@@ -346,7 +346,7 @@ async fn export(
         tokio::task::spawn_blocking(move || store.missed(chain.as_deref(), since, MAX_RECORDS))
             .await;
     let body = match records {
-        Ok(Ok(records)) => render(&records, format),
+        Ok(Ok(records)) => render(&records, format).map_err(|e| e.to_string()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(e) => Err(e.to_string()),
     };

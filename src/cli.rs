@@ -198,7 +198,7 @@ fn run_export(args: ExportArgs) -> i32 {
         .and_then(|store| store.missed(args.chain.as_deref(), args.since, MAX_RECORDS));
     match records
         .map_err(|e| e.to_string())
-        .and_then(|r| render(&r, args.format))
+        .and_then(|r| render(&r, args.format).map_err(|e| e.to_string()))
     {
         Ok(text) => {
             use std::io::Write;

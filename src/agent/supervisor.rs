@@ -140,6 +140,9 @@ pub enum TaskFailure<E: std::error::Error + 'static> {
     },
 }
 
+/// How a supervised task's join went.
+type Joined<E> = Result<(tokio::task::Id, (TaskKind, Result<(), E>)), tokio::task::JoinError>;
+
 /// Spawns tasks with their kind and stops them stage by stage. `E` is the error a task may return.
 pub struct Supervisor<E> {
     tokens: [CancellationToken; 3],
@@ -250,11 +253,7 @@ impl<E: std::error::Error + Send + 'static> Supervisor<E> {
     }
 
     /// What a task's end means: `stopping`: its stage was asked to stop.
-    fn judge(
-        &mut self,
-        done: Result<(tokio::task::Id, (TaskKind, Result<(), E>)), tokio::task::JoinError>,
-        stopping: bool,
-    ) -> Option<TaskFailure<E>> {
+    fn judge(&mut self, done: Joined<E>, stopping: bool) -> Option<TaskFailure<E>> {
         match done {
             Ok((id, (kind, result))) => {
                 self.kinds.remove(&id)?;

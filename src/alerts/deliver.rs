@@ -9,9 +9,14 @@ use opentelemetry::KeyValue;
 use tokio::{io::AsyncWriteExt, sync::mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::{Notification, Status};
+use super::{
+    email::{Mailer, SendError},
+    Notification, Status,
+};
 use crate::{
-    config::{alerts::redact_channel_url, AlertsConfig, ChannelConfig, ChannelKind, Tier},
+    config::{
+        alerts::redact_channel_url, AlertsConfig, ChannelConfig, ChannelKind, SmtpError, Tier,
+    },
     redact::Redactor,
     telemetry::{metrics::attr, Metrics},
 };
@@ -38,14 +43,21 @@ struct RetryPolicy {
 /// Why a delivery failed.
 #[derive(Debug, thiserror::Error)]
 enum DeliveryError {
-    #[error("{0}")]
-    Http(String),
+    #[error("cannot set up the HTTP client: {0}")]
+    HttpClient(Arc<reqwest::Error>),
+    /// The request failed; `url` is the redacted URL (reqwest's own message would quote it).
+    #[error("{url}: {kind}")]
+    Http { url: String, kind: &'static str },
     #[error("HTTP status {0}")]
     Status(u16),
     #[error("no answer within {0:?}")]
     TimedOut(Duration),
-    #[error("{0}")]
-    Email(String),
+    #[error(transparent)]
+    Email(#[from] SendError),
+    #[error(transparent)]
+    Smtp(SmtpError),
+    #[error("no SMTP transport")]
+    NoMailer,
     #[error("cannot write {path}: {source}")]
     File {
         path: PathBuf,
@@ -92,9 +104,9 @@ struct Channel {
     label: String,
     cfg: ChannelConfig,
     /// The HTTP client (`Err`: it could not be built, and HTTP channels fail with why).
-    http: Result<reqwest::Client, String>,
-    /// The email channel's transport (checked with the config, so it builds).
-    mailer: Option<Result<super::email::Mailer, String>>,
+    http: Result<reqwest::Client, Arc<reqwest::Error>>,
+    /// The email channel's transport (its settings were checked with the config, so it builds).
+    mailer: Option<Result<Mailer, SmtpError>>,
 }
 
 impl Dispatcher {
@@ -115,14 +127,12 @@ impl Dispatcher {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("blockwatch/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("cannot set up the HTTP client: {e}"));
+            .map_err(Arc::new);
         let mut queues = Vec::new();
         for (i, c) in cfg.channels.iter().enumerate() {
             let label = c.label(i, &cfg.channels);
             let (tx, rx) = mpsc::channel(QUEUE);
-            let mailer = (c.kind == ChannelKind::Email).then(|| {
-                super::email::Mailer::new(c).map_err(|(key, msg)| format!("{key}: {msg}"))
-            });
+            let mailer = (c.kind == ChannelKind::Email).then(|| c.smtp().map(Mailer::new));
             let channel = Channel {
                 label: label.clone(),
                 cfg: c.clone(),
@@ -346,7 +356,7 @@ impl Channel {
                 let http = self
                     .http
                     .as_ref()
-                    .map_err(|e| DeliveryError::Http(e.clone()))?;
+                    .map_err(|e| DeliveryError::HttpClient(e.clone()))?;
                 let mut req = http.post(url).json(&payload(self.cfg.kind, n));
                 for (k, v) in &self.cfg.headers {
                     req = req.header(k, v);
@@ -361,7 +371,7 @@ impl Channel {
                     } else {
                         "request failed"
                     };
-                    DeliveryError::Http(format!("{shown}: {kind}"))
+                    DeliveryError::Http { url: shown, kind }
                 })?;
                 if resp.status().is_success() {
                     Ok(())
@@ -370,9 +380,9 @@ impl Channel {
                 }
             }
             ChannelKind::Email => match &self.mailer {
-                Some(Ok(m)) => m.send(n).await.map_err(DeliveryError::Email),
-                Some(Err(e)) => Err(DeliveryError::Email(e.clone())),
-                None => Err(DeliveryError::Email("no SMTP transport".into())),
+                Some(Ok(m)) => Ok(m.send(n).await?),
+                Some(Err(e)) => Err(DeliveryError::Smtp(e.clone())),
+                None => Err(DeliveryError::NoMailer),
             },
         }
     }

@@ -274,8 +274,8 @@ impl AlertsConfig {
                     need("smtp_url", c.smtp_url.is_some())?;
                     need("from", c.from.is_some())?;
                     need("to", !c.to.is_empty())?;
-                    crate::alerts::email::Mailer::new(c)
-                        .map_err(|(k, msg)| ConfigError::invalid(key(k), msg))?;
+                    c.smtp()
+                        .map_err(|e| ConfigError::invalid(key(e.key), e.message))?;
                 }
             }
             for (name, value) in &c.headers {

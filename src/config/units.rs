@@ -20,19 +20,38 @@ impl HumanDuration {
     }
 }
 
+/// A duration that does not parse.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum DurationError {
+    /// It does not start with a number.
+    #[error(
+        "invalid duration {0:?}: expected a number and a unit, e.g. \"250ms\", \"12s\", \"5m\""
+    )]
+    NoNumber(String),
+    /// humantime refused it.
+    #[error("invalid duration {given:?} ({source}): expected a number and a unit, e.g. \"250ms\", \"12s\", \"5m\"")]
+    Invalid {
+        /// The text.
+        given: String,
+        /// Why.
+        source: humantime::DurationError,
+    },
+}
+
 impl FromStr for HumanDuration {
-    type Err = String;
+    type Err = DurationError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let trimmed = s.trim();
         if trimmed.is_empty() || !trimmed.chars().next().is_some_and(|c| c.is_ascii_digit()) {
-            return Err(format!(
-                "invalid duration {s:?}: expected a number and a unit, e.g. \"250ms\", \"12s\", \"5m\""
-            ));
+            return Err(DurationError::NoNumber(s.to_owned()));
         }
-        humantime::parse_duration(trimmed).map(HumanDuration).map_err(|e| {
-            format!("invalid duration {s:?} ({e}): expected a number and a unit, e.g. \"250ms\", \"12s\", \"5m\"")
-        })
+        humantime::parse_duration(trimmed)
+            .map(HumanDuration)
+            .map_err(|source| DurationError::Invalid {
+                given: s.to_owned(),
+                source,
+            })
     }
 }
 
@@ -59,17 +78,33 @@ impl Serialize for HumanDuration {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ByteSize(pub u64);
 
+/// A size that does not parse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    /// It does not start with a number.
+    #[error("invalid size {0:?}: expected a number and a unit, e.g. \"512KB\", \"10MB\"")]
+    NoNumber(String),
+    /// The unit is not one of B, KB, MB, GB, KiB, MiB, GiB.
+    #[error("invalid size {given:?}: unknown unit {unit:?}, expected a number and a unit, e.g. \"512KB\", \"10MB\"")]
+    Unit {
+        /// The text.
+        given: String,
+        /// The unit found.
+        unit: String,
+    },
+    /// It does not fit in 64 bits.
+    #[error("invalid size {0:?}: too large")]
+    TooLarge(String),
+}
+
 impl FromStr for ByteSize {
-    type Err = String;
+    type Err = SizeError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let t = s.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let expected = "expected a number and a unit, e.g. \"512KB\", \"10MB\"";
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("invalid size {s:?}: {expected}"))?;
+        let n: u64 = num.parse().map_err(|_| SizeError::NoNumber(s.to_owned()))?;
         let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "kb" | "k" => 1_000,
@@ -79,14 +114,15 @@ impl FromStr for ByteSize {
             "mib" => 1 << 20,
             "gib" => 1 << 30,
             other => {
-                return Err(format!(
-                    "invalid size {s:?}: unknown unit {other:?}, {expected}"
-                ))
+                return Err(SizeError::Unit {
+                    given: s.to_owned(),
+                    unit: other.to_owned(),
+                })
             }
         };
         n.checked_mul(mult)
             .map(ByteSize)
-            .ok_or_else(|| format!("invalid size {s:?}: too large"))
+            .ok_or_else(|| SizeError::TooLarge(s.to_owned()))
     }
 }
 
@@ -139,7 +175,7 @@ mod tests {
         assert!("12".parse::<HumanDuration>().is_err());
         assert!("fast".parse::<HumanDuration>().is_err());
         assert!("-1s".parse::<HumanDuration>().is_err());
-        let err = "12x".parse::<HumanDuration>().unwrap_err();
+        let err = "12x".parse::<HumanDuration>().unwrap_err().to_string();
         assert!(err.contains("\"12x\""), "{err}");
     }
 

@@ -175,7 +175,7 @@ fn module(ctx: Ctx) -> RpcModule<Ctx> {
     let mut m = RpcModule::new(ctx);
     m.register_async_method("devnet_setFault", |params, ctx, _| async move {
         let a: SetFault = arg(&params)?;
-        a.fault.validate().map_err(invalid)?;
+        a.fault.validate().map_err(|e| invalid(e.to_string()))?;
         let node = ctx.node(&a.provider)?;
         set_fault(&node, Some(a.fault)).await?;
         Ok::<_, ErrorObjectOwned>(status(&ctx))

@@ -6,7 +6,9 @@
 pub mod chain;
 mod control;
 pub mod fault;
+mod layer;
 pub mod node;
+mod state;
 
 use std::{
     net::SocketAddr,

@@ -2,9 +2,8 @@
 //! chain through its own view, which its faults distort.
 
 use std::{
-    collections::BTreeSet,
     net::SocketAddr,
-    sync::{atomic::AtomicU64, Arc, Mutex, RwLock},
+    sync::{Arc, Mutex, RwLock},
 };
 
 use alloy_primitives::{B256, U64};
@@ -18,11 +17,10 @@ use tokio::sync::broadcast;
 
 use super::{
     chain::{DevBlock, DevChain},
-    fault::{Fault, FaultLayer},
+    fault::Fault,
+    layer::FaultLayer,
+    state::ProviderState,
 };
-
-/// Skipped block numbers remembered per provider.
-const MAX_SKIPPED: usize = 1_000;
 
 /// What the devnet's providers share: the chain and the stream of new canonical heads.
 #[derive(Debug)]
@@ -34,65 +32,6 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn chain(&self) -> std::sync::RwLockReadGuard<'_, DevChain> {
         self.chain.read().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// A provider's own view: its fault, the head it froze at, and the blocks it never serves.
-#[derive(Debug, Default)]
-pub(crate) struct ProviderState {
-    pub(crate) fault: Option<Fault>,
-    /// With the `stale` fault: the head the provider is stuck at.
-    pub(crate) stale_head: Option<u64>,
-    /// Blocks this provider never serves nor announces (`devnet_skipBlock`).
-    pub(crate) skipped: BTreeSet<u64>,
-    /// HTTP requests received (WebSocket calls are not counted).
-    pub(crate) requests: Arc<AtomicU64>,
-    /// The `traceparent` header of the latest HTTP request that had one.
-    pub(crate) last_traceparent: Option<String>,
-    /// Makes its `bad_hash` hashes its own (from its name).
-    pub(crate) salt: u8,
-}
-
-impl ProviderState {
-    fn visible_head(&self, canonical_head: u64) -> u64 {
-        self.stale_head
-            .map_or(canonical_head, |s| s.min(canonical_head))
-    }
-
-    /// The head it says it has: the visible one, moved by a `head_offset` fault.
-    fn claimed_head(&self, canonical_head: u64) -> u64 {
-        let head = self.visible_head(canonical_head);
-        match self.fault {
-            Some(Fault::HeadOffset { blocks }) => head.saturating_add_signed(blocks),
-            _ => head,
-        }
-    }
-
-    /// `eth_syncing`: `false`, or while the provider is `stale` the object geth answers while it
-    /// syncs, its current block the stale head and its highest block the canonical head.
-    fn syncing(&self, canonical_head: u64) -> Value {
-        match self.stale_head {
-            Some(_) => {
-                let current = U64::from(self.visible_head(canonical_head));
-                json!({
-                    "startingBlock": current,
-                    "currentBlock": current,
-                    "highestBlock": U64::from(canonical_head),
-                })
-            }
-            None => Value::Bool(false),
-        }
-    }
-
-    fn serves(&self, number: u64, canonical_head: u64) -> bool {
-        number <= self.visible_head(canonical_head) && !self.skipped.contains(&number)
-    }
-
-    pub(crate) fn skip(&mut self, number: u64) {
-        self.skipped.insert(number);
-        while self.skipped.len() > MAX_SKIPPED {
-            self.skipped.pop_first();
-        }
     }
 }
 

@@ -22,7 +22,10 @@ use file_rotate::{
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::MissedBlockLogConfig, store::StateStore};
+use crate::{
+    config::MissedBlockLogConfig,
+    store::{StateStore, StoreError},
+};
 
 /// Records read from the database per write.
 const CHUNK: usize = 1000;
@@ -38,6 +41,17 @@ pub enum LogError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The file could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The state database could not be read or updated.
+    #[error("{0}")]
+    Store(#[from] StoreError),
 }
 
 /// The writer of the missed-block log.
@@ -129,10 +143,10 @@ impl MissedBlockLog {
     async fn write(&self, force: bool) -> bool {
         let (store, file, batch) = (self.store.clone(), self.file.clone(), self.cfg.batch_size);
         let path = self.cfg.path.clone();
-        let done = tokio::task::spawn_blocking(move || -> Result<bool, String> {
+        let done = tokio::task::spawn_blocking(move || -> Result<bool, LogError> {
             let mut wrote = false;
             loop {
-                let records = store.unlogged(CHUNK).map_err(|e| e.to_string())?;
+                let records = store.unlogged(CHUNK)?;
                 if records.is_empty() || (!force && records.len() < batch) {
                     return Ok(wrote);
                 }
@@ -144,9 +158,12 @@ impl MissedBlockLog {
                 let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
                 f.write_all(text.as_bytes())
                     .and_then(|()| f.flush())
-                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                    .map_err(|source| LogError::Write {
+                        path: path.clone(),
+                        source,
+                    })?;
                 drop(f);
-                store.mark_logged(&records).map_err(|e| e.to_string())?;
+                store.mark_logged(&records)?;
                 wrote = true;
                 if records.len() < CHUNK {
                     return Ok(true);
