@@ -266,7 +266,7 @@ async fn a_block_nobody_can_serve_stays_open_until_it_is_recovered_in_order() {
         &devnet,
         dir.path(),
         &cfg,
-        &[("RUST_LOG", "info,blockwatch::chain::follower=debug")],
+        &[("RUST_LOG", "info,blockwatch::follower=debug")],
         "down",
     )
     .await;
