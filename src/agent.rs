@@ -19,7 +19,7 @@ use crate::{
     config::Config,
     monitor::{log::MissedBlockLog, ChainMonitor, ChainStats},
     output::BlockOutput,
-    rpc::{PoolSetupError, ProviderPool},
+    pool::{PoolSetupError, ProviderPool},
     store::{Store, StoreError},
     telemetry::TelemetryHandle,
 };

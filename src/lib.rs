@@ -28,6 +28,7 @@ pub mod health;
 pub mod model;
 pub mod monitor;
 pub mod output;
+pub mod pool;
 pub mod redact;
 pub mod rpc;
 pub mod store;

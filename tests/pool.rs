@@ -10,7 +10,7 @@ use std::{
 };
 
 use axum::{extract::State, routing::post, Json, Router};
-use blockwatch::{config::Config, rpc::ProviderPool, telemetry::Metrics};
+use blockwatch::{config::Config, pool::ProviderPool, telemetry::Metrics};
 use serde_json::{json, Value};
 
 /// How a scripted server answers a method with its params: an optional delay, and the body.

@@ -31,7 +31,7 @@ use crate::{
     config::{ChainConfig, StartAt},
     model::{Block, BlockLine, BlockRef, ErrorLine, ReorgLine, StreamEvent},
     output::{self, BlockOutput},
-    rpc::{Answer, PoolError, ProviderPool},
+    pool::{Answer, PoolError, ProviderPool},
     store::{ChainCommit, Store, StoreError},
 };
 
@@ -758,9 +758,9 @@ impl ChainFollower {
         )
         .await?;
         match confirmation {
-            crate::rpc::pool::Confirmation::Confirmed => Ok(true),
-            crate::rpc::pool::Confirmation::Unconfirmed => Ok(false),
-            crate::rpc::pool::Confirmation::Disagreed { provider, hash } => {
+            crate::pool::Confirmation::Confirmed => Ok(true),
+            crate::pool::Confirmation::Unconfirmed => Ok(false),
+            crate::pool::Confirmation::Disagreed { provider, hash } => {
                 tracing::warn!(chain = %self.cfg.name, block_number = f.block.number,
                     served_by = %f.provider, hash = %f.block.hash, other = %provider, other_hash = %hash,
                     "providers serve different hashes at this height; waiting for them to agree");

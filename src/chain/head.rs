@@ -23,8 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::{ChainConfig, PoolConfig},
+    pool::ProviderPool,
     redact::Redactor,
-    rpc::{provider::Subscription, types::RpcHeader, Provider, ProviderPool},
+    rpc::{provider::Subscription, types::RpcHeader, Provider},
 };
 
 /// How often an idle WebSocket is pinged; three silent intervals close it.

@@ -6,13 +6,10 @@ pub mod heads;
 pub mod health;
 pub mod integrity;
 pub mod latency;
-pub mod pool;
 pub mod provider;
 pub mod retry_after;
-pub mod retry_budget;
 pub mod trace_context;
 pub mod types;
 
-pub use error::RpcError;
-pub use pool::{Answer, PoolError, PoolSetupError, ProviderPool};
+pub use error::{Retry, RpcError};
 pub use provider::Provider;
