@@ -68,13 +68,12 @@ impl ProviderPool {
                 hash_check: chain.block_hash_check,
                 hashing: hashing.clone(),
             };
-            let provider = Provider::new(ctx, p, cfg, &redactor).map_err(|message| {
-                PoolSetupError::Client {
+            let provider =
+                Provider::new(ctx, p, cfg, &redactor).map_err(|source| PoolSetupError::Client {
                     chain: chain.name.clone(),
                     provider: p.name.clone(),
-                    message,
-                }
-            })?;
+                    source,
+                })?;
             providers.push(Arc::new(provider));
         }
         let pool = Self {

@@ -41,7 +41,7 @@ use crate::{
     rpc::{
         heads::{Fork, HeadBook},
         integrity::HashLedger,
-        provider::{Provider, ProviderStatus},
+        provider::{Provider, ProviderError, ProviderStatus},
         RpcError,
     },
     telemetry::Metrics,
@@ -79,14 +79,14 @@ pub enum PoolError {
 #[derive(Debug, thiserror::Error)]
 pub enum PoolSetupError {
     /// A provider's client could not be built.
-    #[error("chain {chain}, provider {provider}: {message}")]
+    #[error("chain {chain}, provider {provider}: {source}")]
     Client {
         /// The chain.
         chain: String,
         /// The provider.
         provider: String,
         /// What went wrong.
-        message: String,
+        source: ProviderError,
     },
     /// A provider answered another chain id at start-up.
     #[error("chain {chain}, provider {provider} ({url}): answered chain id {actual}, but the config says chain_id = {expected}; refusing to start (fix the provider URL or chain_id)")]
