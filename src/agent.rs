@@ -13,10 +13,11 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     api,
     chain::{
-        ChainFollower, FollowError, HeadTracker, LogObserver, MetricsObserver, Progress,
-        RecoveryPolicy, StreamObserver,
+        ChainFollower, FollowError, LogObserver, MetricsObserver, Progress, RecoveryPolicy,
+        StreamObserver,
     },
     config::Config,
+    heads::HeadTracker,
     monitor::{log::MissedBlockLog, ChainMonitor, ChainStats},
     output::BlockOutput,
     pool::{PoolSetupError, ProviderPool},
@@ -184,15 +185,15 @@ pub async fn run_with_observers(
             p.monitor(c).await;
             (label, Ok(()))
         });
-        let (tracker, heads) = HeadTracker::new(&chain.name, pool.providers().len());
+        let (tracker, heads) = HeadTracker::new(&chain.name, pool.heads().clone());
         let silence = (chain.expected_block_time.0 * 2).max(Duration::from_secs(1));
         let interval = chain.poll_interval();
         for provider in pool.providers() {
             let label = format!("{}/poll/{}", chain.name, provider.name);
             let t = tracker.clone();
-            let (p, prov, c) = (pool.clone(), provider.clone(), cancel.clone());
+            let (prov, c) = (provider.clone(), cancel.clone());
             tasks.spawn(async move {
-                t.poll(p, prov, interval, silence, c).await;
+                t.poll(prov, interval, silence, c).await;
                 (label, Ok(()))
             });
         }
@@ -238,7 +239,8 @@ pub async fn run_with_observers(
                 delay: config.monitor.retry_delay.0,
             }),
         )
-        .with_progress(tracker.times(), view.progress);
+        .with_progress(tracker.times(), view.progress)
+        .with_skips(tracker.skips());
         let label = format!("{}/follow", chain.name);
         let c = cancel.clone();
         tasks.spawn(async move { (label, follower.run(c).await) });

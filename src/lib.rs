@@ -24,6 +24,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod devnet;
+pub mod heads;
 pub mod health;
 pub mod model;
 pub mod monitor;

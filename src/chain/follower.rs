@@ -24,11 +24,11 @@ use alloy_primitives::B256;
 
 use super::{
     canonical::{CanonicalChain, Link},
-    head::{Head, HeadTimes},
     progress::Progress,
 };
 use crate::{
     config::{ChainConfig, StartAt},
+    heads::{Head, HeadTimes, Skip, Skips},
     model::{Block, BlockLine, BlockRef, ErrorLine, ReorgLine, StreamEvent},
     output::{self, BlockOutput},
     pool::{Answer, PoolError, ProviderPool},
@@ -302,6 +302,8 @@ pub struct ChainFollower {
     times: Arc<HeadTimes>,
     /// What `/status` shows of the stream's progress (catch-ups).
     progress: Option<Arc<Progress>>,
+    /// Blocks providers skipped, from the heads stage.
+    skips: Skips,
     /// The providers agree on block hashes their headers do not give (`block_hash_check =
     /// "header"` on a chain that hashes blocks its own way): not asked again before then.
     hash_scheme_until: Option<Instant>,
@@ -345,6 +347,7 @@ impl ChainFollower {
             newest_fetch: None,
             times: Arc::new(HeadTimes::default()),
             progress: None,
+            skips: Skips::default(),
             hash_scheme_until: None,
         }
     }
@@ -354,6 +357,12 @@ impl ChainFollower {
     pub fn with_progress(mut self, times: Arc<HeadTimes>, progress: Arc<Progress>) -> Self {
         self.times = times;
         self.progress = Some(progress);
+        self
+    }
+
+    /// Takes the blocks providers skipped from `skips` (the heads stage's).
+    pub fn with_skips(mut self, skips: Skips) -> Self {
+        self.skips = skips;
         self
     }
 
@@ -1117,17 +1126,19 @@ impl ChainFollower {
     /// is active now and whoever served them: recorded now if they were emitted already, else when
     /// they are; once each.
     async fn note_skips(&mut self) -> Result<(), FollowError> {
-        let gaps = self.pool.heads().take_gaps();
+        let gaps = self.skips.take();
         let Some(monitor) = self.monitor.as_mut() else {
             return Ok(());
         };
         let mut records = Vec::new();
-        for (idx, first, last) in gaps {
-            let Some(by) = self.pool.providers().get(idx) else {
-                continue;
-            };
+        for Skip {
+            provider,
+            first,
+            last,
+        } in gaps
+        {
             for n in first..=last {
-                if let Some(r) = monitor.skipped(n, &by.name) {
+                if let Some(r) = monitor.skipped(n, &provider) {
                     records.push(r);
                 }
             }

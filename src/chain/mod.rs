@@ -2,12 +2,10 @@
 
 pub mod canonical;
 pub mod follower;
-pub mod head;
 pub mod progress;
 
 pub use canonical::{CanonicalChain, Link};
 pub use follower::{
     ChainFollower, FollowError, LogObserver, MetricsObserver, RecoveryPolicy, StreamObserver,
 };
-pub use head::{Head, HeadTracker};
 pub use progress::Progress;

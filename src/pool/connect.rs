@@ -1,14 +1,11 @@
 //! Setting the pool up and keeping it on the right chain: every provider's chain id and genesis
 //! block are checked at start-up (another chain id, a configured genesis hash not served, or no
 //! majority among the genesis hashes served stops the agent; a provider in the minority is refused
-//! for good), and before any use when its periodic chain-id check is due; a provider that could not
-//! be reached at start-up has its genesis block checked when it first answers.
+//! for good). Later checks, before a provider is used, are the provider's own
+//! ([`Provider::ensure_verified`]), against the same [`ChainIdentity`].
 
 use std::{
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
-    },
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -18,13 +15,13 @@ use tracing::Instrument;
 use super::{select::PoolState, PoolSetupError, ProviderPool};
 use crate::{
     config::{ChainConfig, PoolConfig},
+    heads::{HeadBook, HeadRules},
     redact::Redactor,
     rpc::{
-        heads::{HeadBook, HeadRules},
         health::HealthConfig,
         integrity::HashLedger,
         provider::{Provider, ProviderContext},
-        RpcError,
+        ChainIdentity, RpcError,
     },
     telemetry::Metrics,
 };
@@ -51,8 +48,9 @@ impl ProviderPool {
                     .0
                     .clamp(Duration::from_secs(1), Duration::from_secs(5)),
             },
-            chain.providers.len(),
+            chain.providers.iter().map(|p| p.name.clone()).collect(),
         ));
+        let identity = Arc::new(ChainIdentity::new(chain.chain_id, chain.genesis_hash));
         let costs = Arc::new(cfg.method_costs.clone());
         let hashing = Arc::new(HashLedger::new(&chain.name));
         let mut providers = Vec::with_capacity(chain.providers.len());
@@ -62,6 +60,7 @@ impl ProviderPool {
                 index,
                 health: HealthConfig::new(cfg, chain.expected_block_time.0),
                 heads: heads.clone(),
+                identity: identity.clone(),
                 costs: costs.clone(),
                 metrics: metrics.clone(),
                 redactor: redactor.clone(),
@@ -78,8 +77,7 @@ impl ProviderPool {
         }
         let pool = Self {
             chain: chain.name.clone(),
-            chain_id: chain.chain_id,
-            genesis_checked: providers.iter().map(|_| AtomicBool::new(false)).collect(),
+            identity,
             providers,
             heads,
             selection: chain.selection,
@@ -92,7 +90,6 @@ impl ProviderPool {
                 Instant::now(),
             ),
             state: Mutex::new(PoolState::default()),
-            genesis: Mutex::new(chain.genesis_hash),
             hash_check: chain.block_hash_check,
             hashing,
         };
@@ -138,11 +135,11 @@ impl ProviderPool {
                 Some(Ok(Some(hash))) => served.push((p.index, hash)),
                 Some(Ok(None)) => {
                     // It does not serve block 0 (pruned history): nothing to compare.
-                    pool.genesis_checked[p.index].store(true, Ordering::Relaxed);
+                    p.mark_genesis_checked();
                 }
                 Some(Err(RpcError::HashScheme(_))) => {
                     // Its hash cannot be verified (reported once): nothing to compare.
-                    pool.genesis_checked[p.index].store(true, Ordering::Relaxed);
+                    p.mark_genesis_checked();
                 }
                 Some(Err(e)) => tracing::warn!(
                     chain = %chain.name, provider = %p.name,
@@ -159,7 +156,7 @@ impl ProviderPool {
     /// Compares the genesis hashes providers served at start-up with the configured one, or with
     /// each other's: a provider in the minority is refused; a tie stops the agent.
     fn settle_genesis(&self, served: Vec<(usize, B256)>) -> Result<(), PoolSetupError> {
-        let configured = *self.genesis.lock().unwrap_or_else(|p| p.into_inner());
+        let configured = self.identity.genesis();
         let expected = match configured {
             Some(h) => Some(h),
             None => {
@@ -194,7 +191,7 @@ impl ProviderPool {
         let Some(expected) = expected else {
             return Ok(());
         };
-        *self.genesis.lock().unwrap_or_else(|p| p.into_inner()) = Some(expected);
+        self.identity.set_genesis(expected);
         for (idx, hash) in served {
             self.judge_genesis(idx, hash, expected, configured.is_some())?;
         }
@@ -210,12 +207,9 @@ impl ProviderPool {
         expected: B256,
         fatal: bool,
     ) -> Result<(), PoolSetupError> {
-        self.genesis_checked[idx].store(true, Ordering::Relaxed);
-        if hash == expected {
-            return Ok(());
-        }
         let p = &self.providers[idx];
-        if fatal {
+        if fatal && hash != expected {
+            p.mark_genesis_checked();
             return Err(PoolSetupError::Genesis {
                 chain: self.chain.clone(),
                 message: format!(
@@ -224,50 +218,7 @@ impl ProviderPool {
                 ),
             });
         }
-        tracing::error!(chain = %self.chain, provider = %p.name, url = %p.display_url,
-            served = %hash, expected = %expected,
-            "provider serves another genesis block than the other providers; it will not be used");
-        p.refuse_genesis();
+        p.judge_genesis(hash, expected);
         Ok(())
-    }
-
-    /// Checks `provider`'s chain id when a check is due (and its genesis block, if it could not be
-    /// checked at start-up), before it is used.
-    pub(super) async fn ensure_verified(&self, provider: &Provider) -> Result<(), RpcError> {
-        if !provider.needs_chain_check() {
-            return Ok(());
-        }
-        let result = provider.verify_chain_id(self.chain_id).await;
-        if let Err(RpcError::WrongChain { expected, actual }) = &result {
-            tracing::error!(
-                chain = %self.chain, provider = %provider.name, url = %provider.display_url,
-                expected, actual, "provider serves another chain; it will not be used"
-            );
-        }
-        if result.is_ok() && !self.genesis_checked[provider.index].load(Ordering::Relaxed) {
-            self.check_genesis_later(provider).await;
-        }
-        result
-    }
-
-    /// Checks the genesis block of a provider that could not be checked at start-up.
-    async fn check_genesis_later(&self, provider: &Provider) {
-        let expected = *self.genesis.lock().unwrap_or_else(|p| p.into_inner());
-        match provider.genesis_hash().await {
-            Ok(Some(hash)) => match expected {
-                Some(expected) => {
-                    let _ = self.judge_genesis(provider.index, hash, expected, false);
-                }
-                None => {
-                    // The first provider to answer sets it for those that come later.
-                    *self.genesis.lock().unwrap_or_else(|p| p.into_inner()) = Some(hash);
-                    self.genesis_checked[provider.index].store(true, Ordering::Relaxed);
-                }
-            },
-            Ok(None) | Err(RpcError::HashScheme(_)) => {
-                self.genesis_checked[provider.index].store(true, Ordering::Relaxed)
-            }
-            Err(_) => {}
-        }
     }
 }

@@ -141,8 +141,8 @@ impl ProviderPool {
         sent: Arc<AtomicBool>,
     ) -> Attempt<T> {
         let provider = self.providers[of.idx].clone();
-        let (result, took) = match self.ensure_verified(&provider).await {
-            Err(e) => (Err(e.redact(&self.redactor)), Duration::ZERO),
+        let (result, took) = match provider.ensure_verified().await {
+            Err(e) => (Err(e), Duration::ZERO),
             Ok(()) => {
                 let (result, took) = send(provider.clone(), sent).instrument(span.clone()).await;
                 let judged = result

@@ -15,7 +15,6 @@ use jsonrpsee::rpc_params;
 
 use super::{Answer, PoolError, ProviderPool};
 use crate::{
-    config::BlockHashCheck,
     model::Block,
     rpc::{types::RpcBlock, Provider, RpcError},
 };
@@ -43,7 +42,7 @@ impl ProviderPool {
             .request::<U64>("eth_blockNumber", rpc_params![])
             .await?;
         let a = a.map(|n| n.to::<u64>());
-        a.provider.record_head(a.value, None, false);
+        self.heads.record(&a.provider, a.value, None, false);
         Ok(a)
     }
 
@@ -86,7 +85,7 @@ impl ProviderPool {
                 &send,
                 |v: &Option<RpcBlock>| match v {
                     None => Ok(false),
-                    Some(b) => check_number(b, number, check).map(|()| true),
+                    Some(b) => b.check_number(number, check).map(|()| true),
                 },
                 exclude,
             )
@@ -118,8 +117,8 @@ impl ProviderPool {
             Some(b) if b.hash == hash => Confirmation::Confirmed,
             Some(b) => {
                 // Counted as a disagreement between the two, like different announced hashes.
-                served_by.record_head(number, Some(hash), false);
-                a.provider.record_head(number, Some(b.hash), false);
+                self.heads.record(served_by, number, Some(hash), false);
+                self.heads.record(&a.provider, number, Some(b.hash), false);
                 Confirmation::Disagreed {
                     provider: a.provider.name.clone(),
                     hash: b.hash,
@@ -161,7 +160,7 @@ impl ProviderPool {
                 |blocks: &Vec<Option<RpcBlock>>| {
                     for (i, b) in blocks.iter().enumerate() {
                         match b {
-                            Some(b) => check_number(b, from + i as u64, check)?,
+                            Some(b) => b.check_number(from + i as u64, check)?,
                             None => break,
                         }
                     }
@@ -206,20 +205,4 @@ impl ProviderPool {
             .await?;
         Ok(a.map(|b| b.map(Block::from)))
     }
-}
-
-/// Checks that `b` is block `number` and that its hash is right (by `check`).
-pub(super) fn check_number(
-    b: &RpcBlock,
-    number: u64,
-    check: BlockHashCheck,
-) -> Result<(), RpcError> {
-    if b.number() != number {
-        return Err(RpcError::WrongBlock(format!(
-            "asked for block {number}, got block {} ({})",
-            b.number(),
-            b.header.hash
-        )));
-    }
-    b.check_hash(check)
 }

@@ -29,20 +29,18 @@ mod select;
 mod steps;
 
 use std::{
-    sync::{atomic::AtomicBool, Arc, Mutex},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
-use alloy_primitives::B256;
-
 use crate::{
     config::{BlockHashCheck, PoolConfig, Selection},
+    heads::{Fork, HeadBook},
     redact::Redactor,
     rpc::{
-        heads::{Fork, HeadBook},
         integrity::HashLedger,
         provider::{Provider, ProviderError, ProviderStatus},
-        RpcError,
+        ChainIdentity, RpcError,
     },
     telemetry::Metrics,
 };
@@ -165,7 +163,6 @@ pub struct PoolStatus {
 #[derive(Debug)]
 pub struct ProviderPool {
     chain: String,
-    chain_id: u64,
     providers: Vec<Arc<Provider>>,
     heads: Arc<HeadBook>,
     selection: Selection,
@@ -174,10 +171,8 @@ pub struct ProviderPool {
     metrics: Arc<Metrics>,
     budget: retry_budget::RetryBudget,
     state: Mutex<PoolState>,
-    /// The genesis hash providers must serve, once known.
-    genesis: Mutex<Option<B256>>,
-    /// Providers whose genesis block has been checked.
-    genesis_checked: Vec<AtomicBool>,
+    /// The chain id and genesis hash providers must serve.
+    identity: Arc<ChainIdentity>,
     /// How block hashes are verified.
     hash_check: BlockHashCheck,
     /// Header-hash mismatches, and the verdict once providers agree on hashes their headers do not

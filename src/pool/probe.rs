@@ -1,7 +1,7 @@
 //! The pool's monitor: every provider's state is re-evaluated at least every half second, providers
 //! that calls have not used lately (or whose open circuit is due a half-open probe) are probed for
-//! their newest block and, when behind, whether they are syncing; the head book's claim and `null`
-//! checks are run as soon as they are due. Head polls of single providers are here too.
+//! their newest block and, when behind, whether they are syncing; beside them, on the same beat, the
+//! heads stage runs the head book's claim and `null` checks as soon as they are due.
 
 use std::{
     sync::{
@@ -11,18 +11,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use alloy_primitives::U64;
-use jsonrpsee::{core::params::ArrayParams, rpc_params};
-use serde::de::DeserializeOwned;
+use jsonrpsee::rpc_params;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{eth::check_number, ProviderPool};
-use crate::rpc::{
-    heads::{CheckKind, LieKind},
-    health::State,
-    types::RpcBlock,
-    Provider, RpcError,
+use super::ProviderPool;
+use crate::{
+    heads,
+    rpc::{health::State, types::RpcBlock, Provider, RpcError},
 };
 
 /// Longest pause between two evaluations of every provider's state.
@@ -34,6 +30,19 @@ impl ProviderPool {
     /// due. Runs until `cancel` fires.
     pub async fn monitor(self: Arc<Self>, cancel: CancellationToken) {
         let tick = self.cfg.probe_interval.0.min(MAX_EVALUATION_INTERVAL);
+        // The head book's checks run beside the probes, on the same beat.
+        let checks = heads::run_checks(
+            self.heads.clone(),
+            self.providers.clone(),
+            self.hash_check,
+            tick,
+            cancel.clone(),
+        );
+        tokio::join!(checks, self.clone().probe_loop(tick, cancel));
+    }
+
+    /// The monitor's evaluations and probes, every `tick`.
+    async fn probe_loop(self: Arc<Self>, tick: Duration, cancel: CancellationToken) {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut probes = tokio::task::JoinSet::new();
@@ -43,30 +52,14 @@ impl ProviderPool {
                 .map(|_| AtomicBool::new(false))
                 .collect(),
         );
-        let mut checks = tokio::task::JoinSet::new();
         let mut probed: Vec<Option<Instant>> = vec![None; self.providers.len()];
         loop {
-            let checked = tokio::select! {
+            tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = ticker.tick() => false,
-                _ = self.heads.check_queued() => true,
+                _ = ticker.tick() => {}
                 Some(_) = probes.join_next(), if !probes.is_empty() => continue,
-                Some(_) = checks.join_next(), if !checks.is_empty() => continue,
-            };
+            }
             let now = Instant::now();
-            // Claims to settle and `null` answers to ask again, at once when due.
-            for c in self.heads.take_due_checks(now) {
-                let (pool, cancel) = (self.clone(), cancel.clone());
-                checks.spawn(async move {
-                    tokio::select! {
-                        _ = cancel.cancelled() => {}
-                        _ = pool.run_check(c) => {}
-                    }
-                });
-            }
-            if checked {
-                continue;
-            }
             for p in &self.providers {
                 if let Some(event) = p.check_state(now) {
                     let span = tracing::info_span!("provider_health", blockwatch.chain = %self.chain,
@@ -108,121 +101,6 @@ impl ProviderPool {
         }
     }
 
-    /// Settles a claim: asks the provider for the block at a head it claimed far ahead of the others
-    /// (served: the head is proven; `null`: a lie), or again for a block it answered `null` for
-    /// although its head was at or above it (`null` again: a lie, and a skipped block).
-    async fn run_check(&self, c: crate::rpc::heads::Check) {
-        let provider = &self.providers[c.idx];
-        let claim = c.kind == CheckKind::Claim;
-        if provider.is_refused() || provider.asked_to_wait_until().is_some() {
-            if claim {
-                self.heads
-                    .claim_checked(c.idx, c.number, false, Instant::now());
-            }
-            return;
-        }
-        let span = tracing::info_span!(
-            "check_claim",
-            otel.name = "check_claim",
-            blockwatch.chain = %self.chain,
-            blockwatch.provider = %provider.name,
-            blockwatch.block.number = c.number,
-        );
-        async {
-            let head = provider.reported_head();
-            let result = self
-                .ask(
-                    provider,
-                    "eth_getBlockByNumber",
-                    rpc_params![U64::from(c.number), false],
-                    |b: Option<RpcBlock>| match b {
-                        Some(b) => check_number(&b, c.number, self.hash_check).map(|()| true),
-                        None => Ok(false),
-                    },
-                )
-                .await;
-            let now = Instant::now();
-            match (c.kind, result) {
-                (CheckKind::Claim, Ok(served)) => {
-                    self.heads.claim_checked(c.idx, c.number, served, now);
-                    if !served {
-                        provider.caught(
-                            LieKind::HeadAhead,
-                            &format!(
-                                "it reported head {}, more than pool.head_outlier_blocks ahead of every other provider, and has no block {}",
-                                head.unwrap_or(c.number),
-                                c.number
-                            ),
-                            true,
-                        );
-                    }
-                }
-                (CheckKind::Claim, Err(_)) => {
-                    self.heads.claim_checked(c.idx, c.number, false, now)
-                }
-                (CheckKind::Null, Ok(false)) if head.is_some_and(|h| h >= c.number) => {
-                    provider.caught(
-                        LieKind::NullBelowHead,
-                        &format!(
-                            "it answered null for block {} twice although its head is {}",
-                            c.number,
-                            head.unwrap_or(c.number)
-                        ),
-                        true,
-                    );
-                    self.heads.skipped(c.idx, c.number, c.number);
-                }
-                (CheckKind::Null, _) => {}
-            }
-        }
-        .instrument(span)
-        .await
-    }
-
-    /// Asks `provider` alone for its head (`eth_blockNumber`, within its rate limit; its chain id
-    /// first when a check is due) and records it: heads are read from every provider, so that one
-    /// provider's word never decides the chain head. Returns the head it reported and when it was
-    /// asked, before any wait for the agent's own rate limit: a head learned late because the agent
-    /// held its own request back is not the provider's lateness.
-    pub async fn poll_head(
-        &self,
-        provider: &Provider,
-    ) -> Result<(u64, std::time::SystemTime), RpcError> {
-        self.ensure_verified(provider)
-            .await
-            .map_err(|e| e.redact(&self.redactor))?;
-        let asked = std::time::SystemTime::now();
-        let head = self
-            .ask(provider, "eth_blockNumber", rpc_params![], |n: U64| {
-                Ok(n.to::<u64>())
-            })
-            .await?;
-        provider.record_head(head, None, false);
-        Ok((head, asked))
-    }
-
-    /// One attempt of `method` on `provider` alone, outside any pool call (a poll, a probe, a
-    /// check), in its own attempt span: the answer passes `check`, and the outcome (errors redacted
-    /// and judged) is recorded in the provider's health, metrics and span.
-    async fn ask<T: DeserializeOwned, U>(
-        &self,
-        provider: &Provider,
-        method: &'static str,
-        params: ArrayParams,
-        check: impl FnOnce(T) -> Result<U, RpcError>,
-    ) -> Result<U, RpcError> {
-        let attempt = provider.attempt_span(method, 1);
-        let (result, took) = provider
-            .request_timed::<T>(method, params, None)
-            .instrument(attempt.clone())
-            .await;
-        let result = result
-            .and_then(check)
-            .map_err(|e| provider.judge(e.redact(&self.redactor)));
-        provider.finish_attempt(&attempt, method, took, result.as_ref().err());
-        result
-    }
-
     /// One probe of `provider`: its chain id when due, its newest block (head and hash into the head
     /// book), and whether it is syncing when it is behind.
     async fn probe(&self, provider: &Provider) {
@@ -233,12 +111,11 @@ impl ProviderPool {
             blockwatch.provider = %provider.name,
         );
         async {
-            if self.ensure_verified(provider).await.is_err() {
+            if provider.ensure_verified().await.is_err() {
                 return;
             }
-            let latest = self
+            let latest = provider
                 .ask(
-                    provider,
                     "eth_getBlockByNumber",
                     rpc_params!["latest", false],
                     |b: Option<RpcBlock>| {
@@ -249,26 +126,24 @@ impl ProviderPool {
                 )
                 .await;
             let Ok(block) = latest else { return };
-            provider.record_head(block.number(), Some(block.header.hash), false);
+            self.heads
+                .record(provider, block.number(), Some(block.header.hash), false);
             let behind = self
                 .heads
                 .provider(provider.index)
                 .lag_blocks
                 .is_some_and(|l| l > self.cfg.out_of_sync_blocks);
             if behind {
-                let syncing = self
-                    .ask(
-                        provider,
-                        "eth_syncing",
-                        rpc_params![],
-                        |v: serde_json::Value| Ok(v.is_object()),
-                    )
+                let syncing = provider
+                    .ask("eth_syncing", rpc_params![], |v: serde_json::Value| {
+                        Ok(v.is_object())
+                    })
                     .await;
                 if let Ok(syncing) = syncing {
-                    provider.record_syncing(syncing);
+                    self.heads.set_syncing(provider.index, syncing);
                 }
             } else {
-                provider.record_syncing(false);
+                self.heads.set_syncing(provider.index, false);
             }
             provider.evaluate(Instant::now());
         }

@@ -156,9 +156,11 @@ pub enum HealthEvent {
     },
 }
 
-/// What is known of a provider's head, from the pool's head book.
+/// What is known of a provider's head, from the chain's head book.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct HeadView {
+    /// The newest head it announced.
+    pub head: Option<u64>,
     /// Blocks behind the chain's corroborated head, if both are known.
     pub lag_blocks: Option<u64>,
     /// How long after the first provider it announces new heads (WebSocket heads only).
@@ -167,6 +169,17 @@ pub struct HeadView {
     pub syncing: bool,
     /// It was caught in an uncorroborated claim lately: why (see [`State::Inconsistent`]).
     pub inconsistent: Option<&'static str>,
+}
+
+/// Where a provider learns what is known of its head: the chain's head book, kept by a layer above
+/// this one, which tells the provider through this trait alone.
+pub trait HeadSource: Send + Sync + std::fmt::Debug {
+    /// What is known of provider `idx`'s head now.
+    fn view(&self, idx: usize) -> HeadView;
+    /// Provider `idx` was caught in a lie of `kind` at `now`: its heads do not count for a while.
+    fn lie(&self, idx: usize, kind: crate::rpc::LieKind, now: Instant);
+    /// Provider `idx` serves another chain: its heads must not count.
+    fn forget(&self, idx: usize);
 }
 
 /// One provider's health.

@@ -21,7 +21,7 @@ pub(super) struct OutcomeWindow {
     buckets: [Bucket; BUCKETS],
 }
 
-/// Sums over an [`OutcomeWindow`].
+/// Sums over a window of call outcomes.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Rates {
     /// Calls answered or failed.

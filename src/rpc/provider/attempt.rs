@@ -111,6 +111,27 @@ impl Provider {
         });
     }
 
+    /// One attempt of `method` on this provider alone, outside any pool call (a poll, a probe, a
+    /// check), in its own attempt span: the answer passes `check`, and the outcome (errors redacted
+    /// and judged) is recorded in the provider's health, metrics and span.
+    pub async fn ask<T: DeserializeOwned, U>(
+        &self,
+        method: &'static str,
+        params: ArrayParams,
+        check: impl FnOnce(T) -> Result<U, RpcError>,
+    ) -> Result<U, RpcError> {
+        let attempt = self.attempt_span(method, 1);
+        let (result, took) = self
+            .request_timed::<T>(method, params, None)
+            .instrument(attempt.clone())
+            .await;
+        let result = result
+            .and_then(check)
+            .map_err(|e| self.judge(e.redact(&self.redactor)));
+        self.finish_attempt(&attempt, method, took, result.as_ref().err());
+        result
+    }
+
     /// An attempt given up after `elapsed` because another provider answered first. Returns true
     /// when the provider has lost too many calls in a row this way and should be passed over.
     pub fn abandon_attempt(&self, span: &tracing::Span, elapsed: Duration) -> bool {

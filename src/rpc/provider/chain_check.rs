@@ -73,6 +73,74 @@ impl Provider {
         self.evaluate(Instant::now());
     }
 
+    /// Makes sure it serves the configured chain before it is used: its chain id when a check is
+    /// due (another one is logged, and refuses it), then its genesis block if that could not be
+    /// checked yet. Errors are redacted.
+    pub async fn ensure_verified(&self) -> Result<(), RpcError> {
+        if !self.needs_chain_check() {
+            return Ok(());
+        }
+        let result = self.verify_chain_id(self.identity.chain_id).await;
+        if let Err(RpcError::WrongChain { expected, actual }) = &result {
+            tracing::error!(
+                chain = %self.chain, provider = %self.name, url = %self.display_url,
+                expected, actual, "provider serves another chain; it will not be used"
+            );
+        }
+        if result.is_ok() && !self.genesis_checked() {
+            self.check_genesis_later().await;
+        }
+        result.map_err(|e| e.redact(&self.redactor))
+    }
+
+    /// Checks the genesis block of a provider that could not be checked at start-up.
+    async fn check_genesis_later(&self) {
+        let expected = self.identity.genesis();
+        match self.genesis_hash().await {
+            Ok(Some(hash)) => match expected {
+                Some(expected) => {
+                    self.judge_genesis(hash, expected);
+                }
+                None => {
+                    // The first provider to answer sets it for those that come later.
+                    self.identity.set_genesis(hash);
+                    self.mark_genesis_checked();
+                }
+            },
+            Ok(None) | Err(RpcError::HashScheme(_)) => self.mark_genesis_checked(),
+            Err(_) => {}
+        }
+    }
+
+    /// It serves genesis block `hash` where the chain's is `expected`: another one refuses it for
+    /// good. Returns whether it serves the chain's.
+    pub fn judge_genesis(
+        &self,
+        hash: alloy_primitives::B256,
+        expected: alloy_primitives::B256,
+    ) -> bool {
+        self.mark_genesis_checked();
+        if hash == expected {
+            return true;
+        }
+        tracing::error!(chain = %self.chain, provider = %self.name, url = %self.display_url,
+            served = %hash, expected = %expected,
+            "provider serves another genesis block than the other providers; it will not be used");
+        self.refuse_genesis();
+        false
+    }
+
+    /// Its genesis block has been checked (or cannot be: it does not serve block 0, or its hash
+    /// cannot be verified).
+    pub fn mark_genesis_checked(&self) {
+        self.genesis_checked.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether its genesis block has been checked.
+    pub fn genesis_checked(&self) -> bool {
+        self.genesis_checked.load(Ordering::Relaxed)
+    }
+
     /// Whether the chain id must be (re)checked before the next use: never checked, or checked
     /// longer than `chain_check_interval` ago, so that a provider that moves to another chain at
     /// runtime is caught.

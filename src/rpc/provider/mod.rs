@@ -36,11 +36,10 @@ use tracing::Instrument;
 use opentelemetry::KeyValue;
 
 use super::{
-    heads::{HeadBook, LieKind},
-    health::{self, HeadView, HealthConfig, HealthEvent, Outcome, State, Tracker},
+    health::{self, HeadSource, HeadView, HealthConfig, HealthEvent, Outcome, State, Tracker},
     latency::Percentiles,
     types::RpcBlock,
-    RpcError,
+    ChainIdentity, LieKind, RpcError,
 };
 use crate::{
     config::{PoolConfig, ProviderConfig},
@@ -154,7 +153,12 @@ pub struct Provider {
     /// Served another genesis block: refused for good.
     wrong_genesis: AtomicBool,
     health: Mutex<Health>,
-    heads: Arc<HeadBook>,
+    /// What is known of its head (the chain's head book).
+    heads: Arc<dyn HeadSource>,
+    /// The chain it must serve.
+    identity: Arc<ChainIdentity>,
+    /// Its genesis block has been checked.
+    genesis_checked: AtomicBool,
     subscription: AtomicU8,
     redactor: Arc<Redactor>,
     metrics: Arc<Metrics>,
@@ -177,8 +181,10 @@ pub struct ProviderContext {
     pub index: usize,
     /// The health rules.
     pub health: HealthConfig,
-    /// The chain's head book.
-    pub heads: Arc<HeadBook>,
+    /// The chain's head book, as far as the provider needs it.
+    pub heads: Arc<dyn HeadSource>,
+    /// The chain it must serve.
+    pub identity: Arc<ChainIdentity>,
     /// Rate-limit tokens per method.
     pub costs: Arc<BTreeMap<String, u32>>,
     /// Metrics.
@@ -276,6 +282,8 @@ impl Provider {
                 hedge_cached: None,
             }),
             heads: ctx.heads,
+            identity: ctx.identity,
+            genesis_checked: AtomicBool::new(false),
             subscription: AtomicU8::new(if cfg.ws_url.is_some() {
                 Subscription::Down as u8
             } else {
@@ -314,6 +322,11 @@ impl Provider {
     /// Sets the subscription's state.
     pub fn set_subscription(&self, s: Subscription) {
         self.subscription.store(s as u8, Ordering::Relaxed);
+    }
+
+    /// The chain's name.
+    pub fn chain(&self) -> &str {
+        &self.chain
     }
 
     /// The configured headers (values marked sensitive).

@@ -112,7 +112,7 @@ impl Provider {
     }
 
     fn head_view(&self) -> HeadView {
-        view_of(&self.heads.provider(self.index))
+        self.heads.view(self.index)
     }
 
     /// Logs a health event (inside the current span, so that it is also a span event) and exports
@@ -184,8 +184,8 @@ impl Provider {
 
     /// The provider as `/status` shows it.
     pub fn status(&self) -> ProviderStatus {
-        let head = self.heads.provider(self.index);
-        let (p, rates, cost) = self.measure(view_of(&head));
+        let head = self.head_view();
+        let (p, rates, cost) = self.measure(head);
         let h = self.health();
         let state = h.tracker.state();
         let score = match state {
@@ -263,15 +263,5 @@ impl Provider {
     /// When a call or probe last ended.
     pub fn last_call(&self) -> Option<Instant> {
         self.health().tracker.last_call()
-    }
-}
-
-/// What health needs of a provider's head.
-fn view_of(h: &crate::rpc::heads::ProviderHead) -> HeadView {
-    HeadView {
-        lag_blocks: h.lag_blocks,
-        arrival_delay: h.arrival_delay,
-        syncing: h.syncing,
-        inconsistent: h.inconsistent.map(LieKind::state_reason),
     }
 }
