@@ -11,7 +11,7 @@ use std::{sync::Arc, time::Duration};
 
 use blockwatch::{
     config::TelemetryConfig,
-    rpc::ProviderPool,
+    pool::ProviderPool,
     telemetry::{Metrics, Telemetry},
 };
 use criterion::Criterion;

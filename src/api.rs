@@ -284,7 +284,7 @@ struct ChainStatus {
     rpc_error_count: u64,
     reorgs: u64,
     providers: Vec<crate::rpc::provider::ProviderStatus>,
-    forks: Vec<crate::rpc::heads::Fork>,
+    forks: Vec<crate::heads::Fork>,
 }
 
 #[derive(Debug, Serialize)]

@@ -27,7 +27,8 @@ use crate::{
         Progress,
     },
     monitor::{stats::StatsView, ChainStats},
-    rpc::{pool::PoolStatus, provider::ProviderStatus, ProviderPool},
+    pool::{PoolStatus, ProviderPool},
+    rpc::provider::ProviderStatus,
     telemetry::{metrics::attr, Metrics},
 };
 

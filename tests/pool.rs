@@ -10,7 +10,7 @@ use std::{
 };
 
 use axum::{extract::State, routing::post, Json, Router};
-use blockwatch::{config::Config, rpc::ProviderPool, telemetry::Metrics};
+use blockwatch::{config::Config, pool::ProviderPool, telemetry::Metrics};
 use serde_json::{json, Value};
 
 /// How a scripted server answers a method with its params: an optional delay, and the body.
@@ -114,9 +114,9 @@ async fn null_from_every_usable_provider_does_not_wait_for_a_lagging_one() {
     .await;
     let pool = pool(&[&a, &b, &c], "").await;
     let ps = pool.providers();
-    ps[0].record_head(1000, None, false);
-    ps[1].record_head(1000, None, false);
-    ps[2].record_head(900, None, false);
+    pool.heads().record(&ps[0], 1000, None, false);
+    pool.heads().record(&ps[1], 1000, None, false);
+    pool.heads().record(&ps[2], 900, None, false);
     for p in ps {
         p.evaluate(Instant::now());
     }

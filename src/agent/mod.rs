@@ -12,12 +12,12 @@ use supervisor::{Stage, Supervisor, TaskFailure, TaskKind};
 
 use crate::{
     api,
-    chain::HeadTracker,
     config::Config,
     follower::{ChainFollower, FollowError, Progress},
+    heads::HeadTracker,
     model::StreamObserver,
     monitor::{log::MissedBlockLog, ChainMonitor, ChainStats, RecoveryPolicy},
-    rpc::{PoolSetupError, ProviderPool},
+    pool::{PoolSetupError, ProviderPool},
     store::StoreError,
     telemetry::{LogObserver, MetricsObserver, TelemetryHandle},
 };
@@ -183,7 +183,7 @@ pub async fn run_with_observers(
                 Ok(())
             },
         );
-        let (tracker, heads) = HeadTracker::new(&chain.name, pool.providers().len());
+        let (tracker, heads) = HeadTracker::new(&chain.name, pool.heads().clone());
         let silence = (chain.expected_block_time.0 * 2).max(Duration::from_secs(1));
         let interval = chain.poll_interval();
         for provider in pool.providers() {
@@ -192,9 +192,9 @@ pub async fn run_with_observers(
                 provider: provider.name.clone(),
             };
             let t = tracker.clone();
-            let (p, prov) = (pool.clone(), provider.clone());
+            let prov = provider.clone();
             tasks.spawn(kind, move |c| async move {
-                t.poll(p, prov, interval, silence, c).await;
+                t.poll(prov, interval, silence, c).await;
                 Ok(())
             });
         }
@@ -242,7 +242,8 @@ pub async fn run_with_observers(
                 delay: config.monitor.retry_delay.0,
             }),
         )
-        .with_progress(tracker.times(), view.progress);
+        .with_progress(tracker.times(), view.progress)
+        .with_skips(tracker.skips());
         tasks.spawn(TaskKind::Follower { chain: name }, move |c| follower.run(c));
     }
     tracing::info!(chains = config.chains.len(), "blockwatch running");

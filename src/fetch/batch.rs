@@ -10,7 +10,7 @@ use tracing::Instrument;
 use super::{block_span, FetchError, Fetched};
 use crate::{
     model::Block,
-    rpc::{Answer, PoolError, ProviderPool},
+    pool::{Answer, PoolError, ProviderPool},
 };
 
 /// Blocks fetched in order from the first one asked for.

@@ -23,7 +23,8 @@ pub use batch::{Feed, Fetch};
 
 use crate::{
     model::Block,
-    rpc::{Answer, PoolError, ProviderPool, RpcError},
+    pool::{Answer, PoolError, ProviderPool},
+    rpc::RpcError,
 };
 
 /// Why a fetch gave nothing (more).
@@ -247,9 +248,9 @@ impl Fetcher {
         )
         .await?;
         match confirmation {
-            crate::rpc::pool::Confirmation::Confirmed => Ok(Confirmed::Yes),
-            crate::rpc::pool::Confirmation::Unconfirmed => Ok(Confirmed::NotYet),
-            crate::rpc::pool::Confirmation::Disagreed { provider, hash } => {
+            crate::pool::Confirmation::Confirmed => Ok(Confirmed::Yes),
+            crate::pool::Confirmation::Unconfirmed => Ok(Confirmed::NotYet),
+            crate::pool::Confirmation::Disagreed { provider, hash } => {
                 tracing::warn!(chain = %self.chain, block_number = f.block.number,
                     served_by = %f.provider, hash = %f.block.hash, other = %provider, other_hash = %hash,
                     "providers serve different hashes at this height; waiting for them to agree");

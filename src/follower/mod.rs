@@ -25,13 +25,13 @@ pub use publish::Publisher;
 
 use crate::{
     canonical::Canonical,
-    chain::head::{Head, HeadTimes},
     config::{ChainConfig, StartAt},
     fetch::{is_hash_scheme, FetchError, Fetcher},
+    heads::{Head, HeadTimes, Skips},
     model::StreamObserver,
     monitor::{ChainMonitor, MissWatch, RecoveryPolicy},
     output::BlockSink,
-    rpc::{PoolError, ProviderPool},
+    pool::{PoolError, ProviderPool},
     store::{StateStore, StoreError},
 };
 
@@ -88,6 +88,8 @@ pub struct ChainFollower {
     canonical: Canonical,
     /// The missed-block watch, when there is one.
     watch: Option<MissWatch>,
+    /// Blocks providers skipped, from the heads stage.
+    skips: Skips,
     publisher: Publisher,
     /// The last block fetch failed: fetch one block at a time until one succeeds.
     fetch_failing: bool,
@@ -119,6 +121,7 @@ impl ChainFollower {
             cfg,
             heads,
             watch: None,
+            skips: Skips::default(),
             fetch_failing: false,
             times: Arc::new(HeadTimes::default()),
             progress: None,
@@ -134,6 +137,12 @@ impl ChainFollower {
         }
         self.times = times;
         self.progress = Some(progress);
+        self
+    }
+
+    /// Takes the blocks providers skipped from `skips` (the heads stage's).
+    pub fn with_skips(mut self, skips: Skips) -> Self {
+        self.skips = skips;
         self
     }
 

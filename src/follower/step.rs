@@ -4,10 +4,10 @@
 use super::{ChainFollower, FollowError, StepError, MAX_BATCH};
 use crate::{
     canonical::{Reorg, Resolved},
-    chain::head::Head,
     fetch::{unless_cancelled, Confirmed, Feed, Fetch, FetchInfo, Fetched},
+    heads::{Head, Skip},
     model::{Reason, StreamEvent},
-    rpc::PoolError,
+    pool::PoolError,
 };
 
 impl ChainFollower {
@@ -323,18 +323,19 @@ impl ChainFollower {
     /// is active now and whoever served them: recorded now if they were emitted already, else when
     /// they are; once each.
     pub(super) async fn note_skips(&mut self) -> Result<(), FollowError> {
-        let pool = self.fetcher.pool().clone();
-        let gaps = pool.heads().take_gaps();
+        let skips = self.skips.take();
         let Some(watch) = self.watch.as_mut() else {
             return Ok(());
         };
         let mut records = Vec::new();
-        for (idx, first, last) in gaps {
-            let Some(by) = pool.providers().get(idx) else {
-                continue;
-            };
+        for Skip {
+            provider,
+            first,
+            last,
+        } in skips
+        {
             for n in first..=last {
-                records.extend(watch.skipped(n, &by.name));
+                records.extend(watch.skipped(n, &provider));
             }
         }
         self.publisher.store_missed(records).await

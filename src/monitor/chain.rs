@@ -16,7 +16,8 @@ use opentelemetry::KeyValue;
 use super::{ChainStats, SeverityRules};
 use crate::model::{MissedBlock, Reason};
 use crate::{
-    rpc::{PoolError, RpcError},
+    pool::PoolError,
+    rpc::RpcError,
     telemetry::{metrics::attr, Metrics},
 };
 

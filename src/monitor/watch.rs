@@ -13,10 +13,10 @@ use super::{
     ChainMonitor, Emitted,
 };
 use crate::{
-    chain::head::HeadTimes,
     fetch::{block_span, is_hash_scheme, Fetched},
+    heads::HeadTimes,
     model::{MissedBlock, Reason},
-    rpc::PoolError,
+    pool::PoolError,
 };
 
 /// One chain's missed-block watch.

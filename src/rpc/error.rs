@@ -1,10 +1,20 @@
 //! What can go wrong with one JSON-RPC call, classified so that retry decisions and telemetry use the
-//! same low-cardinality classes.
+//! same low-cardinality classes. Whether a failure may be retried is decided in one place,
+//! [`RpcError::retry`], for every caller that retries.
 
 use std::{borrow::Cow, time::Duration};
 
 use jsonrpsee::core::{client::Error as ClientError, http_helpers::HttpError};
 use jsonrpsee::http_client::transport::Error as HttpTransportError;
+
+/// Whether a failed attempt is worth another one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// Another provider, or the same one later, may answer: fail over and retry.
+    Retry,
+    /// No provider can do better (the chain hashes blocks its own way): the call ends here.
+    Never,
+}
 
 /// The failure of one attempt against one provider.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -71,6 +81,35 @@ pub enum RpcError {
 }
 
 impl RpcError {
+    /// Whether another attempt (on another provider, or later) may succeed where this one failed:
+    /// every failure but the chain's own block hashing, which no provider can do better on.
+    pub fn retry(&self) -> Retry {
+        match self {
+            RpcError::HashScheme(_) => Retry::Never,
+            _ => Retry::Retry,
+        }
+    }
+
+    /// [`Self::retry`] as a yes or no.
+    pub fn is_retryable(&self) -> bool {
+        self.retry() == Retry::Retry
+    }
+
+    /// The same error with secrets removed from its text (a provider may quote its own URL, key
+    /// included).
+    pub fn redact(self, redactor: &crate::redact::Redactor) -> RpcError {
+        match self {
+            RpcError::Connection(m) => RpcError::Connection(redactor.redact(&m)),
+            RpcError::InvalidResponse(m) => RpcError::InvalidResponse(redactor.redact(&m)),
+            RpcError::InvalidBlock(m) => RpcError::InvalidBlock(redactor.redact(&m)),
+            RpcError::Rpc { code, message } => RpcError::Rpc {
+                code,
+                message: redactor.redact(&message),
+            },
+            other => other,
+        }
+    }
+
     /// A low-cardinality class for `error.type` and metric attributes: the JSON-RPC code as a string,
     /// `timeout`, `http_429`, `http_5xx`, `connection`, `invalid_response`, `invalid_block`,
     /// `hash_scheme` or `wrong_chain`.
@@ -175,6 +214,8 @@ mod tests {
             "rpc_other"
         );
         assert!(RpcError::HttpStatus { status: 429 }.is_rate_limited());
+        assert!(RpcError::Timeout(Duration::from_secs(1)).is_retryable());
+        assert_eq!(RpcError::HashScheme("x".into()).retry(), Retry::Never);
         assert_eq!(
             RpcError::from_client(ClientError::RequestTimeout, Duration::from_secs(1)).error_type(),
             "timeout"

@@ -47,6 +47,23 @@ impl RpcBlock {
             crate::config::BlockHashCheck::Consensus => Ok(()),
         }
     }
+
+    /// Checks that it is block `number` (another one is a [`RpcError::WrongBlock`]) and that its
+    /// hash is right (by `check`).
+    pub fn check_number(
+        &self,
+        number: u64,
+        check: crate::config::BlockHashCheck,
+    ) -> Result<(), RpcError> {
+        if self.number() != number {
+            return Err(RpcError::WrongBlock(format!(
+                "asked for block {number}, got block {} ({})",
+                self.number(),
+                self.header.hash
+            )));
+        }
+        self.check_hash(check)
+    }
 }
 
 /// A `newHeads` notification.

@@ -7,12 +7,12 @@
 //! or with a bug, would otherwise make every honest provider look hopelessly behind and send the
 //! follower after blocks that do not exist. A head more than `pool.head_outlier_blocks` ahead of
 //! every other provider's is an *outlier*: it does not count until its provider proves it by serving
-//! the block at that height (a claim check the pool runs at once, see [`HeadBook::take_due_checks`]);
-//! a provider that cannot is inconsistent. The chain head is the highest head that is not an
-//! unproven outlier, among providers heard from lately and not inconsistent.
+//! the block at that height (a claim check, see `checks`); a provider that cannot is inconsistent.
+//! The chain head is the highest head that is not an unproven outlier, among providers heard from
+//! lately and not inconsistent.
 //!
-//! Other lies found here or reported by the pool: a head that goes back by more than the tolerance
-//! (the chain's reorg window), `null` for a block at or below the head the provider reported itself
+//! Other lies found here or by checks: a head that goes back by more than the tolerance (the
+//! chain's reorg window), `null` for a block at or below the head the provider reported itself
 //! (asked again after `recheck_after` before it counts: a load balancer a moment behind is not a
 //! liar), and another block than the one asked for.
 
@@ -24,6 +24,12 @@ use std::{
 
 use alloy_primitives::B256;
 
+use super::{
+    checks::{Check, CheckKind},
+    Skips,
+};
+use crate::rpc::LieKind;
+
 /// Recent (number, hash) pairs kept per provider for comparing hashes at the same height.
 const RECENT_HASHES: usize = 64;
 /// Recent block numbers kept with the time the first provider announced them.
@@ -31,10 +37,6 @@ const FIRST_SEEN: usize = 128;
 /// The widest gap in a provider's `newHeads` sequence taken as skipped blocks (a wider jump is a
 /// reconnection or a catch-up, not a skip).
 const MAX_GAP: u64 = 64;
-/// Gaps kept until the follower takes them.
-const MAX_PENDING_GAPS: usize = 256;
-/// Checks waiting to be run (claims and `null` answers to ask again).
-const MAX_PENDING_CHECKS: usize = 64;
 /// Weight of the newest sample in the arrival delay's moving average.
 const DELAY_WEIGHT: f64 = 0.2;
 
@@ -56,42 +58,6 @@ pub struct HeadRules {
     pub recheck_after: Duration,
 }
 
-/// What kind of claim a provider was caught in. The names are the `reason` attribute of
-/// `blockwatch_provider_inconsistencies_total` (a bounded set).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum LieKind {
-    /// A head far ahead of every other provider's that it could not serve.
-    HeadAhead,
-    /// A head that went back by more than the reorg window.
-    HeadBackwards,
-    /// `null` for a block at or below the head it reported itself, twice.
-    NullBelowHead,
-    /// Another block than the one asked for (another number, or another hash for a hash lookup).
-    WrongBlock,
-}
-
-impl LieKind {
-    /// The `reason` attribute and log field.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LieKind::HeadAhead => "head_ahead",
-            LieKind::HeadBackwards => "head_backwards",
-            LieKind::NullBelowHead => "null_below_head",
-            LieKind::WrongBlock => "wrong_block",
-        }
-    }
-
-    /// The reason shown with the `inconsistent` state.
-    pub fn state_reason(self) -> &'static str {
-        match self {
-            LieKind::HeadAhead => "head ahead of every other provider, not served",
-            LieKind::HeadBackwards => "head went backwards",
-            LieKind::NullBelowHead => "no block at or below its own head",
-            LieKind::WrongBlock => "served another block than asked",
-        }
-    }
-}
-
 /// A lie the book found while recording a head.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lie {
@@ -101,36 +67,14 @@ pub struct Lie {
     pub detail: String,
 }
 
-/// Something to ask a provider to settle a claim: the block at `number`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Check {
-    /// The provider.
-    pub idx: usize,
-    /// The block to ask for.
-    pub number: u64,
-    /// Why.
-    pub kind: CheckKind,
-    /// When it may run.
-    pub due: Instant,
-}
-
-/// Why a provider is asked for a block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CheckKind {
-    /// Its head is an outlier: can it serve it?
-    Claim,
-    /// It answered `null` for this block at or below its own head: does it still?
-    Null,
-}
-
 #[derive(Clone, Copy, Debug)]
-struct Announced {
-    number: u64,
-    at: Instant,
+pub(super) struct Announced {
+    pub(super) number: u64,
+    pub(super) at: Instant,
 }
 
 #[derive(Debug, Default)]
-struct Entry {
+pub(super) struct Entry {
     head: Option<Announced>,
     recent: VecDeque<(u64, B256)>,
     /// Moving average of how late it announces blocks, in milliseconds (push sources only).
@@ -144,9 +88,9 @@ struct Entry {
     /// Inconsistent until then, for this lie.
     lie: Option<(Instant, LieKind)>,
     /// The highest head it proved by serving its block.
-    proven: Option<u64>,
+    pub(super) proven: Option<u64>,
     /// A claim check of its head is queued or running.
-    claim_pending: bool,
+    pub(super) claim_pending: bool,
 }
 
 impl Entry {
@@ -156,16 +100,14 @@ impl Entry {
 }
 
 #[derive(Debug, Default)]
-struct Book {
-    entries: Vec<Entry>,
+pub(super) struct Book {
+    pub(super) entries: Vec<Entry>,
     first_seen: VecDeque<(u64, Instant)>,
     /// Disagreements per provider pair (lower index first).
     forks: BTreeMap<(usize, usize), u64>,
     best: Option<Announced>,
-    /// Blocks providers skipped: (provider, first, last), found by checks (a gap in its `newHeads`
-    /// sequence, or a `null` answer, then `null` again with its head at or above the block).
-    gaps: VecDeque<(usize, u64, u64)>,
-    checks: VecDeque<Check>,
+    /// Checks waiting to be run.
+    pub(super) checks: VecDeque<Check>,
 }
 
 /// One provider's view, as `/status` and the health rules see it.
@@ -208,27 +150,33 @@ pub struct Reported {
 /// The head book of one chain.
 #[derive(Debug)]
 pub struct HeadBook {
-    rules: HeadRules,
+    pub(super) rules: HeadRules,
     book: Mutex<Book>,
     /// Woken when a check is queued.
-    checks_queued: tokio::sync::Notify,
+    pub(super) checks_queued: tokio::sync::Notify,
+    /// The providers' names, in configuration order.
+    names: Vec<String>,
+    /// Blocks providers skipped, for the follower.
+    pub(super) skips: Skips,
 }
 
 impl HeadBook {
-    /// An empty book for `providers` providers.
-    pub fn new(rules: HeadRules, providers: usize) -> Self {
+    /// An empty book for the providers `names` (in configuration order).
+    pub fn new(rules: HeadRules, names: Vec<String>) -> Self {
         let book = Book {
-            entries: (0..providers).map(|_| Entry::default()).collect(),
+            entries: names.iter().map(|_| Entry::default()).collect(),
             ..Book::default()
         };
         Self {
             rules,
             book: Mutex::new(book),
             checks_queued: tokio::sync::Notify::new(),
+            names,
+            skips: Skips::default(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Book> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Book> {
         self.book.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -364,87 +312,6 @@ impl HeadBook {
         self.corroborate(&mut b, now);
     }
 
-    /// Provider `idx` answered `null` for block `number`: if the chain head has reached it, the
-    /// provider is asked again after `recheck_after`, and a `null` then, with its own head at or
-    /// above `number` by that time, is a lie and a skipped block. (A provider a moment behind the
-    /// others, or a load balancer's node that is, serves it by then.)
-    pub fn suspect_null(&self, idx: usize, number: u64, now: Instant) {
-        if self.best().is_none_or(|b| b < number) {
-            // Not known to exist yet: asking for it was a guess.
-            return;
-        }
-        self.queue(Check {
-            idx,
-            number,
-            kind: CheckKind::Null,
-            due: now + self.rules.recheck_after,
-        });
-    }
-
-    fn queue(&self, check: Check) {
-        {
-            let mut b = self.lock();
-            Self::queue_locked(&mut b, check);
-        }
-        self.checks_queued.notify_one();
-    }
-
-    fn queue_locked(b: &mut Book, check: Check) {
-        if b.checks
-            .iter()
-            .any(|c| c.idx == check.idx && c.number == check.number && c.kind == check.kind)
-        {
-            return;
-        }
-        if b.checks.len() >= MAX_PENDING_CHECKS {
-            return;
-        }
-        if check.kind == CheckKind::Claim {
-            b.entries[check.idx].claim_pending = true;
-        }
-        b.checks.push_back(check);
-    }
-
-    /// Takes the checks that are due at `now`.
-    pub fn take_due_checks(&self, now: Instant) -> Vec<Check> {
-        let mut b = self.lock();
-        let (due, later): (Vec<Check>, Vec<Check>) = b.checks.drain(..).partition(|c| c.due <= now);
-        b.checks.extend(later);
-        due
-    }
-
-    /// When the next queued check is due, if one is queued.
-    pub fn next_check_due(&self) -> Option<Instant> {
-        self.lock().checks.iter().map(|c| c.due).min()
-    }
-
-    /// Waits until a check is queued.
-    pub async fn check_queued(&self) {
-        self.checks_queued.notified().await
-    }
-
-    /// A claim check of provider `idx` at `number` ended: `served` when it served a good block
-    /// there (the head is proven), otherwise it did not (a lie, reported by the caller with
-    /// [`Self::lie`]) or could not be asked.
-    pub fn claim_checked(&self, idx: usize, number: u64, served: bool, now: Instant) {
-        let mut b = self.lock();
-        let e = &mut b.entries[idx];
-        e.claim_pending = false;
-        if served {
-            e.proven = Some(e.proven.map_or(number, |p| p.max(number)));
-        }
-        self.corroborate(&mut b, now);
-    }
-
-    /// Records that provider `idx` skipped blocks `first..=last` (found by a check).
-    pub fn skipped(&self, idx: usize, first: u64, last: u64) {
-        let mut b = self.lock();
-        if b.gaps.len() >= MAX_PENDING_GAPS {
-            b.gaps.pop_front();
-        }
-        b.gaps.push_back((idx, first, last));
-    }
-
     /// Forgets provider `idx`'s head: it serves another chain, and must not count.
     pub fn forget(&self, idx: usize) {
         let mut b = self.lock();
@@ -462,9 +329,19 @@ impl HeadBook {
         self.lock().entries[idx].last_pushed = None;
     }
 
-    /// Takes the blocks providers skipped: (provider, first, last).
-    pub fn take_gaps(&self) -> Vec<(usize, u64, u64)> {
-        self.lock().gaps.drain(..).collect()
+    /// The handle through which the blocks providers skipped leave the book.
+    pub fn skips(&self) -> Skips {
+        self.skips.clone()
+    }
+
+    /// How many providers the book keeps.
+    pub fn providers(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Provider `idx`'s name.
+    pub fn name(&self, idx: usize) -> &str {
+        &self.names[idx]
     }
 
     /// Records whether provider `idx` said it is syncing.
@@ -474,7 +351,7 @@ impl HeadBook {
 
     /// The chain head from the heads of fresh, consistent providers: the highest that is not an
     /// unproven outlier. Queues a claim check for every unproven outlier.
-    fn corroborate(&self, b: &mut Book, now: Instant) -> Option<u64> {
+    pub(super) fn corroborate(&self, b: &mut Book, now: Instant) -> Option<u64> {
         let gap = self.rules.outlier_blocks;
         let heads: Vec<(usize, u64)> = b
             .entries
@@ -596,219 +473,5 @@ impl HeadBook {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn book(n: usize) -> HeadBook {
-        HeadBook::new(
-            HeadRules {
-                outlier_blocks: 10,
-                block_time: Duration::from_secs(12),
-                freshness: Duration::from_secs(60),
-                backwards_blocks: 16,
-                inconsistent_for: Duration::from_secs(30),
-                recheck_after: Duration::from_secs(1),
-            },
-            n,
-        )
-    }
-
-    fn h(n: u8) -> Option<B256> {
-        Some(B256::repeat_byte(n))
-    }
-
-    #[test]
-    fn a_head_far_beyond_the_others_is_not_believed_until_its_provider_serves_it() {
-        let t = Instant::now();
-        let b = book(3);
-        b.report(0, 1000, None, false, t);
-        b.report(1, 998, None, false, t);
-        let r = b.report(2, 1_000_000_000, None, false, t);
-        assert_eq!(r.best, Some(1000));
-        assert_eq!(r.lie, None, "an outlier is checked, not judged");
-        assert_eq!(b.provider(1).lag_blocks, Some(2));
-        assert_eq!(b.provider(2).lag_blocks, Some(0));
-        let checks = b.take_due_checks(t);
-        assert_eq!(
-            checks,
-            vec![Check {
-                idx: 2,
-                number: 1_000_000_000,
-                kind: CheckKind::Claim,
-                due: t
-            }]
-        );
-        // Reported again while the check runs: not asked twice.
-        b.report(2, 1_000_000_001, None, false, t);
-        assert!(b.take_due_checks(t).is_empty());
-        // It could not serve it: a liar, whose heads no longer count.
-        b.claim_checked(2, 1_000_000_000, false, t);
-        b.lie(2, LieKind::HeadAhead, t);
-        assert_eq!(b.provider(2).inconsistent, Some(LieKind::HeadAhead));
-        // Honest providers are not lagging because of it; the chain moves on as it grows.
-        let r = b.report(0, 1001, None, false, t + Duration::from_secs(12));
-        assert_eq!(r.best, Some(1001));
-    }
-
-    #[test]
-    fn an_outlier_that_serves_its_head_is_believed() {
-        let t = Instant::now();
-        let b = book(2);
-        b.report(0, 100, None, false, t);
-        assert_eq!(b.report(1, 400, None, false, t).best, Some(100));
-        assert_eq!(b.take_due_checks(t).len(), 1);
-        b.claim_checked(1, 400, true, t);
-        assert_eq!(b.best(), Some(400));
-        // Within the margin of its proof it needs no other.
-        assert_eq!(b.report(1, 405, None, false, t).best, Some(405));
-        assert!(b.take_due_checks(t).is_empty());
-        assert_eq!(b.provider(0).lag_blocks, Some(305));
-    }
-
-    #[test]
-    fn a_bogus_head_heard_first_is_dropped_when_others_speak() {
-        let t = Instant::now();
-        let b = book(3);
-        assert_eq!(
-            b.report(2, 1_000_000_000, None, false, t).best,
-            Some(1_000_000_000)
-        );
-        b.report(0, 1000, None, false, t);
-        assert_eq!(b.report(1, 1001, None, false, t).best, Some(1001));
-        assert_eq!(b.take_due_checks(t).len(), 1, "the bogus head is checked");
-    }
-
-    #[test]
-    fn with_no_agreement_at_start_the_lower_wins() {
-        let t = Instant::now();
-        let b = book(2);
-        b.report(0, 500, None, false, t);
-        assert_eq!(b.report(1, 900_000, None, false, t).best, Some(500));
-    }
-
-    #[test]
-    fn a_head_that_goes_back_beyond_the_reorg_window_is_a_lie() {
-        let t = Instant::now();
-        let b = book(2);
-        b.report(0, 100, None, false, t);
-        b.report(1, 100, None, false, t);
-        // Back by the window: a reorg it could follow.
-        assert_eq!(b.report(0, 84, None, false, t).lie, None);
-        // A late newHeads notification is no answer to a question.
-        assert_eq!(b.report(0, 30, None, true, t).lie, None);
-        let r = b.report(0, 49, None, false, t);
-        assert_eq!(r.lie.map(|l| l.kind), Some(LieKind::HeadBackwards));
-        assert_eq!(b.provider(0).inconsistent, Some(LieKind::HeadBackwards));
-        assert_eq!(b.provider(0).head, Some(49));
-        assert_eq!(r.best, Some(100), "its head does not count");
-    }
-
-    #[test]
-    fn a_null_below_the_own_head_is_asked_again_later() {
-        let t = Instant::now();
-        let b = book(2);
-        b.suspect_null(1, 7, t);
-        assert!(
-            b.next_check_due().is_none(),
-            "no head yet: block 7 may not exist"
-        );
-        b.report(0, 8, None, false, t);
-        b.suspect_null(1, 7, t);
-        b.suspect_null(1, 7, t);
-        assert!(b.take_due_checks(t).is_empty(), "not yet due");
-        assert_eq!(b.next_check_due(), Some(t + Duration::from_secs(1)));
-        let due = b.take_due_checks(t + Duration::from_secs(1));
-        assert_eq!(due.len(), 1, "queued once");
-        assert_eq!(
-            (due[0].idx, due[0].number, due[0].kind),
-            (1, 7, CheckKind::Null)
-        );
-        b.skipped(1, 7, 7);
-        assert_eq!(b.take_gaps(), vec![(1, 7, 7)]);
-    }
-
-    #[test]
-    fn stale_heads_do_not_hold_the_chain_head_back_or_up() {
-        let t = Instant::now();
-        let b = book(2);
-        b.report(0, 100, None, false, t);
-        b.report(1, 100, None, false, t);
-        let later = t + Duration::from_secs(61);
-        assert_eq!(b.report(0, 104, None, false, later).best, Some(104));
-        assert_eq!(b.provider(1).lag_blocks, Some(4));
-    }
-
-    #[test]
-    fn different_hashes_at_one_height_are_counted_per_pair_once() {
-        let t = Instant::now();
-        let b = book(3);
-        b.report(0, 10, h(1), true, t);
-        assert_eq!(b.report(1, 10, h(1), true, t).disagree, Vec::<usize>::new());
-        assert_eq!(b.report(2, 10, h(2), true, t).disagree, vec![0, 1]);
-        // Announcing the same again is not a new disagreement.
-        assert_eq!(
-            b.report(2, 10, h(2), false, t).disagree,
-            Vec::<usize>::new()
-        );
-        let forks = b.forks(&["a", "b", "c"]);
-        assert_eq!(
-            forks,
-            vec![
-                Fork {
-                    providers: ["a".into(), "c".into()],
-                    count: 1
-                },
-                Fork {
-                    providers: ["b".into(), "c".into()],
-                    count: 1
-                }
-            ]
-        );
-    }
-
-    #[test]
-    fn gaps_in_a_pushed_sequence_are_checked() {
-        let t = Instant::now();
-        let b = book(2);
-        b.report(0, 10, None, true, t);
-        b.report(0, 11, None, true, t);
-        b.report(0, 13, None, true, t);
-        // Polled heads and a reorg back are not gaps; a huge jump is a catch-up.
-        b.report(1, 20, None, false, t);
-        b.report(0, 12, None, true, t);
-        b.report(0, 13, None, true, t);
-        b.report(0, 500, None, true, t);
-        let due = b.take_due_checks(t + Duration::from_secs(1));
-        let nulls: Vec<_> = due
-            .iter()
-            .filter(|c| c.kind == CheckKind::Null)
-            .map(|c| (c.idx, c.number))
-            .collect();
-        assert_eq!(nulls, vec![(0, 12)], "{due:?}");
-        b.restart_sequence(0);
-        b.report(0, 503, None, true, t);
-        let due = b.take_due_checks(t + Duration::from_secs(1));
-        assert!(
-            due.iter().all(|c| c.kind != CheckKind::Null),
-            "a reconnection is not a skip: {due:?}"
-        );
-        assert!(b.take_gaps().is_empty(), "a gap alone is no skip");
-    }
-
-    #[test]
-    fn arrival_delay_is_measured_against_the_first_announcement() {
-        let t = Instant::now();
-        let b = book(2);
-        for i in 0..30u64 {
-            let at = t + Duration::from_secs(i * 12);
-            b.report(0, i, None, true, at);
-            b.report(1, i, None, true, at + Duration::from_millis(400));
-        }
-        assert_eq!(b.provider(0).arrival_delay, Some(Duration::ZERO));
-        let d = b.provider(1).arrival_delay.unwrap();
-        assert!(
-            d > Duration::from_millis(390) && d <= Duration::from_millis(400),
-            "{d:?}"
-        );
-    }
-}
+#[path = "book_tests.rs"]
+mod tests;

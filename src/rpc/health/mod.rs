@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use super::latency::{LatencyWindow, Percentiles};
 use crate::config::PoolConfig;
 
+mod window;
+
 /// Outcome buckets per window: the error rate and rate-limit pressure cover between
 /// `window * (BUCKETS - 1) / BUCKETS` and `window` of the latest calls, in fixed memory.
 const BUCKETS: usize = 30;
@@ -123,94 +125,8 @@ impl HealthConfig {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default)]
-struct Bucket {
-    slot: u64,
-    ok: u64,
-    failed: u64,
-    throttled: u64,
-}
-
-/// Call outcomes over the last window, in [`BUCKETS`] slots.
-#[derive(Debug)]
-struct OutcomeWindow {
-    origin: Instant,
-    slot_len: Duration,
-    buckets: [Bucket; BUCKETS],
-}
-
-/// Sums over an [`OutcomeWindow`].
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Rates {
-    /// Calls answered or failed.
-    pub calls: u64,
-    /// Failed calls.
-    pub failed: u64,
-    /// Calls that were rate-limited (by the provider or the client-side limit).
-    pub throttled: u64,
-}
-
-impl Rates {
-    /// Failed share of calls (0 without calls).
-    pub fn error_rate(&self) -> f64 {
-        ratio(self.failed, self.calls)
-    }
-
-    /// Rate-limited share of calls (0 without calls).
-    pub fn pressure(&self) -> f64 {
-        ratio(self.throttled, self.calls).min(1.0)
-    }
-}
-
-fn ratio(a: u64, b: u64) -> f64 {
-    if b == 0 {
-        0.0
-    } else {
-        a as f64 / b as f64
-    }
-}
-
-impl OutcomeWindow {
-    fn new(window: Duration, now: Instant) -> Self {
-        let slot_len = (window / BUCKETS as u32).max(Duration::from_millis(10));
-        Self {
-            origin: now,
-            slot_len,
-            buckets: [Bucket::default(); BUCKETS],
-        }
-    }
-
-    fn slot(&self, now: Instant) -> u64 {
-        // Slot 0 is never used, so that a zeroed bucket is never mistaken for a current one.
-        (now.saturating_duration_since(self.origin).as_nanos() / self.slot_len.as_nanos()) as u64
-            + 1
-    }
-
-    fn bucket(&mut self, now: Instant) -> &mut Bucket {
-        let slot = self.slot(now);
-        let b = &mut self.buckets[(slot % BUCKETS as u64) as usize];
-        if b.slot != slot {
-            *b = Bucket {
-                slot,
-                ..Bucket::default()
-            };
-        }
-        b
-    }
-
-    fn sum(&self, now: Instant) -> Rates {
-        let current = self.slot(now);
-        self.buckets
-            .iter()
-            // A bucket newer than `now` (another thread recorded after `now` was read) counts too.
-            .filter(|b| b.slot != 0 && current.saturating_sub(b.slot) < BUCKETS as u64)
-            .fold(Rates::default(), |r, b| Rates {
-                calls: r.calls + b.ok + b.failed,
-                failed: r.failed + b.failed,
-                throttled: r.throttled + b.throttled,
-            })
-    }
-}
+use window::OutcomeWindow;
+pub use window::Rates;
 
 /// The circuit breaker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -240,9 +156,11 @@ pub enum HealthEvent {
     },
 }
 
-/// What is known of a provider's head, from the pool's head book.
+/// What is known of a provider's head, from the chain's head book.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct HeadView {
+    /// The newest head it announced.
+    pub head: Option<u64>,
     /// Blocks behind the chain's corroborated head, if both are known.
     pub lag_blocks: Option<u64>,
     /// How long after the first provider it announces new heads (WebSocket heads only).
@@ -251,6 +169,17 @@ pub struct HeadView {
     pub syncing: bool,
     /// It was caught in an uncorroborated claim lately: why (see [`State::Inconsistent`]).
     pub inconsistent: Option<&'static str>,
+}
+
+/// Where a provider learns what is known of its head: the chain's head book, kept by a layer above
+/// this one, which tells the provider through this trait alone.
+pub trait HeadSource: Send + Sync + std::fmt::Debug {
+    /// What is known of provider `idx`'s head now.
+    fn view(&self, idx: usize) -> HeadView;
+    /// Provider `idx` was caught in a lie of `kind` at `now`: its heads do not count for a while.
+    fn lie(&self, idx: usize, kind: crate::rpc::LieKind, now: Instant);
+    /// Provider `idx` serves another chain: its heads must not count.
+    fn forget(&self, idx: usize);
 }
 
 /// One provider's health.
@@ -556,209 +485,4 @@ pub fn score(cost_ms: f64) -> f64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cfg() -> HealthConfig {
-        HealthConfig {
-            window: Duration::from_secs(30),
-            degraded_error_rate: 0.2,
-            degraded_latency: Duration::from_secs(1),
-            out_of_sync_blocks: 5,
-            circuit_failures: 4.0,
-            circuit_error_rate: 0.5,
-            circuit_min_calls: 10,
-            circuit_open_for: Duration::from_secs(5),
-            block_time: Duration::from_secs(12),
-        }
-    }
-
-    const MS: Duration = Duration::from_millis(1);
-
-    #[test]
-    fn consecutive_failures_open_the_circuit_and_a_half_open_success_closes_it() {
-        let t0 = Instant::now();
-        let mut t = Tracker::new(cfg(), t0);
-        for _ in 0..3 {
-            assert_eq!(t.record(Outcome::Failure, MS, t0), None);
-        }
-        assert_eq!(
-            t.record(Outcome::Failure, MS, t0),
-            Some(HealthEvent::CircuitOpened("failures"))
-        );
-        assert!(t.circuit_open() && !t.probe_due(t0));
-        assert_eq!(t.record(Outcome::Failure, MS, t0), None, "already open");
-        let later = t0 + Duration::from_secs(5);
-        assert!(t.probe_due(later));
-        assert_eq!(
-            t.record(Outcome::Failure, MS, later),
-            Some(HealthEvent::CircuitOpened("half-open probe failed"))
-        );
-        assert!(!t.probe_due(later + Duration::from_secs(1)));
-        let again = later + Duration::from_secs(5);
-        assert_eq!(
-            t.record(Outcome::Ok, MS, again),
-            Some(HealthEvent::CircuitClosed)
-        );
-        assert!(!t.circuit_open());
-        assert_eq!(t.failures(), 0.0);
-    }
-
-    #[test]
-    fn a_throttled_half_open_probe_reschedules_the_next_one() {
-        let t0 = Instant::now();
-        let mut t = Tracker::new(cfg(), t0);
-        for _ in 0..4 {
-            t.record(Outcome::Failure, MS, t0);
-        }
-        let due = t0 + Duration::from_secs(5);
-        assert!(t.probe_due(due));
-        assert_eq!(t.record(Outcome::Throttled, MS, due), None);
-        assert!(t.circuit_open() && !t.probe_due(due + Duration::from_secs(1)));
-        assert!(t.probe_due(due + Duration::from_secs(5)));
-    }
-
-    #[test]
-    fn outcomes_recorded_after_now_was_read_do_not_underflow() {
-        let t0 = Instant::now();
-        let mut t = Tracker::new(cfg(), t0);
-        let later = t0 + Duration::from_secs(3);
-        t.record(Outcome::Failure, MS, later);
-        assert_eq!(t.rates(t0).failed, 1);
-    }
-
-    #[test]
-    fn the_failure_count_decays_with_successes_instead_of_resetting() {
-        let t0 = Instant::now();
-        let mut t = Tracker::new(cfg(), t0);
-        t.record(Outcome::Failure, MS, t0);
-        t.record(Outcome::Failure, MS, t0);
-        t.record(Outcome::Ok, MS, t0);
-        assert_eq!(
-            t.failures(),
-            1.5,
-            "one success does not forget two failures"
-        );
-        // Failing every other call still opens the circuit eventually.
-        let mut opened = false;
-        for _ in 0..10 {
-            opened |= t.record(Outcome::Failure, MS, t0).is_some();
-            t.record(Outcome::Ok, MS, t0);
-        }
-        assert!(opened);
-    }
-
-    #[test]
-    fn an_error_rate_opens_the_circuit_only_with_enough_calls() {
-        let t0 = Instant::now();
-        let mut c = cfg();
-        c.circuit_failures = 100.0;
-        let mut t = Tracker::new(c, t0);
-        for _ in 0..4 {
-            t.record(Outcome::Ok, MS, t0);
-            assert_eq!(t.record(Outcome::Failure, MS, t0), None);
-        }
-        t.record(Outcome::Ok, MS, t0);
-        assert_eq!(
-            t.record(Outcome::Failure, MS, t0),
-            Some(HealthEvent::CircuitOpened("error rate")),
-            "5 of 10 failed"
-        );
-    }
-
-    #[test]
-    fn states_follow_the_most_severe_condition() {
-        let t0 = Instant::now();
-        let mut t = Tracker::new(cfg(), t0);
-        let head = |lag| HeadView {
-            lag_blocks: Some(lag),
-            ..Default::default()
-        };
-        assert_eq!(
-            t.evaluate(t0, None, head(5), false),
-            None,
-            "5 behind is in sync"
-        );
-        assert_eq!(
-            t.evaluate(t0, None, head(6), false),
-            Some(HealthEvent::State {
-                from: State::Alive,
-                to: State::Lagging,
-                reason: "behind the chain head"
-            })
-        );
-        t.record(Outcome::TransportFailure, MS, t0);
-        t.evaluate(t0, None, head(6), false);
-        assert_eq!(
-            t.state(),
-            State::Unreachable,
-            "unreachable outranks lagging"
-        );
-        t.record(Outcome::Ok, MS, t0);
-        let slow = Percentiles {
-            p50: Duration::from_secs(2),
-            p95: Duration::from_secs(2),
-            p99: Duration::from_secs(2),
-        };
-        t.evaluate(t0, Some(slow), head(0), false);
-        assert_eq!(t.state(), State::Degraded);
-        t.evaluate(t0, None, head(0), true);
-        assert_eq!(t.state(), State::Degraded, "a pending Retry-After degrades");
-        t.set_wrong_chain(true);
-        t.evaluate(t0, None, head(0), false);
-        assert_eq!(t.state(), State::WrongChain);
-    }
-
-    #[test]
-    fn outcomes_age_out_of_the_window() {
-        let t0 = Instant::now();
-        let mut t = Tracker::new(cfg(), t0);
-        for _ in 0..10 {
-            t.record(Outcome::Failure, MS, t0);
-        }
-        t.set_wrong_chain(false);
-        assert_eq!(t.rates(t0).failed, 10);
-        assert_eq!(t.rates(t0 + Duration::from_secs(31)).calls, 0);
-        assert_eq!(t.requests, 10, "totals stay");
-    }
-
-    #[test]
-    fn cost_weighs_latency_errors_pressure_lag_and_arrival() {
-        let t0 = Instant::now();
-        let t = Tracker::new(cfg(), t0);
-        let p = |ms| {
-            Some(Percentiles {
-                p50: Duration::from_millis(ms),
-                p95: Duration::from_millis(ms),
-                p99: Duration::from_millis(ms),
-            })
-        };
-        let none = Rates::default();
-        let head = HeadView::default();
-        assert_eq!(t.cost_ms(None, none, head), None, "no sample, no cost");
-        assert_eq!(
-            t.cost_ms(p(1), none, head),
-            t.cost_ms(p(9), none, head),
-            "floor"
-        );
-        let base = t.cost_ms(p(100), none, head).unwrap();
-        assert_eq!(base, 100.0);
-        let erroring = Rates {
-            calls: 10,
-            failed: 1,
-            throttled: 0,
-        };
-        assert!(t.cost_ms(p(100), erroring, head).unwrap() > base * 1.3);
-        let lagging = HeadView {
-            lag_blocks: Some(2),
-            ..head
-        };
-        let in_flight = HeadView {
-            lag_blocks: Some(1),
-            ..head
-        };
-        assert_eq!(t.cost_ms(p(100), none, in_flight).unwrap(), base);
-        assert_eq!(t.cost_ms(p(100), none, lagging).unwrap(), 12_100.0);
-        assert!(score(0.0) == 100.0 && score(250.0) == 50.0 && score(1e9) < 0.1);
-    }
-}
+mod tests;

@@ -1,0 +1,179 @@
+//! One attempt on one provider: its CLIENT span with the RPC conventions, and its outcome recorded
+//! once in metrics, health and the span (errors redacted); what a refused answer says about the
+//! provider (another block than asked is a lie; a hash that is not its header's is judged with the
+//! other providers'); an attempt abandoned because another provider answered first.
+
+use super::*;
+
+/// Marks an attempt span failed with `error`'s class (and JSON-RPC code); the description passes
+/// through `redactor` (a provider may quote its own URL, key included, in an error).
+fn record_span_error(span: &tracing::Span, error: &RpcError, redactor: &Redactor) {
+    span.record("otel.status_code", "ERROR");
+    span.record(
+        "otel.status_description",
+        redactor.redact(&error.to_string()).as_str(),
+    );
+    span.record("error.type", error.error_type().as_ref());
+    if let RpcError::Rpc { code, .. } = error {
+        span.record("rpc.response.status_code", code.to_string().as_str());
+    }
+}
+
+impl Provider {
+    /// A CLIENT span for one attempt of `method` on this provider, with the RPC semantic
+    /// conventions; [`Self::finish_attempt`] records its outcome.
+    pub fn attempt_span(&self, method: &'static str, attempt: u32) -> tracing::Span {
+        tracing::info_span!(
+            "rpc_attempt",
+            otel.name = method,
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+            rpc.system.name = "jsonrpc",
+            rpc.system = "jsonrpc",
+            rpc.method = method,
+            server.address = self.server.0.as_str(),
+            server.port = self.server.1,
+            blockwatch.provider = self.name.as_str(),
+            blockwatch.chain = self.chain.as_str(),
+            blockwatch.attempt = attempt,
+            blockwatch.hedge = tracing::field::Empty,
+            blockwatch.batch_size = tracing::field::Empty,
+            blockwatch.abandoned = tracing::field::Empty,
+            "error.type" = tracing::field::Empty,
+            rpc.response.status_code = tracing::field::Empty,
+        )
+    }
+
+    /// Records one attempt's duration and outcome in metrics, health and its span; `error` is set
+    /// when it failed, including an answer that arrived but was refused (a broken block). Circuit
+    /// and state changes it causes become events of `span`.
+    pub fn finish_attempt(
+        &self,
+        span: &tracing::Span,
+        method: &'static str,
+        elapsed: Duration,
+        error: Option<&RpcError>,
+    ) {
+        if let Some(RpcError::RetryAfter(_)) = error {
+            // Nothing was sent.
+            return;
+        }
+        if let Some(RpcError::HashScheme(_)) = error {
+            // The chain's hashing, not this provider: nothing to hold against it.
+            return;
+        }
+        // No allocation: chain and provider are shared strings.
+        let [chain, provider] = self.attrs.clone();
+        let mut attrs = [
+            chain,
+            provider,
+            KeyValue::new(attr::METHOD, method),
+            KeyValue::new(attr::OUTCOME, if error.is_none() { "ok" } else { "error" }),
+        ];
+        self.metrics
+            .rpc_duration
+            .record(elapsed.as_secs_f64(), &attrs);
+        let outcome = match error {
+            None => Outcome::Ok,
+            Some(e) => {
+                record_span_error(span, e, &self.redactor);
+                attrs[3] = KeyValue::new(attr::ERROR_TYPE, e.error_type());
+                self.metrics.rpc_errors.add(1, &attrs);
+                if e.is_integrity() {
+                    self.metrics.integrity_errors.add(1, &self.attrs);
+                }
+                if e.is_rate_limited() {
+                    Outcome::Throttled
+                } else if matches!(e, RpcError::Timeout(_) | RpcError::Connection(_)) {
+                    Outcome::TransportFailure
+                } else {
+                    Outcome::Failure
+                }
+            }
+        };
+        let now = Instant::now();
+        let event = {
+            let mut h = self.health();
+            let event = h.tracker.record(outcome, elapsed, now);
+            if outcome == Outcome::Ok && h.cached.is_some_and(|(_, p)| p.is_none()) {
+                // The first sample: do not wait for the cache to expire to know it.
+                h.cached = None;
+                h.hedge_cached = None;
+            }
+            event
+        };
+        span.in_scope(|| {
+            if let Some(event) = event {
+                self.report(event);
+            }
+            self.evaluate(now);
+        });
+    }
+
+    /// One attempt of `method` on this provider alone, outside any pool call (a poll, a probe, a
+    /// check), in its own attempt span: the answer passes `check`, and the outcome (errors redacted
+    /// and judged) is recorded in the provider's health, metrics and span.
+    pub async fn ask<T: DeserializeOwned, U>(
+        &self,
+        method: &'static str,
+        params: ArrayParams,
+        check: impl FnOnce(T) -> Result<U, RpcError>,
+    ) -> Result<U, RpcError> {
+        let attempt = self.attempt_span(method, 1);
+        let (result, took) = self
+            .request_timed::<T>(method, params, None)
+            .instrument(attempt.clone())
+            .await;
+        let result = result
+            .and_then(check)
+            .map_err(|e| self.judge(e.redact(&self.redactor)));
+        self.finish_attempt(&attempt, method, took, result.as_ref().err());
+        result
+    }
+
+    /// An attempt given up after `elapsed` because another provider answered first. Returns true
+    /// when the provider has lost too many calls in a row this way and should be passed over.
+    pub fn abandon_attempt(&self, span: &tracing::Span, elapsed: Duration) -> bool {
+        span.record("blockwatch.abandoned", true);
+        self.health()
+            .tracker
+            .record_abandoned(elapsed, Instant::now())
+    }
+
+    /// The provider was caught in a claim the others do not back (`detail` says which): it is
+    /// `inconsistent` for `pool.inconsistent_for`, its heads do not count, and it is counted and
+    /// logged. `record`: tell the head book too (lies the book found itself are recorded there).
+    pub fn caught(&self, kind: LieKind, detail: &str, record: bool) {
+        let now = Instant::now();
+        if record {
+            self.heads.lie(self.index, kind, now);
+        }
+        let [chain, provider] = self.attrs.clone();
+        self.metrics.provider_inconsistencies.add(
+            1,
+            &[chain, provider, KeyValue::new(attr::REASON, kind.as_str())],
+        );
+        tracing::warn!(chain = %self.chain, provider = %self.name, reason = kind.as_str(),
+            detail, "provider_inconsistent");
+        self.evaluate(now);
+    }
+
+    /// What a refused block says about this provider: another block than asked is a lie (it
+    /// becomes inconsistent); a hash that is not its header's is its fault unless another provider
+    /// serves the same claim, which makes it the chain's hashing (`HashScheme`: nobody's fault).
+    pub fn judge(&self, error: RpcError) -> RpcError {
+        match error {
+            RpcError::WrongBlock(detail) => {
+                self.caught(LieKind::WrongBlock, &detail, true);
+                RpcError::WrongBlock(detail)
+            }
+            RpcError::HeaderHash {
+                number,
+                claimed,
+                computed,
+            } => self.hashing.mismatch(&self.name, number, claimed, computed),
+            other => other,
+        }
+    }
+}
