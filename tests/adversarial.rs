@@ -71,20 +71,23 @@ inconsistent_for = "3s""#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_a_thousand_blocks_is_lag_not_misses_and_so_is_a_restart() {
-    let devnet = DevnetProc::start(3, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
     // The default rate limit (25 requests/s, burst 50) and max_block_delay of 5 s: the backlog
     // takes far longer than that to fetch.
     // Timeouts of 3 s: a debug-built devnet announcing 1,000 blocks at once is slow to answer
     // for a moment, and a timeout would be a real miss.
-    let cfg = devnet
-        .agent_config("max_block_delay = \"5s\"")
-        .replace("timeout = \"500ms\"", "timeout = \"3s\"")
-        .replace(
-            "[pool]",
-            "[alerts]\nno_new_block_after = \"30s\"\n  [[alerts.channels]]\n  kind = \"file\"\n  path = \"alerts.jsonl\"\n\n[pool]",
-        );
-    let mut agent = Agent::start(dir.path(), &cfg);
+    let mut scenario = Scenario::devnet(3, "200ms")
+        .config(|devnet| {
+            devnet
+                .agent_config("max_block_delay = \"5s\"")
+                .replace("timeout = \"500ms\"", "timeout = \"3s\"")
+                .replace(
+                    "[pool]",
+                    "[alerts]\nno_new_block_after = \"30s\"\n  [[alerts.channels]]\n  kind = \"file\"\n  path = \"alerts.jsonl\"\n\n[pool]",
+                )
+        })
+        .start()
+        .await;
+    let Scenario { devnet, agent, dir } = &mut scenario;
     agent.wait_for_block(devnet.head().await, CATCH_UP).await;
     let burst_from = devnet.mine(1000).await - 999;
 
@@ -142,13 +145,11 @@ async fn a_burst_of_a_thousand_blocks_is_lag_not_misses_and_so_is_a_restart() {
     );
 
     // A restart after downtime: the blocks made meanwhile are lag too.
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    agent.stop();
     devnet.mine(500).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     agent.restart();
-    settle_and_check(&mut agent, &devnet).await;
+    settle_and_check(agent, devnet).await;
 
     let recs = records(dir.path());
     assert!(
@@ -168,9 +169,7 @@ async fn a_burst_of_a_thousand_blocks_is_lag_not_misses_and_so_is_a_restart() {
         !alerts.contains("missed_blocks"),
         "a missed-blocks alert fired: {alerts}"
     );
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    scenario.finish();
 }
 
 /// Samples how far the emitted tip is behind devnet's head, every 100 ms for `for_how_long`;
@@ -191,14 +190,17 @@ async fn worst_behind(agent: &Agent, devnet: &DevnetProc, for_how_long: Duration
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_polling_leader_that_lies_about_its_head_is_found_out_and_never_moves_the_stream() {
-    let devnet = DevnetProc::start(3, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
     // Heads by polling only, every 500 ms; p0 leads (priority).
-    let cfg = with_pool(
-        &polling_only(&devnet.agent_config("poll_interval = \"500ms\"")),
-        FAST,
-    );
-    let mut agent = Agent::start(dir.path(), &cfg);
+    let mut scenario = Scenario::devnet(3, "200ms")
+        .config(|devnet| {
+            with_pool(
+                &polling_only(&devnet.agent_config("poll_interval = \"500ms\"")),
+                FAST,
+            )
+        })
+        .start()
+        .await;
+    let Scenario { devnet, agent, dir } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
     wait_status(&agent, "p0 to lead", |s| {
         first_chain(s)["current_provider"] == "p0"
@@ -266,7 +268,7 @@ async fn a_polling_leader_that_lies_about_its_head_is_found_out_and_never_moves_
     );
 
     devnet.clear_faults().await;
-    settle_and_check(&mut agent, &devnet).await;
+    settle_and_check(agent, devnet).await;
     let recs = records(dir.path());
     assert!(
         recs.iter()
@@ -278,9 +280,7 @@ async fn a_polling_leader_that_lies_about_its_head_is_found_out_and_never_moves_
         provider_of(s, "p0")["state"] == "alive"
     })
     .await;
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    scenario.finish();
 }
 
 /// Gives `who` `fault` while the agent follows devnet; waits until `who` is inconsistent for
@@ -315,10 +315,11 @@ async fn found_out(devnet: &DevnetProc, agent: &mut Agent, who: &str, fault: Val
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_head_gone_back_a_follower_far_ahead_and_a_wrong_block_are_each_found_out() {
-    let devnet = DevnetProc::start(3, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = with_pool(&polling_only(&devnet.agent_config("")), FAST);
-    let mut agent = Agent::start(dir.path(), &cfg);
+    let mut scenario = Scenario::devnet(3, "200ms")
+        .config(|devnet| with_pool(&polling_only(&devnet.agent_config("")), FAST))
+        .start()
+        .await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
     wait_status(&agent, "p0 to lead", |s| {
         first_chain(s)["current_provider"] == "p0"
@@ -329,8 +330,8 @@ async fn a_head_gone_back_a_follower_far_ahead_and_a_wrong_block_are_each_found_
     devnet.mine(100).await;
     agent.wait_for_block(devnet.head().await, CATCH_UP).await;
     found_out(
-        &devnet,
-        &mut agent,
+        devnet,
+        agent,
         "p0",
         json!({"kind": "head_offset", "blocks": -50}),
         "head_backwards",
@@ -338,8 +339,8 @@ async fn a_head_gone_back_a_follower_far_ahead_and_a_wrong_block_are_each_found_
     .await;
     // A provider that does not lead jumps 1,000 ahead.
     found_out(
-        &devnet,
-        &mut agent,
+        devnet,
+        agent,
         "p2",
         json!({"kind": "head_offset", "blocks": 1000}),
         "head_ahead",
@@ -351,8 +352,8 @@ async fn a_head_gone_back_a_follower_far_ahead_and_a_wrong_block_are_each_found_
     })
     .await;
     found_out(
-        &devnet,
-        &mut agent,
+        devnet,
+        agent,
         "p0",
         json!({"kind": "wrong_block"}),
         "wrong_block",
@@ -362,26 +363,29 @@ async fn a_head_gone_back_a_follower_far_ahead_and_a_wrong_block_are_each_found_
         reorgs(&agent.stream()).is_empty(),
         "a lie made the stream reorg"
     );
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    scenario.finish();
 }
 
 /// Skips the next block on the provider leading under `selection = "best"` (or, with `leader`
 /// false, on one that does not lead), and checks that it is recorded exactly once, attributed to it.
 async fn a_skip_is_recorded_once(websocket: bool, on_leader: bool) {
-    let devnet = DevnetProc::start(3, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = with_pool(
-        &devnet
-            .agent_config("")
-            .replace("selection = \"priority\"", "selection = \"best\""),
-        FAST,
-    );
-    if !websocket {
-        cfg = polling_only(&cfg);
-    }
-    let mut agent = Agent::start(dir.path(), &cfg);
+    let mut scenario = Scenario::devnet(3, "200ms")
+        .config(move |devnet| {
+            let cfg = with_pool(
+                &devnet
+                    .agent_config("")
+                    .replace("selection = \"priority\"", "selection = \"best\""),
+                FAST,
+            );
+            if websocket {
+                cfg
+            } else {
+                polling_only(&cfg)
+            }
+        })
+        .start()
+        .await;
+    let Scenario { devnet, agent, dir } = &mut scenario;
     agent.wait_for_block(5, CATCH_UP).await;
     let status = wait_status(&agent, "a leader", |s| {
         first_chain(s)["current_provider"].is_string()
@@ -417,7 +421,7 @@ async fn a_skip_is_recorded_once(websocket: bool, on_leader: bool) {
     assert_eq!(rec.reason.as_str(), "NodeUnresponsive", "{rec:?}");
     assert!(rec.recovered, "{rec:?}");
     assert_ne!(rec.recovered_from.as_deref(), Some(skipper.as_str()));
-    settle_and_check(&mut agent, &devnet).await;
+    settle_and_check(agent, devnet).await;
     // Time for a late second report (a recheck, a gap seen twice) to be stored, if one comes.
     agent.wait_for_block(skipped + 15, CATCH_UP).await;
     let recs = records(dir.path());
@@ -432,9 +436,7 @@ async fn a_skip_is_recorded_once(websocket: bool, on_leader: bool) {
         recs.len() as u64,
         "{stats:#}"
     );
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    scenario.finish();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -564,16 +566,19 @@ fn providers_down_alerts(dir: &std::path::Path) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_health_surface_gives_one_answer_through_every_transition() {
-    let devnet = DevnetProc::start(2, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = with_pool(
-        &devnet.agent_config("max_block_delay = \"3s\"").replace(
-            "[pool]",
-            "[alerts]\nthrottle = \"1s\"\n  [[alerts.channels]]\n  kind = \"file\"\n  path = \"alerts.jsonl\"\n\n[pool]",
-        ),
-        FAST,
-    );
-    let mut agent = Agent::start(dir.path(), &cfg);
+    let mut scenario = Scenario::devnet(2, "200ms")
+        .config(|devnet| {
+            with_pool(
+                &devnet.agent_config("max_block_delay = \"3s\"").replace(
+                    "[pool]",
+                    "[alerts]\nthrottle = \"1s\"\n  [[alerts.channels]]\n  kind = \"file\"\n  path = \"alerts.jsonl\"\n\n[pool]",
+                ),
+                FAST,
+            )
+        })
+        .start()
+        .await;
+    let Scenario { devnet, agent, dir } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
     let mut seen = Vec::new();
     // healthy → degraded (one provider down) → unhealthy (the other one's circuit opens too: no
@@ -624,18 +629,18 @@ async fn every_health_surface_gives_one_answer_through_every_transition() {
     })
     .await;
     assert_eq!(seen.len(), 4);
-    settle_and_check(&mut agent, &devnet).await;
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    settle_and_check(agent, devnet).await;
+    scenario.finish();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_that_hashes_blocks_its_own_way_is_followed_by_consensus() {
-    let devnet = DevnetProc::start_with(3, "200ms", &["--hashing", "rollup"]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = devnet.agent_config("block_hash_check = \"consensus\"");
-    let mut agent = Agent::start(dir.path(), &cfg);
+    let mut scenario = Scenario::devnet(3, "200ms")
+        .devnet_args(&["--hashing", "rollup"])
+        .chain("block_hash_check = \"consensus\"")
+        .start()
+        .await;
+    let Scenario { devnet, agent, dir } = &mut scenario;
     agent.wait_for_block(10, CATCH_UP).await;
     // A reorg on such a chain is followed by parent links all the same.
     devnet.reorg(3).await;
@@ -644,7 +649,7 @@ async fn a_chain_that_hashes_blocks_its_own_way_is_followed_by_consensus() {
         async move { r.into_iter().next() }
     })
     .await;
-    settle_and_check(&mut agent, &devnet).await;
+    settle_and_check(agent, devnet).await;
     assert_eq!(
         records(dir.path())
             .iter()
@@ -672,16 +677,16 @@ async fn a_chain_that_hashes_blocks_its_own_way_is_followed_by_consensus() {
             .all(|b| b.provider == "p0"),
         "not every block came from the leader"
     );
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    scenario.finish();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_that_hashes_blocks_its_own_way_is_reported_once_with_the_header_check() {
-    let devnet = DevnetProc::start_with(3, "200ms", &["--hashing", "rollup"]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start(dir.path(), &devnet.agent_config(""));
+    let mut scenario = Scenario::devnet(3, "200ms")
+        .devnet_args(&["--hashing", "rollup"])
+        .start()
+        .await;
+    let Scenario { agent, dir, .. } = &mut scenario;
     let (_, h) = wait_for(CATCH_UP, "the verdict in /health", || {
         let agent = &agent;
         async move {
@@ -735,7 +740,5 @@ async fn a_chain_that_hashes_blocks_its_own_way_is_reported_once_with_the_header
     );
     assert_eq!(records(dir.path()), vec![], "not a provider's miss");
     assert!(agent.stream().is_empty(), "nothing unverified was emitted");
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    scenario.finish();
 }

@@ -51,13 +51,16 @@ fn status_cmd(args: &[&str]) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_ready_report_and_status_follow_the_providers() {
-    let devnet = DevnetProc::start(2, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = devnet.agent_config("max_block_delay = \"1s\"").replace(
-        "[pool]",
-        "[pool]\nscore_window = \"3s\"\ncircuit_open_for = \"1s\"",
-    );
-    let mut agent = Agent::start(dir.path(), &cfg);
+    let mut scenario = Scenario::devnet(2, "200ms")
+        .config(|devnet| {
+            devnet.agent_config("max_block_delay = \"1s\"").replace(
+                "[pool]",
+                "[pool]\nscore_window = \"3s\"\ncircuit_open_for = \"1s\"",
+            )
+        })
+        .start()
+        .await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
     let api = agent.api_url().await;
 
@@ -112,7 +115,7 @@ async fn health_ready_report_and_status_follow_the_providers() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("status: unhealthy"));
 
     devnet.clear_faults().await;
-    settle_and_check(&mut agent, &devnet).await;
+    settle_and_check(agent, devnet).await;
     wait_for(CATCH_UP, "/health 200 again", || {
         let url = format!("{api}/health");
         async move { (http_get(&url).await.0 == 200).then_some(()) }
@@ -134,9 +137,7 @@ async fn health_ready_report_and_status_follow_the_providers() {
             serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {body}: {e}"));
         assert!(err["error"].is_string(), "{path}: {body}");
     }
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    agent.stop();
 
     // Nobody there: exit 1 with a message; a bad URL: exit 2.
     let out = status_cmd(&["--url", &api]);
@@ -151,8 +152,8 @@ async fn not_ready_until_a_head_is_known() {
     // A provider that accepts connections and never answers: no head, so not ready.
     let devnet = DevnetProc::start(1, "200ms").await;
     devnet.set_fault("p0", json!({"kind": "timeout"})).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start(dir.path(), &devnet.agent_config(""));
+    let mut scenario = Scenario::on(devnet).start().await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
     let api = agent.api_url().await;
     let (code, body) = http_get(&format!("{api}/ready")).await;
     assert_eq!(code, 503, "{body}");
@@ -165,9 +166,7 @@ async fn not_ready_until_a_head_is_known() {
     })
     .await;
     agent.wait_for_block(3, CATCH_UP).await;
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    scenario.finish();
 }
 
 /// Sends `head` (a request head without its final blank line) with `Connection: close` to `addr`
@@ -306,17 +305,20 @@ async fn the_api_answers_bad_requests_with_json_and_holds_up_against_idle_client
     const CAP: usize = 32;
     // File descriptors the agent may open or close meanwhile on its own (provider connections).
     const SLACK: usize = 16;
-    let devnet = DevnetProc::start(1, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = devnet.agent_config("").replace(
-        "http_listen = \"127.0.0.1:0\"",
-        &format!(
-            "http_listen = \"127.0.0.1:0\"\nhttp_max_connections = {CAP}\n\
-             http_header_timeout = \"{}s\"\nhttp_request_timeout = \"5s\"",
-            HEADER_TIMEOUT.as_secs()
-        ),
-    );
-    let mut agent = Agent::start(dir.path(), &cfg);
+    let mut scenario = Scenario::devnet(1, "200ms")
+        .config(|devnet| {
+            devnet.agent_config("").replace(
+                "http_listen = \"127.0.0.1:0\"",
+                &format!(
+                    "http_listen = \"127.0.0.1:0\"\nhttp_max_connections = {CAP}\n\
+                     http_header_timeout = \"{}s\"\nhttp_request_timeout = \"5s\"",
+                    HEADER_TIMEOUT.as_secs()
+                ),
+            )
+        })
+        .start()
+        .await;
+    let Scenario { agent, .. } = &mut scenario;
     let api = agent.api_url().await;
     let addr = api.trim_start_matches("http://").to_owned();
     wait_for(CATCH_UP, "ready", || {
@@ -464,7 +466,5 @@ async fn the_api_answers_bad_requests_with_json_and_holds_up_against_idle_client
     })
     .await;
     assert!(agent.is_running(), "log:\n{}", agent.log());
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    scenario.finish();
 }

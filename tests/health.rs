@@ -43,9 +43,11 @@ fn current(status: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_provider_loses_the_lead_and_gets_it_back_after_recovering() {
-    let devnet = DevnetProc::start(2, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start(dir.path(), &config_with(&devnet, "best", ""));
+    let mut scenario = Scenario::devnet(2, "200ms")
+        .config(|devnet| config_with(devnet, "best", ""))
+        .start()
+        .await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
     let s = wait_status(&agent, "a current provider with a score", |s| {
         !current(s).is_empty()
@@ -112,18 +114,18 @@ async fn a_slow_provider_loses_the_lead_and_gets_it_back_after_recovering() {
     })
     .await;
     devnet.clear_faults().await;
-    settle_and_check(&mut agent, &devnet).await;
+    settle_and_check(agent, devnet).await;
 
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    scenario.finish();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagging_provider_is_demoted_and_says_it_is_syncing() {
-    let devnet = DevnetProc::start(3, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start(dir.path(), &config_with(&devnet, "priority", ""));
+    let mut scenario = Scenario::devnet(3, "200ms")
+        .config(|devnet| config_with(devnet, "priority", ""))
+        .start()
+        .await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
     wait_status(&agent, "p0 to lead", |s| current(s) == "p0").await;
 
@@ -169,25 +171,22 @@ async fn a_lagging_provider_is_demoted_and_says_it_is_syncing() {
         provider_of(s, "p0")["state"] == "alive" && current(s) == "p0"
     })
     .await;
-    settle_and_check(&mut agent, &devnet).await;
+    settle_and_check(agent, devnet).await;
     let log = agent.log();
     assert!(
         log.contains(r#""message":"provider_state""#) && log.contains(r#""to":"lagging""#),
         "the transition is logged:\n{log}"
     );
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    scenario.finish();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_circuit_opens_on_failures_and_a_half_open_probe_closes_it() {
-    let devnet = DevnetProc::start(2, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start(
-        dir.path(),
-        &config_with(&devnet, "priority", "circuit_failures = 3\n"),
-    );
+    let mut scenario = Scenario::devnet(2, "200ms")
+        .config(|devnet| config_with(devnet, "priority", "circuit_failures = 3\n"))
+        .start()
+        .await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
     wait_status(&agent, "p0 to lead", |s| current(s) == "p0").await;
 
@@ -208,7 +207,7 @@ async fn a_circuit_opens_on_failures_and_a_half_open_probe_closes_it() {
         provider_of(s, "p0")["state"] == "alive" && current(s) == "p0"
     })
     .await;
-    settle_and_check(&mut agent, &devnet).await;
+    settle_and_check(agent, devnet).await;
     let log = agent.log();
     assert!(log.contains(r#""message":"circuit_open""#), "{log}");
     assert!(log.contains(r#""message":"circuit_closed""#), "{log}");
@@ -221,27 +220,28 @@ async fn a_circuit_opens_on_failures_and_a_half_open_probe_closes_it() {
         ) >= 1.0,
         "{m}"
     );
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    scenario.finish();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hedge_wins_against_an_800ms_provider() {
-    let devnet = DevnetProc::start(2, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
     // Scores would move the lead away from a slow provider after `switch_hold`: held off here, so
     // that what carries the chain past the slow leader is the hedge. (Chain-id re-checks are
     // spaced out so that their slow answers do not become its p95, and the timeout is above
     // 800 ms so that it is slow, not failing.)
-    let cfg = config_with(&devnet, "best", "hedge_min_delay = \"50ms\"\n")
-        .replace("switch_hold = \"1s\"", "switch_hold = \"60s\"")
-        .replace(
-            "chain_check_interval = \"1s\"",
-            "chain_check_interval = \"60s\"",
-        )
-        .replace("timeout = \"500ms\"", "timeout = \"2s\"");
-    let mut agent = Agent::start(dir.path(), &cfg);
+    let mut scenario = Scenario::devnet(2, "200ms")
+        .config(|devnet| {
+            config_with(devnet, "best", "hedge_min_delay = \"50ms\"\n")
+                .replace("switch_hold = \"1s\"", "switch_hold = \"60s\"")
+                .replace(
+                    "chain_check_interval = \"1s\"",
+                    "chain_check_interval = \"60s\"",
+                )
+                .replace("timeout = \"500ms\"", "timeout = \"2s\"")
+        })
+        .start()
+        .await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
     let s = wait_status(&agent, "a leader", |s| !current(s).is_empty()).await;
     let slow = current(&s);
@@ -286,17 +286,17 @@ async fn a_hedge_wins_against_an_800ms_provider() {
         "{m}"
     );
     devnet.clear_faults().await;
-    settle_and_check(&mut agent, &devnet).await;
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    settle_and_check(agent, devnet).await;
+    scenario.finish();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_subscription_is_noticed_and_polling_takes_over() {
-    let devnet = DevnetProc::start(2, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start(dir.path(), &config_with(&devnet, "priority", ""));
+    let mut scenario = Scenario::devnet(2, "200ms")
+        .config(|devnet| config_with(devnet, "priority", ""))
+        .start()
+        .await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
     wait_status(&agent, "both subscriptions live", |s| {
         provider_of(s, "p0")["subscription"] == "live"
@@ -324,17 +324,17 @@ async fn a_silent_subscription_is_noticed_and_polling_takes_over() {
             && provider_of(s, "p1")["subscription"] == "live"
     })
     .await;
-    settle_and_check(&mut agent, &devnet).await;
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    settle_and_check(agent, devnet).await;
+    scenario.finish();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_on_another_fork_is_counted_never_followed_or_emitted() {
-    let devnet = DevnetProc::start(3, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start(dir.path(), &config_with(&devnet, "priority", ""));
+    let mut scenario = Scenario::devnet(3, "200ms")
+        .config(|devnet| config_with(devnet, "priority", ""))
+        .start()
+        .await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
     wait_status(&agent, "p0 to lead", |s| current(s) == "p0").await;
 
@@ -376,14 +376,12 @@ async fn a_provider_on_another_fork_is_counted_never_followed_or_emitted() {
         "{m}"
     );
     devnet.clear_faults().await;
-    settle_and_check(&mut agent, &devnet).await;
+    settle_and_check(agent, devnet).await;
     assert!(
         reorgs(&agent.stream()).is_empty(),
         "a disagreeing provider caused a reorg"
     );
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    scenario.finish();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -392,12 +390,14 @@ async fn catching_up_uses_batches_and_a_broken_block_is_fetched_elsewhere() {
     devnet.mine(100).await;
     // p0 leads and serves broken blocks: every batch it answers has one, and fails as a whole.
     devnet.set_fault("p0", json!({"kind": "bad_hash"})).await;
-    let dir = tempfile::tempdir().unwrap();
     // Default probing, and heads polled once a second (the chain mines nothing here, so every
     // provider is polled; a probe or a poll every 300 ms would dwarf the block requests counted
     // below).
-    let cfg = devnet.agent_config("start = 1\npoll_interval = \"1s\"");
-    let mut agent = Agent::start(dir.path(), &cfg);
+    let mut scenario = Scenario::on(devnet)
+        .chain("start = 1\npoll_interval = \"1s\"")
+        .start()
+        .await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(100, CATCH_UP).await;
     let requests = devnet.all_requests().await;
     assert!(
@@ -420,8 +420,6 @@ async fn catching_up_uses_batches_and_a_broken_block_is_fetched_elsewhere() {
         "{m}"
     );
     devnet.clear_faults().await;
-    settle_and_check(&mut agent, &devnet).await;
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    settle_and_check(agent, devnet).await;
+    scenario.finish();
 }
