@@ -259,7 +259,7 @@ async fn a_block_nobody_can_serve_stays_open_until_it_is_recovered_in_order() {
                 "",
             )
         })
-        .env(&[("RUST_LOG", "info,blockwatch::chain::follower=debug")])
+        .env(&[("RUST_LOG", "info,blockwatch::follower=debug")])
         .start()
         .await;
     let Scenario { devnet, agent, dir } = &mut scenario;
@@ -614,6 +614,10 @@ async fn blocks_a_reorg_replaced_are_chain_reorg_misses() {
     let mut scenario = Scenario::devnet(2, "200ms").start().await;
     let Scenario { devnet, agent, dir } = &mut scenario;
     agent.wait_for_block(5, CATCH_UP).await;
+    // The agent starts at the head it finds (a later one on a busy machine): the 3 blocks the
+    // reorg replaces and their ancestor must all be in the stream.
+    let first = canonical(&agent.stream())[0].block_number;
+    agent.wait_for_block(first + 3, CATCH_UP).await;
     let head = devnet.head().await;
     agent.wait_for_block(head, CATCH_UP).await;
     devnet.reorg(3).await;

@@ -642,12 +642,6 @@ impl Scenario {
         }
     }
 
-    /// Waits until the agent has emitted devnet's head, then checks the whole stream against
-    /// devnet's canonical chain (see [`settle_and_check`]).
-    pub async fn settle_and_check(&mut self) {
-        settle_and_check(&mut self.agent, &self.devnet).await
-    }
-
     /// Ends the scenario: stops the agent with SIGTERM, asserting exit 0 ([`Agent::stop`]); then
     /// devnet is killed and the directory removed.
     pub fn finish(mut self) {
