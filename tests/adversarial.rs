@@ -92,7 +92,7 @@ async fn a_burst_of_a_thousand_blocks_is_lag_not_misses_and_so_is_a_restart() {
     let burst_from = devnet.mine(1000).await - 999;
 
     // While it lasts: lag, shown as such on every surface.
-    let s = wait_status(&agent, "the chain catching up to the burst's end", |s| {
+    let s = wait_status(agent, "the chain catching up to the burst's end", |s| {
         first_chain(s)["catch_up"]["to"].as_u64().unwrap_or(0) >= burst_from + 999
             && first_chain(s)["behind_blocks"].as_u64().unwrap_or(0) > 100
     })
@@ -108,7 +108,7 @@ async fn a_burst_of_a_thousand_blocks_is_lag_not_misses_and_so_is_a_restart() {
     let c = &first_chain(&s)["catch_up"];
     assert!(c["from"].as_u64().unwrap() >= burst_from - 1, "{s:#}");
     assert!(c["to"].as_u64().unwrap() >= burst_from + 999, "{s:#}");
-    let (code, h) = get_json(&agent, "/health").await;
+    let (code, h) = get_json(agent, "/health").await;
     assert_eq!(code, 200, "a catch-up is not unhealthy: {h:#}");
     assert!(
         h["reasons"]
@@ -130,7 +130,7 @@ async fn a_burst_of_a_thousand_blocks_is_lag_not_misses_and_so_is_a_restart() {
     .await;
     let head = devnet.head().await;
     agent.wait_for_block(head, CATCH_UP).await;
-    wait_status(&agent, "the catch-up to end", |s| {
+    wait_status(agent, "the catch-up to end", |s| {
         first_chain(s)["status"] == "healthy" && first_chain(s)["catch_up"].is_null()
     })
     .await;
@@ -157,12 +157,12 @@ async fn a_burst_of_a_thousand_blocks_is_lag_not_misses_and_so_is_a_restart() {
         "no block was ever unavailable, yet {} records, the first {:?}; warnings:\n{}",
         recs.len(),
         recs.first(),
-        warnings(&agent)
+        warnings(agent)
     );
-    let (_, stats) = get_json(&agent, "/stats").await;
+    let (_, stats) = get_json(agent, "/stats").await;
     assert_eq!(stats["chains"][0]["blocks_missed"], 0, "{stats:#}");
     assert_eq!(stats["chains"][0]["longest_missed_streak"], 0, "{stats:#}");
-    let (_, export) = get_json(&agent, "/export?format=json").await;
+    let (_, export) = get_json(agent, "/export?format=json").await;
     assert_eq!(export, json!([]));
     let alerts = std::fs::read_to_string(dir.path().join("alerts.jsonl")).unwrap_or_default();
     assert!(
@@ -202,7 +202,7 @@ async fn a_polling_leader_that_lies_about_its_head_is_found_out_and_never_moves_
         .await;
     let Scenario { devnet, agent, dir } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
-    wait_status(&agent, "p0 to lead", |s| {
+    wait_status(agent, "p0 to lead", |s| {
         first_chain(s)["current_provider"] == "p0"
     })
     .await;
@@ -213,7 +213,7 @@ async fn a_polling_leader_that_lies_about_its_head_is_found_out_and_never_moves_
         .set_fault("p0", json!({"kind": "head_offset", "blocks": 1000}))
         .await;
     let lied_at = std::time::SystemTime::now();
-    let s = wait_status(&agent, "p0 inconsistent", |s| {
+    let s = wait_status(agent, "p0 inconsistent", |s| {
         provider_of(s, "p0")["state"] == "inconsistent"
     })
     .await;
@@ -221,7 +221,7 @@ async fn a_polling_leader_that_lies_about_its_head_is_found_out_and_never_moves_
         provider_of(&s, "p0")["state_reason"],
         "head ahead of every other provider, not served"
     );
-    let lie = inconsistencies(&agent);
+    let lie = inconsistencies(agent);
     assert_eq!(lie[0]["provider"], "p0", "{lie:?}");
     assert_eq!(lie[0]["reason"], "head_ahead", "{lie:?}");
     let caught_at = humantime::parse_rfc3339(lie[0]["timestamp"].as_str().unwrap()).unwrap();
@@ -231,7 +231,7 @@ async fn a_polling_leader_that_lies_about_its_head_is_found_out_and_never_moves_
         "found out after {found_in:?}, more than 3 poll intervals"
     );
     // Never the leader while inconsistent; its head is not the chain's.
-    let s = wait_status(&agent, "another leader", |s| {
+    let s = wait_status(agent, "another leader", |s| {
         first_chain(s)["current_provider"] != "p0"
     })
     .await;
@@ -241,9 +241,9 @@ async fn a_polling_leader_that_lies_about_its_head_is_found_out_and_never_moves_
         "the liar's head was believed: {s:#}"
     );
     // The stream keeps up within one poll interval (500 ms = 2.5 blocks) of the real head.
-    let worst = worst_behind(&agent, &devnet, Duration::from_secs(4)).await;
+    let worst = worst_behind(agent, devnet, Duration::from_secs(4)).await;
     assert!(worst <= 5, "the stream fell {worst} blocks behind");
-    let s = status_json(&agent).await;
+    let s = status_json(agent).await;
     assert_eq!(provider_of(&s, "p0")["state"], "inconsistent", "{s:#}");
     assert_ne!(first_chain(&s)["current_provider"], "p0");
     let m = http_get(&format!("{}/metrics", agent.api_url().await))
@@ -276,7 +276,7 @@ async fn a_polling_leader_that_lies_about_its_head_is_found_out_and_never_moves_
         "a miss names the liar as its source: {recs:#?}"
     );
     // Back once it stops lying.
-    wait_status(&agent, "p0 consistent again", |s| {
+    wait_status(agent, "p0 consistent again", |s| {
         provider_of(s, "p0")["state"] == "alive"
     })
     .await;
@@ -321,7 +321,7 @@ async fn a_head_gone_back_a_follower_far_ahead_and_a_wrong_block_are_each_found_
         .await;
     let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
-    wait_status(&agent, "p0 to lead", |s| {
+    wait_status(agent, "p0 to lead", |s| {
         first_chain(s)["current_provider"] == "p0"
     })
     .await;
@@ -347,7 +347,7 @@ async fn a_head_gone_back_a_follower_far_ahead_and_a_wrong_block_are_each_found_
     )
     .await;
     // The leader serves a real block, with its right hash, for another number than asked.
-    wait_status(&agent, "p0 to lead again", |s| {
+    wait_status(agent, "p0 to lead again", |s| {
         first_chain(s)["current_provider"] == "p0"
     })
     .await;
@@ -387,7 +387,7 @@ async fn a_skip_is_recorded_once(websocket: bool, on_leader: bool) {
         .await;
     let Scenario { devnet, agent, dir } = &mut scenario;
     agent.wait_for_block(5, CATCH_UP).await;
-    let status = wait_status(&agent, "a leader", |s| {
+    let status = wait_status(agent, "a leader", |s| {
         first_chain(s)["current_provider"].is_string()
     })
     .await;
@@ -430,7 +430,7 @@ async fn a_skip_is_recorded_once(websocket: bool, on_leader: bool) {
         1,
         "{recs:#?}"
     );
-    let (_, stats) = get_json(&agent, "/stats").await;
+    let (_, stats) = get_json(agent, "/stats").await;
     assert_eq!(
         stats["chains"][0]["blocks_missed"].as_u64().unwrap(),
         recs.len() as u64,
@@ -724,7 +724,7 @@ async fn a_chain_that_hashes_blocks_its_own_way_is_reported_once_with_the_header
         .filter(|l| l.contains("\"level\":\"ERROR\"") && l.contains("block_hash_check"))
         .count();
     assert_eq!(reported, 1, "reported once, plainly:\n{log}");
-    let s = status_json(&agent).await;
+    let s = status_json(agent).await;
     for p in first_chain(&s)["providers"].as_array().unwrap() {
         assert!(
             matches!(p["state"].as_str(), Some("alive" | "degraded")),

@@ -289,13 +289,13 @@ async fn alerts_reach_every_channel_by_tier_once_and_resolve() {
     let down_posts = providers_down_posts(&receiver, "/hook");
     let last_message = down_posts.iter().map(|p| p.at).max().unwrap();
     for _ in 0..2 {
-        let seen = p0_down_and_seen(&devnet, &api).await;
+        let seen = p0_down_and_seen(devnet, &api).await;
         assert!(
             seen.duration_since(last_message) < THROTTLE - Duration::from_secs(5),
             "inconclusive: p0 was seen down {:?} after the last message, not well within the {THROTTLE:?} throttle",
             seen.duration_since(last_message)
         );
-        p0_back_and_seen(&devnet, &api).await;
+        p0_back_and_seen(devnet, &api).await;
     }
     let after = providers_down_posts(&receiver, "/hook");
     assert_eq!(
@@ -445,15 +445,15 @@ async fn a_condition_back_within_the_throttle_is_sent_once_the_window_has_passed
     agent.wait_for_block(3, CATCH_UP).await;
     let api = agent.api_url().await;
     // p0 down and back: a warning, then its resolution, the rule's last message.
-    p0_down_and_seen(&devnet, &api).await;
+    p0_down_and_seen(devnet, &api).await;
     wait_for_alert(&receiver, "/hook", "providers_down", "warning", "firing").await;
-    p0_back_and_seen(&devnet, &api).await;
+    p0_back_and_seen(devnet, &api).await;
     wait_for_alert(&receiver, "/hook", "providers_down", "", "resolved").await;
     let sent = providers_down_posts(&receiver, "/hook");
     assert_eq!(sent.len(), 2, "{sent:#?}");
     let resolved_at = sent[1].at;
     // Down again within the window: seen by the agent and its rules, and held back.
-    let seen = p0_down_and_seen(&devnet, &api).await;
+    let seen = p0_down_and_seen(devnet, &api).await;
     assert!(
         seen.duration_since(resolved_at) < WINDOW - Duration::from_secs(2),
         "inconclusive: p0 was seen down again only {:?} after the resolution",
@@ -480,7 +480,7 @@ async fn a_condition_back_within_the_throttle_is_sent_once_the_window_has_passed
         waited >= WINDOW - Duration::from_millis(500),
         "sent {waited:?} after the resolution, within the {WINDOW:?} throttle"
     );
-    p0_back_and_seen(&devnet, &api).await;
+    p0_back_and_seen(devnet, &api).await;
     wait_for(CATCH_UP, "the second warning resolved", || {
         let n = providers_down_posts(&receiver, "/hook").len();
         async move { (n > 3).then_some(()) }
@@ -554,7 +554,7 @@ async fn a_channel_that_is_down_is_retried_and_the_stream_goes_on() {
     let late = Receiver::start(late_port).await;
     wait_for_alert(&late, "/late", "providers_down", "", "").await;
     // The dead one is given up on after its retries, and counted.
-    given_up_and_counted(&agent, "webhook-1", "webhook-0").await;
+    given_up_and_counted(agent, "webhook-1", "webhook-0").await;
     devnet.clear_faults().await;
     settle_and_check(agent, devnet).await;
     scenario.finish();
@@ -680,7 +680,7 @@ async fn email_alerts_go_through_starttls_and_auth() {
     );
     assert!(data.contains("What: 1 of 2 providers down: p1"), "{data}");
     // The channel with a wrong password fails, is retried, given up on and counted.
-    given_up_and_counted(&agent, "email-1", "email-0").await;
+    given_up_and_counted(agent, "email-1", "email-0").await;
     devnet.clear_faults().await;
     settle_and_check(agent, devnet).await;
     let log = agent.log();

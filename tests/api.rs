@@ -64,17 +64,17 @@ async fn health_ready_report_and_status_follow_the_providers() {
     agent.wait_for_block(3, CATCH_UP).await;
     let api = agent.api_url().await;
 
-    let (code, ready) = get(&agent, "/ready").await;
+    let (code, ready) = get(agent, "/ready").await;
     assert_eq!(code, 200, "{ready}");
     assert_eq!(
         serde_json::from_str::<Value>(&ready).unwrap()["ready"],
         true
     );
-    let healthy = health_becomes(&agent, "healthy").await;
+    let healthy = health_becomes(agent, "healthy").await;
     assert_eq!(healthy["reasons"], json!([]));
     assert_eq!(healthy["chains"][0]["usable_providers"], 2);
 
-    let (code, report) = get(&agent, "/report").await;
+    let (code, report) = get(agent, "/report").await;
     assert_eq!(code, 200);
     for part in [
         "status: healthy",
@@ -96,11 +96,11 @@ async fn health_ready_report_and_status_follow_the_providers() {
 
     // One provider down: degraded, still 200.
     devnet.set_fault("p0", json!({"kind": "down"})).await;
-    let degraded = health_becomes(&agent, "degraded").await;
+    let degraded = health_becomes(agent, "degraded").await;
     assert_eq!(degraded["chains"][0]["usable_providers"], 1, "{degraded}");
     // Every provider down: no usable provider, then no new block for max_block_delay: 503.
     devnet.set_fault("p1", json!({"kind": "down"})).await;
-    let unhealthy = health_becomes(&agent, "unhealthy").await;
+    let unhealthy = health_becomes(agent, "unhealthy").await;
     wait_for(CATCH_UP, "both reasons", || {
         let url = format!("{api}/health");
         async move {
@@ -131,7 +131,7 @@ async fn health_ready_report_and_status_follow_the_providers() {
         ("/export?format=yaml", 400),
         ("/nope", 404),
     ] {
-        let (got, body) = get(&agent, path).await;
+        let (got, body) = get(agent, path).await;
         assert_eq!(got, code, "{path}: {body}");
         let err: Value =
             serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {body}: {e}"));
@@ -358,7 +358,7 @@ async fn the_api_answers_bad_requests_with_json_and_holds_up_against_idle_client
         ("/export?chain=anvil&chain=anvil", "chain"),
         ("/export?since=0&since=1", "since"),
     ] {
-        let (code, body) = get(&agent, path).await;
+        let (code, body) = get(agent, path).await;
         assert_eq!(code, 400, "{path}: {body}");
         let err = error_of(&body);
         assert!(
@@ -366,10 +366,10 @@ async fn the_api_answers_bad_requests_with_json_and_holds_up_against_idle_client
             "{path}: {err}"
         );
     }
-    let (code, body) = get(&agent, "/export?format=csv&chain=anvil&since=0").await;
+    let (code, body) = get(agent, "/export?format=csv&chain=anvil&since=0").await;
     assert_eq!(code, 200, "each parameter once is fine: {body}");
     // An unknown path, a body (no route reads one).
-    let (code, body) = get(&agent, "/nope").await;
+    let (code, body) = get(agent, "/nope").await;
     assert_eq!(code, 404);
     assert!(error_of(&body).starts_with("no route /nope"), "{body}");
     let (code, _, body) = raw(

@@ -58,11 +58,11 @@ async fn every_fault_kind_on_the_active_provider() {
         // p0 leads under priority selection once it has recovered from the previous fault (a
         // Retry-After or a cooldown may keep it out for a while): that is the provider to hit.
         wait_for(CATCH_UP, "p0 to lead again", || {
-            let p = active_provider(&agent);
+            let p = active_provider(agent);
             async move { (p == "p0").then_some(()) }
         })
         .await;
-        let target = active_provider(&agent);
+        let target = active_provider(agent);
         devnet.set_fault(&target, fault.clone()).await;
         // The chain goes on while the fault lasts: the agent must keep up through the others.
         let head = devnet.head().await;
@@ -96,10 +96,10 @@ async fn providers_killed_restarted_failing_together_and_flapping() {
     agent.wait_for_block(3, CATCH_UP).await;
 
     // Killed (until the agent has moved to another provider) and restarted.
-    let target = active_provider(&agent);
+    let target = active_provider(agent);
     devnet.set_fault(&target, json!({"kind": "down"})).await;
     wait_for(CATCH_UP, "blocks from another provider", || {
-        let p = active_provider(&agent);
+        let p = active_provider(agent);
         let target = target.clone();
         async move { (p != target).then_some(()) }
     })
@@ -260,13 +260,13 @@ async fn the_agent_killed_and_restarted_mid_fault() {
     let mut scenario = Scenario::devnet(3, "200ms").start().await;
     let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
-    let target = active_provider(&agent);
+    let target = active_provider(agent);
     devnet
         .set_fault(&target, json!({"kind": "http_error", "status": 500}))
         .await;
     // Killed once it is working around the fault (blocks from another provider)...
     wait_for(CATCH_UP, "blocks from another provider", || {
-        let p = active_provider(&agent);
+        let p = active_provider(agent);
         let target = target.clone();
         async move { (p != target).then_some(()) }
     })
@@ -298,24 +298,24 @@ async fn a_429_with_retry_after_is_honoured() {
     let mut scenario = Scenario::devnet(2, "200ms").start().await;
     let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
-    assert_eq!(active_provider(&agent), "p0");
+    assert_eq!(active_provider(agent), "p0");
 
-    let before = requests(&devnet, 0).await;
+    let before = requests(devnet, 0).await;
     devnet
         .set_fault("p0", json!({"kind": "rate_limit", "retry_after_s": 2}))
         .await;
     // The first 429 arrives...
     wait_for(CATCH_UP, "a request to hit the 429", || async {
-        (requests(&devnet, 0).await > before).then_some(())
+        (requests(devnet, 0).await > before).then_some(())
     })
     .await;
     // ...and from then on p0 hears nothing until its Retry-After has passed (requests already in
     // flight when the first 429 came back are given 300 ms to land).
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let quiet_from = requests(&devnet, 0).await;
+    let quiet_from = requests(devnet, 0).await;
     tokio::time::sleep(Duration::from_millis(1300)).await;
     assert_eq!(
-        requests(&devnet, 0).await,
+        requests(devnet, 0).await,
         quiet_from,
         "p0 was called during its Retry-After"
     );
@@ -325,7 +325,7 @@ async fn a_429_with_retry_after_is_honoured() {
     devnet.clear_faults().await;
     // After the pause p0 is used again.
     wait_for(CATCH_UP, "p0 to serve blocks again", || {
-        let p = active_provider(&agent);
+        let p = active_provider(agent);
         async move { (p == "p0").then_some(()) }
     })
     .await;

@@ -49,7 +49,7 @@ async fn a_slow_provider_loses_the_lead_and_gets_it_back_after_recovering() {
         .await;
     let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
-    let s = wait_status(&agent, "a current provider with a score", |s| {
+    let s = wait_status(agent, "a current provider with a score", |s| {
         !current(s).is_empty()
             && first_chain(s)["providers"]
                 .as_array()
@@ -62,12 +62,12 @@ async fn a_slow_provider_loses_the_lead_and_gets_it_back_after_recovering() {
     let other = if leader == "p0" { "p1" } else { "p0" };
     // Two equal providers do not flap: with no fault, no switch for a few seconds.
     let before = metric_sum(
-        &metrics(&agent).await,
+        &metrics(agent).await,
         "blockwatch_provider_switches_total",
         &[],
     );
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let m = metrics(&agent).await;
+    let m = metrics(agent).await;
     let after = metric_sum(&m, "blockwatch_provider_switches_total", &[]);
     assert_eq!(
         before,
@@ -85,7 +85,7 @@ async fn a_slow_provider_loses_the_lead_and_gets_it_back_after_recovering() {
         .await;
     let score = |s: &Value, p: &str| provider_of(s, p)["score"].as_f64().unwrap_or(0.0);
     let s = wait_status(
-        &agent,
+        agent,
         "the fast provider to take the lead on a better score",
         |s| current(s) == other && score(s, &leader) < score(s, other),
     )
@@ -94,7 +94,7 @@ async fn a_slow_provider_loses_the_lead_and_gets_it_back_after_recovering() {
     assert_eq!(slow["state"], "alive", "300 ms is slow, not broken: {s:#}");
     // Whichever came first: its score fell behind, or it lost calls to hedges and was passed over
     // (after which the score keeps it out of the lead).
-    let m = metrics(&agent).await;
+    let m = metrics(agent).await;
     let switched = |reason| {
         metric_sum(
             &m,
@@ -109,7 +109,7 @@ async fn a_slow_provider_loses_the_lead_and_gets_it_back_after_recovering() {
     devnet
         .set_fault(other, json!({"kind": "latency", "ms": 300}))
         .await;
-    wait_status(&agent, "the recovered provider to lead again", |s| {
+    wait_status(agent, "the recovered provider to lead again", |s| {
         current(s) == leader
     })
     .await;
@@ -127,10 +127,10 @@ async fn a_lagging_provider_is_demoted_and_says_it_is_syncing() {
         .await;
     let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
-    wait_status(&agent, "p0 to lead", |s| current(s) == "p0").await;
+    wait_status(agent, "p0 to lead", |s| current(s) == "p0").await;
 
     devnet.set_fault("p0", json!({"kind": "stale"})).await;
-    let s = wait_status(&agent, "p0 to be lagging and demoted", |s| {
+    let s = wait_status(agent, "p0 to be lagging and demoted", |s| {
         provider_of(s, "p0")["state"] == "lagging" && current(s) != "p0"
     })
     .await;
@@ -140,11 +140,11 @@ async fn a_lagging_provider_is_demoted_and_says_it_is_syncing() {
     );
     // Degraded, as `/health` says too: a provider is not alive, another one is usable.
     assert_eq!(first_chain(&s)["status"], "degraded", "{s:#}");
-    wait_status(&agent, "eth_syncing to say p0 is syncing", |s| {
+    wait_status(agent, "eth_syncing to say p0 is syncing", |s| {
         provider_of(s, "p0")["syncing"] == true
     })
     .await;
-    let m = metrics(&agent).await;
+    let m = metrics(agent).await;
     assert_eq!(
         metric_sum(
             &m,
@@ -167,7 +167,7 @@ async fn a_lagging_provider_is_demoted_and_says_it_is_syncing() {
     agent.wait_for_block(head + 5, CATCH_UP).await;
 
     devnet.clear_faults().await;
-    wait_status(&agent, "p0 to catch up and lead again", |s| {
+    wait_status(agent, "p0 to catch up and lead again", |s| {
         provider_of(s, "p0")["state"] == "alive" && current(s) == "p0"
     })
     .await;
@@ -188,22 +188,22 @@ async fn a_circuit_opens_on_failures_and_a_half_open_probe_closes_it() {
         .await;
     let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
-    wait_status(&agent, "p0 to lead", |s| current(s) == "p0").await;
+    wait_status(agent, "p0 to lead", |s| current(s) == "p0").await;
 
     devnet
         .set_fault("p0", json!({"kind": "rpc_error", "code": -32000}))
         .await;
-    let s = wait_status(&agent, "p0's circuit to open", |s| {
+    let s = wait_status(agent, "p0's circuit to open", |s| {
         provider_of(s, "p0")["state"] == "circuit_open"
     })
     .await;
     assert_eq!(provider_of(&s, "p0")["score"], 0.0, "{s:#}");
     let head = devnet.head().await;
     agent.wait_for_block(head + 5, CATCH_UP).await;
-    assert_eq!(current(&status_json(&agent).await), "p1");
+    assert_eq!(current(&status_json(agent).await), "p1");
 
     devnet.clear_faults().await;
-    wait_status(&agent, "p0's circuit to close and p0 to lead", |s| {
+    wait_status(agent, "p0's circuit to close and p0 to lead", |s| {
         provider_of(s, "p0")["state"] == "alive" && current(s) == "p0"
     })
     .await;
@@ -211,7 +211,7 @@ async fn a_circuit_opens_on_failures_and_a_half_open_probe_closes_it() {
     let log = agent.log();
     assert!(log.contains(r#""message":"circuit_open""#), "{log}");
     assert!(log.contains(r#""message":"circuit_closed""#), "{log}");
-    let m = metrics(&agent).await;
+    let m = metrics(agent).await;
     assert!(
         metric_sum(
             &m,
@@ -243,7 +243,7 @@ async fn a_hedge_wins_against_an_800ms_provider() {
         .await;
     let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
-    let s = wait_status(&agent, "a leader", |s| !current(s).is_empty()).await;
+    let s = wait_status(agent, "a leader", |s| !current(s).is_empty()).await;
     let slow = current(&s);
     let fast = if slow == "p0" { "p1" } else { "p0" };
 
@@ -253,7 +253,7 @@ async fn a_hedge_wins_against_an_800ms_provider() {
     let from = devnet.head().await + 1;
     agent.wait_for_block(from + 10, CATCH_UP).await;
     // After a few calls lost to hedges the slow leader is passed over: hedging does not hide it.
-    let m = metrics(&agent).await;
+    let m = metrics(agent).await;
     assert!(
         metric_sum(
             &m,
@@ -276,7 +276,7 @@ async fn a_hedge_wins_against_an_800ms_provider() {
             .map(|b| (b.block_number, &b.provider, &b.received_at))
             .collect::<Vec<_>>(),
     );
-    let m = metrics(&agent).await;
+    let m = metrics(agent).await;
     assert!(
         metric_sum(
             &m,
@@ -298,20 +298,20 @@ async fn a_silent_subscription_is_noticed_and_polling_takes_over() {
         .await;
     let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
-    wait_status(&agent, "both subscriptions live", |s| {
+    wait_status(agent, "both subscriptions live", |s| {
         provider_of(s, "p0")["subscription"] == "live"
             && provider_of(s, "p1")["subscription"] == "live"
     })
     .await;
 
     devnet.set_fault("p0", json!({"kind": "ws_silent"})).await;
-    wait_status(&agent, "p0's subscription to be found silent", |s| {
+    wait_status(agent, "p0's subscription to be found silent", |s| {
         provider_of(s, "p0")["subscription"] == "silent"
     })
     .await;
     // Both silent: the head comes from polling, and the chain goes on.
     devnet.set_fault("p1", json!({"kind": "ws_silent"})).await;
-    wait_status(&agent, "p1's subscription to be found silent", |s| {
+    wait_status(agent, "p1's subscription to be found silent", |s| {
         provider_of(s, "p1")["subscription"] == "silent"
     })
     .await;
@@ -319,7 +319,7 @@ async fn a_silent_subscription_is_noticed_and_polling_takes_over() {
     agent.wait_for_block(head + 5, CATCH_UP).await;
 
     devnet.clear_faults().await;
-    wait_status(&agent, "both subscriptions live again", |s| {
+    wait_status(agent, "both subscriptions live again", |s| {
         provider_of(s, "p0")["subscription"] == "live"
             && provider_of(s, "p1")["subscription"] == "live"
     })
@@ -336,12 +336,12 @@ async fn a_provider_on_another_fork_is_counted_never_followed_or_emitted() {
         .await;
     let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
-    wait_status(&agent, "p0 to lead", |s| current(s) == "p0").await;
+    wait_status(agent, "p0 to lead", |s| current(s) == "p0").await;
 
     // p0 announces and serves hashes the others do not: a disagreement at every height.
     devnet.set_fault("p0", json!({"kind": "bad_hash"})).await;
     let from = devnet.head().await + 1;
-    let s = wait_status(&agent, "the disagreement in /status", |s| {
+    let s = wait_status(agent, "the disagreement in /status", |s| {
         first_chain(s)["forks"].as_array().is_some_and(|f| {
             f.iter()
                 .any(|f| f["providers"][0] == "p0" && f["count"].as_u64().unwrap_or(0) >= 3)
@@ -366,7 +366,7 @@ async fn a_provider_on_another_fork_is_counted_never_followed_or_emitted() {
         during.iter().all(|b| b.provider != "p0"),
         "a block from the bad-hash provider was emitted"
     );
-    let m = metrics(&agent).await;
+    let m = metrics(agent).await;
     assert!(
         metric_sum(
             &m,
@@ -410,7 +410,7 @@ async fn catching_up_uses_batches_and_a_broken_block_is_fetched_elsewhere() {
         chain.iter().all(|b| b.provider == "p1"),
         "a block from the bad-hash provider was emitted"
     );
-    let m = metrics(&agent).await;
+    let m = metrics(agent).await;
     assert!(
         metric_sum(
             &m,

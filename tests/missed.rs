@@ -62,7 +62,7 @@ async fn a_block_the_leader_fails_is_a_recovered_miss_with_its_reason() {
     for r in &recs {
         assert_eq!(emitted.iter().filter(|&&n| n == r.block_number).count(), 1);
     }
-    let stats = get_json(&agent, "/stats").await;
+    let stats = get_json(agent, "/stats").await;
     let s = &stats["chains"][0];
     assert_eq!(s["chain"], "anvil");
     assert_eq!(
@@ -267,7 +267,7 @@ async fn a_block_nobody_can_serve_stays_open_until_it_is_recovered_in_order() {
     let open = open_miss_on_every_provider(agent, devnet, "down").await;
     assert_eq!(open.reason, Reason::ConnectionLost, "{open:?}");
     assert_eq!(open.severity.as_str(), "Critical", "{open:?}");
-    let stats = get_json(&agent, "/stats").await;
+    let stats = get_json(agent, "/stats").await;
     assert!(
         stats["chains"][0]["current_missed_streak"]
             .as_u64()
@@ -331,7 +331,7 @@ async fn a_block_nobody_can_serve_stays_open_until_it_is_recovered_in_order() {
             .all(|r| r.recovered && r.reason == Reason::ConnectionLost),
         "{late:#?}"
     );
-    let stats = get_json(&agent, "/stats").await;
+    let stats = get_json(agent, "/stats").await;
     let s = &stats["chains"][0];
     assert_eq!(s["blocks_recovered"], s["blocks_missed"], "{stats:#}");
     assert!(
@@ -371,7 +371,7 @@ async fn a_block_the_leader_skips_is_a_miss_served_by_another_provider() {
     // Once, everywhere.
     let recs = records(dir.path());
     assert_eq!(recs.iter().filter(|r| r.block_number == skipped).count(), 1);
-    let stats = get_json(&agent, "/stats").await;
+    let stats = get_json(agent, "/stats").await;
     assert_eq!(
         stats["chains"][0]["blocks_missed"].as_u64().unwrap(),
         recs.len() as u64
@@ -489,7 +489,7 @@ async fn each_fault_kind_is_a_miss_with_its_reason_once_everywhere() {
             async move { (p == "p0").then_some(()) }
         })
         .await;
-        let from = tip(&agent);
+        let from = tip(agent);
         devnet.set_fault("p0", fault.clone()).await;
         // Blocks go on (p1 serves them).
         agent.wait_for_block(from + 5, CATCH_UP).await;
@@ -516,7 +516,7 @@ async fn each_fault_kind_is_a_miss_with_its_reason_once_everywhere() {
                 }
             })
             .await;
-            let found = tip(&agent);
+            let found = tip(agent);
             found_at = Some(found);
             // Past its failover cooldown and its next chain-id check (1 s each): it stays aside.
             agent.wait_for_block(found + 10, CATCH_UP).await;
@@ -525,8 +525,8 @@ async fn each_fault_kind_is_a_miss_with_its_reason_once_everywhere() {
             devnet.clear_faults().await;
         }
         // Time for any call made under the fault to finish.
-        agent.wait_for_block(tip(&agent) + 3, CATCH_UP).await;
-        windows.push((fault, *reason, from, tip(&agent), found_at));
+        agent.wait_for_block(tip(agent) + 3, CATCH_UP).await;
+        windows.push((fault, *reason, from, tip(agent), found_at));
     }
     devnet.clear_faults().await;
     settle_and_check(agent, devnet).await;
@@ -656,7 +656,7 @@ async fn blocks_a_reorg_replaced_are_chain_reorg_misses() {
     }
     // The streak of replaced heights raises the severity of the later ones.
     assert_eq!(replaced[1].severity.as_str(), "Medium", "{replaced:#?}");
-    let stats = get_json(&agent, "/stats").await;
+    let stats = get_json(agent, "/stats").await;
     assert_eq!(stats["chains"][0]["reorgs"], 1, "{stats:#}");
     stop_and_check_once_everywhere(agent, dir.path(), &recs).await;
 }
@@ -693,7 +693,7 @@ async fn without_recovery_a_block_nobody_serves_holds_the_stream_until_one_does(
         },
     )
     .await;
-    assert_eq!(tip(&agent), open.block_number - 1);
+    assert_eq!(tip(agent), open.block_number - 1);
     // A restart keeps the miss open (its attempts so far saved at shutdown), and completes it.
     agent.stop();
     let saved = records(dir.path());

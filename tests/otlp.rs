@@ -738,7 +738,7 @@ async fn a_collector_that_goes_away_costs_the_stream_nothing() {
     )
     .await;
     assert!(
-        export_failure_reports(&log_lines_from(&agent, 0))
+        export_failure_reports(&log_lines_from(agent, 0))
             .iter()
             .all(|(_, r)| r.is_empty()),
         "export failures while the receiver was up:\n{}",
@@ -747,9 +747,9 @@ async fn a_collector_that_goes_away_costs_the_stream_nothing() {
     // The collector goes away: its connections close and new ones are refused.
     let offset = agent.log().len();
     receiver.stop().await;
-    wait_for_export_failure_reports(&agent, offset).await;
+    wait_for_export_failure_reports(agent, offset).await;
     check_unaffected(agent, devnet).await;
-    reported_at_most_once_a_minute(&agent, offset, std::time::SystemTime::now());
+    reported_at_most_once_a_minute(agent, offset, std::time::SystemTime::now());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -776,8 +776,8 @@ async fn a_collector_that_never_answers_costs_the_stream_nothing() {
     let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(5, Duration::from_secs(30)).await;
     // Every export times out (after 3 s): reported, once a minute at most.
-    wait_for_export_failure_reports(&agent, 0).await;
+    wait_for_export_failure_reports(agent, 0).await;
     check_unaffected(agent, devnet).await;
-    reported_at_most_once_a_minute(&agent, 0, std::time::SystemTime::now());
+    reported_at_most_once_a_minute(agent, 0, std::time::SystemTime::now());
     hole.abort();
 }
