@@ -5,6 +5,8 @@
 //! within [`Limits`]: a connection cap, header and request timeouts, a body limit.
 
 mod server;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 

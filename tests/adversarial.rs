@@ -74,25 +74,28 @@ inconsistent_for = "3s""#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_a_thousand_blocks_is_lag_not_misses_and_so_is_a_restart() {
-    let devnet = DevnetProc::start(3, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
     // The default rate limit (25 requests/s, burst 50) and max_block_delay of 5 s: the backlog
     // takes far longer than that to fetch.
     // Timeouts of 3 s: a debug-built devnet announcing 1,000 blocks at once is slow to answer
     // for a moment, and a timeout would be a real miss.
-    let cfg = devnet
-        .agent_config("max_block_delay = \"5s\"")
-        .replace("timeout = \"500ms\"", "timeout = \"3s\"")
-        .replace(
-            "[pool]",
-            "[alerts]\nno_new_block_after = \"30s\"\n  [[alerts.channels]]\n  kind = \"file\"\n  path = \"alerts.jsonl\"\n\n[pool]",
-        );
-    let mut agent = Agent::start(dir.path(), &cfg);
+    let mut scenario = Scenario::devnet(3, "200ms")
+        .config(|devnet| {
+            devnet
+                .agent_config("max_block_delay = \"5s\"")
+                .replace("timeout = \"500ms\"", "timeout = \"3s\"")
+                .replace(
+                    "[pool]",
+                    "[alerts]\nno_new_block_after = \"30s\"\n  [[alerts.channels]]\n  kind = \"file\"\n  path = \"alerts.jsonl\"\n\n[pool]",
+                )
+        })
+        .start()
+        .await;
+    let Scenario { devnet, agent, dir } = &mut scenario;
     agent.wait_for_block(devnet.head().await, CATCH_UP).await;
     let burst_from = devnet.mine(1000).await - 999;
 
     // While it lasts: lag, shown as such on every surface.
-    let s = wait_status(&agent, "the chain catching up to the burst's end", |s| {
+    let s = wait_status(agent, "the chain catching up to the burst's end", |s| {
         first_chain(s)["catch_up"]["to"].as_u64().unwrap_or(0) >= burst_from + 999
             && first_chain(s)["behind_blocks"].as_u64().unwrap_or(0) > 100
     })
@@ -108,7 +111,7 @@ async fn a_burst_of_a_thousand_blocks_is_lag_not_misses_and_so_is_a_restart() {
     let c = &first_chain(&s)["catch_up"];
     assert!(c["from"].as_u64().unwrap() >= burst_from - 1, "{s:#}");
     assert!(c["to"].as_u64().unwrap() >= burst_from + 999, "{s:#}");
-    let (code, h) = get_json(&agent, "/health").await;
+    let (code, h) = get_json(agent, "/health").await;
     assert_eq!(code, 200, "a catch-up is not unhealthy: {h:#}");
     assert!(
         h["reasons"]
@@ -130,7 +133,7 @@ async fn a_burst_of_a_thousand_blocks_is_lag_not_misses_and_so_is_a_restart() {
     .await;
     let head = devnet.head().await;
     agent.wait_for_block(head, CATCH_UP).await;
-    wait_status(&agent, "the catch-up to end", |s| {
+    wait_status(agent, "the catch-up to end", |s| {
         first_chain(s)["status"] == "healthy" && first_chain(s)["catch_up"].is_null()
     })
     .await;
@@ -145,13 +148,11 @@ async fn a_burst_of_a_thousand_blocks_is_lag_not_misses_and_so_is_a_restart() {
     );
 
     // A restart after downtime: the blocks made meanwhile are lag too.
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    agent.stop();
     devnet.mine(500).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     agent.restart();
-    settle_and_check(&mut agent, &devnet).await;
+    settle_and_check(agent, devnet).await;
 
     let recs = records(dir.path());
     assert!(
@@ -159,21 +160,19 @@ async fn a_burst_of_a_thousand_blocks_is_lag_not_misses_and_so_is_a_restart() {
         "no block was ever unavailable, yet {} records, the first {:?}; warnings:\n{}",
         recs.len(),
         recs.first(),
-        warnings(&agent)
+        warnings(agent)
     );
-    let (_, stats) = get_json(&agent, "/stats").await;
+    let (_, stats) = get_json(agent, "/stats").await;
     assert_eq!(stats["chains"][0]["blocks_missed"], 0, "{stats:#}");
     assert_eq!(stats["chains"][0]["longest_missed_streak"], 0, "{stats:#}");
-    let (_, export) = get_json(&agent, "/export?format=json").await;
+    let (_, export) = get_json(agent, "/export?format=json").await;
     assert_eq!(export, json!([]));
     let alerts = std::fs::read_to_string(dir.path().join("alerts.jsonl")).unwrap_or_default();
     assert!(
         !alerts.contains("missed_blocks"),
         "a missed-blocks alert fired: {alerts}"
     );
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    scenario.finish();
 }
 
 /// Samples how far the emitted tip is behind devnet's head, every 100 ms for `for_how_long`;
@@ -194,16 +193,19 @@ async fn worst_behind(agent: &Agent, devnet: &DevnetProc, for_how_long: Duration
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_polling_leader_that_lies_about_its_head_is_found_out_and_never_moves_the_stream() {
-    let devnet = DevnetProc::start(3, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
     // Heads by polling only, every 500 ms; p0 leads (priority).
-    let cfg = with_pool(
-        &polling_only(&devnet.agent_config("poll_interval = \"500ms\"")),
-        FAST,
-    );
-    let mut agent = Agent::start(dir.path(), &cfg);
+    let mut scenario = Scenario::devnet(3, "200ms")
+        .config(|devnet| {
+            with_pool(
+                &polling_only(&devnet.agent_config("poll_interval = \"500ms\"")),
+                FAST,
+            )
+        })
+        .start()
+        .await;
+    let Scenario { devnet, agent, dir } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
-    wait_status(&agent, "p0 to lead", |s| {
+    wait_status(agent, "p0 to lead", |s| {
         first_chain(s)["current_provider"] == "p0"
     })
     .await;
@@ -214,7 +216,7 @@ async fn a_polling_leader_that_lies_about_its_head_is_found_out_and_never_moves_
         .set_fault("p0", json!({"kind": "head_offset", "blocks": 1000}))
         .await;
     let lied_at = std::time::SystemTime::now();
-    let s = wait_status(&agent, "p0 inconsistent", |s| {
+    let s = wait_status(agent, "p0 inconsistent", |s| {
         provider_of(s, "p0")["state"] == "inconsistent"
     })
     .await;
@@ -222,7 +224,7 @@ async fn a_polling_leader_that_lies_about_its_head_is_found_out_and_never_moves_
         provider_of(&s, "p0")["state_reason"],
         "head ahead of every other provider, not served"
     );
-    let lie = inconsistencies(&agent);
+    let lie = inconsistencies(agent);
     assert_eq!(lie[0]["provider"], "p0", "{lie:?}");
     assert_eq!(lie[0]["reason"], "head_ahead", "{lie:?}");
     let caught_at = humantime::parse_rfc3339(lie[0]["timestamp"].as_str().unwrap()).unwrap();
@@ -232,7 +234,7 @@ async fn a_polling_leader_that_lies_about_its_head_is_found_out_and_never_moves_
         "found out after {found_in:?}, more than 3 poll intervals"
     );
     // Never the leader while inconsistent; its head is not the chain's.
-    let s = wait_status(&agent, "another leader", |s| {
+    let s = wait_status(agent, "another leader", |s| {
         first_chain(s)["current_provider"] != "p0"
     })
     .await;
@@ -242,9 +244,9 @@ async fn a_polling_leader_that_lies_about_its_head_is_found_out_and_never_moves_
         "the liar's head was believed: {s:#}"
     );
     // The stream keeps up within one poll interval (500 ms = 2.5 blocks) of the real head.
-    let worst = worst_behind(&agent, &devnet, Duration::from_secs(4)).await;
+    let worst = worst_behind(agent, devnet, Duration::from_secs(4)).await;
     assert!(worst <= 5, "the stream fell {worst} blocks behind");
-    let s = status_json(&agent).await;
+    let s = status_json(agent).await;
     assert_eq!(provider_of(&s, "p0")["state"], "inconsistent", "{s:#}");
     assert_ne!(first_chain(&s)["current_provider"], "p0");
     let m = http_get(&format!("{}/metrics", agent.api_url().await))
@@ -269,7 +271,7 @@ async fn a_polling_leader_that_lies_about_its_head_is_found_out_and_never_moves_
     );
 
     devnet.clear_faults().await;
-    settle_and_check(&mut agent, &devnet).await;
+    settle_and_check(agent, devnet).await;
     let recs = records(dir.path());
     assert!(
         recs.iter()
@@ -277,13 +279,11 @@ async fn a_polling_leader_that_lies_about_its_head_is_found_out_and_never_moves_
         "a miss names the liar as its source: {recs:#?}"
     );
     // Back once it stops lying.
-    wait_status(&agent, "p0 consistent again", |s| {
+    wait_status(agent, "p0 consistent again", |s| {
         provider_of(s, "p0")["state"] == "alive"
     })
     .await;
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    scenario.finish();
 }
 
 /// Gives `who` `fault` while the agent follows devnet; waits until `who` is inconsistent for
@@ -318,12 +318,13 @@ async fn found_out(devnet: &DevnetProc, agent: &mut Agent, who: &str, fault: Val
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_head_gone_back_a_follower_far_ahead_and_a_wrong_block_are_each_found_out() {
-    let devnet = DevnetProc::start(3, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = with_pool(&polling_only(&devnet.agent_config("")), FAST);
-    let mut agent = Agent::start(dir.path(), &cfg);
+    let mut scenario = Scenario::devnet(3, "200ms")
+        .config(|devnet| with_pool(&polling_only(&devnet.agent_config("")), FAST))
+        .start()
+        .await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
-    wait_status(&agent, "p0 to lead", |s| {
+    wait_status(agent, "p0 to lead", |s| {
         first_chain(s)["current_provider"] == "p0"
     })
     .await;
@@ -332,8 +333,8 @@ async fn a_head_gone_back_a_follower_far_ahead_and_a_wrong_block_are_each_found_
     devnet.mine(100).await;
     agent.wait_for_block(devnet.head().await, CATCH_UP).await;
     found_out(
-        &devnet,
-        &mut agent,
+        devnet,
+        agent,
         "p0",
         json!({"kind": "head_offset", "blocks": -50}),
         "head_backwards",
@@ -341,21 +342,21 @@ async fn a_head_gone_back_a_follower_far_ahead_and_a_wrong_block_are_each_found_
     .await;
     // A provider that does not lead jumps 1,000 ahead.
     found_out(
-        &devnet,
-        &mut agent,
+        devnet,
+        agent,
         "p2",
         json!({"kind": "head_offset", "blocks": 1000}),
         "head_ahead",
     )
     .await;
     // The leader serves a real block, with its right hash, for another number than asked.
-    wait_status(&agent, "p0 to lead again", |s| {
+    wait_status(agent, "p0 to lead again", |s| {
         first_chain(s)["current_provider"] == "p0"
     })
     .await;
     found_out(
-        &devnet,
-        &mut agent,
+        devnet,
+        agent,
         "p0",
         json!({"kind": "wrong_block"}),
         "wrong_block",
@@ -365,28 +366,31 @@ async fn a_head_gone_back_a_follower_far_ahead_and_a_wrong_block_are_each_found_
         reorgs(&agent.stream()).is_empty(),
         "a lie made the stream reorg"
     );
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    scenario.finish();
 }
 
 /// Skips the next block on the provider leading under `selection = "best"` (or, with `leader`
 /// false, on one that does not lead), and checks that it is recorded exactly once, attributed to it.
 async fn a_skip_is_recorded_once(websocket: bool, on_leader: bool) {
-    let devnet = DevnetProc::start(3, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = with_pool(
-        &devnet
-            .agent_config("")
-            .replace("selection = \"priority\"", "selection = \"best\""),
-        FAST,
-    );
-    if !websocket {
-        cfg = polling_only(&cfg);
-    }
-    let mut agent = Agent::start(dir.path(), &cfg);
+    let mut scenario = Scenario::devnet(3, "200ms")
+        .config(move |devnet| {
+            let cfg = with_pool(
+                &devnet
+                    .agent_config("")
+                    .replace("selection = \"priority\"", "selection = \"best\""),
+                FAST,
+            );
+            if websocket {
+                cfg
+            } else {
+                polling_only(&cfg)
+            }
+        })
+        .start()
+        .await;
+    let Scenario { devnet, agent, dir } = &mut scenario;
     agent.wait_for_block(5, CATCH_UP).await;
-    let status = wait_status(&agent, "a leader", |s| {
+    let status = wait_status(agent, "a leader", |s| {
         first_chain(s)["current_provider"].is_string()
     })
     .await;
@@ -420,7 +424,7 @@ async fn a_skip_is_recorded_once(websocket: bool, on_leader: bool) {
     assert_eq!(rec.reason.as_str(), "NodeUnresponsive", "{rec:?}");
     assert!(rec.recovered, "{rec:?}");
     assert_ne!(rec.recovered_from.as_deref(), Some(skipper.as_str()));
-    settle_and_check(&mut agent, &devnet).await;
+    settle_and_check(agent, devnet).await;
     // Time for a late second report (a recheck, a gap seen twice) to be stored, if one comes.
     agent.wait_for_block(skipped + 15, CATCH_UP).await;
     let recs = records(dir.path());
@@ -429,15 +433,13 @@ async fn a_skip_is_recorded_once(websocket: bool, on_leader: bool) {
         1,
         "{recs:#?}"
     );
-    let (_, stats) = get_json(&agent, "/stats").await;
+    let (_, stats) = get_json(agent, "/stats").await;
     assert_eq!(
         stats["chains"][0]["blocks_missed"].as_u64().unwrap(),
         recs.len() as u64,
         "{stats:#}"
     );
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    scenario.finish();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -567,16 +569,19 @@ fn providers_down_alerts(dir: &std::path::Path) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_health_surface_gives_one_answer_through_every_transition() {
-    let devnet = DevnetProc::start(2, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = with_pool(
-        &devnet.agent_config("max_block_delay = \"3s\"").replace(
-            "[pool]",
-            "[alerts]\nthrottle = \"1s\"\n  [[alerts.channels]]\n  kind = \"file\"\n  path = \"alerts.jsonl\"\n\n[pool]",
-        ),
-        FAST,
-    );
-    let mut agent = Agent::start(dir.path(), &cfg);
+    let mut scenario = Scenario::devnet(2, "200ms")
+        .config(|devnet| {
+            with_pool(
+                &devnet.agent_config("max_block_delay = \"3s\"").replace(
+                    "[pool]",
+                    "[alerts]\nthrottle = \"1s\"\n  [[alerts.channels]]\n  kind = \"file\"\n  path = \"alerts.jsonl\"\n\n[pool]",
+                ),
+                FAST,
+            )
+        })
+        .start()
+        .await;
+    let Scenario { devnet, agent, dir } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
     let mut seen = Vec::new();
     // healthy → degraded (one provider down) → unhealthy (the other one's circuit opens too: no
@@ -627,18 +632,18 @@ async fn every_health_surface_gives_one_answer_through_every_transition() {
     })
     .await;
     assert_eq!(seen.len(), 4);
-    settle_and_check(&mut agent, &devnet).await;
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    settle_and_check(agent, devnet).await;
+    scenario.finish();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_that_hashes_blocks_its_own_way_is_followed_by_consensus() {
-    let devnet = DevnetProc::start_with(3, "200ms", &["--hashing", "rollup"]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = devnet.agent_config("block_hash_check = \"consensus\"");
-    let mut agent = Agent::start(dir.path(), &cfg);
+    let mut scenario = Scenario::devnet(3, "200ms")
+        .devnet_args(&["--hashing", "rollup"])
+        .chain("block_hash_check = \"consensus\"")
+        .start()
+        .await;
+    let Scenario { devnet, agent, dir } = &mut scenario;
     agent.wait_for_block(10, CATCH_UP).await;
     // A reorg on such a chain is followed by parent links all the same.
     devnet.reorg(3).await;
@@ -647,7 +652,7 @@ async fn a_chain_that_hashes_blocks_its_own_way_is_followed_by_consensus() {
         async move { r.into_iter().next() }
     })
     .await;
-    settle_and_check(&mut agent, &devnet).await;
+    settle_and_check(agent, devnet).await;
     assert_eq!(
         records(dir.path())
             .iter()
@@ -675,16 +680,16 @@ async fn a_chain_that_hashes_blocks_its_own_way_is_followed_by_consensus() {
             .all(|b| b.provider == "p0"),
         "not every block came from the leader"
     );
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    scenario.finish();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_that_hashes_blocks_its_own_way_is_reported_once_with_the_header_check() {
-    let devnet = DevnetProc::start_with(3, "200ms", &["--hashing", "rollup"]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start(dir.path(), &devnet.agent_config(""));
+    let mut scenario = Scenario::devnet(3, "200ms")
+        .devnet_args(&["--hashing", "rollup"])
+        .start()
+        .await;
+    let Scenario { agent, dir, .. } = &mut scenario;
     let (_, h) = wait_for(CATCH_UP, "the verdict in /health", || {
         let agent = &agent;
         async move {
@@ -722,7 +727,7 @@ async fn a_chain_that_hashes_blocks_its_own_way_is_reported_once_with_the_header
         .filter(|l| l.contains("\"level\":\"ERROR\"") && l.contains("block_hash_check"))
         .count();
     assert_eq!(reported, 1, "reported once, plainly:\n{log}");
-    let s = status_json(&agent).await;
+    let s = status_json(agent).await;
     for p in first_chain(&s)["providers"].as_array().unwrap() {
         assert!(
             matches!(p["state"].as_str(), Some("alive" | "degraded")),
@@ -738,7 +743,5 @@ async fn a_chain_that_hashes_blocks_its_own_way_is_reported_once_with_the_header
     );
     assert_eq!(records(dir.path()), vec![], "not a provider's miss");
     assert!(agent.stream().is_empty(), "nothing unverified was emitted");
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    scenario.finish();
 }

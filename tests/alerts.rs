@@ -203,8 +203,6 @@ circuit_open_for = "2s""#
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_reach_every_channel_by_tier_once_and_resolve() {
     let receiver = Receiver::start(0).await;
-    let devnet = DevnetProc::start(3, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
     let channels = format!(
         r#"
   [[alerts.channels]]
@@ -229,7 +227,11 @@ async fn alerts_reach_every_channel_by_tier_once_and_resolve() {
         slack = receiver.url(&format!("/services/T0123ABC/B0456DEF/{TOKEN}")),
         discord = receiver.url(&format!("/api/webhooks/123456789012/{TOKEN}")),
     );
-    let mut agent = Agent::start(dir.path(), &alerts_config(&devnet, &channels));
+    let mut scenario = Scenario::devnet(3, "200ms")
+        .config(move |devnet| alerts_config(devnet, &channels))
+        .start()
+        .await;
+    let Scenario { devnet, agent, dir } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
     // The rules have evaluated the healthy chain (at least once): nothing to send.
     let api = agent.api_url().await;
@@ -276,7 +278,7 @@ async fn alerts_reach_every_channel_by_tier_once_and_resolve() {
     devnet.clear_faults().await;
     wait_for_alert(&receiver, "/hook", "chain_stalled", "", "resolved").await;
     wait_for_alert(&receiver, "/hook", "providers_down", "", "resolved").await;
-    settle_and_check(&mut agent, &devnet).await;
+    settle_and_check(agent, devnet).await;
     // The outage made a streak of missed blocks, and the failovers more switches than allowed.
     wait_for_alert(&receiver, "/hook", "missed_blocks", "critical", "").await;
     wait_for_alert(&receiver, "/hook", "provider_switches", "warning", "").await;
@@ -287,13 +289,13 @@ async fn alerts_reach_every_channel_by_tier_once_and_resolve() {
     let down_posts = providers_down_posts(&receiver, "/hook");
     let last_message = down_posts.iter().map(|p| p.at).max().unwrap();
     for _ in 0..2 {
-        let seen = p0_down_and_seen(&devnet, &api).await;
+        let seen = p0_down_and_seen(devnet, &api).await;
         assert!(
             seen.duration_since(last_message) < THROTTLE - Duration::from_secs(5),
             "inconclusive: p0 was seen down {:?} after the last message, not well within the {THROTTLE:?} throttle",
             seen.duration_since(last_message)
         );
-        p0_back_and_seen(&devnet, &api).await;
+        p0_back_and_seen(devnet, &api).await;
     }
     let after = providers_down_posts(&receiver, "/hook");
     assert_eq!(
@@ -302,7 +304,7 @@ async fn alerts_reach_every_channel_by_tier_once_and_resolve() {
         "a flapping provider was not throttled: {:#?}",
         &after[down_posts.len()..]
     );
-    settle_and_check(&mut agent, &devnet).await;
+    settle_and_check(agent, devnet).await;
     for rule in ["missed_blocks", "provider_switches"] {
         wait_for_alert(&receiver, "/hook", rule, "", "resolved").await;
     }
@@ -420,9 +422,7 @@ async fn alerts_reach_every_channel_by_tier_once_and_resolve() {
     );
     // Every alert is a log record.
     assert!(agent.log().contains(r#""message":"alert""#));
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    scenario.finish();
 }
 
 /// The throttle both ways: a condition back within `throttle` of its rule's last message (its
@@ -431,26 +431,29 @@ async fn alerts_reach_every_channel_by_tier_once_and_resolve() {
 async fn a_condition_back_within_the_throttle_is_sent_once_the_window_has_passed() {
     const WINDOW: Duration = Duration::from_secs(8);
     let receiver = Receiver::start(0).await;
-    let devnet = DevnetProc::start(2, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
     let channels = format!(
         "\n  [[alerts.channels]]\n  kind = \"webhook\"\n  url = \"{}\"\n",
         receiver.url("/hook")
     );
-    let cfg = alerts_config(&devnet, &channels).replace("throttle = \"1m\"", "throttle = \"8s\"");
-    let mut agent = Agent::start(dir.path(), &cfg);
+    let mut scenario = Scenario::devnet(2, "200ms")
+        .config(move |devnet| {
+            alerts_config(devnet, &channels).replace("throttle = \"1m\"", "throttle = \"8s\"")
+        })
+        .start()
+        .await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
     let api = agent.api_url().await;
     // p0 down and back: a warning, then its resolution, the rule's last message.
-    p0_down_and_seen(&devnet, &api).await;
+    p0_down_and_seen(devnet, &api).await;
     wait_for_alert(&receiver, "/hook", "providers_down", "warning", "firing").await;
-    p0_back_and_seen(&devnet, &api).await;
+    p0_back_and_seen(devnet, &api).await;
     wait_for_alert(&receiver, "/hook", "providers_down", "", "resolved").await;
     let sent = providers_down_posts(&receiver, "/hook");
     assert_eq!(sent.len(), 2, "{sent:#?}");
     let resolved_at = sent[1].at;
     // Down again within the window: seen by the agent and its rules, and held back.
-    let seen = p0_down_and_seen(&devnet, &api).await;
+    let seen = p0_down_and_seen(devnet, &api).await;
     assert!(
         seen.duration_since(resolved_at) < WINDOW - Duration::from_secs(2),
         "inconclusive: p0 was seen down again only {:?} after the resolution",
@@ -477,7 +480,7 @@ async fn a_condition_back_within_the_throttle_is_sent_once_the_window_has_passed
         waited >= WINDOW - Duration::from_millis(500),
         "sent {waited:?} after the resolution, within the {WINDOW:?} throttle"
     );
-    p0_back_and_seen(&devnet, &api).await;
+    p0_back_and_seen(devnet, &api).await;
     wait_for(CATCH_UP, "the second warning resolved", || {
         let n = providers_down_posts(&receiver, "/hook").len();
         async move { (n > 3).then_some(()) }
@@ -487,9 +490,8 @@ async fn a_condition_back_within_the_throttle_is_sent_once_the_window_has_passed
         providers_down_posts(&receiver, "/hook")[3].body["status"],
         "resolved"
     );
-    settle_and_check(&mut agent, &devnet).await;
-    let status = agent.signal_and_wait("TERM", Duration::from_secs(5));
-    assert!(status.success(), "SIGTERM should exit 0, got {status:?}");
+    settle_and_check(agent, devnet).await;
+    scenario.finish();
 }
 
 /// Waits until the agent gives up on a message, then checks that `/metrics` counts a failure on
@@ -514,8 +516,6 @@ async fn given_up_and_counted(agent: &Agent, failed: &str, delivered: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_channel_that_is_down_is_retried_and_the_stream_goes_on() {
-    let devnet = DevnetProc::start(2, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
     // Nothing listens on `late` until later; `dead` never answers.
     let late_port = free_port();
     let dead_port = free_port();
@@ -530,11 +530,16 @@ async fn a_channel_that_is_down_is_retried_and_the_stream_goes_on() {
   url = "http://127.0.0.1:{dead_port}/dead"
 "#
     );
-    let cfg = alerts_config(&devnet, &channels).replace(
-        "delivery_retries = 2\ndelivery_backoff = \"200ms\"",
-        "delivery_retries = 4\ndelivery_backoff = \"500ms\"",
-    );
-    let mut agent = Agent::start(dir.path(), &cfg);
+    let mut scenario = Scenario::devnet(2, "200ms")
+        .config(move |devnet| {
+            alerts_config(devnet, &channels).replace(
+                "delivery_retries = 2\ndelivery_backoff = \"200ms\"",
+                "delivery_retries = 4\ndelivery_backoff = \"500ms\"",
+            )
+        })
+        .start()
+        .await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
     devnet.set_fault("p1", json!({"kind": "down"})).await;
     wait_for(CATCH_UP, "a failed delivery attempt", || {
@@ -549,12 +554,10 @@ async fn a_channel_that_is_down_is_retried_and_the_stream_goes_on() {
     let late = Receiver::start(late_port).await;
     wait_for_alert(&late, "/late", "providers_down", "", "").await;
     // The dead one is given up on after its retries, and counted.
-    given_up_and_counted(&agent, "webhook-1", "webhook-0").await;
+    given_up_and_counted(agent, "webhook-1", "webhook-0").await;
     devnet.clear_faults().await;
-    settle_and_check(&mut agent, &devnet).await;
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    settle_and_check(agent, devnet).await;
+    scenario.finish();
 }
 
 /// aiosmtpd (installed by `make tools`) on loopback with STARTTLS and AUTH required, under a
@@ -630,9 +633,8 @@ impl Drop for SmtpServer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn email_alerts_go_through_starttls_and_auth() {
     const PASSWORD: &str = "Smtp-Pa55word-xyz";
-    let dir = tempfile::tempdir().unwrap();
-    let smtp = SmtpServer::start(dir.path(), "alerts", PASSWORD);
-    let devnet = DevnetProc::start(2, "200ms").await;
+    let smtp_dir = tempfile::tempdir().unwrap();
+    let smtp = SmtpServer::start(smtp_dir.path(), "alerts", PASSWORD);
     let channels = format!(
         r#"
   [[alerts.channels]]
@@ -652,7 +654,11 @@ async fn email_alerts_go_through_starttls_and_auth() {
         port = smtp.port,
         ca = smtp.ca.display()
     );
-    let mut agent = Agent::start(dir.path(), &alerts_config(&devnet, &channels));
+    let mut scenario = Scenario::devnet(2, "200ms")
+        .config(move |devnet| alerts_config(devnet, &channels))
+        .start()
+        .await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
     devnet.set_fault("p1", json!({"kind": "down"})).await;
     let mail = wait_for(CATCH_UP, "an alert by mail", || {
@@ -674,17 +680,15 @@ async fn email_alerts_go_through_starttls_and_auth() {
     );
     assert!(data.contains("What: 1 of 2 providers down: p1"), "{data}");
     // The channel with a wrong password fails, is retried, given up on and counted.
-    given_up_and_counted(&agent, "email-1", "email-0").await;
+    given_up_and_counted(agent, "email-1", "email-0").await;
     devnet.clear_faults().await;
-    settle_and_check(&mut agent, &devnet).await;
+    settle_and_check(agent, devnet).await;
     let log = agent.log();
     assert!(
         !log.contains(PASSWORD) && !log.contains("wrong-password-123"),
         "a password leaked"
     );
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    scenario.finish();
 }
 
 /// The alert lines of a file channel: (rule, provider, status).
@@ -702,20 +706,23 @@ fn file_alerts(path: &std::path::Path) -> Vec<(String, String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_provider_raises_a_latency_warning_that_resolves() {
-    let devnet = DevnetProc::start(2, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
     let channels = "\n  [[alerts.channels]]\n  kind = \"file\"\n  path = \"alerts.jsonl\"\n";
     // No hedging: every call waits for the slow leader, whose p95 is then its delay.
-    let cfg = alerts_config(&devnet, channels)
-        .replace(
-            "throttle = \"1m\"",
-            "throttle = \"1m\"\np95_latency = \"200ms\"",
-        )
-        .replace(
-            "score_window = \"5s\"",
-            "score_window = \"5s\"\nhedge_percentile = 0",
-        );
-    let mut agent = Agent::start(dir.path(), &cfg);
+    let mut scenario = Scenario::devnet(2, "200ms")
+        .config(|devnet| {
+            alerts_config(devnet, channels)
+                .replace(
+                    "throttle = \"1m\"",
+                    "throttle = \"1m\"\np95_latency = \"200ms\"",
+                )
+                .replace(
+                    "score_window = \"5s\"",
+                    "score_window = \"5s\"\nhedge_percentile = 0",
+                )
+        })
+        .start()
+        .await;
+    let Scenario { devnet, agent, dir } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
     devnet
         .set_fault("p0", json!({"kind": "latency", "ms": 350}))
@@ -741,8 +748,6 @@ async fn a_slow_provider_raises_a_latency_warning_that_resolves() {
         file_alerts(&path).iter().all(|(_, p, _)| p != "p1"),
         "the healthy provider was not alerted on"
     );
-    settle_and_check(&mut agent, &devnet).await;
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    settle_and_check(agent, devnet).await;
+    scenario.finish();
 }

@@ -51,27 +51,30 @@ fn status_cmd(args: &[&str]) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_ready_report_and_status_follow_the_providers() {
-    let devnet = DevnetProc::start(2, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = devnet.agent_config("max_block_delay = \"1s\"").replace(
-        "[pool]",
-        "[pool]\nscore_window = \"3s\"\ncircuit_open_for = \"1s\"",
-    );
-    let mut agent = Agent::start(dir.path(), &cfg);
+    let mut scenario = Scenario::devnet(2, "200ms")
+        .config(|devnet| {
+            devnet.agent_config("max_block_delay = \"1s\"").replace(
+                "[pool]",
+                "[pool]\nscore_window = \"3s\"\ncircuit_open_for = \"1s\"",
+            )
+        })
+        .start()
+        .await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
     let api = agent.api_url().await;
 
-    let (code, ready) = get(&agent, "/ready").await;
+    let (code, ready) = get(agent, "/ready").await;
     assert_eq!(code, 200, "{ready}");
     assert_eq!(
         serde_json::from_str::<Value>(&ready).unwrap()["ready"],
         true
     );
-    let healthy = health_becomes(&agent, "healthy").await;
+    let healthy = health_becomes(agent, "healthy").await;
     assert_eq!(healthy["reasons"], json!([]));
     assert_eq!(healthy["chains"][0]["usable_providers"], 2);
 
-    let (code, report) = get(&agent, "/report").await;
+    let (code, report) = get(agent, "/report").await;
     assert_eq!(code, 200);
     for part in [
         "status: healthy",
@@ -93,11 +96,11 @@ async fn health_ready_report_and_status_follow_the_providers() {
 
     // One provider down: degraded, still 200.
     devnet.set_fault("p0", json!({"kind": "down"})).await;
-    let degraded = health_becomes(&agent, "degraded").await;
+    let degraded = health_becomes(agent, "degraded").await;
     assert_eq!(degraded["chains"][0]["usable_providers"], 1, "{degraded}");
     // Every provider down: no usable provider, then no new block for max_block_delay: 503.
     devnet.set_fault("p1", json!({"kind": "down"})).await;
-    let unhealthy = health_becomes(&agent, "unhealthy").await;
+    let unhealthy = health_becomes(agent, "unhealthy").await;
     wait_for(CATCH_UP, "both reasons", || {
         let url = format!("{api}/health");
         async move {
@@ -112,7 +115,7 @@ async fn health_ready_report_and_status_follow_the_providers() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("status: unhealthy"));
 
     devnet.clear_faults().await;
-    settle_and_check(&mut agent, &devnet).await;
+    settle_and_check(agent, devnet).await;
     wait_for(CATCH_UP, "/health 200 again", || {
         let url = format!("{api}/health");
         async move { (http_get(&url).await.0 == 200).then_some(()) }
@@ -128,15 +131,13 @@ async fn health_ready_report_and_status_follow_the_providers() {
         ("/export?format=yaml", 400),
         ("/nope", 404),
     ] {
-        let (got, body) = get(&agent, path).await;
+        let (got, body) = get(agent, path).await;
         assert_eq!(got, code, "{path}: {body}");
         let err: Value =
             serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {body}: {e}"));
         assert!(err["error"].is_string(), "{path}: {body}");
     }
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    agent.stop();
 
     // Nobody there: exit 1 with a message; a bad URL: exit 2.
     let out = status_cmd(&["--url", &api]);
@@ -151,8 +152,8 @@ async fn not_ready_until_a_head_is_known() {
     // A provider that accepts connections and never answers: no head, so not ready.
     let devnet = DevnetProc::start(1, "200ms").await;
     devnet.set_fault("p0", json!({"kind": "timeout"})).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start(dir.path(), &devnet.agent_config(""));
+    let mut scenario = Scenario::on(devnet).start().await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
     let api = agent.api_url().await;
     let (code, body) = http_get(&format!("{api}/ready")).await;
     assert_eq!(code, 503, "{body}");
@@ -165,9 +166,7 @@ async fn not_ready_until_a_head_is_known() {
     })
     .await;
     agent.wait_for_block(3, CATCH_UP).await;
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    scenario.finish();
 }
 
 /// Sends `head` (a request head without its final blank line) with `Connection: close` to `addr`
@@ -306,17 +305,20 @@ async fn the_api_answers_bad_requests_with_json_and_holds_up_against_idle_client
     const CAP: usize = 32;
     // File descriptors the agent may open or close meanwhile on its own (provider connections).
     const SLACK: usize = 16;
-    let devnet = DevnetProc::start(1, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = devnet.agent_config("").replace(
-        "http_listen = \"127.0.0.1:0\"",
-        &format!(
-            "http_listen = \"127.0.0.1:0\"\nhttp_max_connections = {CAP}\n\
-             http_header_timeout = \"{}s\"\nhttp_request_timeout = \"5s\"",
-            HEADER_TIMEOUT.as_secs()
-        ),
-    );
-    let mut agent = Agent::start(dir.path(), &cfg);
+    let mut scenario = Scenario::devnet(1, "200ms")
+        .config(|devnet| {
+            devnet.agent_config("").replace(
+                "http_listen = \"127.0.0.1:0\"",
+                &format!(
+                    "http_listen = \"127.0.0.1:0\"\nhttp_max_connections = {CAP}\n\
+                     http_header_timeout = \"{}s\"\nhttp_request_timeout = \"5s\"",
+                    HEADER_TIMEOUT.as_secs()
+                ),
+            )
+        })
+        .start()
+        .await;
+    let Scenario { agent, .. } = &mut scenario;
     let api = agent.api_url().await;
     let addr = api.trim_start_matches("http://").to_owned();
     wait_for(CATCH_UP, "ready", || {
@@ -356,7 +358,7 @@ async fn the_api_answers_bad_requests_with_json_and_holds_up_against_idle_client
         ("/export?chain=anvil&chain=anvil", "chain"),
         ("/export?since=0&since=1", "since"),
     ] {
-        let (code, body) = get(&agent, path).await;
+        let (code, body) = get(agent, path).await;
         assert_eq!(code, 400, "{path}: {body}");
         let err = error_of(&body);
         assert!(
@@ -364,10 +366,10 @@ async fn the_api_answers_bad_requests_with_json_and_holds_up_against_idle_client
             "{path}: {err}"
         );
     }
-    let (code, body) = get(&agent, "/export?format=csv&chain=anvil&since=0").await;
+    let (code, body) = get(agent, "/export?format=csv&chain=anvil&since=0").await;
     assert_eq!(code, 200, "each parameter once is fine: {body}");
     // An unknown path, a body (no route reads one).
-    let (code, body) = get(&agent, "/nope").await;
+    let (code, body) = get(agent, "/nope").await;
     assert_eq!(code, 404);
     assert!(error_of(&body).starts_with("no route /nope"), "{body}");
     let (code, _, body) = raw(
@@ -464,7 +466,5 @@ async fn the_api_answers_bad_requests_with_json_and_holds_up_against_idle_client
     })
     .await;
     assert!(agent.is_running(), "log:\n{}", agent.log());
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    scenario.finish();
 }

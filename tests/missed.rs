@@ -30,9 +30,8 @@ fn records(dir: &std::path::Path) -> Vec<MissedBlock> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_block_the_leader_fails_is_a_recovered_miss_with_its_reason() {
-    let devnet = DevnetProc::start(2, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start(dir.path(), &devnet.agent_config(""));
+    let mut scenario = Scenario::devnet(2, "200ms").start().await;
+    let Scenario { devnet, agent, dir } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
     assert!(records(dir.path()).is_empty(), "no miss while healthy");
 
@@ -42,7 +41,7 @@ async fn a_block_the_leader_fails_is_a_recovered_miss_with_its_reason() {
     let head = devnet.head().await;
     agent.wait_for_block(head + 3, CATCH_UP).await;
     devnet.clear_faults().await;
-    settle_and_check(&mut agent, &devnet).await;
+    settle_and_check(agent, devnet).await;
 
     let recs = records(dir.path());
     let rpc: Vec<_> = recs
@@ -63,7 +62,7 @@ async fn a_block_the_leader_fails_is_a_recovered_miss_with_its_reason() {
     for r in &recs {
         assert_eq!(emitted.iter().filter(|&&n| n == r.block_number).count(), 1);
     }
-    let stats = get_json(&agent, "/stats").await;
+    let stats = get_json(agent, "/stats").await;
     let s = &stats["chains"][0];
     assert_eq!(s["chain"], "anvil");
     assert_eq!(
@@ -128,9 +127,7 @@ async fn a_block_the_leader_fails_is_a_recovered_miss_with_its_reason() {
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    agent.stop();
     // The log file got every record, once, at shutdown (the batch had not filled).
     assert_eq!(log_records(dir.path()), recs);
 }
@@ -166,19 +163,20 @@ fn log_records(dir: &std::path::Path) -> Vec<MissedBlock> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_rotates_compresses_and_drops_old_files() {
-    let devnet = DevnetProc::start(2, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
     // A rotated file from long ago: past retention, it goes at the next rotation.
-    std::fs::create_dir_all(dir.path().join("logs")).unwrap();
-    let old = dir
-        .path()
-        .join("logs/missed_blocks.jsonl.20200101T000000.gz");
-    std::fs::write(&old, b"").unwrap();
-    let cfg = devnet.agent_config("").replace(
-        "[pool]",
-        "[missed_block_log]\nrotation_size = \"1KB\"\nbatch_size = 1\nbatch_timeout = \"100ms\"\nretention_days = 7\n\n[pool]",
-    );
-    let mut agent = Agent::start(dir.path(), &cfg);
+    const OLD: &str = "logs/missed_blocks.jsonl.20200101T000000.gz";
+    let mut scenario = Scenario::devnet(2, "200ms")
+        .file(OLD, b"")
+        .config(|devnet| {
+            devnet.agent_config("").replace(
+                "[pool]",
+                "[missed_block_log]\nrotation_size = \"1KB\"\nbatch_size = 1\nbatch_timeout = \"100ms\"\nretention_days = 7\n\n[pool]",
+            )
+        })
+        .start()
+        .await;
+    let Scenario { devnet, agent, dir } = &mut scenario;
+    let old = dir.path().join(OLD);
     agent.wait_for_block(3, CATCH_UP).await;
     // The leader fails every call: every block is a (recovered) miss, about 350 bytes a line.
     devnet
@@ -197,10 +195,8 @@ async fn the_log_rotates_compresses_and_drops_old_files() {
     })
     .await;
     devnet.clear_faults().await;
-    settle_and_check(&mut agent, &devnet).await;
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    settle_and_check(agent, devnet).await;
+    agent.stop();
     assert!(!old.exists(), "a file past retention_days was kept");
     let logged = log_records(dir.path());
     assert_eq!(
@@ -213,14 +209,17 @@ async fn the_log_rotates_compresses_and_drops_old_files() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkill_before_the_log_flush_loses_no_record() {
-    let devnet = DevnetProc::start(2, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
     // Batches that never fill and never time out in this test: only a restart writes them.
-    let cfg = devnet.agent_config("").replace(
-        "[pool]",
-        "[missed_block_log]\nbatch_size = 1000\nbatch_timeout = \"1h\"\n\n[pool]",
-    );
-    let mut agent = Agent::start(dir.path(), &cfg);
+    let mut scenario = Scenario::devnet(2, "200ms")
+        .config(|devnet| {
+            devnet.agent_config("").replace(
+                "[pool]",
+                "[missed_block_log]\nbatch_size = 1000\nbatch_timeout = \"1h\"\n\n[pool]",
+            )
+        })
+        .start()
+        .await;
+    let Scenario { devnet, agent, dir } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
     devnet
         .set_fault("p0", json!({"kind": "rpc_error", "code": -32000}))
@@ -244,35 +243,31 @@ async fn a_sigkill_before_the_log_flush_loses_no_record() {
         async move { (n >= want).then_some(()) }
     })
     .await;
-    settle_and_check(&mut agent, &devnet).await;
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    settle_and_check(agent, devnet).await;
+    agent.stop();
     assert_eq!(log_records(dir.path()), records(dir.path()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_block_nobody_can_serve_stays_open_until_it_is_recovered_in_order() {
-    let devnet = DevnetProc::start(2, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = with_sections(
-        &devnet.agent_config("max_block_delay = \"1s\""),
-        "[monitor]\nretry_attempts = 2\nretry_delay = \"300ms\"",
-        "",
-    );
-    // The block the stream waits for is recorded once overdue, unrecovered.
     // The follower's debug lines say each recovery attempt that failed.
-    let (mut agent, open) = open_miss_on_every_provider(
-        &devnet,
-        dir.path(),
-        &cfg,
-        &[("RUST_LOG", "info,blockwatch::follower=debug")],
-        "down",
-    )
-    .await;
+    let mut scenario = Scenario::devnet(2, "200ms")
+        .config(|devnet| {
+            with_sections(
+                &devnet.agent_config("max_block_delay = \"1s\""),
+                "[monitor]\nretry_attempts = 2\nretry_delay = \"300ms\"",
+                "",
+            )
+        })
+        .env(&[("RUST_LOG", "info,blockwatch::follower=debug")])
+        .start()
+        .await;
+    let Scenario { devnet, agent, dir } = &mut scenario;
+    // The block the stream waits for is recorded once overdue, unrecovered.
+    let open = open_miss_on_every_provider(agent, devnet, "down").await;
     assert_eq!(open.reason, Reason::ConnectionLost, "{open:?}");
     assert_eq!(open.severity.as_str(), "Critical", "{open:?}");
-    let stats = get_json(&agent, "/stats").await;
+    let stats = get_json(agent, "/stats").await;
     assert!(
         stats["chains"][0]["current_missed_streak"]
             .as_u64()
@@ -315,7 +310,7 @@ async fn a_block_nobody_can_serve_stays_open_until_it_is_recovered_in_order() {
     .await;
 
     devnet.clear_faults().await;
-    settle_and_check(&mut agent, &devnet).await;
+    settle_and_check(agent, devnet).await;
     let recs = records(dir.path());
     let rec = recs
         .iter()
@@ -336,7 +331,7 @@ async fn a_block_nobody_can_serve_stays_open_until_it_is_recovered_in_order() {
             .all(|r| r.recovered && r.reason == Reason::ConnectionLost),
         "{late:#?}"
     );
-    let stats = get_json(&agent, "/stats").await;
+    let stats = get_json(agent, "/stats").await;
     let s = &stats["chains"][0];
     assert_eq!(s["blocks_recovered"], s["blocks_missed"], "{stats:#}");
     assert!(
@@ -348,16 +343,13 @@ async fn a_block_nobody_can_serve_stays_open_until_it_is_recovered_in_order() {
         rec.metadata["recovery_seconds"].as_f64().unwrap() >= 1.0,
         "{rec:?}"
     );
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    scenario.finish();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_block_the_leader_skips_is_a_miss_served_by_another_provider() {
-    let devnet = DevnetProc::start(2, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start(dir.path(), &devnet.agent_config(""));
+    let mut scenario = Scenario::devnet(2, "200ms").start().await;
+    let Scenario { devnet, agent, dir } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
     // p0 leads (priority) and will never announce nor serve the next block.
     let skipped = devnet
@@ -375,41 +367,36 @@ async fn a_block_the_leader_skips_is_a_miss_served_by_another_provider() {
     assert_eq!(rec.metadata["skipped_by"], "p0", "{rec:?}");
     assert_eq!(rec.recovered_from.as_deref(), Some("p1"), "{rec:?}");
     assert!(rec.recovered);
-    settle_and_check(&mut agent, &devnet).await;
+    settle_and_check(agent, devnet).await;
     // Once, everywhere.
     let recs = records(dir.path());
     assert_eq!(recs.iter().filter(|r| r.block_number == skipped).count(), 1);
-    let stats = get_json(&agent, "/stats").await;
+    let stats = get_json(agent, "/stats").await;
     assert_eq!(
         stats["chains"][0]["blocks_missed"].as_u64().unwrap(),
         recs.len() as u64
     );
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    agent.stop();
     assert_eq!(log_records(dir.path()), recs);
 }
 
-/// Starts the agent with `cfg` (and `env`) in `dir`, gives both of devnet's providers `fault`, and returns the
-/// agent and the open miss stored for the block it then waits on.
+/// Once the agent following `devnet` has emitted block 3, gives both of devnet's providers `fault`,
+/// and returns the open miss stored for the block the agent then waits on.
 async fn open_miss_on_every_provider(
+    agent: &mut Agent,
     devnet: &DevnetProc,
-    dir: &std::path::Path,
-    cfg: &str,
-    env: &[(&str, &str)],
     fault: &str,
-) -> (Agent, MissedBlock) {
-    let mut agent = Agent::start_with_env(dir, cfg, env);
+) -> MissedBlock {
+    let dir = agent.dir.clone();
     agent.wait_for_block(3, CATCH_UP).await;
     for p in ["p0", "p1"] {
         devnet.set_fault(p, json!({ "kind": fault })).await;
     }
-    let open = wait_for(CATCH_UP, "an open miss in the database", || {
-        let recs = records(dir);
+    wait_for(CATCH_UP, "an open miss in the database", || {
+        let recs = records(&dir);
         async move { recs.into_iter().find(|r| !r.recovered) }
     })
-    .await;
-    (agent, open)
+    .await
 }
 
 /// `cfg` with `section` (a whole TOML table) added before `[pool]`, and `pool` lines added to it.
@@ -459,19 +446,18 @@ async fn stop_and_check_once_everywhere(
         metric_sum(&m, "blockwatch_blocks_missed_total", &[]),
         recs.len() as f64
     );
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    agent.stop();
     assert_eq!(log_records(dir), recs);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_fault_kind_is_a_miss_with_its_reason_once_everywhere() {
-    let devnet = DevnetProc::start(2, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
     // No hedging: a slow leader's block is then a Timeout miss, not a hedge won in time.
-    let cfg = with_sections(&devnet.agent_config(""), "", "hedge_percentile = 0");
-    let mut agent = Agent::start(dir.path(), &cfg);
+    let mut scenario = Scenario::devnet(2, "200ms")
+        .config(|devnet| with_sections(&devnet.agent_config(""), "", "hedge_percentile = 0"))
+        .start()
+        .await;
+    let Scenario { devnet, agent, dir } = &mut scenario;
     agent.wait_for_block(3, CATCH_UP).await;
 
     // Each fault on the leader (p0) for a few blocks; p1 serves what p0 fails. `wrong_chain` comes
@@ -503,7 +489,7 @@ async fn each_fault_kind_is_a_miss_with_its_reason_once_everywhere() {
             async move { (p == "p0").then_some(()) }
         })
         .await;
-        let from = tip(&agent);
+        let from = tip(agent);
         devnet.set_fault("p0", fault.clone()).await;
         // Blocks go on (p1 serves them).
         agent.wait_for_block(from + 5, CATCH_UP).await;
@@ -530,7 +516,7 @@ async fn each_fault_kind_is_a_miss_with_its_reason_once_everywhere() {
                 }
             })
             .await;
-            let found = tip(&agent);
+            let found = tip(agent);
             found_at = Some(found);
             // Past its failover cooldown and its next chain-id check (1 s each): it stays aside.
             agent.wait_for_block(found + 10, CATCH_UP).await;
@@ -539,11 +525,11 @@ async fn each_fault_kind_is_a_miss_with_its_reason_once_everywhere() {
             devnet.clear_faults().await;
         }
         // Time for any call made under the fault to finish.
-        agent.wait_for_block(tip(&agent) + 3, CATCH_UP).await;
-        windows.push((fault, *reason, from, tip(&agent), found_at));
+        agent.wait_for_block(tip(agent) + 3, CATCH_UP).await;
+        windows.push((fault, *reason, from, tip(agent), found_at));
     }
     devnet.clear_faults().await;
-    settle_and_check(&mut agent, &devnet).await;
+    settle_and_check(agent, devnet).await;
 
     let recs = records(dir.path());
     let emitted = canonical(&agent.stream());
@@ -620,15 +606,18 @@ async fn each_fault_kind_is_a_miss_with_its_reason_once_everywhere() {
             1
         );
     }
-    stop_and_check_once_everywhere(&mut agent, dir.path(), &recs).await;
+    stop_and_check_once_everywhere(agent, dir.path(), &recs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocks_a_reorg_replaced_are_chain_reorg_misses() {
-    let devnet = DevnetProc::start(2, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start(dir.path(), &devnet.agent_config(""));
+    let mut scenario = Scenario::devnet(2, "200ms").start().await;
+    let Scenario { devnet, agent, dir } = &mut scenario;
     agent.wait_for_block(5, CATCH_UP).await;
+    // The agent starts at the head it finds (a later one on a busy machine): the 3 blocks the
+    // reorg replaces and their ancestor must all be in the stream.
+    let first = canonical(&agent.stream())[0].block_number;
+    agent.wait_for_block(first + 3, CATCH_UP).await;
     let head = devnet.head().await;
     agent.wait_for_block(head, CATCH_UP).await;
     devnet.reorg(3).await;
@@ -637,7 +626,7 @@ async fn blocks_a_reorg_replaced_are_chain_reorg_misses() {
         async move { r.into_iter().next() }
     })
     .await;
-    settle_and_check(&mut agent, &devnet).await;
+    settle_and_check(agent, devnet).await;
     assert_eq!(reorgs(&agent.stream()).len(), 1, "one reorg");
 
     let recs = records(dir.path());
@@ -667,23 +656,26 @@ async fn blocks_a_reorg_replaced_are_chain_reorg_misses() {
     }
     // The streak of replaced heights raises the severity of the later ones.
     assert_eq!(replaced[1].severity.as_str(), "Medium", "{replaced:#?}");
-    let stats = get_json(&agent, "/stats").await;
+    let stats = get_json(agent, "/stats").await;
     assert_eq!(stats["chains"][0]["reorgs"], 1, "{stats:#}");
-    stop_and_check_once_everywhere(&mut agent, dir.path(), &recs).await;
+    stop_and_check_once_everywhere(agent, dir.path(), &recs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_recovery_a_block_nobody_serves_holds_the_stream_until_one_does() {
-    let devnet = DevnetProc::start(2, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = with_sections(
-        &devnet.agent_config(""),
-        "[monitor]\nenable_recovery = false",
-        "",
-    );
+    let mut scenario = Scenario::devnet(2, "200ms")
+        .config(|devnet| {
+            with_sections(
+                &devnet.agent_config(""),
+                "[monitor]\nenable_recovery = false",
+                "",
+            )
+        })
+        .start()
+        .await;
+    let Scenario { devnet, agent, dir } = &mut scenario;
     // Every provider serves blocks whose hash does not match their header.
-    let (mut agent, open) =
-        open_miss_on_every_provider(&devnet, dir.path(), &cfg, &[], "bad_hash").await;
+    let open = open_miss_on_every_provider(agent, devnet, "bad_hash").await;
     assert_eq!(open.reason, Reason::InvalidBlock, "{open:?}");
     // Nothing after it is emitted while it is missing, though the agent knows of blocks after it.
     let api = agent.api_url().await;
@@ -701,11 +693,9 @@ async fn without_recovery_a_block_nobody_serves_holds_the_stream_until_one_does(
         },
     )
     .await;
-    assert_eq!(tip(&agent), open.block_number - 1);
+    assert_eq!(tip(agent), open.block_number - 1);
     // A restart keeps the miss open (its attempts so far saved at shutdown), and completes it.
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    agent.stop();
     let saved = records(dir.path());
     let before = saved
         .iter()
@@ -722,7 +712,7 @@ async fn without_recovery_a_block_nobody_serves_holds_the_stream_until_one_does(
     })
     .await;
     devnet.clear_faults().await;
-    settle_and_check(&mut agent, &devnet).await;
+    settle_and_check(agent, devnet).await;
     let recs = records(dir.path());
     let mine: Vec<_> = recs
         .iter()
@@ -735,7 +725,5 @@ async fn without_recovery_a_block_nobody_serves_holds_the_stream_until_one_does(
     assert!(rec.metadata.get("retries_exhausted").is_none(), "{rec:?}");
     // The stream asked again at its polls, before and after the restart.
     assert!(rec.recovery_attempts > before.recovery_attempts, "{rec:?}");
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    scenario.finish();
 }

@@ -159,35 +159,35 @@ const SHORT_KEY: &str = "SECRET123abc";
 async fn exports_spans_metrics_and_logs_per_spec_without_secrets() {
     let mut receiver = Receiver::start().await;
     let (received, addr) = (receiver.received.clone(), receiver.addr);
-    let devnet = DevnetProc::start(3, "200ms").await;
-    let dir = tempfile::tempdir().unwrap();
     // p0's URL carries keys in its path (one read from a file beside the config, one short and
     // written out) and its query, and a header: none may leak.
-    std::fs::write(dir.path().join("provider.key"), format!("{FILE_KEY}\n")).unwrap();
-    let cfg = devnet
-        .agent_config("")
-        .replacen(
-            &format!("url = \"{}\"", devnet.info.providers[0].http),
-            &format!(
-                "url = \"{}/v3/${{file:provider.key}}/{SHORT_KEY}?apikey=${{TEST_KEY}}\"\nheaders = {{ \"x-api-key\" = \"${{TEST_HEADER}}\" }}",
-                devnet.info.providers[0].http
-            ),
-            1,
-        )
-        .replace("otlp_endpoint = \"\"", &format!("otlp_endpoint = \"http://{addr}\""))
-        // One failed call is an alert: its span event is exported too.
-        .replace("[pool]", "[alerts]\nconsecutive_failures = 1\n\n[pool]");
-    let mut agent = Agent::start_with_env(
-        dir.path(),
-        &cfg,
-        &[
+    let mut scenario = Scenario::devnet(3, "200ms")
+        .file("provider.key", format!("{FILE_KEY}\n"))
+        .config(move |devnet| {
+            devnet
+                .agent_config("")
+                .replacen(
+                    &format!("url = \"{}\"", devnet.info.providers[0].http),
+                    &format!(
+                        "url = \"{}/v3/${{file:provider.key}}/{SHORT_KEY}?apikey=${{TEST_KEY}}\"\nheaders = {{ \"x-api-key\" = \"${{TEST_HEADER}}\" }}",
+                        devnet.info.providers[0].http
+                    ),
+                    1,
+                )
+                .replace("otlp_endpoint = \"\"", &format!("otlp_endpoint = \"http://{addr}\""))
+                // One failed call is an alert: its span event is exported too.
+                .replace("[pool]", "[alerts]\nconsecutive_failures = 1\n\n[pool]")
+        })
+        .env(&[
             ("TEST_KEY", SECRET_KEY),
             ("TEST_HEADER", SECRET_HEADER),
             ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
             ("OTEL_BSP_SCHEDULE_DELAY", "200"),
             ("OTEL_BLRP_SCHEDULE_DELAY", "200"),
-        ],
-    );
+        ])
+        .start()
+        .await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(5, Duration::from_secs(30)).await;
 
     // A failing provider (error spans, a switch) and a reorg (a span event).
@@ -237,9 +237,7 @@ async fn exports_spans_metrics_and_logs_per_spec_without_secrets() {
         status_text.contains("/v3/<redacted>/<redacted>?apikey=<redacted>"),
         "{status_text}"
     );
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    agent.stop();
 
     // Spans.
     let spans = spans(&received);
@@ -593,8 +591,7 @@ async fn check_unaffected(agent: &mut Agent, devnet: &DevnetProc) {
         "memory grew from {warm} kB to {peak} kB with the collector unreachable: {readings:?}"
     );
     let started = std::time::Instant::now();
-    let status = agent.signal_and_wait("TERM", Duration::from_secs(5));
-    assert!(status.success(), "SIGTERM should exit 0, got {status:?}");
+    agent.stop();
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "stop took {:?}",
@@ -712,13 +709,18 @@ const PRESSURE: [(&str, &str); 4] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_that_goes_away_costs_the_stream_nothing() {
     let mut receiver = Receiver::start().await;
-    let devnet = DevnetProc::start(3, "100ms").await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = devnet.agent_config("").replace(
-        "otlp_endpoint = \"\"",
-        &format!("otlp_endpoint = \"http://{}\"", receiver.addr),
-    );
-    let mut agent = Agent::start_with_env(dir.path(), &cfg, &PRESSURE);
+    let addr = receiver.addr;
+    let mut scenario = Scenario::devnet(3, "100ms")
+        .config(move |devnet| {
+            devnet.agent_config("").replace(
+                "otlp_endpoint = \"\"",
+                &format!("otlp_endpoint = \"http://{addr}\""),
+            )
+        })
+        .env(&PRESSURE)
+        .start()
+        .await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(5, Duration::from_secs(30)).await;
     let received = receiver.received.clone();
     // Every signal reaches the receiver while it is up, and nothing fails.
@@ -736,7 +738,7 @@ async fn a_collector_that_goes_away_costs_the_stream_nothing() {
     )
     .await;
     assert!(
-        export_failure_reports(&log_lines_from(&agent, 0))
+        export_failure_reports(&log_lines_from(agent, 0))
             .iter()
             .all(|(_, r)| r.is_empty()),
         "export failures while the receiver was up:\n{}",
@@ -745,9 +747,9 @@ async fn a_collector_that_goes_away_costs_the_stream_nothing() {
     // The collector goes away: its connections close and new ones are refused.
     let offset = agent.log().len();
     receiver.stop().await;
-    wait_for_export_failure_reports(&agent, offset).await;
-    check_unaffected(&mut agent, &devnet).await;
-    reported_at_most_once_a_minute(&agent, offset, std::time::SystemTime::now());
+    wait_for_export_failure_reports(agent, offset).await;
+    check_unaffected(agent, devnet).await;
+    reported_at_most_once_a_minute(agent, offset, std::time::SystemTime::now());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -761,17 +763,21 @@ async fn a_collector_that_never_answers_costs_the_stream_nothing() {
             held.push(conn);
         }
     });
-    let devnet = DevnetProc::start(3, "100ms").await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = devnet.agent_config("").replace(
-        "otlp_endpoint = \"\"",
-        &format!("otlp_endpoint = \"http://{addr}\""),
-    );
-    let mut agent = Agent::start_with_env(dir.path(), &cfg, &PRESSURE);
+    let mut scenario = Scenario::devnet(3, "100ms")
+        .config(move |devnet| {
+            devnet.agent_config("").replace(
+                "otlp_endpoint = \"\"",
+                &format!("otlp_endpoint = \"http://{addr}\""),
+            )
+        })
+        .env(&PRESSURE)
+        .start()
+        .await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(5, Duration::from_secs(30)).await;
     // Every export times out (after 3 s): reported, once a minute at most.
-    wait_for_export_failure_reports(&agent, 0).await;
-    check_unaffected(&mut agent, &devnet).await;
-    reported_at_most_once_a_minute(&agent, 0, std::time::SystemTime::now());
+    wait_for_export_failure_reports(agent, 0).await;
+    check_unaffected(agent, devnet).await;
+    reported_at_most_once_a_minute(agent, 0, std::time::SystemTime::now());
     hole.abort();
 }

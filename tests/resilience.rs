@@ -19,9 +19,7 @@ async fn lines_written_but_not_committed_are_adopted_not_repeated() {
     let cfg = config(&provider("anvil", &anvil.url(), None, 0), "");
     let mut agent = Agent::start(dir.path(), &cfg);
     agent.wait_for_block(3, CATCH_UP).await;
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    agent.stop();
 
     // Pretend the agent wrote blocks 4 and 5 and was killed before committing the cursor, in the
     // middle of writing a third line.
@@ -56,9 +54,7 @@ async fn lines_written_but_not_committed_are_adopted_not_repeated() {
 
     agent.restart();
     agent.wait_for_block(7, CATCH_UP).await;
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    agent.stop();
     let chain = canonical(&agent.stream());
     assert_is_canonical(&chain, &anvil).await;
     let adopted: Vec<u64> = chain
@@ -96,9 +92,7 @@ async fn a_dropped_subscription_falls_back_to_polling() {
         log.contains("newHeads subscription ended") || log.contains("cannot open newHeads"),
         "{log}"
     );
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    agent.stop();
     assert_is_canonical(&canonical(&agent.stream()), &anvil).await;
 }
 
@@ -123,9 +117,7 @@ async fn several_chains_run_in_one_process() {
         "start = 5 must start at block 5"
     );
     assert_eq!(second.last().map(|b| b.block_number), Some(20));
-    assert!(agent
-        .signal_and_wait("TERM", Duration::from_secs(5))
-        .success());
+    agent.stop();
     assert_is_canonical(&canonical(&agent.chain_stream("anvil")), &one).await;
     assert_is_canonical(&second, &two).await;
 }

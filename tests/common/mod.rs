@@ -1,6 +1,11 @@
 //! Shared test helpers: a real anvil node, the real blockwatch binary, TCP proxies that can be cut,
 //! and checks of an emitted stream against the node's canonical chain. Everything is on loopback and
 //! every process is killed when its handle drops.
+//!
+//! Most tests are a [`Scenario`]: a devnet, the agent following it with the config made from it, and
+//! the temporary directory they run in; built, driven, then stopped with [`Scenario::finish`] (the
+//! agent must exit 0 on SIGTERM). A test that needs something else (anvil, a proxy, two agents) uses
+//! [`Anvil`], [`DevnetProc`], [`Proxy`] and [`Agent`] directly, and [`Agent::stop`] to end.
 #![allow(dead_code, unreachable_pub)]
 
 use std::{
@@ -169,6 +174,9 @@ impl Drop for Anvil {
     }
 }
 
+/// How long a SIGTERM may take to stop the agent.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The blockwatch binary running with a config in a temporary directory.
 pub struct Agent {
     child: Option<Child>,
@@ -262,6 +270,17 @@ impl Agent {
         self.wait_exit(timeout)
     }
 
+    /// Stops the agent as an operator would: SIGTERM, then a wait of at most [`STOP_TIMEOUT`];
+    /// asserts that it exited 0. The agent can be [restarted](Agent::restart) after.
+    pub fn stop(&mut self) {
+        let status = self.signal_and_wait("TERM", STOP_TIMEOUT);
+        assert!(
+            status.success(),
+            "SIGTERM should exit 0, got {status:?}; log:\n{}",
+            self.log()
+        );
+    }
+
     /// Waits for the agent to exit by itself.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let mut child = self.child.take().expect("agent not running");
@@ -331,12 +350,19 @@ impl Agent {
     }
 }
 
-impl Drop for Agent {
-    fn drop(&mut self) {
+impl Agent {
+    /// Kills the agent (SIGKILL) if it runs, and reaps it.
+    pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
@@ -562,6 +588,133 @@ impl Drop for DevnetProc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A devnet, the agent following it, and the temporary directory both run in.
+///
+/// Built with [`Scenario::devnet`] (or [`Scenario::on`] for a devnet prepared beforehand). The test
+/// drives it through its public fields, usually taken apart once:
+/// `let Scenario { devnet, agent, dir } = &mut s;`. [`Scenario::finish`] ends it cleanly (SIGTERM,
+/// exit 0 asserted); dropped without that (a failed assertion), the agent and then devnet are
+/// killed, never waited on for more than their exit, and the directory removed.
+pub struct Scenario {
+    /// The simulated chain.
+    pub devnet: DevnetProc,
+    /// The agent, started in `dir`.
+    pub agent: Agent,
+    /// Where the agent's config, state, output and log are.
+    pub dir: tempfile::TempDir,
+}
+
+/// How a [`Scenario`] is set up; [`ScenarioBuilder::start`] starts it.
+pub struct ScenarioBuilder {
+    devnet: Option<DevnetProc>,
+    providers: usize,
+    block_time: String,
+    devnet_args: Vec<String>,
+    config: Box<dyn FnOnce(&DevnetProc) -> String>,
+    env: Vec<(String, String)>,
+    files: Vec<(PathBuf, Vec<u8>)>,
+}
+
+impl Scenario {
+    /// A devnet of `providers` providers mining every `block_time` ("0s": on demand only), and the
+    /// agent with [`DevnetProc::agent_config`].
+    pub fn devnet(providers: usize, block_time: &str) -> ScenarioBuilder {
+        ScenarioBuilder {
+            devnet: None,
+            providers,
+            block_time: block_time.to_owned(),
+            devnet_args: Vec::new(),
+            config: Box::new(|d| d.agent_config("")),
+            env: Vec::new(),
+            files: Vec::new(),
+        }
+    }
+
+    /// Like [`Scenario::devnet`], on a devnet the test has already started (and mined, or given
+    /// faults) before the agent starts.
+    pub fn on(devnet: DevnetProc) -> ScenarioBuilder {
+        ScenarioBuilder {
+            devnet: Some(devnet),
+            ..Self::devnet(0, "")
+        }
+    }
+
+    /// Ends the scenario: stops the agent with SIGTERM, asserting exit 0 ([`Agent::stop`]); then
+    /// devnet is killed and the directory removed.
+    pub fn finish(mut self) {
+        self.agent.stop();
+    }
+}
+
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        // The agent before its devnet, so that it does not spend its last moments failing over.
+        // Each kill is a SIGKILL followed by a wait for the exit: nothing here can hang.
+        self.agent.kill();
+    }
+}
+
+impl ScenarioBuilder {
+    /// More `blockwatch devnet` arguments (e.g. `--hashing rollup`).
+    pub fn devnet_args(mut self, args: &[&str]) -> Self {
+        self.devnet_args = args.iter().map(|a| a.to_string()).collect();
+        self
+    }
+
+    /// The agent config is [`DevnetProc::agent_config`] with `extra_chain` in the chain's table.
+    pub fn chain(self, extra_chain: &str) -> Self {
+        let extra = extra_chain.to_owned();
+        self.config(move |d| d.agent_config(&extra))
+    }
+
+    /// The agent config is what `make` writes from the started devnet.
+    pub fn config(mut self, make: impl FnOnce(&DevnetProc) -> String + 'static) -> Self {
+        self.config = Box::new(make);
+        self
+    }
+
+    /// Environment variables for the agent process.
+    pub fn env(mut self, env: &[(&str, &str)]) -> Self {
+        self.env
+            .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self
+    }
+
+    /// A file written at `path` (relative to the scenario's directory, parents created) before the
+    /// agent starts.
+    pub fn file(mut self, path: &str, contents: impl Into<Vec<u8>>) -> Self {
+        self.files.push((PathBuf::from(path), contents.into()));
+        self
+    }
+
+    /// Starts devnet (unless given), writes the files and the config, and starts the agent.
+    pub async fn start(self) -> Scenario {
+        let devnet = match self.devnet {
+            Some(d) => d,
+            None => {
+                let args: Vec<&str> = self.devnet_args.iter().map(String::as_str).collect();
+                DevnetProc::start_with(self.providers, &self.block_time, &args).await
+            }
+        };
+        let dir = tempfile::tempdir().unwrap();
+        for (path, contents) in &self.files {
+            let path = dir.path().join(path);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).unwrap();
+            }
+            std::fs::write(path, contents).unwrap();
+        }
+        let config = (self.config)(&devnet);
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let agent = Agent::start_with_env(dir.path(), &config, &env);
+        Scenario { devnet, agent, dir }
     }
 }
 
