@@ -24,11 +24,30 @@ use std::{
 
 use alloy_primitives::B256;
 
-use super::{
-    checks::{Check, CheckKind},
-    Skips,
-};
+use super::Skips;
 use crate::rpc::LieKind;
+
+/// Something to ask a provider to settle a claim: the block at `number`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Check {
+    /// The provider.
+    pub idx: usize,
+    /// The block to ask for.
+    pub number: u64,
+    /// Why.
+    pub kind: CheckKind,
+    /// When it may run.
+    pub due: Instant,
+}
+
+/// Why a provider is asked for a block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckKind {
+    /// Its head is an outlier: can it serve it?
+    Claim,
+    /// It answered `null` for this block at or below its own head: does it still?
+    Null,
+}
 
 /// Recent (number, hash) pairs kept per provider for comparing hashes at the same height.
 const RECENT_HASHES: usize = 64;

@@ -14,7 +14,10 @@ use jsonrpsee::rpc_params;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{book::Book, HeadBook};
+use super::{
+    book::{Book, Check, CheckKind},
+    HeadBook,
+};
 use crate::{
     config::BlockHashCheck,
     rpc::{types::RpcBlock, LieKind, Provider},
@@ -22,28 +25,6 @@ use crate::{
 
 /// Checks waiting to be run (claims and `null` answers to ask again).
 const MAX_PENDING_CHECKS: usize = 64;
-
-/// Something to ask a provider to settle a claim: the block at `number`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Check {
-    /// The provider.
-    pub idx: usize,
-    /// The block to ask for.
-    pub number: u64,
-    /// Why.
-    pub kind: CheckKind,
-    /// When it may run.
-    pub due: Instant,
-}
-
-/// Why a provider is asked for a block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CheckKind {
-    /// Its head is an outlier: can it serve it?
-    Claim,
-    /// It answered `null` for this block at or below its own head: does it still?
-    Null,
-}
 
 impl HeadBook {
     /// Provider `idx` answered `null` for block `number`: if the chain head has reached it, the

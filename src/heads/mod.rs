@@ -16,8 +16,9 @@ mod subscribe;
 mod times;
 mod tracker;
 
+pub use book::{Check, CheckKind};
 pub use book::{Fork, HeadBook, HeadRules, Lie, ProviderHead, Reported};
-pub use checks::{run_checks, Check, CheckKind};
+pub use checks::run_checks;
 pub use record::poll_head;
 pub use skips::{Skip, Skips};
 pub use times::HeadTimes;
