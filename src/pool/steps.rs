@@ -74,8 +74,8 @@ impl<T> CallState<T> {
         self.pos > 0 && self.pos % self.plan.order.len() == 0
     }
 
-    /// The retry step: at the end of a round, a pause with exponential backoff and full jitter
-    /// before the next round, which may try every provider again.
+    /// The retry step: at the end of a round, a pause with exponential backoff (plus up to as much again
+    /// as jitter) before the next round, which may try every provider again.
     pub(super) async fn pause_after_round(&mut self) {
         if self.round_done() {
             self.tried.clear();
@@ -231,5 +231,58 @@ impl ProviderPool {
             provider: self.providers[idx].name.clone(),
             error,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HumanDuration;
+
+    fn call(initial_ms: u64, max_ms: u64) -> CallState<()> {
+        let cfg = PoolConfig {
+            retry_initial_backoff: HumanDuration(Duration::from_millis(initial_ms)),
+            retry_max_backoff: HumanDuration(Duration::from_millis(max_ms)),
+            ..PoolConfig::default()
+        };
+        let plan = Plan {
+            order: vec![0, 1],
+            usable: 2,
+            switch_reason: "",
+            side: false,
+        };
+        CallState::new(plan, &cfg)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_the_end_of_a_round_pauses_and_the_pause_stays_within_the_backoff() {
+        let mut c = call(100, 400);
+        c.pos = 1;
+        let t = tokio::time::Instant::now();
+        c.pause_after_round().await;
+        assert_eq!(t.elapsed(), Duration::ZERO, "no pause inside a round");
+        let mut pauses = Vec::new();
+        for round in 1..=8 {
+            c.pos = 2 * round;
+            c.tried = vec![0, 1];
+            let t = tokio::time::Instant::now();
+            c.pause_after_round().await;
+            pauses.push(t.elapsed());
+            assert!(
+                c.tried.is_empty(),
+                "a new round may try every provider again"
+            );
+        }
+        assert!(pauses.iter().all(|p| !p.is_zero()), "{pauses:?}");
+        // Exponential with jitter, capped: never more than twice the longest pause.
+        assert!(
+            pauses.iter().all(|p| *p <= Duration::from_millis(800)),
+            "{pauses:?}"
+        );
+        let total: Duration = pauses.iter().sum();
+        assert!(
+            total >= Duration::from_millis(100 + 200 + 400 * 6),
+            "backoff grows to its cap: {pauses:?}"
+        );
     }
 }
