@@ -704,13 +704,9 @@ const PRESSURE: [(&str, &str); 4] = [
     ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
 ];
 
-/// The receiver goes away mid-run: every exporter's failures are reported on stderr (once a minute
-/// at most), memory stays flat and the stream goes on.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_collector_that_goes_away_costs_the_stream_nothing() {
-    let mut receiver = Receiver::start().await;
-    let addr = receiver.addr;
-    let mut scenario = Scenario::devnet(3, "100ms")
+/// Devnet and an agent exporting to `addr` under export pressure.
+async fn exporting_to(addr: std::net::SocketAddr) -> Scenario {
+    Scenario::devnet(3, "100ms")
         .config(move |devnet| {
             devnet.agent_config("").replace(
                 "otlp_endpoint = \"\"",
@@ -719,7 +715,16 @@ async fn a_collector_that_goes_away_costs_the_stream_nothing() {
         })
         .env(&PRESSURE)
         .start()
-        .await;
+        .await
+}
+
+/// The receiver goes away mid-run: every exporter's failures are reported on stderr (once a minute
+/// at most), memory stays flat and the stream goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_goes_away_costs_the_stream_nothing() {
+    let mut receiver = Receiver::start().await;
+    let addr = receiver.addr;
+    let mut scenario = exporting_to(addr).await;
     let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(5, Duration::from_secs(30)).await;
     let received = receiver.received.clone();
@@ -763,16 +768,7 @@ async fn a_collector_that_never_answers_costs_the_stream_nothing() {
             held.push(conn);
         }
     });
-    let mut scenario = Scenario::devnet(3, "100ms")
-        .config(move |devnet| {
-            devnet.agent_config("").replace(
-                "otlp_endpoint = \"\"",
-                &format!("otlp_endpoint = \"http://{addr}\""),
-            )
-        })
-        .env(&PRESSURE)
-        .start()
-        .await;
+    let mut scenario = exporting_to(addr).await;
     let Scenario { devnet, agent, .. } = &mut scenario;
     agent.wait_for_block(5, Duration::from_secs(30)).await;
     // Every export times out (after 3 s): reported, once a minute at most.

@@ -77,6 +77,21 @@ pub struct HeadRules {
     pub recheck_after: Duration,
 }
 
+#[cfg(test)]
+impl HeadRules {
+    /// The rules of a chain with 12 s blocks and a reorg window of 16, for tests.
+    pub(crate) fn for_tests() -> Self {
+        HeadRules {
+            outlier_blocks: 10,
+            block_time: Duration::from_secs(12),
+            freshness: Duration::from_secs(60),
+            backwards_blocks: 16,
+            inconsistent_for: Duration::from_secs(30),
+            recheck_after: Duration::from_secs(1),
+        }
+    }
+}
+
 /// A lie the book found while recording a head.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lie {

@@ -5,14 +5,7 @@ use crate::heads::{Check, CheckKind, Skip};
 
 fn book(n: usize) -> HeadBook {
     HeadBook::new(
-        HeadRules {
-            outlier_blocks: 10,
-            block_time: Duration::from_secs(12),
-            freshness: Duration::from_secs(60),
-            backwards_blocks: 16,
-            inconsistent_for: Duration::from_secs(30),
-            recheck_after: Duration::from_secs(1),
-        },
+        HeadRules::for_tests(),
         (0..n).map(|i| format!("p{i}")).collect(),
     )
 }

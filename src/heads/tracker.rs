@@ -149,15 +149,7 @@ mod tests {
     use crate::heads::HeadRules;
 
     fn book() -> Arc<HeadBook> {
-        let rules = HeadRules {
-            outlier_blocks: 10,
-            block_time: Duration::from_secs(12),
-            freshness: Duration::from_secs(60),
-            backwards_blocks: 16,
-            inconsistent_for: Duration::from_secs(30),
-            recheck_after: Duration::from_secs(1),
-        };
-        Arc::new(HeadBook::new(rules, vec!["p0".into()]))
+        Arc::new(HeadBook::new(HeadRules::for_tests(), vec!["p0".into()]))
     }
 
     #[test]
