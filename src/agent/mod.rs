@@ -166,7 +166,7 @@ pub async fn run_with_observers(
         Some(notify)
     };
     let mut observers: Vec<Arc<dyn StreamObserver>> = vec![
-        Arc::new(LogObserver),
+        Arc::new(LogObserver::new(config.missed_block_log.console)),
         Arc::new(MetricsObserver::new(metrics.clone())),
     ];
     observers.extend(extra);
@@ -236,7 +236,6 @@ pub async fn run_with_observers(
                 config.monitor.alert_threshold,
             ),
             missed_stored.clone(),
-            config.missed_block_log.console,
             config.monitor.enable_recovery.then_some(RecoveryPolicy {
                 attempts: config.monitor.retry_attempts,
                 delay: config.monitor.retry_delay.0,

@@ -147,19 +147,17 @@ impl ChainFollower {
     }
 
     /// Watches the stream for missed blocks with `monitor`; `stored` is told when records were
-    /// stored; `console`: missed blocks are logged at warn (else at debug); `recovery`: how a block
-    /// no provider could serve is recovered (`None`: the stream asks for it at every poll).
+    /// stored; `recovery`: how a block no provider could serve is recovered (`None`: the stream
+    /// asks for it at every poll).
     pub fn with_monitor(
         mut self,
         monitor: ChainMonitor,
         stored: Option<Arc<tokio::sync::Notify>>,
-        console: bool,
         recovery: Option<RecoveryPolicy>,
     ) -> Self {
         self.watch = Some(MissWatch::new(
             monitor,
             &self.cfg.name,
-            console,
             recovery,
             self.times.clone(),
         ));

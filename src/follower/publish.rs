@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 
 use super::FollowError;
 use crate::{
-    fetch::Fetched,
+    fetch::{block_span, Fetched},
     model::{BlockLine, BlockRef, MissedBlock, StreamEvent, StreamObserver},
     output::BlockSink,
     store::{ChainCommit, ChainState, StateStore},
@@ -92,7 +92,11 @@ impl Publisher {
             return Ok(());
         }
         let (written, spans): (Vec<StreamEvent>, Vec<_>) = lines.into_iter().unzip();
-        let missed = commit.as_ref().is_some_and(|c| !c.missed.is_empty());
+        // The batch's records, told to the observers once stored.
+        let records = commit
+            .as_ref()
+            .map(|c| c.missed.clone())
+            .unwrap_or_default();
         let (sink, store) = (self.sink.clone(), self.store.clone());
         let (name, id) = (self.chain.clone(), self.chain_id);
         // Written, then committed, on one blocking thread: one hand-off per batch.
@@ -104,20 +108,40 @@ impl Publisher {
             Ok(written)
         })
         .await??;
-        if missed {
+        if !records.is_empty() {
             self.tell_missed();
         }
-        // Observers see each line inside its block's span, so their logs and events join its trace.
+        // Observers see each line inside its block's span, so their logs and events join its trace;
+        // a missed-block record, inside the span of its block's line.
         for (event, span) in written.iter().zip(&spans) {
             let tell = || {
                 for o in &self.observers {
                     o.on_events(std::slice::from_ref(event));
+                }
+                if let StreamEvent::Block(b) = event {
+                    for r in records.iter().filter(|r| r.block_number == b.block_number) {
+                        for o in &self.observers {
+                            o.on_missed(r);
+                        }
+                    }
                 }
             };
             match span {
                 Some(span) => span.in_scope(tell),
                 None => tell(),
             }
+        }
+        // A record of a block without a line in this batch (none is expected) is still told.
+        for r in records.iter().filter(|r| {
+            !written
+                .iter()
+                .any(|e| matches!(e, StreamEvent::Block(b) if b.block_number == r.block_number))
+        }) {
+            block_span(&self.chain, r.block_number).in_scope(|| {
+                for o in &self.observers {
+                    o.on_missed(r);
+                }
+            });
         }
         Ok(())
     }
@@ -130,14 +154,24 @@ impl Publisher {
         Ok(())
     }
 
-    /// Stores missed-block records found outside a batch (a new one, or a new state of one).
+    /// Stores missed-block records found outside a batch (a new one, or a new state of one), then
+    /// tells the observers of each in a `process_block` span of its own.
     pub async fn store_missed(&self, records: Vec<MissedBlock>) -> Result<(), FollowError> {
         if records.is_empty() {
             return Ok(());
         }
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.save_missed(&records)).await??;
+        let records =
+            tokio::task::spawn_blocking(move || store.save_missed(&records).map(|()| records))
+                .await??;
         self.tell_missed();
+        for r in &records {
+            block_span(&self.chain, r.block_number).in_scope(|| {
+                for o in &self.observers {
+                    o.on_missed(r);
+                }
+            });
+        }
         Ok(())
     }
 

@@ -4,7 +4,7 @@
 use alloy_primitives::B256;
 use serde::{Deserialize, Serialize};
 
-use super::BlockRef;
+use super::{BlockRef, MissedBlock};
 
 /// One line of the block stream.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,8 +110,13 @@ pub struct ErrorLine {
 }
 
 /// Something that sees the stream after each batch is written and committed (logs, metrics, the
-/// catch-up progress, the demo's narrator). Called on the follower's task: must not block.
+/// catch-up progress, the demo's narrator). Called on the follower's task, inside the span of the
+/// block concerned: must not block.
 pub trait StreamObserver: Send + Sync {
     /// `events` were written and committed, in this order.
     fn on_events(&self, events: &[StreamEvent]);
+
+    /// A missed-block record was stored: a miss opened (unrecovered), a new state of an open one,
+    /// or a miss closed (recovered), in the order they were stored.
+    fn on_missed(&self, _record: &MissedBlock) {}
 }

@@ -1,8 +1,8 @@
-//! The monitor as the stream's observer: told of each block the canonical stage joined, of a fetch
-//! that failed, a block overdue, a skip a provider made, it returns the missed-block records to
-//! store (a record of a joined block goes into that batch's commit, so it is stored with the
-//! cursor) and logs each miss in its block's span (a `missed_block` span event, and a log line at
-//! warn when the console channel is on, else at debug). It never calls back into the follower.
+//! The monitor's place on the block's path: told of each block the canonical stage joined, of a
+//! fetch that failed, a block overdue, a skip a provider made, it returns the missed-block records
+//! to store (a record of a joined block goes into that batch's commit, so it is stored with the
+//! cursor; the observers hear of each once it is stored), and keeps the recovery schedule. It never
+//! calls back into the follower.
 
 use std::{sync::Arc, time::Instant};
 
@@ -13,7 +13,7 @@ use super::{
     ChainMonitor, Emitted,
 };
 use crate::{
-    fetch::{block_span, is_hash_scheme, Fetched},
+    fetch::{is_hash_scheme, Fetched},
     heads::HeadTimes,
     model::{MissedBlock, Reason},
     pool::PoolError,
@@ -24,8 +24,6 @@ use crate::{
 pub struct MissWatch {
     monitor: ChainMonitor,
     chain: String,
-    /// Missed blocks are logged at warn (else at debug).
-    console: bool,
     /// How open misses are recovered (`None`: by the stream's own fetches, at every poll).
     recovery: Option<Recovery>,
     /// When each chain head was first known: a block's lateness up to then is the providers', after
@@ -38,14 +36,12 @@ impl MissWatch {
     pub fn new(
         monitor: ChainMonitor,
         chain: &str,
-        console: bool,
         recovery: Option<RecoveryPolicy>,
         times: Arc<HeadTimes>,
     ) -> Self {
         Self {
             monitor,
             chain: chain.to_owned(),
-            console,
             recovery: recovery.map(Recovery::new),
             times,
         }
@@ -66,7 +62,7 @@ impl MissWatch {
     /// `f` joined the stream (`replaced`: the hash of the block emitted at its height before a
     /// reorg replaced it): its record, if it was missed on the way.
     pub fn joined(&mut self, f: &Fetched, replaced: Option<B256>) -> Option<MissedBlock> {
-        let record = self.monitor.emitted(&Emitted {
+        self.monitor.emitted(&Emitted {
             number: f.block.number,
             timestamp: f.block.timestamp,
             provider: &f.provider,
@@ -77,9 +73,7 @@ impl MissWatch {
             known: self.times.known_at(f.block.number).unwrap_or(f.received),
             served_in: f.fetch.served_in,
             replaced,
-        })?;
-        log_missed(&f.span, &record, self.console);
-        Some(record)
+        })
     }
 
     /// A reorg replaced emitted blocks.
@@ -101,7 +95,7 @@ impl MissWatch {
         }
         let record = self.monitor.fetch_failed(number, error);
         self.start_recovery(number, false);
-        record.map(|r| self.opened(r))
+        record
     }
 
     /// No block after the tip has come for `max_block_delay`: block `number` is overdue for
@@ -109,13 +103,12 @@ impl MissWatch {
     pub fn overdue(&mut self, number: u64, reason: Reason, answered: bool) -> Option<MissedBlock> {
         let record = self.monitor.overdue(number, reason);
         self.start_recovery(number, answered);
-        record.map(|r| self.opened(r))
+        record
     }
 
     /// Provider `by` skipped block `number`: its record, once.
     pub fn skipped(&mut self, number: u64, by: &str) -> Option<MissedBlock> {
-        let record = self.monitor.skipped(number, by)?;
-        Some(self.opened(record))
+        self.monitor.skipped(number, by)
     }
 
     /// A miss still open when the last run stopped is the same miss now.
@@ -181,46 +174,4 @@ impl MissWatch {
             r.start(number, unserved, Instant::now());
         }
     }
-
-    /// A record found outside a batch (an open miss, a skip found late), logged in a span of its own.
-    fn opened(&self, record: MissedBlock) -> MissedBlock {
-        let span = block_span(&self.chain, record.block_number);
-        log_missed(&span, &record, self.console);
-        record
-    }
-}
-
-/// Adds a `missed_block` event to the block's `span` (whatever the log level), and logs the miss in
-/// it, at warn when `console`, else at debug.
-fn log_missed(span: &tracing::Span, r: &MissedBlock, console: bool) {
-    use opentelemetry::KeyValue;
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
-    span.add_event(
-        "missed_block",
-        vec![
-            KeyValue::new("block_number", r.block_number as i64),
-            KeyValue::new("reason", r.reason.as_str()),
-            KeyValue::new("severity", r.severity.as_str()),
-            KeyValue::new("recovered", r.recovered),
-        ],
-    );
-    span.in_scope(|| {
-        macro_rules! log {
-            ($level:expr) => {
-                tracing::event!(
-                    $level,
-                    chain = %r.chain, block_number = r.block_number, reason = r.reason.as_str(),
-                    severity = r.severity.as_str(), recovered = r.recovered,
-                    recovery_attempts = r.recovery_attempts,
-                    recovered_from = r.recovered_from.as_deref(),
-                    "missed block"
-                )
-            };
-        }
-        if console {
-            log!(tracing::Level::WARN)
-        } else {
-            log!(tracing::Level::DEBUG)
-        }
-    });
 }

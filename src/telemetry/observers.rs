@@ -1,16 +1,60 @@
-//! The stream's telemetry observers: a log line per processed block (info), reorg (warn) and error
-//! line (error), and the stream's metrics (blocks processed per provider, the newest block's lag,
-//! reorgs). Both receive each committed line in its block's `process_block` span.
+//! The stream's telemetry observers: a log line per processed block (info), reorg (warn), error
+//! line (error) and missed block (a `missed_block` span event, and a log line), and the stream's
+//! metrics (blocks processed per provider, the newest block's lag, reorgs). Both receive each
+//! committed line and record in its block's `process_block` span.
 
 use std::sync::Arc;
 
-use crate::model::{StreamEvent, StreamObserver};
+use crate::model::{MissedBlock, StreamEvent, StreamObserver};
 
-/// Logs every processed block at info, reorgs at warn and errors at error.
+/// Logs every processed block at info, reorgs at warn, errors at error, and missed blocks.
 #[derive(Debug, Default)]
-pub struct LogObserver;
+pub struct LogObserver {
+    /// Missed blocks are logged at warn (else at debug).
+    missed_console: bool,
+}
+
+impl LogObserver {
+    /// A log observer; `missed_console`: missed blocks are logged at warn (else at debug).
+    pub fn new(missed_console: bool) -> Self {
+        Self { missed_console }
+    }
+}
 
 impl StreamObserver for LogObserver {
+    /// Adds a `missed_block` event to the current (the block's) span, whatever the log level, and
+    /// logs the miss in it.
+    fn on_missed(&self, r: &MissedBlock) {
+        use opentelemetry::KeyValue;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        tracing::Span::current().add_event(
+            "missed_block",
+            vec![
+                KeyValue::new("block_number", r.block_number as i64),
+                KeyValue::new("reason", r.reason.as_str()),
+                KeyValue::new("severity", r.severity.as_str()),
+                KeyValue::new("recovered", r.recovered),
+            ],
+        );
+        macro_rules! log {
+            ($level:expr) => {
+                tracing::event!(
+                    $level,
+                    chain = %r.chain, block_number = r.block_number, reason = r.reason.as_str(),
+                    severity = r.severity.as_str(), recovered = r.recovered,
+                    recovery_attempts = r.recovery_attempts,
+                    recovered_from = r.recovered_from.as_deref(),
+                    "missed block"
+                )
+            };
+        }
+        if self.missed_console {
+            log!(tracing::Level::WARN)
+        } else {
+            log!(tracing::Level::DEBUG)
+        }
+    }
+
     fn on_events(&self, events: &[StreamEvent]) {
         for e in events {
             match e {
