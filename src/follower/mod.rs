@@ -172,7 +172,7 @@ impl ChainFollower {
         // The attempts made on a miss still open are kept for the next run.
         let open = self.watch.as_mut().and_then(|w| w.open_attempts_unsaved());
         self.publisher
-            .store_missed(open.into_iter().collect())
+            .save_missed(open.into_iter().collect())
             .await?;
         result
     }

@@ -154,17 +154,10 @@ impl Publisher {
         Ok(())
     }
 
-    /// Stores missed-block records found outside a batch (a new one, or a new state of one), then
-    /// tells the observers of each in a `process_block` span of its own.
+    /// Stores misses found outside a batch (an open miss, a skip found late), then tells the
+    /// observers of each in a `process_block` span of its own.
     pub async fn store_missed(&self, records: Vec<MissedBlock>) -> Result<(), FollowError> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let store = self.store.clone();
-        let records =
-            tokio::task::spawn_blocking(move || store.save_missed(&records).map(|()| records))
-                .await??;
-        self.tell_missed();
+        let records = self.save_missed(records).await?;
         for r in &records {
             block_span(&self.chain, r.block_number).in_scope(|| {
                 for o in &self.observers {
@@ -173,6 +166,23 @@ impl Publisher {
             });
         }
         Ok(())
+    }
+
+    /// Stores new states of misses already told (attempts made, retries used up) for the log
+    /// writer, without telling the observers again; returns the records.
+    pub async fn save_missed(
+        &self,
+        records: Vec<MissedBlock>,
+    ) -> Result<Vec<MissedBlock>, FollowError> {
+        if records.is_empty() {
+            return Ok(records);
+        }
+        let store = self.store.clone();
+        let records =
+            tokio::task::spawn_blocking(move || store.save_missed(&records).map(|()| records))
+                .await??;
+        self.tell_missed();
+        Ok(records)
     }
 
     fn tell_missed(&self) {

@@ -280,7 +280,7 @@ impl ChainFollower {
             .as_mut()
             .and_then(|w| w.recovery_failed(number, tries, unserved, head_reached));
         self.publisher
-            .store_missed(exhausted.into_iter().collect())
+            .save_missed(exhausted.into_iter().collect())
             .await?;
         Ok(())
     }

@@ -116,7 +116,9 @@ pub trait StreamObserver: Send + Sync {
     /// `events` were written and committed, in this order.
     fn on_events(&self, events: &[StreamEvent]);
 
-    /// A missed-block record was stored: a miss opened (unrecovered), a new state of an open one,
-    /// or a miss closed (recovered), in the order they were stored.
+    /// A miss was stored: one found open (no provider could serve the block, it is overdue, or a
+    /// provider skipped it) or one found with its block (late, or recovered after attempts), in the
+    /// order they were stored. Later states of an open miss (attempts made, retries used up) are
+    /// stored without telling again.
     fn on_missed(&self, _record: &MissedBlock) {}
 }
