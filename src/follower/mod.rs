@@ -132,9 +132,6 @@ impl ChainFollower {
     /// Tells lateness from lag with `times` (when each chain head was first known), and reports
     /// catch-ups to `progress`.
     pub fn with_progress(mut self, times: Arc<HeadTimes>, progress: Arc<Progress>) -> Self {
-        if let Some(w) = self.watch.as_mut() {
-            w.use_times(times.clone());
-        }
         self.times = times;
         self.progress = Some(progress);
         self
@@ -155,12 +152,7 @@ impl ChainFollower {
         stored: Option<Arc<tokio::sync::Notify>>,
         recovery: Option<RecoveryPolicy>,
     ) -> Self {
-        self.watch = Some(MissWatch::new(
-            monitor,
-            &self.cfg.name,
-            recovery,
-            self.times.clone(),
-        ));
+        self.watch = Some(MissWatch::new(monitor, &self.cfg.name, recovery));
         self.publisher.notify_missed(stored);
         self
     }
@@ -212,10 +204,9 @@ impl ChainFollower {
                 return Ok(());
             }
             let head = *self.heads.borrow_and_update();
-            if head.is_some() {
-                if let Some(w) = self.watch.as_mut() {
-                    w.head_known();
-                }
+            if let (Some(_), Some(w), Some(first)) = (head, self.watch.as_mut(), self.times.first())
+            {
+                w.head_known(first);
             }
             let tip_before = self.canonical.tip();
             let blocked = self.hash_scheme_until.is_some_and(|t| Instant::now() < t);

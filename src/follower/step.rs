@@ -159,7 +159,8 @@ impl ChainFollower {
         let mut linked = self.canonical.link(blocks);
         let mut lines = Vec::with_capacity(linked.blocks.len());
         for f in &linked.blocks {
-            if let Some(r) = self.watch.as_mut().and_then(|w| w.joined(f, None)) {
+            let known = self.times.known_at(f.block.number);
+            if let Some(r) = self.watch.as_mut().and_then(|w| w.joined(f, None, known)) {
                 linked.commit.missed.push(r);
             }
             lines.push(self.publisher.line(f));
@@ -197,7 +198,12 @@ impl ChainFollower {
                 for (f, replaced) in &branch {
                     // The emitted blocks the new branch replaces: their heights are `ChainReorg`
                     // misses.
-                    if let Some(r) = self.watch.as_mut().and_then(|w| w.joined(f, *replaced)) {
+                    let known = self.times.known_at(f.block.number);
+                    if let Some(r) = self
+                        .watch
+                        .as_mut()
+                        .and_then(|w| w.joined(f, *replaced, known))
+                    {
                         commit.missed.push(r);
                     }
                     lines.push(self.publisher.line(f));

@@ -4,7 +4,7 @@
 //! cursor; the observers hear of each once it is stored), and keeps the recovery schedule. It never
 //! calls back into the follower.
 
-use std::{sync::Arc, time::Instant};
+use std::time::{Instant, SystemTime};
 
 use alloy_primitives::B256;
 
@@ -14,7 +14,6 @@ use super::{
 };
 use crate::{
     fetch::{is_hash_scheme, Fetched},
-    heads::HeadTimes,
     model::{MissedBlock, Reason},
     pool::PoolError,
 };
@@ -26,42 +25,33 @@ pub struct MissWatch {
     chain: String,
     /// How open misses are recovered (`None`: by the stream's own fetches, at every poll).
     recovery: Option<Recovery>,
-    /// When each chain head was first known: a block's lateness up to then is the providers', after
-    /// it the agent's own backlog (lag).
-    times: Arc<HeadTimes>,
 }
 
 impl MissWatch {
-    /// Watches `chain` with `monitor`, knowing head times from `times`.
-    pub fn new(
-        monitor: ChainMonitor,
-        chain: &str,
-        recovery: Option<RecoveryPolicy>,
-        times: Arc<HeadTimes>,
-    ) -> Self {
+    /// Watches `chain` with `monitor`.
+    pub fn new(monitor: ChainMonitor, chain: &str, recovery: Option<RecoveryPolicy>) -> Self {
         Self {
             monitor,
             chain: chain.to_owned(),
             recovery: recovery.map(Recovery::new),
-            times,
         }
     }
 
-    /// Knows head times from `times` from now on.
-    pub fn use_times(&mut self, times: Arc<HeadTimes>) {
-        self.times = times;
-    }
-
-    /// A head is known: blocks due from when this run first knew one are watched.
-    pub fn head_known(&mut self) {
-        if let Some(first) = self.times.first() {
-            self.monitor.watching_since(first);
-        }
+    /// This run first knew a chain head at `first`: blocks due from then on are watched.
+    pub fn head_known(&mut self, first: SystemTime) {
+        self.monitor.watching_since(first);
     }
 
     /// `f` joined the stream (`replaced`: the hash of the block emitted at its height before a
-    /// reorg replaced it): its record, if it was missed on the way.
-    pub fn joined(&mut self, f: &Fetched, replaced: Option<B256>) -> Option<MissedBlock> {
+    /// reorg replaced it; `known`: when the chain head first reached it, if it is known — lateness
+    /// up to then is the providers', after it the agent's own backlog): its record, if it was
+    /// missed on the way.
+    pub fn joined(
+        &mut self,
+        f: &Fetched,
+        replaced: Option<B256>,
+        known: Option<SystemTime>,
+    ) -> Option<MissedBlock> {
         self.monitor.emitted(&Emitted {
             number: f.block.number,
             timestamp: f.block.timestamp,
@@ -70,7 +60,7 @@ impl MissWatch {
             fetch_took: f.fetch.took,
             attempts: f.fetch.attempts,
             first_failure: f.fetch.first_failure.as_ref(),
-            known: self.times.known_at(f.block.number).unwrap_or(f.received),
+            known: known.unwrap_or(f.received),
             served_in: f.fetch.served_in,
             replaced,
         })
