@@ -92,22 +92,19 @@ impl Publisher {
             return Ok(());
         }
         let (written, spans): (Vec<StreamEvent>, Vec<_>) = lines.into_iter().unzip();
-        // The batch's records, told to the observers once stored.
-        let records = commit
-            .as_ref()
-            .map(|c| c.missed.clone())
-            .unwrap_or_default();
         let (sink, store) = (self.sink.clone(), self.store.clone());
         let (name, id) = (self.chain.clone(), self.chain_id);
         // Written, then committed, on one blocking thread: one hand-off per batch.
-        let written = tokio::task::spawn_blocking(move || -> Result<_, FollowError> {
+        let (written, commit) = tokio::task::spawn_blocking(move || -> Result<_, FollowError> {
             sink.write(&written)?;
-            if let Some(commit) = commit {
-                store.commit(&name, id, &commit)?;
+            if let Some(commit) = &commit {
+                store.commit(&name, id, commit)?;
             }
-            Ok(written)
+            Ok((written, commit))
         })
         .await??;
+        // The batch's missed-block records, told to the observers now that they are stored.
+        let records = commit.map(|c| c.missed).unwrap_or_default();
         if !records.is_empty() {
             self.tell_missed();
         }
@@ -130,18 +127,6 @@ impl Publisher {
                 Some(span) => span.in_scope(tell),
                 None => tell(),
             }
-        }
-        // A record of a block without a line in this batch (none is expected) is still told.
-        for r in records.iter().filter(|r| {
-            !written
-                .iter()
-                .any(|e| matches!(e, StreamEvent::Block(b) if b.block_number == r.block_number))
-        }) {
-            block_span(&self.chain, r.block_number).in_scope(|| {
-                for o in &self.observers {
-                    o.on_missed(r);
-                }
-            });
         }
         Ok(())
     }
