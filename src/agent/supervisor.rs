@@ -141,12 +141,12 @@ pub enum TaskFailure<E: std::error::Error + 'static> {
 }
 
 /// How a supervised task's join went.
-type Joined<E> = Result<(tokio::task::Id, (TaskKind, Result<(), E>)), tokio::task::JoinError>;
+type Joined<E> = Result<(tokio::task::Id, Result<(), E>), tokio::task::JoinError>;
 
 /// Spawns tasks with their kind and stops them stage by stage. `E` is the error a task may return.
 pub struct Supervisor<E> {
     tokens: [CancellationToken; 3],
-    tasks: JoinSet<(TaskKind, Result<(), E>)>,
+    tasks: JoinSet<Result<(), E>>,
     /// Each running task's kind and abort handle, by its task id (to name a task that panicked, and
     /// to abort one stage's tasks alone).
     kinds: std::collections::HashMap<tokio::task::Id, (TaskKind, tokio::task::AbortHandle)>,
@@ -179,9 +179,7 @@ impl<E: std::error::Error + Send + 'static> Supervisor<E> {
         F: FnOnce(CancellationToken) -> Fut,
         Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
     {
-        let fut = task(self.token(kind.stage()));
-        let k = kind.clone();
-        let handle = self.tasks.spawn(async move { (k, fut.await) });
+        let handle = self.tasks.spawn(task(self.token(kind.stage())));
         self.kinds.insert(handle.id(), (kind, handle));
     }
 
@@ -255,8 +253,8 @@ impl<E: std::error::Error + Send + 'static> Supervisor<E> {
     /// What a task's end means: `stopping`: its stage was asked to stop.
     fn judge(&mut self, done: Joined<E>, stopping: bool) -> Option<TaskFailure<E>> {
         match done {
-            Ok((id, (kind, result))) => {
-                self.kinds.remove(&id)?;
+            Ok((id, result)) => {
+                let (kind, _) = self.kinds.remove(&id)?;
                 match result {
                     Err(source) => Some(TaskFailure::Failed { kind, source }),
                     Ok(()) if stopping || kind.may_end() => None,
