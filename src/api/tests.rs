@@ -118,8 +118,7 @@ fn missed(block_number: u64) -> MissedBlock {
 fn p0_answers(state: &ApiState) {
     let p0 = &state.chains[0].pool.providers()[0];
     p0.finish_attempt(
-        &tracing::Span::none(),
-        "eth_blockNumber",
+        &crate::rpc::AttemptSpan::detached("eth_blockNumber"),
         Duration::from_millis(5),
         None,
     );

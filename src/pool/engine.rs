@@ -20,7 +20,7 @@ use super::{
     steps::{CallState, Next},
     Answer, PoolError, ProviderPool,
 };
-use crate::rpc::{Provider, RpcError};
+use crate::rpc::{AttemptSpan, Provider, RpcError};
 
 /// Which attempt of a call: on which provider, its number, whether it is a hedge.
 #[derive(Clone, Copy, Debug)]
@@ -134,21 +134,22 @@ impl ProviderPool {
     pub(super) async fn attempt<T: Send>(
         &self,
         of: Try,
-        method: &'static str,
         send: &Sender<'_, T>,
         accept: &(impl Fn(&T) -> Result<bool, RpcError> + Sync + ?Sized),
-        span: tracing::Span,
+        span: AttemptSpan,
         sent: Arc<AtomicBool>,
     ) -> Attempt<T> {
         let provider = self.providers[of.idx].clone();
         let (result, took) = match provider.ensure_verified().await {
             Err(e) => (Err(e), Duration::ZERO),
             Ok(()) => {
-                let (result, took) = send(provider.clone(), sent).instrument(span.clone()).await;
+                let (result, took) = send(provider.clone(), sent)
+                    .instrument(span.span.clone())
+                    .await;
                 let judged = result
                     .and_then(|value| accept(&value).map(|ok| (ok, value)))
                     .map_err(|e| provider.judge(e.redact(&self.redactor)));
-                provider.finish_attempt(&span, method, took, judged.as_ref().err());
+                provider.finish_attempt(&span, took, judged.as_ref().err());
                 (judged, took)
             }
         };

@@ -53,21 +53,21 @@ impl ProviderPool {
         call.attempts += 1;
         call.tried.push(idx);
         let provider = &self.providers[idx];
-        let span = provider.attempt_span(method, call.attempts);
+        let span = provider.attempt_span(method, call.attempts, false);
         let of = Try {
             idx,
             number: call.attempts,
             hedge: false,
         };
         let sent = Arc::new(AtomicBool::new(false));
-        let primary = self.attempt(of, method, send, accept, span.clone(), sent.clone());
+        let primary = self.attempt(of, send, accept, span.clone(), sent.clone());
         let hedge_to = self.hedge_target(call);
         let mut running = FuturesUnordered::new();
         running.push(primary);
         let mut flights = vec![InFlight {
             idx,
             started: Instant::now(),
-            span,
+            span: span.span,
             sent,
         }];
         let mut early = None;
@@ -85,8 +85,7 @@ impl ProviderPool {
                     call.attempts += 1;
                     call.tried.push(h);
                     call_span.record("blockwatch.hedged", true);
-                    let hspan = self.providers[h].attempt_span(method, call.attempts);
-                    hspan.record("blockwatch.hedge", true);
+                    let hspan = self.providers[h].attempt_span(method, call.attempts, true);
                     tracing::debug!(chain = %self.chain, method, from = %provider.name,
                         to = %self.providers[h].name, after_ms = delay.as_millis() as u64, "hedging a slow call");
                     let of = Try {
@@ -95,18 +94,11 @@ impl ProviderPool {
                         hedge: true,
                     };
                     let sent = Arc::new(AtomicBool::new(false));
-                    running.push(self.attempt(
-                        of,
-                        method,
-                        send,
-                        accept,
-                        hspan.clone(),
-                        sent.clone(),
-                    ));
+                    running.push(self.attempt(of, send, accept, hspan.clone(), sent.clone()));
                     flights.push(InFlight {
                         idx: h,
                         started: Instant::now(),
-                        span: hspan,
+                        span: hspan.span,
                         sent,
                     });
                 }

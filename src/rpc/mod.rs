@@ -21,4 +21,4 @@ pub mod types;
 pub use error::{Retry, RpcError};
 pub use identity::ChainIdentity;
 pub use lie::LieKind;
-pub use provider::Provider;
+pub use provider::{AttemptSpan, Provider};

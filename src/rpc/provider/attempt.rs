@@ -19,11 +19,37 @@ fn record_span_error(span: &tracing::Span, error: &RpcError, redactor: &Redactor
     }
 }
 
+/// One attempt on one provider: its CLIENT span, and what the span says about it (the method, the
+/// attempt's number within its call, whether it is a hedge), which its outcome is recorded with.
+#[derive(Clone, Debug)]
+pub struct AttemptSpan {
+    /// The span: requests of the attempt run inside it.
+    pub span: tracing::Span,
+    /// The JSON-RPC method.
+    pub method: &'static str,
+    /// The attempt's number within its call (1 for the first).
+    pub number: u32,
+    /// Whether the attempt is a hedge (sent because another provider was slow).
+    pub hedge: bool,
+}
+
+impl AttemptSpan {
+    /// An attempt outside any span (tests).
+    pub fn detached(method: &'static str) -> Self {
+        Self {
+            span: tracing::Span::none(),
+            method,
+            number: 1,
+            hedge: false,
+        }
+    }
+}
+
 impl Provider {
-    /// A CLIENT span for one attempt of `method` on this provider, with the RPC semantic
-    /// conventions; [`Self::finish_attempt`] records its outcome.
-    pub fn attempt_span(&self, method: &'static str, attempt: u32) -> tracing::Span {
-        tracing::info_span!(
+    /// A CLIENT span for attempt `number` of `method` on this provider (a `hedge` or not), with the
+    /// RPC semantic conventions; [`Self::finish_attempt`] records its outcome.
+    pub fn attempt_span(&self, method: &'static str, number: u32, hedge: bool) -> AttemptSpan {
+        let span = tracing::info_span!(
             "rpc_attempt",
             otel.name = method,
             otel.kind = "client",
@@ -36,13 +62,19 @@ impl Provider {
             server.port = self.server.1,
             blockwatch.provider = self.name.as_str(),
             blockwatch.chain = self.chain.as_str(),
-            blockwatch.attempt = attempt,
-            blockwatch.hedge = tracing::field::Empty,
+            blockwatch.attempt = number,
+            blockwatch.hedge = hedge,
             blockwatch.batch_size = tracing::field::Empty,
             blockwatch.abandoned = tracing::field::Empty,
             "error.type" = tracing::field::Empty,
             rpc.response.status_code = tracing::field::Empty,
-        )
+        );
+        AttemptSpan {
+            span,
+            method,
+            number,
+            hedge,
+        }
     }
 
     /// Records one attempt's duration and outcome in metrics, health and its span; `error` is set
@@ -50,11 +82,11 @@ impl Provider {
     /// and state changes it causes become events of `span`.
     pub fn finish_attempt(
         &self,
-        span: &tracing::Span,
-        method: &'static str,
+        attempt: &AttemptSpan,
         elapsed: Duration,
         error: Option<&RpcError>,
     ) {
+        let (span, method) = (&attempt.span, attempt.method);
         if let Some(RpcError::RetryAfter(_)) = error {
             // Nothing was sent.
             return;
@@ -120,15 +152,15 @@ impl Provider {
         params: ArrayParams,
         check: impl FnOnce(T) -> Result<U, RpcError>,
     ) -> Result<U, RpcError> {
-        let attempt = self.attempt_span(method, 1);
+        let attempt = self.attempt_span(method, 1, false);
         let (result, took) = self
             .request_timed::<T>(method, params, None)
-            .instrument(attempt.clone())
+            .instrument(attempt.span.clone())
             .await;
         let result = result
             .and_then(check)
             .map_err(|e| self.judge(e.redact(&self.redactor)));
-        self.finish_attempt(&attempt, method, took, result.as_ref().err());
+        self.finish_attempt(&attempt, took, result.as_ref().err());
         result
     }
 

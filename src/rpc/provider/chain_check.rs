@@ -22,10 +22,10 @@ impl Provider {
     pub async fn verify_chain_id(&self, expected: u64) -> Result<(), RpcError> {
         // Its own attempt span and measurement: the check is a call of its own, not part of the
         // call it precedes.
-        let span = self.attempt_span("eth_chainId", 1);
+        let span = self.attempt_span("eth_chainId", 1, false);
         let (result, took) = self
             .request_timed::<alloy_primitives::U64>("eth_chainId", rpc_params![], None)
-            .instrument(span.clone())
+            .instrument(span.span.clone())
             .await;
         let checked = result.and_then(|id| {
             let actual = id.to::<u64>();
@@ -37,21 +37,21 @@ impl Provider {
             *check = ChainCheck::Verified(Instant::now());
             Ok(())
         });
-        self.finish_attempt(&span, "eth_chainId", took, checked.as_ref().err());
+        self.finish_attempt(&span, took, checked.as_ref().err());
         checked
     }
 
     /// The hash of block 0 as this provider serves it (checked against its header); `None` if it
     /// does not serve block 0.
     pub async fn genesis_hash(&self) -> Result<Option<alloy_primitives::B256>, RpcError> {
-        let span = self.attempt_span("eth_getBlockByNumber", 1);
+        let span = self.attempt_span("eth_getBlockByNumber", 1, false);
         let (result, took) = self
             .request_timed::<Option<RpcBlock>>(
                 "eth_getBlockByNumber",
                 rpc_params![alloy_primitives::U64::ZERO, false],
                 None,
             )
-            .instrument(span.clone())
+            .instrument(span.span.clone())
             .await;
         let result = result.and_then(|b| match b {
             Some(b) if b.number() != 0 => Err(RpcError::InvalidBlock(format!(
@@ -62,7 +62,7 @@ impl Provider {
             None => Ok(None),
         });
         let result = result.map_err(|e| self.judge(e));
-        self.finish_attempt(&span, "eth_getBlockByNumber", took, result.as_ref().err());
+        self.finish_attempt(&span, took, result.as_ref().err());
         result
     }
 

@@ -58,6 +58,7 @@ type Client = HttpClient<
     >,
 >;
 
+pub use attempt::AttemptSpan;
 use chain_check::ChainCheck;
 use standing::Health;
 pub use standing::{LatencyMs, ProviderStatus};
