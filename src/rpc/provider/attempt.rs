@@ -34,6 +34,14 @@ pub struct AttemptSpan {
 }
 
 impl AttemptSpan {
+    /// The span's OpenTelemetry context: its trace and span ids, which exemplars and slow-call
+    /// lists point at (invalid outside a span).
+    pub fn span_context(&self) -> opentelemetry::trace::SpanContext {
+        use opentelemetry::trace::TraceContextExt;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        self.span.context().span().span_context().clone()
+    }
+
     /// An attempt outside any span (tests).
     pub fn detached(method: &'static str) -> Self {
         Self {
