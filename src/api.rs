@@ -10,7 +10,13 @@ mod tests;
 
 use std::sync::Arc;
 
-use axum::{extract::State, http::header, response::IntoResponse, routing::get, Json, Router};
+use axum::{
+    extract::State,
+    http::{header, HeaderMap},
+    response::IntoResponse,
+    routing::get,
+    Json, Router,
+};
 use serde::Serialize;
 pub use server::{
     bind, harden, serve, Limits, ACCEPT_BACKLOG, MAX_CONNECTION_BUFFER, MAX_REQUEST_BODY,
@@ -409,15 +415,46 @@ async fn status(State(state): State<ApiState>) -> Json<StatusBody> {
     Json(StatusBody { status, chains })
 }
 
-async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
-    let body = tokio::task::spawn_blocking(move || state.telemetry.prometheus_text())
-        .await
-        .unwrap_or_else(|e| format!("# cannot render metrics: {e}\n"));
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
+/// Whether an `Accept` header prefers OpenMetrics to the classic text: OpenMetrics is named with a
+/// weight above zero, and no lower than the weight given to `text/plain` (or to anything).
+fn wants_openmetrics(accept: &str) -> bool {
+    let mut openmetrics = 0.0_f32;
+    let mut plain = 0.0_f32;
+    for range in accept.split(',') {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or_default().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.strip_prefix("q="))
+            .find_map(|q| q.parse::<f32>().ok())
+            .unwrap_or(1.0);
+        match media.as_str() {
+            "application/openmetrics-text" => openmetrics = openmetrics.max(q),
+            "text/plain" | "text/*" | "*/*" => plain = plain.max(q),
+            _ => {}
+        }
+    }
+    openmetrics > 0.0 && openmetrics >= plain
+}
+
+async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> impl IntoResponse {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(wants_openmetrics);
+    let body = tokio::task::spawn_blocking(move || {
+        if openmetrics {
+            state.telemetry.openmetrics_text()
+        } else {
+            state.telemetry.prometheus_text()
+        }
+    })
+    .await
+    .unwrap_or_else(|e| format!("# cannot render metrics: {e}\n"));
+    let content_type = if openmetrics {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        "text/plain; version=0.0.4; charset=utf-8"
+    };
+    ([(header::CONTENT_TYPE, content_type)], body)
 }

@@ -167,7 +167,14 @@ pub async fn run_with_observers(
     };
     let mut observers: Vec<Arc<dyn StreamObserver>> = vec![
         Arc::new(LogObserver::new(config.missed_block_log.console)),
-        Arc::new(MetricsObserver::new(metrics.clone())),
+        Arc::new(MetricsObserver::new(
+            metrics.clone(),
+            config
+                .chains
+                .iter()
+                .map(|c| (c.name.clone(), c.max_block_delay.0))
+                .collect(),
+        )),
     ];
     observers.extend(extra);
     for (chain, view) in config.chains.iter().zip(views) {

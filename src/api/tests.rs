@@ -49,10 +49,7 @@ timeout = "200ms"
     .await
     .unwrap();
     ApiState {
-        telemetry: TelemetryHandle {
-            metrics,
-            registry: prometheus::Registry::new(),
-        },
+        telemetry: TelemetryHandle::new(metrics, prometheus::Registry::new(), "blockwatch"),
         chains: vec![ChainView {
             name: "anvil".into(),
             chain_id: 31337,

@@ -110,6 +110,68 @@ impl RpcError {
         }
     }
 
+    /// The class of a failure for metrics: [`Self::error_type`] with every JSON-RPC error as
+    /// `rpc_error` (its code goes to [`Self::code_label`]), so that the class stays a handful of
+    /// values.
+    pub fn error_class(&self) -> &'static str {
+        match self {
+            RpcError::Rpc { .. } => "rpc_error",
+            other => match other.error_type() {
+                Cow::Borrowed(class) => class,
+                // Only JSON-RPC codes are owned.
+                Cow::Owned(_) => "rpc_error",
+            },
+        }
+    }
+
+    /// The failure's JSON-RPC error code or HTTP status for the `code` metric attribute: the
+    /// number when it is a known one, `other` when not (a provider inventing codes cannot grow
+    /// the attribute), `none` when the failure has no code (a timeout, a refused connection, …).
+    pub fn code_label(&self) -> &'static str {
+        /// JSON-RPC codes of the specification and of EIP-1474, and `3` (execution reverted).
+        const JSONRPC: [(i32, &str); 13] = [
+            (-32700, "-32700"),
+            (-32600, "-32600"),
+            (-32601, "-32601"),
+            (-32602, "-32602"),
+            (-32603, "-32603"),
+            (-32000, "-32000"),
+            (-32001, "-32001"),
+            (-32002, "-32002"),
+            (-32003, "-32003"),
+            (-32004, "-32004"),
+            (-32005, "-32005"),
+            (-32006, "-32006"),
+            (3, "3"),
+        ];
+        /// HTTP statuses providers answer with.
+        const HTTP: [(u16, &str); 12] = [
+            (400, "400"),
+            (401, "401"),
+            (403, "403"),
+            (404, "404"),
+            (405, "405"),
+            (408, "408"),
+            (413, "413"),
+            (429, "429"),
+            (500, "500"),
+            (502, "502"),
+            (503, "503"),
+            (504, "504"),
+        ];
+        match self {
+            RpcError::Rpc { code, .. } => JSONRPC
+                .iter()
+                .find(|(c, _)| c == code)
+                .map_or("other", |(_, label)| label),
+            RpcError::HttpStatus { status } => HTTP
+                .iter()
+                .find(|(s, _)| s == status)
+                .map_or("other", |(_, label)| label),
+            _ => "none",
+        }
+    }
+
     /// A low-cardinality class for `error.type` and metric attributes: the JSON-RPC code as a string,
     /// `timeout`, `http_429`, `http_5xx`, `connection`, `invalid_response`, `invalid_block`,
     /// `hash_scheme` or `wrong_chain`.
@@ -186,6 +248,30 @@ impl RpcError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metric_classes_and_codes_stay_within_known_sets() {
+        let rpc = |code| RpcError::Rpc {
+            code,
+            message: "m".into(),
+        };
+        assert_eq!(rpc(-32000).error_class(), "rpc_error");
+        assert_eq!(rpc(-32000).code_label(), "-32000");
+        assert_eq!(rpc(-32005).code_label(), "-32005");
+        assert_eq!(rpc(3).code_label(), "3");
+        // Codes a provider invents, inside or outside the reserved range, are `other`.
+        assert_eq!(rpc(-32099).code_label(), "other");
+        assert_eq!(rpc(123_456).code_label(), "other");
+        assert_eq!(rpc(123_456).error_class(), "rpc_error");
+        let http = |status| RpcError::HttpStatus { status };
+        assert_eq!(http(503).code_label(), "503");
+        assert_eq!(http(503).error_class(), "http_5xx");
+        assert_eq!(http(429).error_class(), "http_429");
+        assert_eq!(http(418).code_label(), "other");
+        let timeout = RpcError::Timeout(std::time::Duration::from_secs(1));
+        assert_eq!(timeout.code_label(), "none");
+        assert_eq!(timeout.error_class(), "timeout");
+    }
 
     #[test]
     fn classes_are_low_cardinality() {

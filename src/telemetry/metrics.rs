@@ -5,10 +5,14 @@
 //! `/metrics` and behind the Collector are the same. Attribute values come from bounded sets:
 //! chain and provider names from the config, methods, error classes and outcomes from the code.
 
+use std::sync::Arc;
+
 use opentelemetry::{
     metrics::{Counter, Gauge, Histogram, Meter},
     KeyValue,
 };
+
+use super::exemplars::{ExemplarFamily, TracedHistogram};
 
 /// Attribute keys, shared with spans and dashboards.
 pub mod attr {
@@ -20,8 +24,11 @@ pub mod attr {
     pub const METHOD: &str = "method";
     /// `ok` or `error`.
     pub const OUTCOME: &str = "outcome";
-    /// A low-cardinality error class (see `RpcError::error_type`).
+    /// A low-cardinality error class (see `RpcError::error_class`).
     pub const ERROR_TYPE: &str = "error_type";
+    /// A failed call's JSON-RPC error code or HTTP status, from a known set, else `other`; `none`
+    /// when the failure has no code (see `RpcError::code_label`).
+    pub const CODE: &str = "code";
     /// The provider switched from.
     pub const FROM: &str = "from";
     /// The provider switched to.
@@ -47,6 +54,12 @@ const RPC_DURATION_BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0,
 ];
 
+/// Bucket boundaries for block delays, in seconds: block timestamps have whole seconds, and a
+/// block a few minutes late is as late as it matters.
+const BLOCK_DELAY_BUCKETS: [f64; 13] = [
+    0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 12.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
 /// The instruments.
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -62,10 +75,19 @@ pub struct Metrics {
     pub alerts_sent: Counter<u64>,
     /// `blockwatch.alerts.failed` ({message}): alert messages given up on, per channel.
     pub alerts_failed: Counter<u64>,
-    /// `blockwatch.rpc.errors` ({error}).
+    /// `blockwatch.rpc.errors` ({error}), by error class and code.
     pub rpc_errors: Counter<u64>,
-    /// `blockwatch.rpc.duration` (s), per attempt.
-    pub rpc_duration: Histogram<f64>,
+    /// `blockwatch.rpc.duration` (s), per attempt, with exemplars pointing at the attempt's span.
+    pub rpc_duration: TracedHistogram,
+    /// `blockwatch.block.delay` (s): each emitted block's delay after its timestamp, with
+    /// exemplars pointing at the block's `process_block` span.
+    pub block_delay: TracedHistogram,
+    /// `blockwatch.blocks.late` ({block}): blocks emitted more than the chain's `max_block_delay`
+    /// after their timestamp (the bad events of the block-freshness objective).
+    pub blocks_late: Counter<u64>,
+    /// `blockwatch.provider.cost_units` ({unit}): rate-limit cost units spent on requests sent, by
+    /// method (`pool.method_costs`, 1 per request unless set; a batch pays for each block).
+    pub provider_cost_units: Counter<u64>,
     /// `blockwatch.provider.head` ({block}): the newest block each provider announced.
     pub provider_head: Gauge<u64>,
     /// `blockwatch.ratelimit.throttled` ({request}): calls that had to wait for the client-side limit.
@@ -104,7 +126,17 @@ const RECOVERY_BUCKETS: [f64; 12] = [
     0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
+/// Help of the RPC duration histogram, the same on both routes.
+const RPC_DURATION_HELP: &str = "Duration of each JSON-RPC attempt";
+/// Help of the block delay histogram.
+const BLOCK_DELAY_HELP: &str = "Time from each emitted block's timestamp to its emission";
+
 impl Metrics {
+    /// The OpenMetrics sides of the histograms with exemplars.
+    pub fn exemplar_families(&self) -> Vec<Arc<ExemplarFamily>> {
+        vec![self.rpc_duration.family(), self.block_delay.family()]
+    }
+
     /// Creates every instrument on `meter`.
     pub fn new(meter: &Meter) -> Self {
         Self {
@@ -143,13 +175,45 @@ impl Metrics {
             rpc_errors: meter
                 .u64_counter("blockwatch.rpc.errors")
                 .with_unit("{error}")
-                .with_description("Failed JSON-RPC attempts, by error class")
+                .with_description(
+                    "Failed JSON-RPC attempts, by error class and JSON-RPC code or HTTP status",
+                )
                 .build(),
-            rpc_duration: meter
-                .f64_histogram("blockwatch.rpc.duration")
-                .with_unit("s")
-                .with_description("Duration of each JSON-RPC attempt")
-                .with_boundaries(RPC_DURATION_BUCKETS.to_vec())
+            rpc_duration: TracedHistogram::new(
+                meter
+                    .f64_histogram("blockwatch.rpc.duration")
+                    .with_unit("s")
+                    .with_description(RPC_DURATION_HELP)
+                    .with_boundaries(RPC_DURATION_BUCKETS.to_vec())
+                    .build(),
+                "blockwatch_rpc_duration_seconds",
+                RPC_DURATION_HELP,
+                &RPC_DURATION_BUCKETS,
+            ),
+            block_delay: TracedHistogram::new(
+                meter
+                    .f64_histogram("blockwatch.block.delay")
+                    .with_unit("s")
+                    .with_description(BLOCK_DELAY_HELP)
+                    .with_boundaries(BLOCK_DELAY_BUCKETS.to_vec())
+                    .build(),
+                "blockwatch_block_delay_seconds",
+                BLOCK_DELAY_HELP,
+                &BLOCK_DELAY_BUCKETS,
+            ),
+            blocks_late: meter
+                .u64_counter("blockwatch.blocks.late")
+                .with_unit("{block}")
+                .with_description(
+                    "Blocks emitted more than the chain's max_block_delay after their timestamp",
+                )
+                .build(),
+            provider_cost_units: meter
+                .u64_counter("blockwatch.provider.cost_units")
+                .with_unit("{unit}")
+                .with_description(
+                    "Rate-limit cost units spent on requests sent, by method (pool.method_costs)",
+                )
                 .build(),
             provider_head: meter
                 .u64_gauge("blockwatch.provider.head")

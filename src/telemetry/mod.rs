@@ -11,9 +11,11 @@
 //!   them are dropped and counted by the SDK), and their own HTTP/2 traffic is filtered out of the
 //!   pipeline so telemetry cannot feed on itself.
 
+pub mod exemplars;
 mod json_log;
 pub mod metrics;
 pub mod observers;
+pub mod openmetrics;
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
@@ -72,15 +74,37 @@ pub struct TelemetryHandle {
     pub metrics: Arc<Metrics>,
     /// The registry `/metrics` renders.
     pub registry: prometheus::Registry,
+    /// The same families in OpenMetrics, with exemplars.
+    pub openmetrics: Arc<openmetrics::OpenMetrics>,
 }
 
 impl TelemetryHandle {
-    /// `/metrics` in Prometheus text format.
+    /// The handle for `metrics` recorded into `registry`; the OpenMetrics families with exemplars
+    /// are shown with `service_name`, as the classic text shows it.
+    pub fn new(metrics: Arc<Metrics>, registry: prometheus::Registry, service_name: &str) -> Self {
+        let families = metrics.exemplar_families();
+        for f in &families {
+            f.set_service_name(service_name);
+        }
+        let openmetrics = Arc::new(openmetrics::OpenMetrics::new(registry.clone(), families));
+        Self {
+            metrics,
+            registry,
+            openmetrics,
+        }
+    }
+
+    /// `/metrics` in the classic Prometheus text format.
     pub fn prometheus_text(&self) -> String {
         let encoder = prometheus::TextEncoder::new();
         encoder
             .encode_to_string(&self.registry.gather())
             .unwrap_or_else(|e| format!("# cannot encode metrics: {e}\n"))
+    }
+
+    /// `/metrics` in OpenMetrics, with exemplars.
+    pub fn openmetrics_text(&self) -> String {
+        self.openmetrics.render()
     }
 }
 
@@ -232,8 +256,12 @@ impl Telemetry {
         if endpoint.is_some() {
             tracing::info!(endpoint = %shown, "exporting traces, metrics and logs over OTLP/gRPC");
         }
+        let service_name = resource
+            .get(&Key::new("service.name"))
+            .map(|v| v.to_string())
+            .unwrap_or_default();
         Ok(Telemetry {
-            handle: TelemetryHandle { metrics, registry },
+            handle: TelemetryHandle::new(metrics, registry, &service_name),
             meter_provider,
             tracer_provider,
             logger_provider,
@@ -364,11 +392,17 @@ fn install_subscriber(
     }
     .with_filter(log_filter(cfg).and(json_log::SdkEventThrottle::default()));
     let spans = tracer_provider.map(|p| {
-        // Events become span events: the same level as the logs, not every trace event of every
-        // library.
+        // blockwatch's own spans (info and above) are the trace whatever the log level: exemplars
+        // and slow-call lists point at them. Events become span events at the level of the logs,
+        // not every trace event of every library.
+        let own_spans = tracing_subscriber::filter::filter_fn(|m| {
+            m.is_span()
+                && m.target().starts_with("blockwatch")
+                && *m.level() <= tracing::Level::INFO
+        });
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("blockwatch"))
-            .with_filter(log_filter(cfg))
+            .with_filter(log_filter(cfg).or(own_spans))
             .with_filter(exporter_quiet())
     });
     let logs = logger_provider.map(|p| {

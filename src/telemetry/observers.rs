@@ -3,7 +3,7 @@
 //! metrics (blocks processed per provider, the newest block's lag, reorgs). Both receive each
 //! committed line and record in its block's `process_block` span.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use crate::model::{MissedBlock, StreamEvent, StreamObserver};
 
@@ -75,23 +75,27 @@ impl StreamObserver for LogObserver {
     }
 }
 
-/// Records the stream's metrics: blocks processed (per provider), the newest block's lag, reorgs.
+/// Records the stream's metrics: blocks processed (per provider), each block's delay (with the
+/// block's span as exemplar) and whether it was late, the newest block's lag, reorgs.
 #[derive(Debug)]
 pub struct MetricsObserver {
     metrics: Arc<super::Metrics>,
+    /// Each chain's `max_block_delay`: a block emitted later than that after its timestamp is late.
+    max_delay: HashMap<String, Duration>,
 }
 
 impl MetricsObserver {
-    /// An observer recording into `metrics`.
-    pub fn new(metrics: Arc<super::Metrics>) -> Self {
-        Self { metrics }
+    /// An observer recording into `metrics`; `max_delay` is each chain's `max_block_delay`.
+    pub fn new(metrics: Arc<super::Metrics>, max_delay: HashMap<String, Duration>) -> Self {
+        Self { metrics, max_delay }
     }
 }
 
 impl StreamObserver for MetricsObserver {
     fn on_events(&self, events: &[StreamEvent]) {
         use super::metrics::{attr, chain_provider};
-        use opentelemetry::KeyValue;
+        use opentelemetry::{trace::TraceContextExt, KeyValue};
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
         let mut last_lag = None;
         for e in events {
             match e {
@@ -100,6 +104,23 @@ impl StreamObserver for MetricsObserver {
                         .blocks_processed
                         .add(1, &chain_provider(&b.chain, &b.provider));
                     last_lag = Some((b.chain.as_str(), b.lag_ms));
+                    // A timestamp ahead of the agent's clock is no delay.
+                    let delay_ms = b.lag_ms.max(0) as u64;
+                    let chain = [KeyValue::new(attr::CHAIN, b.chain.clone())];
+                    // Told inside the block's span: the exemplar points at it.
+                    let span = tracing::Span::current().context();
+                    self.metrics.block_delay.record(
+                        delay_ms as f64 / 1000.0,
+                        &chain,
+                        span.span().span_context(),
+                    );
+                    let late = self
+                        .max_delay
+                        .get(&b.chain)
+                        .is_some_and(|max| Duration::from_millis(delay_ms) > *max);
+                    if late {
+                        self.metrics.blocks_late.add(1, &chain);
+                    }
                 }
                 StreamEvent::Reorg(r) => {
                     self.metrics

@@ -105,7 +105,7 @@ impl Provider {
         }
         // No allocation: chain and provider are shared strings.
         let [chain, provider] = self.attrs.clone();
-        let mut attrs = [
+        let attrs = [
             chain,
             provider,
             KeyValue::new(attr::METHOD, method),
@@ -113,13 +113,22 @@ impl Provider {
         ];
         self.metrics
             .rpc_duration
-            .record(elapsed.as_secs_f64(), &attrs);
+            .record(elapsed.as_secs_f64(), &attrs, &attempt.span_context());
         let outcome = match error {
             None => Outcome::Ok,
             Some(e) => {
                 record_span_error(span, e, &self.redactor);
-                attrs[3] = KeyValue::new(attr::ERROR_TYPE, e.error_type());
-                self.metrics.rpc_errors.add(1, &attrs);
+                let [chain, provider, method, _] = attrs;
+                self.metrics.rpc_errors.add(
+                    1,
+                    &[
+                        chain,
+                        provider,
+                        method,
+                        KeyValue::new(attr::ERROR_TYPE, e.error_class()),
+                        KeyValue::new(attr::CODE, e.code_label()),
+                    ],
+                );
                 if e.is_integrity() {
                     self.metrics.integrity_errors.add(1, &self.attrs);
                 }

@@ -6,8 +6,9 @@
 use super::*;
 
 impl Provider {
-    /// Waits for `cost` tokens of the rate limit, counting the wait as rate-limit pressure.
-    async fn take_tokens(&self, cost: u32) {
+    /// Waits for `cost` tokens of the rate limit, counting the wait as rate-limit pressure, and
+    /// counts them as spent on `method` (the request leaves once they are granted).
+    async fn take_tokens(&self, method: &'static str, cost: u32) {
         let n = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
         if !matches!(self.limiter.check_n(n), Ok(Ok(()))) {
             self.metrics.ratelimit_throttled.add(1, &self.attrs);
@@ -19,6 +20,12 @@ impl Provider {
             let capped = n.min(self.burst);
             let _ = self.limiter.until_n_ready(capped).await;
         }
+        // Counted once granted: a call given up while it waited spent nothing.
+        let [chain, provider] = self.attrs.clone();
+        self.metrics.provider_cost_units.add(
+            u64::from(n.get()),
+            &[chain, provider, KeyValue::new(attr::METHOD, method)],
+        );
     }
 
     /// One call: waits for the rate limit, then sends the request under the timeout.
@@ -44,7 +51,7 @@ impl Provider {
             let wait = until.saturating_duration_since(Instant::now());
             return (Err(RpcError::RetryAfter(wait)), Duration::ZERO);
         }
-        self.take_tokens(self.cost(method)).await;
+        self.take_tokens(method, self.cost(method)).await;
         if let Some(flag) = sent {
             flag.store(true, Ordering::Relaxed);
         }
@@ -88,8 +95,11 @@ impl Provider {
             }
         }
         let count = (to - from + 1) as u32;
-        self.take_tokens(count.saturating_mul(self.cost("eth_getBlockByNumber")))
-            .await;
+        self.take_tokens(
+            "eth_getBlockByNumber",
+            count.saturating_mul(self.cost("eth_getBlockByNumber")),
+        )
+        .await;
         if let Some(flag) = sent {
             flag.store(true, Ordering::Relaxed);
         }
