@@ -777,3 +777,110 @@ async fn a_collector_that_never_answers_costs_the_stream_nothing() {
     reported_at_most_once_a_minute(agent, 0, std::time::SystemTime::now());
     hole.abort();
 }
+
+/// From a latency bucket to the slow call: a real Prometheus with exemplar storage scrapes the
+/// agent's `/metrics` (it asks for OpenMetrics) while a provider is slow; the exemplars it stores on
+/// the RPC duration histogram name trace and span ids of that provider's attempt spans, as the
+/// receiver got them, and those on the block delay histogram name `process_block` spans.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exemplars_in_prometheus_lead_to_exported_spans() {
+    let mut receiver = Receiver::start().await;
+    let addr = receiver.addr;
+    let mut s = exporting_to(addr).await;
+    let Scenario { devnet, agent, dir } = &mut s;
+    devnet
+        .set_fault("p0", json!({"kind": "latency", "ms": 300}))
+        .await;
+    let api = agent.api_url().await;
+    let target = api.trim_start_matches("http://").to_owned();
+    let prometheus = common::prometheus::Prometheus::start(dir.path(), &[target], &[]);
+
+    // Exemplars of p0's calls slower than its fault, as Prometheus stored them.
+    let slow = wait_for(
+        Duration::from_secs(60),
+        "exemplars of p0's slow calls",
+        || {
+            let p = &prometheus;
+            async move {
+                let found = p
+                    .exemplars(r#"blockwatch_rpc_duration_seconds_bucket{provider="p0"}"#)
+                    .await
+                    .ok()?;
+                let slow: Vec<_> = found
+                    .into_iter()
+                    .filter(|e| {
+                        e["value"]
+                            .as_str()
+                            .and_then(|v| v.parse::<f64>().ok())
+                            .is_some_and(|v| v >= 0.3)
+                    })
+                    .collect();
+                (!slow.is_empty()).then_some(slow)
+            }
+        },
+    )
+    .await;
+    let delays = wait_for(Duration::from_secs(30), "exemplars of block delays", || {
+        let p = &prometheus;
+        async move {
+            let found = p
+                .exemplars("blockwatch_block_delay_seconds_bucket")
+                .await
+                .ok()?;
+            (!found.is_empty()).then_some(found)
+        }
+    })
+    .await;
+
+    // Each names a span the receiver got (exports are batched: wait for them).
+    let ids = |e: &serde_json::Value| {
+        (
+            e["labels"]["trace_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            e["labels"]["span_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    };
+    let find = |trace: &str, span: &str| {
+        spans(&receiver.received)
+            .into_iter()
+            .find(|s| hex(&s.trace_id) == trace && hex(&s.span_id) == span)
+    };
+    for e in &slow {
+        let (trace, span) = ids(e);
+        assert_eq!(trace.len(), 32, "{e}");
+        let got = wait_for(Duration::from_secs(20), "the exemplar's span", || {
+            let found = find(&trace, &span);
+            async move { found }
+        })
+        .await;
+        assert_eq!(got.kind, SpanKind::Client as i32, "{got:?}");
+        assert_eq!(
+            attr_str(&got.attributes, "blockwatch.provider").as_deref(),
+            Some("p0")
+        );
+        assert_eq!(
+            attr_str(&got.attributes, "rpc.method"),
+            e["seriesLabels"]["method"].as_str().map(str::to_owned),
+            "{e}"
+        );
+        let took = (got.end_time_unix_nano - got.start_time_unix_nano) as f64 / 1e9;
+        assert!(took >= 0.3, "the span took {took}s: {e}");
+    }
+    for e in &delays {
+        let (trace, span) = ids(e);
+        let got = wait_for(Duration::from_secs(20), "the block's span", || {
+            let found = find(&trace, &span);
+            async move { found }
+        })
+        .await;
+        assert_eq!(got.name, "process_block", "{got:?}");
+    }
+    drop(prometheus);
+    s.finish();
+    receiver.stop().await;
+}

@@ -64,12 +64,22 @@ timeout = "200ms"
 
 /// The answer of the hardened router (as it is served) to `method uri`: status, content type, body.
 async fn call(state: &ApiState, method: Method, uri: &str) -> (StatusCode, String, String) {
+    call_with(state, method, uri, &[]).await
+}
+
+/// [`call`] with request `headers`.
+async fn call_with(
+    state: &ApiState,
+    method: Method,
+    uri: &str,
+    headers: &[(header::HeaderName, &str)],
+) -> (StatusCode, String, String) {
     let app = harden(router(state.clone()), Limits::default());
-    let req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .body(Body::empty())
-        .unwrap();
+    let mut req = Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        req = req.header(name, *value);
+    }
+    let req = req.body(Body::empty()).unwrap();
     let res = app.oneshot(req).await.unwrap();
     let status = res.status();
     let content_type = res
@@ -284,4 +294,67 @@ async fn an_unknown_path_is_a_404_and_a_wrong_method_a_405_each_with_a_json_erro
             format!("method {method} not allowed on {path}: use GET or HEAD")
         );
     }
+}
+
+#[test]
+fn openmetrics_is_chosen_only_when_preferred() {
+    use super::wants_openmetrics as om;
+    // What Prometheus sends.
+    assert!(om("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"));
+    assert!(om("application/openmetrics-text"));
+    assert!(!om("text/plain;version=0.0.4"));
+    assert!(!om("*/*"));
+    assert!(!om(""));
+    assert!(!om("application/openmetrics-text;q=0"));
+    assert!(!om("text/plain, application/openmetrics-text;q=0.5"));
+}
+
+#[tokio::test]
+async fn metrics_are_openmetrics_with_exemplars_when_asked_and_classic_otherwise() {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(dir.path(), Duration::from_secs(30)).await;
+    let trace = SpanContext::new(
+        TraceId::from(0xabcdu128),
+        SpanId::from(0x12u64),
+        TraceFlags::SAMPLED,
+        false,
+        TraceState::default(),
+    );
+    state.telemetry.metrics.rpc_duration.record(
+        0.7,
+        &[opentelemetry::KeyValue::new("provider", "p0")],
+        &trace,
+    );
+    let (status, content_type, body) = call_with(
+        &state,
+        Method::GET,
+        "/metrics",
+        &[(
+            header::ACCEPT,
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+        )],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        content_type.starts_with("application/openmetrics-text; version=1.0.0"),
+        "{content_type}"
+    );
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    let bucket = body
+        .lines()
+        .find(|l| l.starts_with("blockwatch_rpc_duration_seconds_bucket{le=\"1.0\""))
+        .unwrap_or_else(|| panic!("{body}"));
+    assert!(
+        bucket.contains(&format!("trace_id=\"{}\"", TraceId::from(0xabcdu128))),
+        "{bucket}"
+    );
+    let (status, content_type, body) = call(&state, Method::GET, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+    assert!(
+        !body.contains("# EOF") && !body.contains("trace_id"),
+        "{body}"
+    );
 }

@@ -15,6 +15,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod prometheus;
+
 use blockwatch::model::{BlockLine, StreamEvent};
 use jsonrpsee::{core::client::ClientT, core::params::ArrayParams, http_client::HttpClient};
 use serde_json::Value;
