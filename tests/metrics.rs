@@ -146,3 +146,189 @@ async fn metrics_carry_spec_names_and_bounded_labels() {
     }
     scenario.finish();
 }
+
+/// The series `/metrics` shows, in either format: each sample's name and labels (an exemplar's
+/// labels, after ` # `, are not the series').
+fn series(text: &str) -> Vec<(String, Vec<(String, String)>)> {
+    let mut out = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let sample = line.split(" # ").next().unwrap();
+        let Some((name, rest)) = sample.split_once('{') else {
+            out.push((sample.split(' ').next().unwrap().to_owned(), Vec::new()));
+            continue;
+        };
+        let mut labels = Vec::new();
+        let mut chars = rest.chars().peekable();
+        loop {
+            let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+            assert_eq!(chars.next(), Some('"'), "{line}");
+            let mut value = String::new();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => value.push(chars.next().unwrap()),
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+            labels.push((key.trim_start_matches(',').to_owned(), value));
+            match chars.peek() {
+                Some(',') => {
+                    chars.next();
+                    if chars.peek() == Some(&'}') {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        out.push((name.to_owned(), labels));
+    }
+    out
+}
+
+/// Whether a label value looks like something that must never be one: a number, a hash or other
+/// long hex, or a URL.
+fn unbounded_looking(value: &str) -> bool {
+    let hex = value.trim_start_matches("0x");
+    value.parse::<f64>().is_ok()
+        || value.starts_with("0x")
+        || (hex.len() >= 16 && hex.chars().all(|c| c.is_ascii_hexdigit()))
+        || value.contains("://")
+        || value.contains('/')
+}
+
+/// Most series `/metrics` may show for one chain with three providers after every fault kind (see
+/// "Cardinality" in docs/telemetry.md).
+const SERIES_BOUND: usize = 1_200;
+
+/// JSON-RPC codes and HTTP statuses the `code` label may carry, besides `other` and `none`.
+const KNOWN_CODES: [&str; 25] = [
+    "-32700", "-32600", "-32601", "-32602", "-32603", "-32000", "-32001", "-32002", "-32003",
+    "-32004", "-32005", "-32006", "3", "400", "401", "403", "404", "405", "408", "413", "429",
+    "500", "502", "503", "504",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_stay_bounded_through_every_fault_kind() {
+    let mut scenario = Scenario::devnet(3, "200ms").start().await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
+    let api = agent.api_url().await;
+    let scrape = |accept: &'static str| {
+        let url = format!("{api}/metrics");
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .header("accept", accept)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    // Each fault on p0 until /metrics shows what it causes (the class and code of its errors).
+    let faults = [
+        (json!({"kind": "down"}), r#"error_type="connection""#),
+        (
+            json!({"kind": "http_error", "status": 503}),
+            r#"code="503""#,
+        ),
+        (
+            json!({"kind": "http_error", "status": 418}),
+            r#"code="other""#,
+        ),
+        (
+            json!({"kind": "rpc_error", "code": -32000}),
+            r#"code="-32000""#,
+        ),
+        // A code nobody documents: `other`, not a new label value.
+        (
+            json!({"kind": "rpc_error", "code": -31337}),
+            r#"error_type="rpc_error""#,
+        ),
+        (
+            json!({"kind": "rate_limit", "retry_after_s": 1}),
+            r#"code="429""#,
+        ),
+        (json!({"kind": "timeout"}), r#"error_type="timeout""#),
+        (
+            json!({"kind": "malformed"}),
+            r#"error_type="invalid_response""#,
+        ),
+        (
+            json!({"kind": "wrong_chain", "chain_id": 99}),
+            r#"error_type="wrong_chain""#,
+        ),
+        (json!({"kind": "bad_hash"}), r#"error_type="invalid_block""#),
+        (json!({"kind": "latency", "ms": 300}), r#"le="0.5""#),
+        (json!({"kind": "stale"}), r#"provider="p0""#),
+    ];
+    for (fault, shows) in faults {
+        devnet.set_fault("p0", fault.clone()).await;
+        wait_for(
+            CATCH_UP,
+            &format!("/metrics to show {shows} under {fault}"),
+            || {
+                let text = scrape("text/plain");
+                async move {
+                    let text = text.await;
+                    samples(&text, "blockwatch_rpc_errors_total")
+                        .iter()
+                        .chain(samples(&text, "blockwatch_rpc_duration_seconds_bucket").iter())
+                        .any(|l| l.contains(r#"provider="p0""#) && l.contains(shows))
+                        .then_some(())
+                }
+            },
+        )
+        .await;
+        devnet.clear_faults().await;
+    }
+    devnet
+        .control("devnet_skipBlock", json!({"provider": "p1"}))
+        .await;
+    devnet.reorg(2).await;
+    let head = devnet.head().await;
+    agent.wait_for_block(head + 3, CATCH_UP).await;
+
+    for accept in ["text/plain", "application/openmetrics-text"] {
+        let text = scrape(accept).await;
+        let all = series(&text);
+        assert!(
+            all.len() > 100 && all.len() <= SERIES_BOUND,
+            "{} series in {accept}:\n{text}",
+            all.len()
+        );
+        for (name, labels) in &all {
+            for (key, value) in labels {
+                match key.as_str() {
+                    // Bucket bounds are numbers by nature; the code is one of a known set; the
+                    // instance id is one value per process, on `target_info` alone.
+                    "le" => {}
+                    "service_instance_id" => assert_eq!(name, "target_info"),
+                    "code" => assert!(
+                        KNOWN_CODES.contains(&value.as_str())
+                            || value == "other"
+                            || value == "none",
+                        "{name} code={value}"
+                    ),
+                    _ => assert!(
+                        !unbounded_looking(value),
+                        "{name}: {key}={value:?} looks unbounded ({accept})"
+                    ),
+                }
+            }
+        }
+        // Every error carries a code label, whatever its class.
+        for (name, labels) in all
+            .iter()
+            .filter(|(n, _)| n == "blockwatch_rpc_errors_total")
+        {
+            assert!(labels.iter().any(|(k, _)| k == "code"), "{name} {labels:?}");
+        }
+    }
+    scenario.finish();
+}
