@@ -494,7 +494,7 @@ impl ChainMonitor {
         let mut metadata = serde_json::Map::new();
         if let Some((p, e)) = b.first_failure {
             metadata.insert("failed_provider".into(), p.clone().into());
-            metadata.insert("error_type".into(), e.error_type().into_owned().into());
+            metadata.insert("error_type".into(), e.error_type().into());
         }
         Some(self.missed_now(
             b,

@@ -2,7 +2,7 @@
 //! same low-cardinality classes. Whether a failure may be retried is decided in one place,
 //! [`RpcError::retry`], for every caller that retries.
 
-use std::{borrow::Cow, time::Duration};
+use std::time::Duration;
 
 use jsonrpsee::core::{client::Error as ClientError, http_helpers::HttpError};
 use jsonrpsee::http_client::transport::Error as HttpTransportError;
@@ -80,6 +80,47 @@ pub enum RpcError {
     },
 }
 
+/// JSON-RPC error codes of the JSON-RPC specification and of EIP-1474, and `3` (execution
+/// reverted): the codes metrics and spans name; any other is `other` / `rpc_other`.
+const KNOWN_JSONRPC: [(i32, &str); 13] = [
+    (-32700, "-32700"),
+    (-32600, "-32600"),
+    (-32601, "-32601"),
+    (-32602, "-32602"),
+    (-32603, "-32603"),
+    (-32000, "-32000"),
+    (-32001, "-32001"),
+    (-32002, "-32002"),
+    (-32003, "-32003"),
+    (-32004, "-32004"),
+    (-32005, "-32005"),
+    (-32006, "-32006"),
+    (3, "3"),
+];
+
+/// HTTP statuses providers answer with, by name in the `code` attribute; any other is `other`.
+const KNOWN_HTTP: [(u16, &str); 12] = [
+    (400, "400"),
+    (401, "401"),
+    (403, "403"),
+    (404, "404"),
+    (405, "405"),
+    (408, "408"),
+    (413, "413"),
+    (429, "429"),
+    (500, "500"),
+    (502, "502"),
+    (503, "503"),
+    (504, "504"),
+];
+
+fn known_jsonrpc_code(code: i32) -> Option<&'static str> {
+    KNOWN_JSONRPC
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map(|(_, label)| *label)
+}
+
 impl RpcError {
     /// Whether another attempt (on another provider, or later) may succeed where this one failed:
     /// every failure but the chain's own block hashing, which no provider can do better on.
@@ -116,11 +157,7 @@ impl RpcError {
     pub fn error_class(&self) -> &'static str {
         match self {
             RpcError::Rpc { .. } => "rpc_error",
-            other => match other.error_type() {
-                Cow::Borrowed(class) => class,
-                // Only JSON-RPC codes are owned.
-                Cow::Owned(_) => "rpc_error",
-            },
+            other => other.error_type(),
         }
     }
 
@@ -128,43 +165,9 @@ impl RpcError {
     /// number when it is a known one, `other` when not (a provider inventing codes cannot grow
     /// the attribute), `none` when the failure has no code (a timeout, a refused connection, …).
     pub fn code_label(&self) -> &'static str {
-        /// JSON-RPC codes of the specification and of EIP-1474, and `3` (execution reverted).
-        const JSONRPC: [(i32, &str); 13] = [
-            (-32700, "-32700"),
-            (-32600, "-32600"),
-            (-32601, "-32601"),
-            (-32602, "-32602"),
-            (-32603, "-32603"),
-            (-32000, "-32000"),
-            (-32001, "-32001"),
-            (-32002, "-32002"),
-            (-32003, "-32003"),
-            (-32004, "-32004"),
-            (-32005, "-32005"),
-            (-32006, "-32006"),
-            (3, "3"),
-        ];
-        /// HTTP statuses providers answer with.
-        const HTTP: [(u16, &str); 12] = [
-            (400, "400"),
-            (401, "401"),
-            (403, "403"),
-            (404, "404"),
-            (405, "405"),
-            (408, "408"),
-            (413, "413"),
-            (429, "429"),
-            (500, "500"),
-            (502, "502"),
-            (503, "503"),
-            (504, "504"),
-        ];
         match self {
-            RpcError::Rpc { code, .. } => JSONRPC
-                .iter()
-                .find(|(c, _)| c == code)
-                .map_or("other", |(_, label)| label),
-            RpcError::HttpStatus { status } => HTTP
+            RpcError::Rpc { code, .. } => known_jsonrpc_code(*code).unwrap_or("other"),
+            RpcError::HttpStatus { status } => KNOWN_HTTP
                 .iter()
                 .find(|(s, _)| s == status)
                 .map_or("other", |(_, label)| label),
@@ -172,29 +175,26 @@ impl RpcError {
         }
     }
 
-    /// A low-cardinality class for `error.type` and metric attributes: the JSON-RPC code as a string,
-    /// `timeout`, `http_429`, `http_5xx`, `connection`, `invalid_response`, `invalid_block`,
-    /// `hash_scheme` or `wrong_chain`.
-    pub fn error_type(&self) -> Cow<'static, str> {
+    /// A low-cardinality class for `error.type` and metric attributes: a known JSON-RPC code as a
+    /// string (`-32005`; see [`Self::code_label`]), any other code `rpc_other`, `timeout`,
+    /// `http_429`, `http_5xx`, `http_4xx`, `connection`, `invalid_response`, `invalid_block`,
+    /// `hash_scheme`, `wrong_chain` or `retry_after`.
+    pub fn error_type(&self) -> &'static str {
         match self {
-            RpcError::Timeout(_) => Cow::Borrowed("timeout"),
-            RpcError::HttpStatus { status: 429 } => Cow::Borrowed("http_429"),
-            RpcError::HttpStatus { status } if *status >= 500 => Cow::Borrowed("http_5xx"),
-            RpcError::HttpStatus { .. } => Cow::Borrowed("http_4xx"),
-            RpcError::Connection(_) => Cow::Borrowed("connection"),
-            // The reserved JSON-RPC range (-32768..=-32000) keeps the attribute bounded; a provider
-            // inventing other codes cannot grow it.
-            RpcError::Rpc { code, .. } if (-32768..=-32000).contains(code) => {
-                Cow::Owned(code.to_string())
-            }
-            RpcError::Rpc { .. } => Cow::Borrowed("rpc_other"),
-            RpcError::InvalidResponse(_) => Cow::Borrowed("invalid_response"),
+            RpcError::Timeout(_) => "timeout",
+            RpcError::HttpStatus { status: 429 } => "http_429",
+            RpcError::HttpStatus { status } if *status >= 500 => "http_5xx",
+            RpcError::HttpStatus { .. } => "http_4xx",
+            RpcError::Connection(_) => "connection",
+            // A provider inventing codes cannot grow the attribute.
+            RpcError::Rpc { code, .. } => known_jsonrpc_code(*code).unwrap_or("rpc_other"),
+            RpcError::InvalidResponse(_) => "invalid_response",
             RpcError::InvalidBlock(_) | RpcError::WrongBlock(_) | RpcError::HeaderHash { .. } => {
-                Cow::Borrowed("invalid_block")
+                "invalid_block"
             }
-            RpcError::HashScheme(_) => Cow::Borrowed("hash_scheme"),
-            RpcError::WrongChain { .. } => Cow::Borrowed("wrong_chain"),
-            RpcError::RetryAfter(_) => Cow::Borrowed("retry_after"),
+            RpcError::HashScheme(_) => "hash_scheme",
+            RpcError::WrongChain { .. } => "wrong_chain",
+            RpcError::RetryAfter(_) => "retry_after",
         }
     }
 
@@ -295,6 +295,14 @@ mod tests {
             RpcError::Rpc {
                 code: 3,
                 message: "reverted".into()
+            }
+            .error_type(),
+            "3"
+        );
+        assert_eq!(
+            RpcError::Rpc {
+                code: -32099,
+                message: "x".into()
             }
             .error_type(),
             "rpc_other"

@@ -13,7 +13,7 @@ fn record_span_error(span: &tracing::Span, error: &RpcError, redactor: &Redactor
         "otel.status_description",
         redactor.redact(&error.to_string()).as_str(),
     );
-    span.record("error.type", error.error_type().as_ref());
+    span.record("error.type", error.error_type());
     if let RpcError::Rpc { code, .. } = error {
         span.record("rpc.response.status_code", code.to_string().as_str());
     }
