@@ -149,6 +149,8 @@ impl Provider {
             }
             self.evaluate(now);
         });
+        self.slow_calls
+            .record(attempt, elapsed, error, &attempt.span_context());
     }
 
     /// One attempt of `method` on this provider alone, outside any pool call (a poll, a probe, a
