@@ -365,7 +365,7 @@ async fn export(
     let (mut chain, mut since) = (None, None);
     let params = match parameters(query.as_deref(), &["format", "chain", "since"]) {
         Ok(params) => params,
-        Err(refused) => return refused,
+        Err(e) => return bad_request(e),
     };
     for (key, value) in params {
         match key {
@@ -404,12 +404,12 @@ async fn export(
     }
 }
 
-/// Reads `query`'s parameters, each of them one of `known` and given at most once; else the 400 that
-/// names the unknown or repeated one.
+/// Reads `query`'s parameters, each of them one of `known` and given at most once; else why not,
+/// naming the unknown or repeated one.
 fn parameters<'q>(
     query: Option<&'q str>,
     known: &[&'static str],
-) -> Result<Vec<(&'static str, std::borrow::Cow<'q, str>)>, axum::response::Response> {
+) -> Result<Vec<(&'static str, std::borrow::Cow<'q, str>)>, String> {
     let mut got: Vec<(&'static str, std::borrow::Cow<'q, str>)> = Vec::new();
     for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         let names = || match known.split_last() {
@@ -417,17 +417,14 @@ fn parameters<'q>(
             _ => known.join(""),
         };
         let Some(&name) = known.iter().find(|k| **k == key) else {
-            return Err(bad_request(format!(
-                "unknown parameter {key:?}: use {}",
-                names()
-            )));
+            return Err(format!("unknown parameter {key:?}: use {}", names()));
         };
         // A repeated parameter has no one meaning: refuse it rather than pick one.
         if got.iter().any(|(k, _)| *k == name) {
-            return Err(bad_request(format!(
+            return Err(format!(
                 "parameter {key:?} given more than once: give each of {} at most once",
                 names()
-            )));
+            ));
         }
         got.push((name, value));
     }
@@ -465,7 +462,7 @@ async fn slow(
                 }
             }
         }
-        Err(refused) => return refused,
+        Err(e) => return bad_request(e),
     }
     let chains: Vec<&ChainView> = state
         .chains
