@@ -1,7 +1,7 @@
 //! The agent's HTTP API, on `agent.http_listen`: `/health`, `/ready`, `/status`, `/stats`,
-//! `/report`, `/export` and `/metrics` (the Prometheus text exposition of the agent's OpenTelemetry
-//! metrics). Only `/export` takes parameters, each at most once; any other parameter, a repeated
-//! one, any other path and any other method is a 4xx with a JSON error. [`serve`] serves them
+//! `/report`, `/export`, `/slow` and `/metrics` (the Prometheus text exposition of the agent's
+//! OpenTelemetry metrics). Only `/export` and `/slow` take parameters, each at most once; any other
+//! parameter, a repeated one, any other path and any other method is a 4xx with a JSON error. [`serve`] serves them
 //! within [`Limits`]: a connection cap, header and request timeouts, a body limit.
 
 mod server;
@@ -53,6 +53,7 @@ pub fn router(state: ApiState) -> Router {
         .layer(axum::middleware::from_fn(no_parameters));
     Router::new()
         .route("/export", get(export))
+        .route("/slow", get(slow))
         .merge(plain)
         .fallback(not_found)
         .with_state(state)
@@ -76,7 +77,7 @@ async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
     (
         axum::http::StatusCode::NOT_FOUND,
         Json(serde_json::json!({
-            "error": format!("no route {}: try /health, /ready, /status, /stats, /report, /export or /metrics", uri.path())
+            "error": format!("no route {}: try /health, /ready, /status, /stats, /report, /export, /slow or /metrics", uri.path())
         })),
     )
         .into_response()
@@ -167,8 +168,12 @@ async fn report(State(state): State<ApiState>) -> impl IntoResponse {
     )
 }
 
+/// Slowest calls per provider in `/report`.
+const REPORT_SLOWEST: usize = 3;
+
 /// The text of `/report` (and of `blockwatch status`): overall status and reasons, then per chain
-/// its progress, a table of its providers, and its missed-block summary.
+/// its progress, a table of its providers, their slowest calls with their trace ids, and its
+/// missed-block summary.
 pub fn render_report(chains: &[ChainView]) -> String {
     use std::fmt::Write;
     let judged = judged(chains);
@@ -180,7 +185,7 @@ pub fn render_report(chains: &[ChainView]) -> String {
     for r in judged.iter().flat_map(|(_, v)| &v.reasons) {
         let _ = writeln!(out, "  - {r}");
     }
-    for (s, v) in &judged {
+    for ((s, v), view) in judged.iter().zip(chains) {
         let pool = &s.pool;
         let _ = writeln!(out);
         let _ = writeln!(
@@ -243,6 +248,7 @@ pub fn render_report(chains: &[ChainView]) -> String {
                 p.head.map_or("-".to_owned(), |n| n.to_string()),
             );
         }
+        render_slowest(&mut out, view);
         let st = &s.stats;
         let _ = writeln!(
             out,
@@ -259,6 +265,51 @@ pub fn render_report(chains: &[ChainView]) -> String {
         );
     }
     out
+}
+
+/// The [`REPORT_SLOWEST`] slowest calls of each of `chain`'s providers, with their trace and span
+/// ids (`GET /slow` has more).
+fn render_slowest(out: &mut String, chain: &ChainView) {
+    use std::fmt::Write;
+    let providers = chain.pool.providers();
+    let Some(first) = providers.first() else {
+        return;
+    };
+    let now = std::time::Instant::now();
+    let _ = writeln!(
+        out,
+        "  slowest calls of the last {} (trace and span ids):",
+        humantime::format_duration(first.slow_calls().window())
+    );
+    for p in providers {
+        let calls = p.slow_calls().view(now).slowest;
+        if calls.is_empty() {
+            let _ = writeln!(out, "    {:<16} -", p.name);
+        }
+        for c in calls.iter().take(REPORT_SLOWEST) {
+            let outcome = match &c.error_type {
+                Some(e) => format!("{} ({e})", c.outcome.as_str()),
+                None => c.outcome.as_str().to_owned(),
+            };
+            let attempt = format!(
+                "attempt {}{}",
+                c.attempt,
+                if c.hedged { " hedge" } else { "" }
+            );
+            let ids = match (&c.trace_id, &c.span_id) {
+                (Some(t), Some(s)) => format!(
+                    "trace {t} span {s}{}",
+                    if c.sampled { "" } else { " (not sampled)" }
+                ),
+                _ => "no trace".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "    {:<16} {:>10.1} ms  {:<24} {:<22} {:<17} {ids}  {}",
+                p.name, c.duration_ms, c.method, outcome, attempt, c.at
+            );
+        }
+    }
 }
 
 fn short_hash(h: &str) -> String {
@@ -318,16 +369,12 @@ async fn export(
     use crate::monitor::export::{parse_since, render, Format, MAX_RECORDS};
     let mut format = Format::Json;
     let (mut chain, mut since) = (None, None);
-    let mut seen = Vec::new();
-    for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        // A repeated parameter has no one meaning: refuse it rather than pick one.
-        if seen.contains(&key) {
-            return bad_request(format!(
-                "parameter {key:?} given more than once: give each of format, chain and since at most once"
-            ));
-        }
-        seen.push(key.clone());
-        match key.as_ref() {
+    let params = match parameters(query.as_deref(), &["format", "chain", "since"]) {
+        Ok(params) => params,
+        Err(e) => return bad_request(e),
+    };
+    for (key, value) in params {
+        match key {
             "format" => match value.parse() {
                 Ok(f) => format = f,
                 Err(e) => return bad_request(e.to_string()),
@@ -338,15 +385,10 @@ async fn export(
                 }
                 chain = Some(value.into_owned());
             }
-            "since" => match parse_since(&value) {
+            _ => match parse_since(&value) {
                 Ok(s) => since = Some(s),
                 Err(e) => return bad_request(e.to_string()),
             },
-            other => {
-                return bad_request(format!(
-                    "unknown parameter {other:?}: use format, chain and since"
-                ))
-            }
         }
     }
     let store = state.store.clone();
@@ -366,6 +408,105 @@ async fn export(
         )
             .into_response(),
     }
+}
+
+/// Reads `query`'s parameters, each of them one of `known` and given at most once; else why not,
+/// naming the unknown or repeated one.
+fn parameters<'q>(
+    query: Option<&'q str>,
+    known: &[&'static str],
+) -> Result<Vec<(&'static str, std::borrow::Cow<'q, str>)>, String> {
+    let mut got: Vec<(&'static str, std::borrow::Cow<'q, str>)> = Vec::new();
+    for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        let names = || match known.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+            _ => known.join(""),
+        };
+        let Some(&name) = known.iter().find(|k| **k == key) else {
+            return Err(format!("unknown parameter {key:?}: use {}", names()));
+        };
+        // A repeated parameter has no one meaning: refuse it rather than pick one.
+        if got.iter().any(|(k, _)| *k == name) {
+            return Err(format!(
+                "parameter {key:?} given more than once: give each of {} at most once",
+                names()
+            ));
+        }
+        got.push((name, value));
+    }
+    Ok(got)
+}
+
+/// One chain in `/slow`.
+#[derive(Debug, Serialize)]
+struct ChainSlow {
+    chain: String,
+    providers: Vec<ProviderSlow>,
+}
+
+/// One provider in `/slow`.
+#[derive(Debug, Serialize)]
+struct ProviderSlow {
+    provider: String,
+    #[serde(flatten)]
+    calls: crate::rpc::slow::SlowView,
+}
+
+/// `GET /slow[?chain=][&provider=]`: per provider, its slowest and latest failed attempts of the
+/// health window, with their trace ids.
+async fn slow(
+    State(state): State<ApiState>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> axum::response::Response {
+    let (mut chain, mut provider) = (None, None);
+    match parameters(query.as_deref(), &["chain", "provider"]) {
+        Ok(params) => {
+            for (key, value) in params {
+                match key {
+                    "chain" => chain = Some(value),
+                    _ => provider = Some(value),
+                }
+            }
+        }
+        Err(e) => return bad_request(e),
+    }
+    let chains: Vec<&ChainView> = state
+        .chains
+        .iter()
+        .filter(|c| chain.as_deref().is_none_or(|name| c.name == name))
+        .collect();
+    if let Some(name) = &chain {
+        if chains.is_empty() {
+            return bad_request(format!("no chain named {name:?} is configured"));
+        }
+    }
+    let now = std::time::Instant::now();
+    let chains: Vec<ChainSlow> = chains
+        .into_iter()
+        .map(|c| ChainSlow {
+            chain: c.name.clone(),
+            providers: c
+                .pool
+                .providers()
+                .iter()
+                .filter(|p| provider.as_deref().is_none_or(|name| p.name == name))
+                .map(|p| ProviderSlow {
+                    provider: p.name.clone(),
+                    calls: p.slow_calls().view(now),
+                })
+                .collect(),
+        })
+        .filter(|c| provider.is_none() || !c.providers.is_empty())
+        .collect();
+    if let Some(name) = &provider {
+        if chains.is_empty() {
+            let of = chain
+                .as_deref()
+                .map_or(String::new(), |c| format!(" in chain {c:?}"));
+            return bad_request(format!("no provider named {name:?} is configured{of}"));
+        }
+    }
+    Json(serde_json::json!({ "kept": crate::rpc::slow::KEPT, "chains": chains })).into_response()
 }
 
 /// `/stats` of one chain.

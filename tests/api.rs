@@ -82,10 +82,36 @@ async fn health_ready_report_and_status_follow_the_providers() {
         "p50 ms",
         "p0 ",
         "p1 ",
+        // The health window (`score_window`) is the slow-call lists' window too.
+        "slowest calls of the last 3s (trace and span ids):",
         "missed blocks: ",
     ] {
         assert!(report.contains(part), "{part:?} not in:\n{report}");
     }
+    // /slow: every provider, its lists over the same window, each call with its trace id.
+    let (code, slow) = get(agent, "/slow?chain=anvil").await;
+    assert_eq!(code, 200, "{slow}");
+    let slow: Value = serde_json::from_str(&slow).unwrap();
+    assert_eq!(slow["kept"], 10, "{slow:#}");
+    let providers = slow["chains"][0]["providers"].as_array().unwrap();
+    let names: Vec<&str> = providers
+        .iter()
+        .map(|p| p["provider"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["p0", "p1"], "{slow:#}");
+    assert!(
+        providers.iter().all(|p| p["window_seconds"] == 3.0),
+        "{slow:#}"
+    );
+    // p0 leads: it has calls in the window.
+    let calls = providers[0]["slowest"].as_array().unwrap();
+    assert!(!calls.is_empty(), "{slow:#}");
+    assert!(
+        calls
+            .iter()
+            .all(|c| c["trace_id"].as_str().is_some_and(|t| t.len() == 32)),
+        "{slow:#}"
+    );
     let out = status_cmd(&["--url", &api]);
     let printed = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{printed}");
@@ -129,6 +155,9 @@ async fn health_ready_report_and_status_follow_the_providers() {
         ("/report?chain=anvil", 400),
         ("/metrics?name=x", 400),
         ("/export?format=yaml", 400),
+        ("/slow?chain=nope", 400),
+        ("/slow?provider=p9", 400),
+        ("/slow?limit=1", 400),
         ("/nope", 404),
     ] {
         let (got, body) = get(agent, path).await;
@@ -357,6 +386,7 @@ async fn the_api_answers_bad_requests_with_json_and_holds_up_against_idle_client
         ("/export?format=csv&format=json", "format"),
         ("/export?chain=anvil&chain=anvil", "chain"),
         ("/export?since=0&since=1", "since"),
+        ("/slow?provider=p0&provider=p0", "provider"),
     ] {
         let (code, body) = get(agent, path).await;
         assert_eq!(code, 400, "{path}: {body}");

@@ -3,7 +3,7 @@
 //! error status, events), every metric with its attributes, log records with trace ids, the
 //! `traceparent` devnet saw matching an exported span — and a provider secret nowhere (exported,
 //! logged, written, served or printed by `check-config`), whether it came from the environment, a
-//! `${file:…}` or was written in the URL path.
+//! `${file:…}` or was written in the URL path; `/slow` pointing at exported spans.
 
 mod common;
 
@@ -882,5 +882,119 @@ async fn exemplars_in_prometheus_lead_to_exported_spans() {
     }
     drop(prometheus);
     s.finish();
+    receiver.stop().await;
+}
+
+/// A provider made slow: `GET /slow` lists its slow calls, each with the trace and span ids of an
+/// attempt span of that provider that the receiver got; `/report` shows them too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_lists_a_slow_providers_calls_by_the_ids_of_their_exported_spans() {
+    const LATENCY_MS: f64 = 300.0;
+    let mut receiver = Receiver::start().await;
+    let (received, addr) = (receiver.received.clone(), receiver.addr);
+    let mut scenario = Scenario::devnet(3, "200ms")
+        .config(move |devnet| {
+            devnet.agent_config("").replace(
+                "otlp_endpoint = \"\"",
+                &format!("otlp_endpoint = \"http://{addr}\""),
+            )
+        })
+        .env(&[("OTEL_BSP_SCHEDULE_DELAY", "200")])
+        .start()
+        .await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
+    agent.wait_for_block(3, Duration::from_secs(30)).await;
+    // p0 leads (priority 0); 300 ms is under its 500 ms timeout.
+    devnet
+        .set_fault("p0", json!({"kind": "latency", "ms": LATENCY_MS as u64}))
+        .await;
+    let api = agent.api_url().await;
+    let slow_of_p0 = || async {
+        let (code, body) = http_get(&format!("{api}/slow?provider=p0")).await;
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("/slow is JSON");
+        let chain = &v["chains"][0];
+        assert_eq!(chain["chain"], "anvil", "{v:#}");
+        assert_eq!(chain["providers"][0]["provider"], "p0", "{v:#}");
+        chain["providers"][0]["slowest"]
+            .as_array()
+            .expect("slowest")
+            .clone()
+    };
+    let slowest = wait_for(
+        // Hedges soon overtake p0 (its attempts are listed as abandoned) and it is passed over:
+        // its next full-length call may be a later probe or check.
+        Duration::from_secs(60),
+        "p0's calls slower than its latency fault on /slow",
+        || async {
+            let slowest = slow_of_p0().await;
+            slowest
+                .iter()
+                .any(|c| c["duration_ms"].as_f64().unwrap() >= LATENCY_MS)
+                .then_some(slowest)
+        },
+    )
+    .await;
+    let (_, report) = http_get(&format!("{api}/report")).await;
+    devnet.clear_faults().await;
+    // Slowest first, each with its ids (a tracer provider is always installed).
+    let durations: Vec<f64> = slowest
+        .iter()
+        .map(|c| c["duration_ms"].as_f64().unwrap())
+        .collect();
+    assert!(durations.windows(2).all(|w| w[0] >= w[1]), "{durations:?}");
+    assert!(durations[0] >= LATENCY_MS, "{durations:?}");
+    let ids: Vec<(String, String, String)> = slowest
+        .iter()
+        .map(|c| {
+            assert_eq!(c["sampled"], true, "{c}");
+            assert!(["ok", "error", "abandoned"].contains(&c["outcome"].as_str().unwrap()));
+            let id = |k: &str| {
+                c[k].as_str()
+                    .unwrap_or_else(|| panic!("no {k}: {c}"))
+                    .to_owned()
+            };
+            (id("trace_id"), id("span_id"), id("method"))
+        })
+        .collect();
+    // /report names the slowest of them.
+    assert!(
+        report.contains(&format!("trace {} span {}", ids[0].0, ids[0].1)),
+        "{report}"
+    );
+    // Every listed call is an exported attempt span of p0, of its method.
+    let exported = wait_for(
+        Duration::from_secs(20),
+        "every call /slow listed among the exported spans",
+        || {
+            let spans = spans(&received);
+            let found: Vec<Span> = ids
+                .iter()
+                .filter_map(|(t, s, _)| {
+                    spans
+                        .iter()
+                        .find(|x| hex(&x.trace_id) == *t && hex(&x.span_id) == *s)
+                        .cloned()
+                })
+                .collect();
+            let all = found.len() == ids.len();
+            async move { all.then_some(found) }
+        },
+    )
+    .await;
+    for (span, (_, _, method)) in exported.iter().zip(&ids) {
+        assert_eq!(span.kind, SpanKind::Client as i32, "{span:?}");
+        assert_eq!(span.name, *method, "{span:?}");
+        assert_eq!(
+            attr_str(&span.attributes, "blockwatch.provider").as_deref(),
+            Some("p0"),
+            "{span:?}"
+        );
+        assert_eq!(
+            attr_str(&span.attributes, "rpc.method").as_deref(),
+            Some(method.as_str())
+        );
+    }
+    scenario.finish();
     receiver.stop().await;
 }

@@ -358,3 +358,146 @@ async fn metrics_are_openmetrics_with_exemplars_when_asked_and_classic_otherwise
         "{body}"
     );
 }
+/// An attempt span of `p0` with real OpenTelemetry ids (a tracer provider behind a subscriber of
+/// its own, as the agent installs one).
+fn traced_attempt(
+    p0: &crate::rpc::Provider,
+    method: &'static str,
+    hedge: bool,
+) -> crate::rpc::AttemptSpan {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt;
+    let tracer = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .build()
+        .tracer("api-tests");
+    let subscriber =
+        tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(tracer));
+    tracing::subscriber::with_default(subscriber, || p0.attempt_span(method, 2, hedge))
+}
+
+#[tokio::test]
+async fn slow_lists_each_providers_slowest_and_failed_calls_with_their_trace_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = state(dir.path(), Duration::from_secs(60)).await;
+    // The chain-id check at start-up found nobody listening on p0's port.
+    let (code, v) = get_json(&st, "/slow").await;
+    assert_eq!(code, StatusCode::OK, "{v:#}");
+    assert_eq!(v["kept"], 10, "{v:#}");
+    assert_eq!(v["chains"][0]["chain"], "anvil", "{v:#}");
+    let p = &v["chains"][0]["providers"][0];
+    assert_eq!(
+        (&p["provider"], &p["window_seconds"]),
+        (&"p0".into(), &60.0.into()),
+        "{v:#}"
+    );
+    assert_eq!(p["failed"], p["slowest"], "{v:#}");
+    assert_eq!(p["failed"].as_array().unwrap().len(), 1, "{v:#}");
+    let check = &p["failed"][0];
+    assert_eq!(
+        (&check["method"], &check["outcome"], &check["error_type"]),
+        (&"eth_chainId".into(), &"error".into(), &"connection".into()),
+        "{v:#}"
+    );
+
+    let p0 = &st.chains[0].pool.providers()[0];
+    let slow = traced_attempt(p0, "eth_getBlockByNumber", false);
+    let failed = traced_attempt(p0, "eth_blockNumber", true);
+    let (slow_cx, failed_cx) = (slow.span_context(), failed.span_context());
+    assert!(slow_cx.is_valid() && failed_cx.is_valid());
+    p0.finish_attempt(&slow, Duration::from_millis(300), None);
+    p0.finish_attempt(
+        &failed,
+        Duration::from_millis(200),
+        Some(&crate::rpc::RpcError::Timeout(Duration::from_millis(200))),
+    );
+    p0_answers(&st);
+    let (code, v) = get_json(&st, "/slow?chain=anvil&provider=p0").await;
+    assert_eq!(code, StatusCode::OK, "{v:#}");
+    let p = &v["chains"][0]["providers"][0];
+    assert_eq!(p["provider"], "p0", "{v:#}");
+    let slowest = p["slowest"].as_array().unwrap();
+    assert_eq!(slowest.len(), 4, "{v:#}");
+    let s = &slowest[0];
+    assert_eq!(s["method"], "eth_getBlockByNumber");
+    assert_eq!(s["duration_ms"], 300.0);
+    assert_eq!(s["outcome"], "ok");
+    assert!(s["error_type"].is_null(), "{s}");
+    assert_eq!((&s["attempt"], &s["hedged"]), (&2.into(), &false.into()));
+    assert_eq!(s["trace_id"], slow_cx.trace_id().to_string());
+    assert_eq!(s["span_id"], slow_cx.span_id().to_string());
+    assert_eq!(s["sampled"], true);
+    assert!(
+        humantime::parse_rfc3339(s["at"].as_str().unwrap()).is_ok(),
+        "{s}"
+    );
+    assert_eq!(slowest[1]["duration_ms"], 200.0);
+    assert_eq!(slowest[1]["outcome"], "error");
+    // Outside a span: no ids.
+    assert_eq!(slowest[2]["duration_ms"], 5.0);
+    assert!(slowest[2]["trace_id"].is_null() && slowest[2]["span_id"].is_null());
+    assert_eq!(slowest[3]["method"], "eth_chainId", "{v:#}");
+    let failed = p["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 2, "{v:#}");
+    assert_eq!(failed[1]["method"], "eth_chainId", "{v:#}");
+    assert_eq!(failed[0]["method"], "eth_blockNumber");
+    assert_eq!(failed[0]["error_type"], "timeout");
+    assert_eq!(failed[0]["hedged"], true);
+    assert_eq!(failed[0]["trace_id"], failed_cx.trace_id().to_string());
+    // No error message is quoted.
+    assert!(!v.to_string().contains("timed out"), "{v}");
+
+    // /report lists them with their ids.
+    let (code, content_type, report) = call(&st, Method::GET, "/report").await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    assert!(
+        report.contains("slowest calls of the last 1m (trace and span ids):"),
+        "{report}"
+    );
+    let line = report
+        .lines()
+        .find(|l| l.contains(&slow_cx.trace_id().to_string()))
+        .unwrap_or_else(|| panic!("no line with the slow call's trace id:\n{report}"));
+    assert!(
+        line.contains("p0") && line.contains("300.0 ms") && line.contains("eth_getBlockByNumber"),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("span {}", slow_cx.span_id())),
+        "{line}"
+    );
+    assert!(
+        report.contains("error (timeout)") && report.contains("attempt 2 hedge"),
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn slow_refuses_an_unknown_chain_provider_or_parameter_and_a_repeated_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = state(dir.path(), Duration::from_secs(60)).await;
+    for (uri, names) in [
+        ("/slow?chain=nope", "no chain named \"nope\""),
+        ("/slow?provider=p9", "no provider named \"p9\""),
+        (
+            "/slow?chain=anvil&provider=p9",
+            "no provider named \"p9\" is configured in chain \"anvil\"",
+        ),
+        (
+            "/slow?limit=3",
+            "unknown parameter \"limit\": use chain and provider",
+        ),
+        (
+            "/slow?provider=p0&provider=p0",
+            "\"provider\" given more than once",
+        ),
+    ] {
+        let (code, v) = get_json(&st, uri).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{uri}: {v}");
+        let error = v["error"].as_str().unwrap_or_else(|| panic!("{uri}: {v}"));
+        assert!(error.contains(names), "{uri}: {error}");
+    }
+    let (code, v) = get_json(&st, "/slow?provider=p0").await;
+    assert_eq!(code, StatusCode::OK, "{v}");
+    assert_eq!(v["chains"][0]["providers"][0]["provider"], "p0", "{v}");
+}

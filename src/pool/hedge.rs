@@ -21,7 +21,7 @@ use super::{
     Answer, PoolError, ProviderPool,
 };
 use crate::{
-    rpc::{health::MAX_OVERTAKEN, RpcError},
+    rpc::{health::MAX_OVERTAKEN, AttemptSpan, RpcError},
     telemetry::metrics::attr,
 };
 
@@ -30,7 +30,7 @@ use crate::{
 struct InFlight {
     idx: usize,
     started: Instant,
-    span: tracing::Span,
+    attempt: AttemptSpan,
     sent: Arc<AtomicBool>,
 }
 
@@ -67,7 +67,7 @@ impl ProviderPool {
         let mut flights = vec![InFlight {
             idx,
             started: Instant::now(),
-            span: span.span,
+            attempt: span,
             sent,
         }];
         let mut early = None;
@@ -98,7 +98,7 @@ impl ProviderPool {
                     flights.push(InFlight {
                         idx: h,
                         started: Instant::now(),
-                        span: hspan.span,
+                        attempt: hspan,
                         sent,
                     });
                 }
@@ -184,9 +184,9 @@ impl ProviderPool {
             let p = &self.providers[f.idx];
             if f.idx != who
                 && f.sent.load(Ordering::Relaxed)
-                && p.abandon_attempt(&f.span, f.started.elapsed())
+                && p.abandon_attempt(&f.attempt, f.started.elapsed())
             {
-                f.span.in_scope(|| {
+                f.attempt.span.in_scope(|| {
                     tracing::warn!(chain = %self.chain, provider = %p.name,
                         overtaken = MAX_OVERTAKEN,
                         "provider lost several calls in a row to hedges without answering; passing it over")

@@ -15,6 +15,7 @@ pub mod latency;
 mod lie;
 pub mod provider;
 pub mod retry_after;
+pub mod slow;
 pub mod trace_context;
 pub mod types;
 

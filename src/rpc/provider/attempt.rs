@@ -158,6 +158,8 @@ impl Provider {
             }
             self.evaluate(now);
         });
+        self.slow_calls
+            .record(attempt, elapsed, error, &attempt.span_context());
     }
 
     /// One attempt of `method` on this provider alone, outside any pool call (a poll, a probe, a
@@ -183,8 +185,15 @@ impl Provider {
 
     /// An attempt given up after `elapsed` because another provider answered first. Returns true
     /// when the provider has lost too many calls in a row this way and should be passed over.
-    pub fn abandon_attempt(&self, span: &tracing::Span, elapsed: Duration) -> bool {
-        span.record("blockwatch.abandoned", true);
+    ///
+    /// It goes in the provider's slowest calls (as `abandoned`, `elapsed` long: it would have taken
+    /// longer): with hedging, the slowest calls of a slow provider are the ones another provider
+    /// overtook, and they never end otherwise; left out, the provider's slow calls would not be
+    /// listed at all. It is not a failed call: the provider did not fail, it was outrun.
+    pub fn abandon_attempt(&self, attempt: &AttemptSpan, elapsed: Duration) -> bool {
+        attempt.span.record("blockwatch.abandoned", true);
+        self.slow_calls
+            .record_abandoned(attempt, elapsed, &attempt.span_context());
         self.health()
             .tracker
             .record_abandoned(elapsed, Instant::now())

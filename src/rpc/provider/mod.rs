@@ -171,6 +171,8 @@ pub struct Provider {
     hashing: Arc<super::integrity::HashLedger>,
     /// `[chain, provider]`, the attributes every measurement of this provider carries.
     attrs: [KeyValue; 2],
+    /// Its slowest and latest failed attempts over the health window, for `/slow` and `/report`.
+    slow_calls: super::slow::SlowCalls,
 }
 
 /// How a provider is built: where it sits in its chain and what it shares with the pool.
@@ -254,6 +256,7 @@ impl Provider {
         let max_batch = cfg.max_batch_size.min(burst.get() / block_cost).max(1);
         let attrs = crate::telemetry::metrics::chain_provider(&ctx.chain, &cfg.name);
         let now = Instant::now();
+        let slow_calls = super::slow::SlowCalls::new(ctx.health.window, now);
         let provider = Self {
             name: cfg.name.clone(),
             display_url,
@@ -296,6 +299,7 @@ impl Provider {
             hash_check: ctx.hash_check,
             hashing: ctx.hashing,
             attrs,
+            slow_calls,
         };
         provider.export_state(State::Alive);
         Ok(provider)
@@ -328,6 +332,11 @@ impl Provider {
     /// The chain's name.
     pub fn chain(&self) -> &str {
         &self.chain
+    }
+
+    /// Its slowest and latest failed attempts of the health window (`pool.score_window`).
+    pub fn slow_calls(&self) -> &super::slow::SlowCalls {
+        &self.slow_calls
     }
 
     /// The configured headers (values marked sensitive).
