@@ -40,8 +40,11 @@ fn every_pipeline_is_wired_to_its_backend() {
         seen.push(name.to_owned());
         for kind in ["receivers", "processors", "exporters"] {
             for component in names(&p[kind]) {
+                // A connector is an exporter of one pipeline and a receiver of another.
+                let connector =
+                    kind != "processors" && !c["connectors"][component.as_str()].is_badvalue();
                 assert!(
-                    !c[kind][component.as_str()].is_badvalue(),
+                    connector || !c[kind][component.as_str()].is_badvalue(),
                     "pipeline {name}: {kind} {component} is not defined"
                 );
             }
@@ -57,12 +60,28 @@ fn every_pipeline_is_wired_to_its_backend() {
             Some("batch"),
             "{name}"
         );
-        assert_eq!(names(&p["receivers"]), ["otlp"], "{name}");
+        assert_eq!(
+            names(&p["receivers"]).first().map(String::as_str),
+            Some("otlp"),
+            "{name}"
+        );
     }
     seen.sort();
     assert_eq!(seen, ["logs", "metrics", "traces"]);
     let exporters = |p: &str| names(&c["service"]["pipelines"][p]["exporters"]);
-    assert_eq!(exporters("traces"), ["otlp/tempo"]);
+    assert_eq!(exporters("traces"), ["otlp/tempo", "spanmetrics"]);
+    // Metrics computed from the spans, with exemplars, reach Prometheus in OpenMetrics.
+    assert_eq!(
+        names(&c["service"]["pipelines"]["metrics"]["receivers"]),
+        ["otlp", "spanmetrics"]
+    );
+    let spanmetrics = &c["connectors"]["spanmetrics"];
+    assert_eq!(spanmetrics["exemplars"]["enabled"].as_bool(), Some(true));
+    assert_eq!(names(&spanmetrics["exclude_dimensions"]), ["service.name"]);
+    assert_eq!(
+        c["exporters"]["prometheus"]["enable_open_metrics"].as_bool(),
+        Some(true)
+    );
     assert!(c["exporters"]["otlp/tempo"]["endpoint"]
         .as_str()
         .unwrap()
@@ -301,7 +320,8 @@ fn the_dashboards_are_valid_grafana_json_and_their_references_resolve() {
         [
             "blockwatch-missed-blocks",
             "blockwatch-overview",
-            "blockwatch-providers"
+            "blockwatch-providers",
+            "blockwatch-slo"
         ]
     );
     // The agent's alert texts link to these.
@@ -412,7 +432,13 @@ fn the_dashboards_are_valid_grafana_json_and_their_references_resolve() {
                     );
                 }
                 if kind == "prometheus" {
-                    assert!(q.contains("blockwatch_") || q.contains("ALERTS"), "{q}");
+                    // A metric of the agent's, a recording rule of prometheus/rules, or ALERTS.
+                    assert!(
+                        q.contains("blockwatch_")
+                            || q.contains("blockwatch:")
+                            || q.contains("ALERTS"),
+                        "{q}"
+                    );
                 }
             }
         }
