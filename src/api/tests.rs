@@ -344,7 +344,12 @@ async fn metrics_are_openmetrics_with_exemplars_when_asked_and_classic_otherwise
     assert!(body.ends_with("# EOF\n"), "{body}");
     let bucket = body
         .lines()
-        .find(|l| l.starts_with("blockwatch_rpc_duration_seconds_bucket{le=\"1.0\""))
+        // The series recorded above (the pool's own failing calls have more labels).
+        .find(|l| {
+            l.starts_with(
+                "blockwatch_rpc_duration_seconds_bucket{le=\"1.0\",provider=\"p0\",service",
+            )
+        })
         .unwrap_or_else(|| panic!("{body}"));
     assert!(
         bucket.contains(&format!("trace_id=\"{}\"", TraceId::from(0xabcdu128))),
