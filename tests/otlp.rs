@@ -786,7 +786,17 @@ async fn a_collector_that_never_answers_costs_the_stream_nothing() {
 async fn exemplars_in_prometheus_lead_to_exported_spans() {
     let mut receiver = Receiver::start().await;
     let addr = receiver.addr;
-    let mut s = exporting_to(addr).await;
+    // A block later than a second is a miss: the outage below makes some.
+    let mut s = Scenario::devnet(3, "100ms")
+        .config(move |devnet| {
+            devnet.agent_config("max_block_delay = \"1s\"").replace(
+                "otlp_endpoint = \"\"",
+                &format!("otlp_endpoint = \"http://{addr}\""),
+            )
+        })
+        .env(&PRESSURE)
+        .start()
+        .await;
     let Scenario { devnet, agent, dir } = &mut s;
     devnet
         .set_fault("p0", json!({"kind": "latency", "ms": 300}))
@@ -877,6 +887,49 @@ async fn exemplars_in_prometheus_lead_to_exported_spans() {
             let found = find(&trace, &span);
             async move { found }
         })
+        .await;
+        assert_eq!(got.name, "process_block", "{got:?}");
+    }
+
+    // Blocks made while every provider is down are misses, recovered once they are back: their
+    // recovery time's exemplar names the recovered block's span too.
+    for p in ["p0", "p1", "p2"] {
+        devnet.set_fault(p, json!({"kind": "down"})).await;
+    }
+    // The chain goes on meanwhile (devnet's control answers through the outage).
+    let from = devnet.head().await;
+    wait_for(
+        Duration::from_secs(30),
+        "blocks made during the outage",
+        || async { (devnet.head().await >= from + 10).then_some(()) },
+    )
+    .await;
+    devnet.clear_faults().await;
+    let recoveries = wait_for(
+        Duration::from_secs(30),
+        "exemplars of recovery times",
+        || {
+            let p = &prometheus;
+            async move {
+                let found = p
+                    .exemplars("blockwatch_missed_block_recovery_duration_seconds_bucket")
+                    .await
+                    .ok()?;
+                (!found.is_empty()).then_some(found)
+            }
+        },
+    )
+    .await;
+    for e in &recoveries {
+        let (trace, span) = ids(e);
+        let got = wait_for(
+            Duration::from_secs(20),
+            "the recovered block's span",
+            || {
+                let found = find(&trace, &span);
+                async move { found }
+            },
+        )
         .await;
         assert_eq!(got.name, "process_block", "{got:?}");
     }

@@ -160,7 +160,12 @@ impl ChainFollower {
         let mut lines = Vec::with_capacity(linked.blocks.len());
         for f in &linked.blocks {
             let known = self.times.known_at(f.block.number);
-            if let Some(r) = self.watch.as_mut().and_then(|w| w.joined(f, None, known)) {
+            // Judged inside the block's span: a miss's metrics point at it.
+            let watch = self.watch.as_mut();
+            if let Some(r) = f
+                .span
+                .in_scope(|| watch.and_then(|w| w.joined(f, None, known)))
+            {
                 linked.commit.missed.push(r);
             }
             lines.push(self.publisher.line(f));
@@ -199,10 +204,10 @@ impl ChainFollower {
                     // The emitted blocks the new branch replaces: their heights are `ChainReorg`
                     // misses.
                     let known = self.times.known_at(f.block.number);
-                    if let Some(r) = self
-                        .watch
-                        .as_mut()
-                        .and_then(|w| w.joined(f, *replaced, known))
+                    let watch = self.watch.as_mut();
+                    if let Some(r) = f
+                        .span
+                        .in_scope(|| watch.and_then(|w| w.joined(f, *replaced, known)))
                     {
                         commit.missed.push(r);
                     }

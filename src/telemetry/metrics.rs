@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use opentelemetry::{
-    metrics::{Counter, Gauge, Histogram, Meter},
+    metrics::{Counter, Gauge, Meter},
     KeyValue,
 };
 
@@ -105,8 +105,9 @@ pub struct Metrics {
     pub blocks_missed: Counter<u64>,
     /// `blockwatch.blocks.recovered` ({block}).
     pub blocks_recovered: Counter<u64>,
-    /// `blockwatch.missed_block.recovery.duration` (s).
-    pub recovery_duration: Histogram<f64>,
+    /// `blockwatch.missed_block.recovery.duration` (s), with exemplars pointing at the recovered
+    /// block's `process_block` span.
+    pub recovery_duration: TracedHistogram,
     /// `blockwatch.missed_blocks.streak` ({block}): missed blocks in a row, now.
     pub missed_streak: Gauge<u64>,
     /// `blockwatch.provider.inconsistencies` ({claim}): claims a provider was caught in that the
@@ -128,13 +129,19 @@ const RECOVERY_BUCKETS: [f64; 12] = [
 
 /// Help of the RPC duration histogram, the same on both routes.
 const RPC_DURATION_HELP: &str = "Duration of each JSON-RPC attempt";
+/// Help of the recovery duration histogram.
+const RECOVERY_HELP: &str = "Time from finding a block missed to emitting it";
 /// Help of the block delay histogram.
 const BLOCK_DELAY_HELP: &str = "Time from each emitted block's timestamp to its emission";
 
 impl Metrics {
     /// The OpenMetrics sides of the histograms with exemplars.
     pub fn exemplar_families(&self) -> Vec<Arc<ExemplarFamily>> {
-        vec![self.rpc_duration.family(), self.block_delay.family()]
+        vec![
+            self.rpc_duration.family(),
+            self.block_delay.family(),
+            self.recovery_duration.family(),
+        ]
     }
 
     /// Creates every instrument on `meter`.
@@ -252,12 +259,17 @@ impl Metrics {
                 .with_unit("{block}")
                 .with_description("Missed blocks got back and emitted")
                 .build(),
-            recovery_duration: meter
-                .f64_histogram("blockwatch.missed_block.recovery.duration")
-                .with_unit("s")
-                .with_description("Time from finding a block missed to emitting it")
-                .with_boundaries(RECOVERY_BUCKETS.to_vec())
-                .build(),
+            recovery_duration: TracedHistogram::new(
+                meter
+                    .f64_histogram("blockwatch.missed_block.recovery.duration")
+                    .with_unit("s")
+                    .with_description(RECOVERY_HELP)
+                    .with_boundaries(RECOVERY_BUCKETS.to_vec())
+                    .build(),
+                "blockwatch_missed_block_recovery_duration_seconds",
+                RECOVERY_HELP,
+                &RECOVERY_BUCKETS,
+            ),
             missed_streak: meter
                 .u64_gauge("blockwatch.missed_blocks.streak")
                 .with_unit("{block}")
