@@ -11,15 +11,15 @@
 //!   `StreamObserver` seam, the missed-block record with its `Reason` and `Severity`.
 //! - [`config`]: the TOML configuration, `${NAME}`/`${file:PATH}` expansion, defaults, validation.
 //! - [`redact`]: keeping API keys out of everything shown.
-//! - [`telemetry`]: traces, metrics and logs set up for OTLP; the instruments; the stream's log and
-//!   metrics observers.
+//! - [`telemetry`]: traces, metrics and logs set up for OTLP; the instruments; histograms with
+//!   exemplars and `/metrics` in OpenMetrics; the stream's log and metrics observers.
 //! - [`store`]: the state-store seam (`StateStore`: cursor, canonical window, missed-block records)
 //!   and its SQLite implementation.
 //! - [`output`]: the block-sink seam (`BlockSink`) and its sinks: stdout, file, none.
 //!
 //! The stages, in the order a block travels:
 //! 1. [`rpc`]: one provider — transport, rate limit, timeouts, typed errors, health state; one
-//!    attempt with its span and health bookkeeping.
+//!    attempt with its span and health bookkeeping; its slowest and failed calls (`/slow`).
 //! 2. [`heads`]: what each provider says the head is (`newHeads` or polling), the head book that
 //!    corroborates them and catches lies and skips, and the chain head the follower follows.
 //! 3. [`pool`]: who is asked — selection, then the call engine's retry, hedging and failover within
