@@ -778,6 +778,49 @@ async fn a_collector_that_never_answers_costs_the_stream_nothing() {
     hole.abort();
 }
 
+/// Waits until Prometheus has stored exemplars of at least `min` on the series of `query`, and
+/// returns those.
+async fn stored_exemplars(
+    prometheus: &common::prometheus::Prometheus,
+    query: &str,
+    min: f64,
+) -> Vec<serde_json::Value> {
+    wait_for(
+        Duration::from_secs(60),
+        &format!("exemplars of {query} of at least {min}"),
+        || async {
+            let found: Vec<_> = prometheus
+                .exemplars(query)
+                .await
+                .ok()?
+                .into_iter()
+                .filter(|e| {
+                    e["value"]
+                        .as_str()
+                        .and_then(|v| v.parse::<f64>().ok())
+                        .is_some_and(|v| v >= min)
+                })
+                .collect();
+            (!found.is_empty()).then_some(found)
+        },
+    )
+    .await
+}
+
+/// Waits until the receiver got the span exemplar `e` names (exports are batched).
+async fn exemplar_span(received: &Received, e: &serde_json::Value) -> Span {
+    let id = |k: &str| e["labels"][k].as_str().unwrap_or_default().to_owned();
+    let (trace, span) = (id("trace_id"), id("span_id"));
+    assert_eq!(trace.len(), 32, "{e}");
+    wait_for(Duration::from_secs(20), "the exemplar's span", || {
+        let found = spans(received)
+            .into_iter()
+            .find(|s| hex(&s.trace_id) == trace && hex(&s.span_id) == span);
+        async move { found }
+    })
+    .await
+}
+
 /// From a latency bucket to the slow call: a real Prometheus with exemplar storage scrapes the
 /// agent's `/metrics` (it asks for OpenMetrics) while a provider is slow; the exemplars it stores on
 /// the RPC duration histogram name trace and span ids of that provider's attempt spans, as the
@@ -805,69 +848,16 @@ async fn exemplars_in_prometheus_lead_to_exported_spans() {
     let target = api.trim_start_matches("http://").to_owned();
     let prometheus = common::prometheus::Prometheus::start(dir.path(), &[target], &[]);
 
-    // Exemplars of p0's calls slower than its fault, as Prometheus stored them.
-    let slow = wait_for(
-        Duration::from_secs(60),
-        "exemplars of p0's slow calls",
-        || {
-            let p = &prometheus;
-            async move {
-                let found = p
-                    .exemplars(r#"blockwatch_rpc_duration_seconds_bucket{provider="p0"}"#)
-                    .await
-                    .ok()?;
-                let slow: Vec<_> = found
-                    .into_iter()
-                    .filter(|e| {
-                        e["value"]
-                            .as_str()
-                            .and_then(|v| v.parse::<f64>().ok())
-                            .is_some_and(|v| v >= 0.3)
-                    })
-                    .collect();
-                (!slow.is_empty()).then_some(slow)
-            }
-        },
+    // Exemplars of p0's calls slower than its fault, as Prometheus stored them; each names an
+    // attempt span of p0 the receiver got, for the method of its series.
+    let slow = stored_exemplars(
+        &prometheus,
+        r#"blockwatch_rpc_duration_seconds_bucket{provider="p0"}"#,
+        0.3,
     )
     .await;
-    let delays = wait_for(Duration::from_secs(30), "exemplars of block delays", || {
-        let p = &prometheus;
-        async move {
-            let found = p
-                .exemplars("blockwatch_block_delay_seconds_bucket")
-                .await
-                .ok()?;
-            (!found.is_empty()).then_some(found)
-        }
-    })
-    .await;
-
-    // Each names a span the receiver got (exports are batched: wait for them).
-    let ids = |e: &serde_json::Value| {
-        (
-            e["labels"]["trace_id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            e["labels"]["span_id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-        )
-    };
-    let find = |trace: &str, span: &str| {
-        spans(&receiver.received)
-            .into_iter()
-            .find(|s| hex(&s.trace_id) == trace && hex(&s.span_id) == span)
-    };
     for e in &slow {
-        let (trace, span) = ids(e);
-        assert_eq!(trace.len(), 32, "{e}");
-        let got = wait_for(Duration::from_secs(20), "the exemplar's span", || {
-            let found = find(&trace, &span);
-            async move { found }
-        })
-        .await;
+        let got = exemplar_span(&receiver.received, e).await;
         assert_eq!(got.kind, SpanKind::Client as i32, "{got:?}");
         assert_eq!(
             attr_str(&got.attributes, "blockwatch.provider").as_deref(),
@@ -881,13 +871,8 @@ async fn exemplars_in_prometheus_lead_to_exported_spans() {
         let took = (got.end_time_unix_nano - got.start_time_unix_nano) as f64 / 1e9;
         assert!(took >= 0.3, "the span took {took}s: {e}");
     }
-    for e in &delays {
-        let (trace, span) = ids(e);
-        let got = wait_for(Duration::from_secs(20), "the block's span", || {
-            let found = find(&trace, &span);
-            async move { found }
-        })
-        .await;
+    for e in &stored_exemplars(&prometheus, "blockwatch_block_delay_seconds_bucket", 0.0).await {
+        let got = exemplar_span(&receiver.received, e).await;
         assert_eq!(got.name, "process_block", "{got:?}");
     }
 
@@ -896,41 +881,24 @@ async fn exemplars_in_prometheus_lead_to_exported_spans() {
     for p in ["p0", "p1", "p2"] {
         devnet.set_fault(p, json!({"kind": "down"})).await;
     }
-    // The chain goes on meanwhile (devnet's control answers through the outage).
+    // The chain goes on meanwhile (devnet's control answers through the outage): three seconds of
+    // blocks, later than max_block_delay by the end.
     let from = devnet.head().await;
     wait_for(
         Duration::from_secs(30),
         "blocks made during the outage",
-        || async { (devnet.head().await >= from + 10).then_some(()) },
+        || async { (devnet.head().await >= from + 30).then_some(()) },
     )
     .await;
     devnet.clear_faults().await;
-    let recoveries = wait_for(
-        Duration::from_secs(30),
-        "exemplars of recovery times",
-        || {
-            let p = &prometheus;
-            async move {
-                let found = p
-                    .exemplars("blockwatch_missed_block_recovery_duration_seconds_bucket")
-                    .await
-                    .ok()?;
-                (!found.is_empty()).then_some(found)
-            }
-        },
+    let recoveries = stored_exemplars(
+        &prometheus,
+        "blockwatch_missed_block_recovery_duration_seconds_bucket",
+        0.0,
     )
     .await;
     for e in &recoveries {
-        let (trace, span) = ids(e);
-        let got = wait_for(
-            Duration::from_secs(20),
-            "the recovered block's span",
-            || {
-                let found = find(&trace, &span);
-                async move { found }
-            },
-        )
-        .await;
+        let got = exemplar_span(&receiver.received, e).await;
         assert_eq!(got.name, "process_block", "{got:?}");
     }
     drop(prometheus);
