@@ -556,33 +556,12 @@ async fn status(State(state): State<ApiState>) -> Json<StatusBody> {
     Json(StatusBody { status, chains })
 }
 
-/// Whether an `Accept` header prefers OpenMetrics to the classic text: OpenMetrics is named with a
-/// weight above zero, and no lower than the weight given to `text/plain` (or to anything).
-fn wants_openmetrics(accept: &str) -> bool {
-    let mut openmetrics = 0.0_f32;
-    let mut plain = 0.0_f32;
-    for range in accept.split(',') {
-        let mut parts = range.split(';').map(str::trim);
-        let media = parts.next().unwrap_or_default().to_ascii_lowercase();
-        let q = parts
-            .filter_map(|p| p.strip_prefix("q="))
-            .find_map(|q| q.parse::<f32>().ok())
-            .unwrap_or(1.0);
-        match media.as_str() {
-            "application/openmetrics-text" => openmetrics = openmetrics.max(q),
-            "text/plain" | "text/*" | "*/*" => plain = plain.max(q),
-            _ => {}
-        }
-    }
-    openmetrics > 0.0 && openmetrics >= plain
-}
-
 async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> impl IntoResponse {
     let openmetrics = headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(wants_openmetrics);
+        .any(crate::telemetry::openmetrics::preferred);
     let body = tokio::task::spawn_blocking(move || {
         if openmetrics {
             state.telemetry.openmetrics_text()

@@ -296,19 +296,6 @@ async fn an_unknown_path_is_a_404_and_a_wrong_method_a_405_each_with_a_json_erro
     }
 }
 
-#[test]
-fn openmetrics_is_chosen_only_when_preferred() {
-    use super::wants_openmetrics as om;
-    // What Prometheus sends.
-    assert!(om("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"));
-    assert!(om("application/openmetrics-text"));
-    assert!(!om("text/plain;version=0.0.4"));
-    assert!(!om("*/*"));
-    assert!(!om(""));
-    assert!(!om("application/openmetrics-text;q=0"));
-    assert!(!om("text/plain, application/openmetrics-text;q=0.5"));
-}
-
 #[tokio::test]
 async fn metrics_are_openmetrics_with_exemplars_when_asked_and_classic_otherwise() {
     use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};

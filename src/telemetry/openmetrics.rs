@@ -106,6 +106,27 @@ impl Collector for Gathered {
     }
 }
 
+/// Whether an `Accept` header prefers OpenMetrics to the classic text: OpenMetrics is named with a
+/// weight above zero, and no lower than the weight given to `text/plain` (or to anything).
+pub fn preferred(accept: &str) -> bool {
+    let mut openmetrics = 0.0_f32;
+    let mut plain = 0.0_f32;
+    for range in accept.split(',') {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or_default().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.strip_prefix("q="))
+            .find_map(|q| q.parse::<f32>().ok())
+            .unwrap_or(1.0);
+        match media.as_str() {
+            "application/openmetrics-text" => openmetrics = openmetrics.max(q),
+            "text/plain" | "text/*" | "*/*" => plain = plain.max(q),
+            _ => {}
+        }
+    }
+    openmetrics > 0.0 && openmetrics >= plain
+}
+
 /// What `/metrics` renders as OpenMetrics.
 #[derive(Debug)]
 pub struct OpenMetrics {
@@ -134,5 +155,22 @@ impl OpenMetrics {
             // Only a label or name the format cannot carry gets here; ours come from bounded sets.
             Err(_) => "# cannot encode metrics\n# EOF\n".to_owned(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::preferred;
+
+    #[test]
+    fn openmetrics_is_chosen_only_when_preferred() {
+        // What Prometheus sends.
+        assert!(preferred("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"));
+        assert!(preferred("application/openmetrics-text"));
+        assert!(!preferred("text/plain;version=0.0.4"));
+        assert!(!preferred("*/*"));
+        assert!(!preferred(""));
+        assert!(!preferred("application/openmetrics-text;q=0"));
+        assert!(!preferred("text/plain, application/openmetrics-text;q=0.5"));
     }
 }
