@@ -18,6 +18,7 @@ tools:
 	bash scripts/install-anvil.sh
 	bash scripts/install-aiosmtpd.sh
 	bash scripts/install-prometheus.sh
+	bash scripts/install-chromium.sh
 
 ## Unit tests, then integration tests against a real anvil node.
 test: tools
