@@ -15,6 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod browser;
 pub mod prometheus;
 
 use blockwatch::model::{BlockLine, StreamEvent};
