@@ -4,6 +4,7 @@
 //! parameter, a repeated one, any other path and any other method is a 4xx with a JSON error. [`serve`] serves them
 //! within [`Limits`]: a connection cap, header and request timeouts, a body limit.
 
+mod page;
 mod server;
 #[cfg(test)]
 mod tests;
@@ -39,6 +40,10 @@ pub struct ApiState {
     pub chains: Vec<ChainView>,
     /// The state database (missed-block records for `/export`).
     pub store: Arc<dyn crate::store::StateStore>,
+    /// The alerts firing now.
+    pub alerts: Arc<crate::alerts::Board>,
+    /// `alerts.dashboard_url`: the status page links to the dashboards when set.
+    pub dashboard_url: String,
 }
 
 /// The routes.
@@ -50,6 +55,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/report", get(report))
+        .route("/", get(page::index))
+        .route("/ui/app.css", get(page::css))
+        .route("/ui/app.js", get(page::js))
         .layer(axum::middleware::from_fn(no_parameters));
     Router::new()
         .route("/export", get(export))
@@ -77,7 +85,7 @@ async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
     (
         axum::http::StatusCode::NOT_FOUND,
         Json(serde_json::json!({
-            "error": format!("no route {}: try /health, /ready, /status, /stats, /report, /export, /slow or /metrics", uri.path())
+            "error": format!("no route {}: try /health, /ready, /status, /stats, /report, /export, /slow, /metrics or / (the status page)", uri.path())
         })),
     )
         .into_response()
@@ -344,12 +352,41 @@ struct ChainStatus {
     reorgs: u64,
     providers: Vec<crate::rpc::provider::ProviderStatus>,
     forks: Vec<crate::heads::Fork>,
+    /// The largest lag of each 5 s of the last ten minutes in which blocks were emitted.
+    lag_history: Vec<crate::follower::progress::LagPoint>,
+    /// The latest provider switches, newest first.
+    recent_switches: Vec<crate::pool::Switch>,
+    /// The latest reorgs, newest first.
+    recent_reorgs: Vec<crate::follower::progress::RecentReorg>,
+    /// The latest missed blocks, newest first.
+    recent_missed: Vec<RecentMiss>,
 }
+
+/// A missed block as `/status` lists it.
+#[derive(Debug, Serialize)]
+struct RecentMiss {
+    block_number: u64,
+    /// When it was found missed (Unix seconds).
+    at: u64,
+    reason: &'static str,
+    severity: &'static str,
+    recovered: bool,
+    recovered_from: Option<String>,
+    /// Seconds from the miss to the block's emission, when recovered.
+    recovery_seconds: Option<f64>,
+}
+
+/// Missed blocks `/status` lists per chain.
+const RECENT_MISSED: usize = 10;
 
 #[derive(Debug, Serialize)]
 struct StatusBody {
     status: ChainState,
     chains: Vec<ChainStatus>,
+    /// The alerts firing now.
+    alerts_firing: Vec<crate::alerts::FiringAlert>,
+    /// `alerts.dashboard_url`, `null` when not set.
+    dashboard_url: Option<String>,
 }
 
 /// A 400 with a JSON body naming the problem.
@@ -532,9 +569,23 @@ async fn stats(State(state): State<ApiState>) -> Json<serde_json::Value> {
 async fn status(State(state): State<ApiState>) -> Json<StatusBody> {
     let judged = judged(&state.chains);
     let status = overall(judged.iter().map(|(_, v)| v));
+    // The store answers on a blocking thread; a failed read lists no misses rather than failing
+    // the whole status.
+    let store = state.store.clone();
+    let names: Vec<String> = state.chains.iter().map(|c| c.name.clone()).collect();
+    let mut missed = tokio::task::spawn_blocking(move || {
+        names
+            .iter()
+            .map(|name| recent_missed(store.as_ref(), name))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default()
+    .into_iter();
     let chains: Vec<ChainStatus> = judged
         .into_iter()
-        .map(|(s, v)| ChainStatus {
+        .zip(&state.chains)
+        .map(|((s, v), view)| ChainStatus {
             chain: s.name,
             chain_id: s.chain_id,
             status: v.state,
@@ -551,9 +602,39 @@ async fn status(State(state): State<ApiState>) -> Json<StatusBody> {
             reorgs: s.stats.reorgs,
             providers: s.pool.providers,
             forks: s.pool.forks,
+            lag_history: view.progress.lag_history(),
+            recent_switches: view.pool.recent_switches(),
+            recent_reorgs: view.progress.recent_reorgs(),
+            recent_missed: missed.next().unwrap_or_default(),
         })
         .collect();
-    Json(StatusBody { status, chains })
+    Json(StatusBody {
+        status,
+        chains,
+        alerts_firing: state.alerts.firing(),
+        dashboard_url: (!state.dashboard_url.is_empty()).then(|| state.dashboard_url.clone()),
+    })
+}
+
+/// The latest [`RECENT_MISSED`] missed blocks of `chain`, newest first.
+fn recent_missed(store: &dyn crate::store::StateStore, chain: &str) -> Vec<RecentMiss> {
+    store
+        .latest_missed(chain, RECENT_MISSED)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| RecentMiss {
+            block_number: r.block_number,
+            at: r.timestamp,
+            reason: r.reason.as_str(),
+            severity: r.severity.as_str(),
+            recovered: r.recovered,
+            recovery_seconds: r
+                .metadata
+                .get("recovery_seconds")
+                .and_then(serde_json::Value::as_f64),
+            recovered_from: r.recovered_from,
+        })
+        .collect()
 }
 
 async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> impl IntoResponse {

@@ -134,11 +134,12 @@ pub async fn run_with_observers(
         metrics.clone(),
         tasks.token(Stage::Drain),
     );
+    let alerts = Arc::new(crate::alerts::Board::default());
     {
         let (cfg, threshold) = (config.alerts.clone(), config.monitor.alert_threshold);
-        let (views, metrics) = (views.clone(), metrics.clone());
+        let (views, metrics, board) = (views.clone(), metrics.clone(), alerts.clone());
         tasks.spawn(TaskKind::Alerts, move |c| async move {
-            crate::alerts::run(cfg, threshold, views, dispatcher, metrics, c).await;
+            crate::alerts::run(cfg, threshold, views, dispatcher, metrics, board, c).await;
             Ok(())
         });
     }
@@ -146,6 +147,8 @@ pub async fn run_with_observers(
         telemetry: telemetry.clone(),
         chains: views.clone(),
         store: store.clone(),
+        alerts,
+        dashboard_url: config.alerts.dashboard_url.clone(),
     });
     let limits = api::Limits::of(&config.agent);
     tasks.spawn(TaskKind::Http, move |c| async move {

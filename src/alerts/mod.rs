@@ -25,6 +25,32 @@ pub use rules::{ChainSnapshot, Condition, ProviderSnapshot, Rule};
 /// How often the rules are evaluated.
 const TICK: Duration = Duration::from_secs(1);
 
+/// An alert firing now, as `/status` and the status page show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FiringAlert {
+    /// The rule.
+    pub rule: &'static str,
+    /// What it is about: the chain, or `chain/provider`.
+    pub target: String,
+    /// Its tier now.
+    pub tier: &'static str,
+}
+
+/// The alerts firing now, as the latest evaluation left them (empty before the first).
+#[derive(Debug, Default)]
+pub struct Board(std::sync::Mutex<Vec<FiringAlert>>);
+
+impl Board {
+    /// The alerts firing now.
+    pub fn firing(&self) -> Vec<FiringAlert> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, firing: Vec<FiringAlert>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = firing;
+    }
+}
+
 /// Firing, or resolved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -310,13 +336,15 @@ fn snapshot(view: &ChainView, recent_switches: u64, metrics: &Metrics) -> ChainS
 }
 
 /// Evaluates the rules every second until `cancel`, and hands each message to `dispatcher`; each
-/// chain's health verdict is exported to `metrics` on the way.
+/// chain's health verdict is exported to `metrics` on the way, and the alerts firing are left on
+/// `board`.
 pub async fn run(
     cfg: AlertsConfig,
     streak_threshold: u64,
     chains: Vec<ChainView>,
     dispatcher: Arc<deliver::Dispatcher>,
     metrics: Arc<Metrics>,
+    board: Arc<Board>,
     cancel: CancellationToken,
 ) {
     let mut throttle = Throttle::default();
@@ -356,6 +384,17 @@ pub async fn run(
             }
             dispatcher.send(n);
         }
+        board.set(
+            throttle
+                .firing()
+                .into_iter()
+                .map(|(rule, target, tier)| FiringAlert {
+                    rule: rule.as_str(),
+                    target,
+                    tier: tier.as_str(),
+                })
+                .collect(),
+        );
     }
 }
 

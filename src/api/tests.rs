@@ -59,6 +59,8 @@ timeout = "200ms"
             stats: Arc::new(Mutex::new(ChainStats::default())),
         }],
         store: Arc::new(SqliteStore::open(&dir.join("state.db")).unwrap()),
+        alerts: Arc::default(),
+        dashboard_url: String::new(),
     }
 }
 

@@ -1,9 +1,11 @@
-//! What a chain's stream has done lately, as the HTTP API shows it: the last block processed, when,
-//! and how late.
+//! What a chain's stream has done lately, as the HTTP API and the status page show it: the last
+//! block processed, when, and how late; the catch-up under way; the lag over the last ten minutes
+//! and the latest reorgs. Everything kept is bounded: [`LAG_POINTS`] lag samples, [`RECENT`] reorgs.
 
 use std::{
+    collections::VecDeque,
     sync::Mutex,
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use alloy_primitives::B256;
@@ -47,13 +49,46 @@ pub struct CatchUp {
     pub eta_seconds: Option<f64>,
 }
 
-/// Records the last block of one chain's stream.
+/// One point of the lag chart: the largest lag of the blocks emitted in a [`LAG_STEP`].
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct LagPoint {
+    /// The step's start (Unix seconds).
+    pub at: u64,
+    /// The largest lag emitted in it, in seconds.
+    pub lag_seconds: f64,
+}
+
+/// A reorg as the status page lists it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct RecentReorg {
+    /// When it was followed (Unix seconds).
+    pub at: u64,
+    /// Canonical blocks replaced.
+    pub depth: u64,
+    /// The last block both branches share.
+    pub common_ancestor: u64,
+    /// The head before and after.
+    pub old_head: u64,
+    /// The block of the new branch that revealed it.
+    pub new_head: u64,
+}
+
+/// How long one lag point covers.
+pub const LAG_STEP: Duration = Duration::from_secs(5);
+/// Lag points kept: ten minutes of [`LAG_STEP`]s.
+pub const LAG_POINTS: usize = 120;
+/// Reorgs kept.
+pub const RECENT: usize = 10;
+
+/// Records the last block of one chain's stream, and its recent history.
 #[derive(Debug)]
 pub struct Progress {
     last: Mutex<Option<LastBlock>>,
     /// When the last block was emitted (or the agent started, before the first).
     emitted_at: Mutex<std::time::Instant>,
     backlog: Mutex<Option<Backlog>>,
+    lag: Mutex<VecDeque<LagPoint>>,
+    reorgs: Mutex<VecDeque<RecentReorg>>,
 }
 
 impl Default for Progress {
@@ -62,7 +97,34 @@ impl Default for Progress {
             last: Mutex::new(None),
             emitted_at: Mutex::new(std::time::Instant::now()),
             backlog: Mutex::new(None),
+            lag: Mutex::new(VecDeque::with_capacity(LAG_POINTS)),
+            reorgs: Mutex::new(VecDeque::with_capacity(RECENT)),
         }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// Adds `lag_seconds`, measured at `at`, to `points`: into the last point when it is of the same
+/// step, else as a new one; points older than ten minutes go.
+fn add_lag(points: &mut VecDeque<LagPoint>, at: u64, lag_seconds: f64) {
+    let step = LAG_STEP.as_secs();
+    let start = at - at % step;
+    match points.back_mut() {
+        Some(p) if p.at == start => p.lag_seconds = p.lag_seconds.max(lag_seconds),
+        _ => points.push_back(LagPoint {
+            at: start,
+            lag_seconds,
+        }),
+    }
+    let oldest = start.saturating_sub(step * (LAG_POINTS as u64 - 1));
+    while points.front().is_some_and(|p| p.at < oldest) || points.len() > LAG_POINTS {
+        points.pop_front();
     }
 }
 
@@ -120,6 +182,25 @@ impl Progress {
         })
     }
 
+    /// The largest lag of each [`LAG_STEP`] of the last ten minutes in which a block was emitted,
+    /// oldest first.
+    pub fn lag_history(&self) -> Vec<LagPoint> {
+        let mut points = self.lag.lock().unwrap_or_else(|p| p.into_inner());
+        // Steps older than ten minutes go even when no block came since.
+        let now = unix_now();
+        let oldest = now.saturating_sub(LAG_STEP.as_secs() * LAG_POINTS as u64);
+        while points.front().is_some_and(|p| p.at < oldest) {
+            points.pop_front();
+        }
+        points.iter().copied().collect()
+    }
+
+    /// The latest reorgs, newest first.
+    pub fn recent_reorgs(&self) -> Vec<RecentReorg> {
+        let reorgs = self.reorgs.lock().unwrap_or_else(|p| p.into_inner());
+        reorgs.iter().rev().cloned().collect()
+    }
+
     /// Seconds between the last block's timestamp and now (`None` before the first block).
     pub fn seconds_behind(&self) -> Option<f64> {
         let last = self.last()?;
@@ -134,16 +215,66 @@ impl Progress {
 impl StreamObserver for Progress {
     fn on_events(&self, events: &[StreamEvent]) {
         for e in events {
-            if let StreamEvent::Block(b) = e {
-                *self.emitted_at.lock().unwrap_or_else(|p| p.into_inner()) =
-                    std::time::Instant::now();
-                *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(LastBlock {
-                    number: b.block_number,
-                    hash: b.hash,
-                    timestamp: b.timestamp,
-                    lag_ms: b.lag_ms,
-                });
+            match e {
+                StreamEvent::Block(b) => {
+                    *self.emitted_at.lock().unwrap_or_else(|p| p.into_inner()) =
+                        std::time::Instant::now();
+                    *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(LastBlock {
+                        number: b.block_number,
+                        hash: b.hash,
+                        timestamp: b.timestamp,
+                        lag_ms: b.lag_ms,
+                    });
+                    let lag = b.lag_ms.max(0) as f64 / 1000.0;
+                    add_lag(
+                        &mut self.lag.lock().unwrap_or_else(|p| p.into_inner()),
+                        unix_now(),
+                        lag,
+                    );
+                }
+                StreamEvent::Reorg(r) => {
+                    let mut reorgs = self.reorgs.lock().unwrap_or_else(|p| p.into_inner());
+                    if reorgs.len() == RECENT {
+                        reorgs.pop_front();
+                    }
+                    reorgs.push_back(RecentReorg {
+                        at: unix_now(),
+                        depth: r.depth,
+                        common_ancestor: r.common_ancestor,
+                        old_head: r.old_head.number,
+                        new_head: r.new_head.number,
+                    });
+                }
+                StreamEvent::Error(_) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_points_keep_each_steps_largest_lag_for_ten_minutes() {
+        let mut points = VecDeque::new();
+        add_lag(&mut points, 1_000, 1.0);
+        add_lag(&mut points, 1_003, 4.0);
+        add_lag(&mut points, 1_004, 2.0);
+        assert_eq!(
+            points.iter().copied().collect::<Vec<_>>(),
+            [LagPoint {
+                at: 1_000,
+                lag_seconds: 4.0
+            }]
+        );
+        add_lag(&mut points, 1_005, 0.5);
+        assert_eq!(points.len(), 2);
+        // Ten minutes on, the first steps have gone; never more than the bound.
+        for t in (1_010..1_700).step_by(5) {
+            add_lag(&mut points, t, 0.1);
+        }
+        assert_eq!(points.len(), LAG_POINTS);
+        assert!(points.front().unwrap().at > 1_005);
     }
 }

@@ -47,6 +47,7 @@ use crate::{
 
 pub use eth::Confirmation;
 use select::PoolState;
+pub use select::{Switch, RECENT_SWITCHES};
 
 /// Why a pool call failed.
 #[derive(Debug, thiserror::Error)]
@@ -208,6 +209,12 @@ impl ProviderPool {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .switches
+    }
+
+    /// The latest provider switches, newest first.
+    pub fn recent_switches(&self) -> Vec<Switch> {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.recent.iter().rev().cloned().collect()
     }
 
     /// The pool as `/status` shows it.

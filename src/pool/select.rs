@@ -28,6 +28,24 @@ pub(super) struct PoolState {
     pub(super) challenger: Option<(usize, Instant)>,
     /// Switches since start.
     pub(super) switches: u64,
+    /// The latest switches, oldest first, at most [`RECENT_SWITCHES`].
+    pub(super) recent: std::collections::VecDeque<Switch>,
+}
+
+/// Switches kept for the status page.
+pub const RECENT_SWITCHES: usize = 10;
+
+/// A change of the provider a chain's calls go to.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Switch {
+    /// When (Unix seconds).
+    pub at: u64,
+    /// The provider switched from.
+    pub from: String,
+    /// The provider switched to.
+    pub to: String,
+    /// Why (the `reason` of `blockwatch_provider_switches_total`).
+    pub reason: &'static str,
 }
 
 /// The order in which a call tries providers, and why the first one is first.
@@ -200,6 +218,18 @@ impl ProviderPool {
                     };
                     tracing::info!(chain = %self.chain, from, to, reason, "provider_switch");
                     st.switches += 1;
+                    if st.recent.len() == RECENT_SWITCHES {
+                        st.recent.pop_front();
+                    }
+                    st.recent.push_back(Switch {
+                        at: std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap_or_default()
+                            .as_secs(),
+                        from: from.to_owned(),
+                        to: to.to_owned(),
+                        reason,
+                    });
                     self.metrics.provider_switches.add(
                         1,
                         &[

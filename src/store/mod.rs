@@ -119,6 +119,9 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
         limit: usize,
     ) -> Result<Vec<MissedBlock>, StoreError>;
 
+    /// The latest `limit` missed-block records of `chain`, newest (by when they were missed) first.
+    fn latest_missed(&self, chain: &str, limit: usize) -> Result<Vec<MissedBlock>, StoreError>;
+
     /// Missed-block records not in the log file yet (or updated since), oldest first, at most
     /// `limit`.
     fn unlogged(&self, limit: usize) -> Result<Vec<LogEntry>, StoreError>;

@@ -193,6 +193,27 @@ impl StateStore for SqliteStore {
         Ok(out)
     }
 
+    fn latest_missed(&self, chain: &str, limit: usize) -> Result<Vec<MissedBlock>, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT record FROM missed_blocks WHERE chain = ?1
+                 ORDER BY missed_at DESC, block_number DESC LIMIT ?2",
+            )
+            .map_err(query_err("reading missed blocks"))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(params![chain, limit], |row| row.get::<_, String>(0))
+            .map_err(query_err("reading missed blocks"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(decode_missed(
+                &row.map_err(query_err("reading missed blocks"))?,
+            )?);
+        }
+        Ok(out)
+    }
+
     /// The unrecovered record of `chain`'s block `number`, if one is stored (a miss still open
     /// when the last run stopped).
     fn open_miss(&self, chain: &str, number: u64) -> Result<Option<MissedBlock>, StoreError> {
@@ -446,6 +467,28 @@ mod tests {
         assert_eq!(store.missed(Some("b"), None, 100).unwrap().len(), 1);
         assert_eq!(store.missed(None, Some(150), 100).unwrap().len(), 1);
         assert_eq!(store.missed(None, None, 1).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_latest_misses_of_a_chain_come_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("state.db")).unwrap();
+        store
+            .save_missed(&[
+                missed("a", 5, 300, true),
+                missed("a", 9, 100, true),
+                missed("a", 7, 200, false),
+                missed("b", 1, 400, false),
+            ])
+            .unwrap();
+        let latest: Vec<u64> = store
+            .latest_missed("a", 2)
+            .unwrap()
+            .iter()
+            .map(|r| r.block_number)
+            .collect();
+        assert_eq!(latest, [5, 7]);
+        assert!(store.latest_missed("c", 10).unwrap().is_empty());
     }
 
     #[test]
