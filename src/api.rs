@@ -212,11 +212,13 @@ pub fn render_report(chains: &[ChainView]) -> String {
             pool.current_provider.as_deref().unwrap_or("-"),
         );
         if let Some(c) = &s.catch_up {
+            let total = (c.to + 1).saturating_sub(c.from).max(1);
             let _ = writeln!(
                 out,
-                "  catching up: {} of {} blocks ({}..={}), {:.1} blocks/s, {} left",
+                "  catching up [{}] {} of {} blocks ({}..={}), {:.1} blocks/s, {} left",
+                progress_bar(c.done, total, 30),
                 c.done,
-                (c.to + 1).saturating_sub(c.from),
+                total,
                 c.from,
                 c.to,
                 c.blocks_per_second,
@@ -326,6 +328,18 @@ fn short_hash(h: &str) -> String {
     } else {
         h.to_owned()
     }
+}
+
+/// A text progress bar `width` wide with its percentage: `#####-----  50%`.
+fn progress_bar(done: u64, total: u64, width: usize) -> String {
+    let share = (done.min(total) as f64 / total.max(1) as f64).clamp(0.0, 1.0);
+    let filled = (share * width as f64).round() as usize;
+    format!(
+        "{}{} {:>3.0}%",
+        "#".repeat(filled),
+        "-".repeat(width - filled),
+        share * 100.0
+    )
 }
 
 /// `/status` of one chain.

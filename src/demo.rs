@@ -204,6 +204,14 @@ pub async fn run(
     let narrator = Arc::new(Narrator {
         started: Instant::now(),
     });
+    // A wildcard listener is reached on loopback from this machine.
+    let mut page = options.http;
+    if page.ip().is_unspecified() {
+        page.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    narrator.say(format!(
+        "status page: http://{page}/ (open it in a browser: it updates live; the API is there too: /health, /status, /report, /slow, /metrics)"
+    ));
     let devnet = Devnet::start(DevnetConfig {
         providers: 3,
         block_time: DEMO_BLOCK_TIME,

@@ -495,3 +495,12 @@ async fn slow_refuses_an_unknown_chain_provider_or_parameter_and_a_repeated_one(
     assert_eq!(code, StatusCode::OK, "{v}");
     assert_eq!(v["chains"][0]["providers"][0]["provider"], "p0", "{v}");
 }
+
+#[test]
+fn the_text_progress_bar_fills_with_the_share_done() {
+    assert_eq!(super::progress_bar(0, 10, 10), "----------   0%");
+    assert_eq!(super::progress_bar(5, 10, 10), "#####-----  50%");
+    assert_eq!(super::progress_bar(10, 10, 10), "########## 100%");
+    // Never past full, whatever the counts say.
+    assert_eq!(super::progress_bar(12, 10, 4), "#### 100%");
+}

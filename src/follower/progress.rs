@@ -89,7 +89,12 @@ pub struct Progress {
     backlog: Mutex<Option<Backlog>>,
     lag: Mutex<VecDeque<LagPoint>>,
     reorgs: Mutex<VecDeque<RecentReorg>>,
+    /// When the catch-up under way was last logged.
+    logged: Mutex<Option<std::time::Instant>>,
 }
+
+/// How often a catch-up under way is logged.
+pub const LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl Default for Progress {
     fn default() -> Self {
@@ -99,6 +104,7 @@ impl Default for Progress {
             backlog: Mutex::new(None),
             lag: Mutex::new(VecDeque::with_capacity(LAG_POINTS)),
             reorgs: Mutex::new(VecDeque::with_capacity(RECENT)),
+            logged: Mutex::new(None),
         }
     }
 }
@@ -161,6 +167,20 @@ impl Progress {
     /// The stream has reached the head: no catch-up under way.
     pub fn caught_up(&self) {
         *self.backlog.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.logged.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// The catch-up under way when it is due to be logged: first [`LOG_EVERY`] after it started,
+    /// then every [`LOG_EVERY`].
+    pub fn log_due(&self) -> Option<CatchUp> {
+        let started = (*self.backlog.lock().unwrap_or_else(|p| p.into_inner()))?.started;
+        let mut logged = self.logged.lock().unwrap_or_else(|p| p.into_inner());
+        if logged.unwrap_or(started).elapsed() < LOG_EVERY {
+            return None;
+        }
+        *logged = Some(std::time::Instant::now());
+        drop(logged);
+        self.catch_up()
     }
 
     /// The catch-up under way, if there is one.

@@ -63,6 +63,11 @@ impl ChainFollower {
             if head.number - next >= 2 {
                 if let Some(p) = &self.progress {
                     p.behind(next, head.number);
+                    if let Some(c) = p.log_due() {
+                        tracing::info!(chain = %self.cfg.name, from = c.from, to = c.to, done = c.done,
+                            blocks_per_second = c.blocks_per_second, eta_seconds = c.eta_seconds,
+                            "catching up");
+                    }
                 }
             }
             let fetch = if catching_up {

@@ -81,6 +81,11 @@ function drawLag(svg, caption, points) {
   caption.textContent = `Lag, last 10 minutes: now ${latest.toFixed(1)} s, highest ${max.toFixed(1)} s`;
 }
 
+function headDelay(p) {
+  const ms = p.head_delay_ms === null || p.head_delay_ms === undefined ? "–" : `${Math.round(p.head_delay_ms)} ms`;
+  return p.lag_blocks ? `${ms}, ${p.lag_blocks} behind` : ms;
+}
+
 function renderProviders(tbody, chain) {
   replace(tbody, chain.providers.map((p) => {
     const row = el("tr", null, { "data-provider": p.name });
@@ -98,7 +103,7 @@ function renderProviders(tbody, chain) {
       el("td", num(lat.p95, 0)),
       el("td", num(lat.p99, 0)),
       el("td", p.error_rate === null || p.error_rate === undefined ? "–" : `${(p.error_rate * 100).toFixed(1)} %`),
-      el("td", p.lag_blocks === null || p.lag_blocks === undefined ? "–" : `${p.lag_blocks} blocks`),
+      el("td", headDelay(p)),
       el("td", p.requests ?? "–"),
       el("td", p.rate_limited ?? "–"),
     );
