@@ -13,7 +13,8 @@ build:
 release:
 	$(CARGO) build --locked --release
 
-## Installs the tools the tests need (idempotent; nothing global).
+## Installs the tools the tests need, idempotently: anvil, aiosmtpd and prometheus into .tools/;
+## Debian's chromium as a system package (apt-get, as root) for the browser tests.
 tools:
 	bash scripts/install-anvil.sh
 	bash scripts/install-aiosmtpd.sh
