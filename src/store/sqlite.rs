@@ -64,6 +64,28 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// The missed-block records `sql` selects (one `record` column) with `params`, in its order.
+    fn records(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<MissedBlock>, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stmt = conn
+            .prepare_cached(sql)
+            .map_err(query_err("reading missed blocks"))?;
+        let rows = stmt
+            .query_map(params, |row| row.get::<_, String>(0))
+            .map_err(query_err("reading missed blocks"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(decode_missed(
+                &row.map_err(query_err("reading missed blocks"))?,
+            )?);
+        }
+        Ok(out)
+    }
+
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let open_err = |source: rusqlite::Error| StoreError::Open {
@@ -171,47 +193,23 @@ impl StateStore for SqliteStore {
         since: Option<u64>,
         limit: usize,
     ) -> Result<Vec<MissedBlock>, StoreError> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT record FROM missed_blocks
-                 WHERE (?1 IS NULL OR chain = ?1) AND missed_at >= ?2
-                 ORDER BY chain, block_number, missed_at LIMIT ?3",
-            )
-            .map_err(query_err("reading missed blocks"))?;
         let since = i64::try_from(since.unwrap_or(0)).unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt
-            .query_map(params![chain, since, limit], |row| row.get::<_, String>(0))
-            .map_err(query_err("reading missed blocks"))?;
-        let mut out = Vec::new();
-        for row in rows {
-            out.push(decode_missed(
-                &row.map_err(query_err("reading missed blocks"))?,
-            )?);
-        }
-        Ok(out)
+        self.records(
+            "SELECT record FROM missed_blocks
+             WHERE (?1 IS NULL OR chain = ?1) AND missed_at >= ?2
+             ORDER BY chain, block_number, missed_at LIMIT ?3",
+            params![chain, since, limit],
+        )
     }
 
     fn latest_missed(&self, chain: &str, limit: usize) -> Result<Vec<MissedBlock>, StoreError> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT record FROM missed_blocks WHERE chain = ?1
-                 ORDER BY missed_at DESC, block_number DESC LIMIT ?2",
-            )
-            .map_err(query_err("reading missed blocks"))?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt
-            .query_map(params![chain, limit], |row| row.get::<_, String>(0))
-            .map_err(query_err("reading missed blocks"))?;
-        let mut out = Vec::new();
-        for row in rows {
-            out.push(decode_missed(
-                &row.map_err(query_err("reading missed blocks"))?,
-            )?);
-        }
-        Ok(out)
+        self.records(
+            "SELECT record FROM missed_blocks WHERE chain = ?1
+             ORDER BY missed_at DESC, block_number DESC LIMIT ?2",
+            params![chain, limit],
+        )
     }
 
     /// The unrecovered record of `chain`'s block `number`, if one is stored (a miss still open
