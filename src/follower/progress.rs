@@ -170,15 +170,15 @@ impl Progress {
         *self.logged.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    /// The catch-up under way when it is due to be logged: first [`LOG_EVERY`] after it started,
-    /// then every [`LOG_EVERY`].
-    pub fn log_due(&self) -> Option<CatchUp> {
+    /// The catch-up under way when it is due to be logged at `now`: first [`LOG_EVERY`] after it
+    /// started, then every [`LOG_EVERY`].
+    pub fn log_due(&self, now: std::time::Instant) -> Option<CatchUp> {
         let started = (*self.backlog.lock().unwrap_or_else(|p| p.into_inner()))?.started;
         let mut logged = self.logged.lock().unwrap_or_else(|p| p.into_inner());
-        if logged.unwrap_or(started).elapsed() < LOG_EVERY {
+        if now.saturating_duration_since(logged.unwrap_or(started)) < LOG_EVERY {
             return None;
         }
-        *logged = Some(std::time::Instant::now());
+        *logged = Some(now);
         drop(logged);
         self.catch_up()
     }
@@ -274,6 +274,24 @@ impl StreamObserver for Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_catch_up_is_due_for_the_log_every_ten_seconds_while_it_lasts() {
+        let p = Progress::default();
+        let start = std::time::Instant::now();
+        assert!(
+            p.log_due(start + LOG_EVERY * 2).is_none(),
+            "no catch-up yet"
+        );
+        p.behind(1, 100);
+        assert!(p.log_due(start + Duration::from_secs(5)).is_none());
+        let c = p.log_due(start + Duration::from_secs(11)).unwrap();
+        assert_eq!((c.from, c.to, c.done), (1, 100, 0));
+        assert!(p.log_due(start + Duration::from_secs(15)).is_none());
+        assert!(p.log_due(start + Duration::from_secs(21)).is_some());
+        p.caught_up();
+        assert!(p.log_due(start + Duration::from_secs(60)).is_none());
+    }
 
     #[test]
     fn lag_points_keep_each_steps_largest_lag_for_ten_minutes() {

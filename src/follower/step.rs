@@ -63,7 +63,7 @@ impl ChainFollower {
             if head.number - next >= 2 {
                 if let Some(p) = &self.progress {
                     p.behind(next, head.number);
-                    if let Some(c) = p.log_due() {
+                    if let Some(c) = p.log_due(std::time::Instant::now()) {
                         tracing::info!(chain = %self.cfg.name, from = c.from, to = c.to, done = c.done,
                             blocks_per_second = c.blocks_per_second, eta_seconds = c.eta_seconds,
                             "catching up");
