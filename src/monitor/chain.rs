@@ -540,15 +540,12 @@ impl ChainMonitor {
     /// Counts a recovery that took `took`; judged inside the block's span, which the recovery
     /// time's exemplar points at.
     fn recovered(&self, took: Duration) {
-        use opentelemetry::trace::TraceContextExt;
-        use tracing_opentelemetry::OpenTelemetrySpanExt;
         let chain = [KeyValue::new(attr::CHAIN, self.chain.clone())];
         self.metrics.blocks_recovered.add(1, &chain);
-        let span = tracing::Span::current().context();
         self.metrics.recovery_duration.record(
             took.as_secs_f64(),
             &chain,
-            span.span().span_context(),
+            &crate::telemetry::exemplars::span_context_of(&tracing::Span::current()),
         );
     }
 }

@@ -47,7 +47,7 @@ pub struct ExemplarFamily {
     /// Series by their attributes (in the order recorded).
     series: Mutex<HashMap<Vec<(Key, StringValue)>, Series>>,
     /// Added to every series, as the classic text adds the resource's `service.name`.
-    service_name: Mutex<Option<String>>,
+    service_name: std::sync::OnceLock<String>,
 }
 
 impl ExemplarFamily {
@@ -57,7 +57,7 @@ impl ExemplarFamily {
             help,
             bounds,
             series: Mutex::new(HashMap::new()),
-            service_name: Mutex::new(None),
+            service_name: std::sync::OnceLock::new(),
         }
     }
 
@@ -66,9 +66,9 @@ impl ExemplarFamily {
         self.name
     }
 
-    /// Sets the `service_name` label every series is shown with.
+    /// Sets the `service_name` label every series is shown with (the first name set stays).
     pub fn set_service_name(&self, name: &str) {
-        *self.service_name.lock().unwrap_or_else(|p| p.into_inner()) = Some(name.to_owned());
+        let _ = self.service_name.set(name.to_owned());
     }
 
     /// The bucket `value` falls in: the first bound it does not exceed, or the `+Inf` bucket.
@@ -118,11 +118,7 @@ impl ExemplarFamily {
 
 impl Collector for ExemplarFamily {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let service = self
-            .service_name
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let service = self.service_name.get();
         let all = self.series.lock().unwrap_or_else(|p| p.into_inner());
         if all.is_empty() {
             return Ok(());
@@ -134,13 +130,21 @@ impl Collector for ExemplarFamily {
                 .iter()
                 .map(|(k, v)| (k.as_str().replace('.', "_"), v.as_str().to_owned()))
                 .collect();
-            if let Some(service) = &service {
+            if let Some(service) = service {
                 labels.push(("service_name".to_owned(), service.clone()));
             }
             series.histogram.encode(family.encode_family(&labels)?)?;
         }
         Ok(())
     }
+}
+
+/// The OpenTelemetry context of `span`: its trace and span ids (invalid outside a span, or without
+/// the OpenTelemetry layer).
+pub fn span_context_of(span: &tracing::Span) -> SpanContext {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    span.context().span().span_context().clone()
 }
 
 /// A histogram recorded twice at once: into OpenTelemetry (OTLP, classic `/metrics`) and into its

@@ -4,10 +4,8 @@
 
 use std::fmt;
 
-use opentelemetry::trace::TraceContextExt;
 use serde_json::{Map, Value};
 use tracing::{field::Field, Event, Subscriber};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{
     fmt::{format::Writer, FmtContext, FormatEvent, FormatFields},
     registry::LookupSpan,
@@ -80,8 +78,7 @@ where
         map.insert("target".into(), Value::from(meta.target()));
         if let Some(span) = ctx.lookup_current() {
             map.insert("span".into(), Value::from(span.name()));
-            let cx = tracing::Span::current().context();
-            let sc = cx.span().span_context().clone();
+            let sc = super::exemplars::span_context_of(&tracing::Span::current());
             if sc.is_valid() {
                 map.insert("trace_id".into(), Value::from(sc.trace_id().to_string()));
                 map.insert("span_id".into(), Value::from(sc.span_id().to_string()));

@@ -94,8 +94,7 @@ impl MetricsObserver {
 impl StreamObserver for MetricsObserver {
     fn on_events(&self, events: &[StreamEvent]) {
         use super::metrics::{attr, chain_provider};
-        use opentelemetry::{trace::TraceContextExt, KeyValue};
-        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        use opentelemetry::KeyValue;
         let mut last_lag = None;
         for e in events {
             match e {
@@ -108,11 +107,10 @@ impl StreamObserver for MetricsObserver {
                     let delay_ms = b.lag_ms.max(0) as u64;
                     let chain = [KeyValue::new(attr::CHAIN, b.chain.clone())];
                     // Told inside the block's span: the exemplar points at it.
-                    let span = tracing::Span::current().context();
                     self.metrics.block_delay.record(
                         delay_ms as f64 / 1000.0,
                         &chain,
-                        span.span().span_context(),
+                        &super::exemplars::span_context_of(&tracing::Span::current()),
                     );
                     let late = self
                         .max_delay

@@ -37,9 +37,7 @@ impl AttemptSpan {
     /// The span's OpenTelemetry context: its trace and span ids, which exemplars and slow-call
     /// lists point at (invalid outside a span).
     pub fn span_context(&self) -> opentelemetry::trace::SpanContext {
-        use opentelemetry::trace::TraceContextExt;
-        use tracing_opentelemetry::OpenTelemetrySpanExt;
-        self.span.context().span().span_context().clone()
+        crate::telemetry::exemplars::span_context_of(&self.span)
     }
 
     /// An attempt outside any span (tests).
@@ -103,6 +101,8 @@ impl Provider {
             // The chain's hashing, not this provider: nothing to hold against it.
             return;
         }
+        // Looked up once: the exemplar and the slow-call lists both point at the span.
+        let trace = attempt.span_context();
         // No allocation: chain and provider are shared strings.
         let [chain, provider] = self.attrs.clone();
         let attrs = [
@@ -113,7 +113,7 @@ impl Provider {
         ];
         self.metrics
             .rpc_duration
-            .record(elapsed.as_secs_f64(), &attrs, &attempt.span_context());
+            .record(elapsed.as_secs_f64(), &attrs, &trace);
         let outcome = match error {
             None => Outcome::Ok,
             Some(e) => {
@@ -158,8 +158,7 @@ impl Provider {
             }
             self.evaluate(now);
         });
-        self.slow_calls
-            .record(attempt, elapsed, error, &attempt.span_context());
+        self.slow_calls.record(attempt, elapsed, error, &trace);
     }
 
     /// One attempt of `method` on this provider alone, outside any pool call (a poll, a probe, a
