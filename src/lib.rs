@@ -45,6 +45,7 @@ pub mod alerts;
 pub mod api;
 pub mod canonical;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod devnet;

@@ -225,7 +225,7 @@ async fn status_has_the_overall_state_and_each_chain_with_its_providers() {
 async fn export_as_csv_has_its_content_type_a_header_and_a_line_per_record() {
     let dir = tempfile::tempdir().unwrap();
     let st = state(dir.path(), Duration::from_secs(60)).await;
-    st.store.save_missed(&[missed(7), missed(8)]).unwrap();
+    st.store.save_missed(&[missed(7), missed(8)], None).unwrap();
     let (code, content_type, body) = call(&st, Method::GET, "/export?format=csv&chain=anvil").await;
     assert_eq!(code, StatusCode::OK, "{body}");
     assert_eq!(content_type, "text/csv; charset=utf-8");

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use progress::Progress;
-pub use publish::Publisher;
+pub use publish::{Publisher, Term};
 
 use crate::{
     canonical::Canonical,
@@ -51,6 +51,10 @@ pub enum FollowError {
     /// The block output could not be written.
     #[error("cannot write block output: {0}")]
     Output(#[from] std::io::Error),
+    /// The lease this agent leads the chain under may have run out (it could not be renewed in
+    /// time): nothing more is emitted; another agent may lead the chain by now.
+    #[error("the lease on this chain could not be renewed in time; stopped emitting")]
+    LeaseExpired,
     /// A blocking task died.
     #[error("internal task failed: {0}")]
     Join(#[from] tokio::task::JoinError),

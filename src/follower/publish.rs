@@ -15,8 +15,18 @@ use crate::{
     fetch::{block_span, Fetched},
     model::{BlockLine, BlockRef, MissedBlock, StreamEvent, StreamObserver},
     output::BlockSink,
-    store::{ChainCommit, ChainState, StateStore},
+    store::{ChainCommit, ChainState, Fence, StateStore},
 };
+
+/// The lease a follower leads its chain under (cluster mode): the fence every write carries, and
+/// until when, by this process's clock, the lease is surely still held.
+#[derive(Clone, Debug)]
+pub struct Term {
+    /// Carried by every write, checked by the store in the write's transaction.
+    pub fence: Fence,
+    /// Until when the lease is surely held.
+    pub valid: Arc<crate::cluster::LeaseClock>,
+}
 
 /// A line to publish, with the span its observers run in (a block's `process_block` span).
 pub type Line = (StreamEvent, Option<tracing::Span>);
@@ -30,6 +40,8 @@ pub struct Publisher {
     observers: Vec<Arc<dyn StreamObserver>>,
     /// Told when missed-block records were stored (the log writer).
     missed_stored: Option<Arc<Notify>>,
+    /// The lease this chain is led under (cluster mode).
+    term: Option<Term>,
 }
 
 impl Publisher {
@@ -48,6 +60,27 @@ impl Publisher {
             store,
             observers,
             missed_stored: None,
+            term: None,
+        }
+    }
+
+    /// Leads the chain under `term`: every write carries its fence, and nothing is emitted once it
+    /// may have run out.
+    pub fn lead(&mut self, term: Option<Term>) {
+        self.term = term;
+    }
+
+    /// The fence of the lease this chain is led under.
+    fn fence(&self) -> Option<Fence> {
+        self.term.as_ref().map(|t| t.fence.clone())
+    }
+
+    /// Refuses to emit once the lease may have run out (its renewal failed for too long): another
+    /// agent may lead the chain by now.
+    fn check_term(&self) -> Result<(), FollowError> {
+        match &self.term {
+            Some(t) if !t.valid.holds() => Err(FollowError::LeaseExpired),
+            _ => Ok(()),
         }
     }
 
@@ -91,12 +124,25 @@ impl Publisher {
         if lines.is_empty() {
             return Ok(());
         }
+        self.check_term()?;
         let (written, spans): (Vec<StreamEvent>, Vec<_>) = lines.into_iter().unzip();
         let (sink, store) = (self.sink.clone(), self.store.clone());
         let (name, id) = (self.chain.clone(), self.chain_id);
-        // Written, then committed, on one blocking thread: one hand-off per batch.
+        let fence = self.fence();
+        // Written, then committed, on one blocking thread: one hand-off per batch. A store that
+        // holds the lines takes them in the cursor's transaction (a line that changes no state, as
+        // an error report, in one of its own).
         let (written, commit) = tokio::task::spawn_blocking(move || -> Result<_, FollowError> {
+            if store.holds_lines() {
+                let mut commit = commit.unwrap_or_default();
+                commit.lines = written;
+                commit.fence = fence;
+                store.commit(&name, id, &commit)?;
+                let written = std::mem::take(&mut commit.lines);
+                return Ok((written, Some(commit)));
+            }
             sink.write(&written)?;
+            let commit = commit.map(|c| ChainCommit { fence, ..c });
             if let Some(commit) = &commit {
                 store.commit(&name, id, commit)?;
             }
@@ -133,6 +179,11 @@ impl Publisher {
 
     /// Commits a state change that writes no line (adopted lines).
     pub async fn commit(&self, commit: ChainCommit) -> Result<(), FollowError> {
+        self.check_term()?;
+        let commit = ChainCommit {
+            fence: self.fence(),
+            ..commit
+        };
         let store = self.store.clone();
         let (name, id) = (self.chain.clone(), self.chain_id);
         tokio::task::spawn_blocking(move || store.commit(&name, id, &commit)).await??;
@@ -162,10 +213,14 @@ impl Publisher {
         if records.is_empty() {
             return Ok(records);
         }
-        let store = self.store.clone();
-        let records =
-            tokio::task::spawn_blocking(move || store.save_missed(&records).map(|()| records))
-                .await??;
+        self.check_term()?;
+        let (store, fence) = (self.store.clone(), self.fence());
+        let records = tokio::task::spawn_blocking(move || {
+            store
+                .save_missed(&records, fence.as_ref())
+                .map(|()| records)
+        })
+        .await??;
         self.tell_missed();
         Ok(records)
     }

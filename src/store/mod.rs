@@ -15,10 +15,22 @@ use std::{path::Path, sync::Arc};
 
 pub use sqlite::SqliteStore;
 
-use crate::model::{BlockRef, MissedBlock};
+use crate::model::{BlockRef, MissedBlock, StreamEvent};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
+
+/// The right to write a chain's state: the lease's holder and the epoch it was taken with. A store
+/// shared by several agents refuses a write whose fence is not the chain's current, unexpired
+/// lease, in the same transaction as the write ([`StoreError::Fenced`]); a store of one agent
+/// takes writes without one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    /// The agent instance holding the lease.
+    pub holder: String,
+    /// The lease's epoch: one more at every change of holder.
+    pub epoch: u64,
+}
 
 /// Any error a store's database gives.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -51,6 +63,15 @@ pub enum StoreError {
         stored: u64,
         /// The configured chain id.
         configured: u64,
+    },
+    /// A write carried a lease that is no longer the chain's current one (another agent took it,
+    /// or it expired): nothing was written, and this agent must stop leading the chain.
+    #[error("chain {chain}: write refused: this agent's lease (epoch {epoch}) is no longer held")]
+    Fenced {
+        /// The chain.
+        chain: String,
+        /// The epoch the write carried.
+        epoch: u64,
     },
     /// A query failed.
     #[error("state database error while {doing}: {source}")]
@@ -88,6 +109,11 @@ pub struct ChainCommit {
     pub first_emitted: Option<u64>,
     /// Missed-block records found or updated with these blocks.
     pub missed: Vec<crate::model::MissedBlock>,
+    /// The stream's lines of this change, for a store that is also the block output
+    /// ([`StateStore::holds_lines`]): written as rows in the same transaction. Empty otherwise.
+    pub lines: Vec<StreamEvent>,
+    /// The lease this change is made under (a store shared by several agents requires one).
+    pub fence: Option<Fence>,
 }
 
 /// One version of a missed-block record the log file does not have yet: its chain, block number
@@ -103,8 +129,9 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     fn commit(&self, chain: &str, chain_id: u64, commit: &ChainCommit) -> Result<(), StoreError>;
 
     /// Stores missed-block records, replacing an earlier version of the same miss (one since
-    /// recovered), all in one transaction.
-    fn save_missed(&self, records: &[MissedBlock]) -> Result<(), StoreError>;
+    /// recovered), all in one transaction, under `fence` when given.
+    fn save_missed(&self, records: &[MissedBlock], fence: Option<&Fence>)
+        -> Result<(), StoreError>;
 
     /// The unrecovered record of `chain`'s block `number`, if one is stored (a miss still open when
     /// the last run stopped).
@@ -128,6 +155,24 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
 
     /// Records that these versions are in the log file (a record updated since stays unlogged).
     fn mark_logged(&self, written: &[LogEntry]) -> Result<(), StoreError>;
+
+    /// The alert state (throttle and resolution bookkeeping, as the alerts module serialises it)
+    /// last saved for `chain`.
+    fn load_alert_state(&self, chain: &str) -> Result<Option<String>, StoreError>;
+
+    /// Replaces `chain`'s alert state, under `fence` when given.
+    fn save_alert_state(
+        &self,
+        chain: &str,
+        state: &str,
+        fence: Option<&Fence>,
+    ) -> Result<(), StoreError>;
+
+    /// Whether this store also keeps the block stream's lines ([`ChainCommit::lines`]): the block
+    /// output is then the store, in the cursor's transaction.
+    fn holds_lines(&self) -> bool {
+        false
+    }
 }
 
 /// Opens the state store at `path` (a SQLite file, created if needed).

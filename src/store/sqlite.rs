@@ -14,7 +14,7 @@ use std::{
 use alloy_primitives::B256;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{ChainCommit, ChainState, LogEntry, StateStore, StoreError, SCHEMA_VERSION};
+use super::{ChainCommit, ChainState, Fence, LogEntry, StateStore, StoreError, SCHEMA_VERSION};
 use crate::model::{BlockRef, MissedBlock};
 
 const SCHEMA: &str = "
@@ -48,6 +48,13 @@ CREATE TABLE IF NOT EXISTS missed_blocks (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS missed_blocks_at ON missed_blocks (missed_at);
 CREATE INDEX IF NOT EXISTS missed_blocks_unlogged ON missed_blocks (logged, missed_at);
+-- per chain, the alerts' throttle and resolution state (JSON), so that a restart neither repeats a
+-- firing alert nor loses its resolution (schema version 3)
+CREATE TABLE IF NOT EXISTS alert_state (
+    chain      TEXT PRIMARY KEY,
+    state      TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
 ";
 
 fn query_err(doing: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -131,7 +138,7 @@ impl SqliteStore {
 impl StateStore for SqliteStore {
     /// Stores missed-block records, replacing an earlier record of the same block (a miss that was
     /// since recovered), all in one transaction.
-    fn save_missed(&self, records: &[MissedBlock]) -> Result<(), StoreError> {
+    fn save_missed(&self, records: &[MissedBlock], _: Option<&Fence>) -> Result<(), StoreError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn
             .transaction()
@@ -183,6 +190,33 @@ impl StateStore for SqliteStore {
         }
         tx.commit()
             .map_err(query_err("marking missed blocks logged"))
+    }
+
+    fn load_alert_state(&self, chain: &str) -> Result<Option<String>, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        conn.query_row(
+            "SELECT state FROM alert_state WHERE chain = ?1",
+            params![chain],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(query_err("reading the alert state"))
+    }
+
+    fn save_alert_state(
+        &self,
+        chain: &str,
+        state: &str,
+        _: Option<&Fence>,
+    ) -> Result<(), StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        conn.execute(
+            "INSERT INTO alert_state (chain, state, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(chain) DO UPDATE SET state = ?2, updated_at = ?3",
+            params![chain, state, unix_now() as i64],
+        )
+        .map(drop)
+        .map_err(query_err("saving the alert state"))
     }
 
     /// Missed-block records, oldest block first, of `chain` (or every chain), missed at or after
@@ -310,10 +344,7 @@ impl StateStore for SqliteStore {
         )
         .map_err(query_err("pruning canonical blocks"))?;
         if let Some(c) = commit.cursor {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
+            let now = unix_now();
             tx.execute(
                 "INSERT INTO cursors (chain, chain_id, number, hash, first_number, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -406,6 +437,14 @@ fn insert_missed(
     Ok(())
 }
 
+/// Seconds since the Unix epoch (0 before it).
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 fn to_hash(bytes: &[u8]) -> B256 {
     if bytes.len() == 32 {
         B256::from_slice(bytes)
@@ -451,10 +490,15 @@ mod tests {
         let path = dir.path().join("state.db");
         let store = SqliteStore::open(&path).unwrap();
         store
-            .save_missed(&[missed("a", 7, 100, false), missed("b", 3, 200, false)])
+            .save_missed(
+                &[missed("a", 7, 100, false), missed("b", 3, 200, false)],
+                None,
+            )
             .unwrap();
         // Recovered later: the same record, updated, not a second one.
-        store.save_missed(&[missed("a", 7, 100, true)]).unwrap();
+        store
+            .save_missed(&[missed("a", 7, 100, true)], None)
+            .unwrap();
         drop(store);
         let store = SqliteStore::open(&path).unwrap();
         let all = store.missed(None, None, 100).unwrap();
@@ -472,12 +516,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("state.db")).unwrap();
         store
-            .save_missed(&[
-                missed("a", 5, 300, true),
-                missed("a", 9, 100, true),
-                missed("a", 7, 200, false),
-                missed("b", 1, 400, false),
-            ])
+            .save_missed(
+                &[
+                    missed("a", 5, 300, true),
+                    missed("a", 9, 100, true),
+                    missed("a", 7, 200, false),
+                    missed("b", 1, 400, false),
+                ],
+                None,
+            )
             .unwrap();
         let latest: Vec<u64> = store
             .latest_missed("a", 2)
@@ -498,20 +545,28 @@ mod tests {
             reason: crate::model::Reason::ChainReorg,
             ..missed("a", 7, 130, true)
         };
-        store.save_missed(&[missed("a", 7, 100, true)]).unwrap();
-        store.save_missed(std::slice::from_ref(&reorg)).unwrap();
+        store
+            .save_missed(&[missed("a", 7, 100, true)], None)
+            .unwrap();
+        store
+            .save_missed(std::slice::from_ref(&reorg), None)
+            .unwrap();
         // And replaced again later.
         let again = MissedBlock {
             timestamp: 140,
             ..reorg.clone()
         };
-        store.save_missed(std::slice::from_ref(&again)).unwrap();
+        store
+            .save_missed(std::slice::from_ref(&again), None)
+            .unwrap();
         assert_eq!(
             store.missed(None, None, 100).unwrap(),
             vec![missed("a", 7, 100, true), reorg, again]
         );
         assert_eq!(store.open_miss("a", 7).unwrap(), None);
-        store.save_missed(&[missed("a", 8, 150, false)]).unwrap();
+        store
+            .save_missed(&[missed("a", 8, 150, false)], None)
+            .unwrap();
         assert_eq!(
             store.open_miss("a", 8).unwrap(),
             Some(missed("a", 8, 150, false))
@@ -554,7 +609,9 @@ mod tests {
             reason: crate::model::Reason::ChainReorg,
             ..missed("a", 7, 130, true)
         };
-        store.save_missed(std::slice::from_ref(&reorg)).unwrap();
+        store
+            .save_missed(std::slice::from_ref(&reorg), None)
+            .unwrap();
         assert_eq!(store.missed(None, Some(120), 10).unwrap(), vec![reorg]);
         drop(store);
         // Opening again changes nothing.
@@ -598,7 +655,7 @@ mod tests {
                     cursor: Some(r(4, 1)),
                     keep_from: 2,
                     first_emitted: None,
-                    missed: Vec::new(),
+                    ..Default::default()
                 },
             )
             .unwrap();
