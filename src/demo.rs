@@ -399,6 +399,7 @@ fn demo_config(devnet: &Devnet, dir: &std::path::Path, http: std::net::SocketAdd
             path: dir.join("missed_blocks.jsonl"),
             ..Default::default()
         },
+        cluster: Default::default(),
         secrets: Vec::new(),
     }
 }

@@ -6,9 +6,15 @@
 //! clock, until which the lease is surely held (the renewal's send time plus the lease's time to
 //! live, less a margin). Once that has passed without a renewal, it emits nothing more.
 
+mod manager;
+
 use std::{
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
+};
+
+pub use manager::{
+    fair_share, ChainRole, LeaseManager, LeaseRow, Leases, LossReason, Role, RoleView,
 };
 
 /// Until when, by this process's monotonic clock, a lease is surely held.

@@ -83,6 +83,9 @@ pub enum BlockOutputTarget {
     None,
     /// JSON lines appended to a file, reconciled with the cursor on start.
     File(PathBuf),
+    /// Rows of the shared PostgreSQL state (`cluster.store = "postgres"`), written in the cursor's
+    /// transaction.
+    Postgres,
 }
 
 impl<'de> Deserialize<'de> for BlockOutputTarget {
@@ -91,9 +94,10 @@ impl<'de> Deserialize<'de> for BlockOutputTarget {
         Ok(match s.as_str() {
             "stdout" | "-" => BlockOutputTarget::Stdout,
             "none" => BlockOutputTarget::None,
+            "postgres" => BlockOutputTarget::Postgres,
             "" => {
                 return Err(de::Error::custom(
-                    "empty: expected \"stdout\", \"none\" or a file path",
+                    "empty: expected \"stdout\", \"none\", \"postgres\" or a file path",
                 ))
             }
             path => BlockOutputTarget::File(PathBuf::from(path)),
@@ -106,6 +110,7 @@ impl Serialize for BlockOutputTarget {
         match self {
             BlockOutputTarget::Stdout => s.serialize_str("stdout"),
             BlockOutputTarget::None => s.serialize_str("none"),
+            BlockOutputTarget::Postgres => s.serialize_str("postgres"),
             BlockOutputTarget::File(p) => s.serialize_str(&p.to_string_lossy()),
         }
     }

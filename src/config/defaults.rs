@@ -7,6 +7,12 @@ use super::{ByteSize, HumanDuration};
 pub const DEFAULT_STATE_PATH: &str = "blockwatch.db";
 /// Default block output.
 pub const DEFAULT_BLOCK_OUTPUT: &str = "stdout";
+/// Default time a chain's lease lasts without a renewal (cluster mode).
+pub const DEFAULT_LEASE_TTL: HumanDuration = HumanDuration::from_secs(10);
+/// Default time between two lease renewals (cluster mode).
+pub const DEFAULT_RENEW_EVERY: HumanDuration = HumanDuration::from_secs(2);
+/// Longest `cluster.instance` name.
+pub const MAX_INSTANCE_LEN: usize = 128;
 /// Default address of the HTTP API (`/metrics`, …).
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9464";
 /// Default cap on the HTTP API's open connections.

@@ -10,6 +10,7 @@
 mod agent;
 pub mod alerts;
 mod chains;
+mod cluster;
 mod defaults;
 mod env;
 mod monitor;
@@ -24,6 +25,7 @@ pub use alerts::{AlertsConfig, ChannelConfig, ChannelKind, Tier};
 pub use chains::{
     BlockHashCheck, ChainConfig, ProviderConfig, RateLimitConfig, Selection, StartAt,
 };
+pub use cluster::{password_of, ClusterConfig, StoreKind};
 pub use defaults::*;
 pub use monitor::{MissedBlockLogConfig, MonitorConfig};
 pub use pool::PoolConfig;
@@ -96,6 +98,9 @@ pub struct Config {
     /// Alert rules and channels.
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// Where the state is kept, and how several agents share it.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
     /// Values that must never be shown (filled while loading, not read from the file).
     #[serde(skip)]
     pub secrets: Vec<String>,
@@ -158,6 +163,7 @@ impl Config {
             false,
         ));
         secrets.extend(config.alerts.secrets());
+        secrets.extend(config.cluster.secrets());
         config.secrets = secrets;
         config
             .validate()
@@ -184,6 +190,13 @@ impl Config {
         self.monitor.validate()?;
         self.agent.validate()?;
         self.telemetry.validate()?;
+        self.cluster.validate()?;
+        if self.agent.block_output == BlockOutputTarget::Postgres && !self.cluster.shared() {
+            return Err(ConfigError::invalid(
+                "agent.block_output",
+                "\"postgres\" writes blocks in the state's transaction: it needs cluster.store = \"postgres\"",
+            ));
+        }
         chains::validate_chains(&self.chains, &self.pool.method_costs, &self.redactor())
     }
 
@@ -202,6 +215,9 @@ impl Config {
                     *v = REDACTED.to_owned();
                 }
             }
+        }
+        if let Some(p) = password_of(&c.cluster.url) {
+            c.cluster.url = c.cluster.url.replace(&p, REDACTED);
         }
         for ch in &mut c.alerts.channels {
             ch.url = ch.url.as_deref().map(alerts::redact_channel_url);

@@ -48,6 +48,9 @@ pub fn open(target: &BlockOutputTarget) -> io::Result<Arc<dyn BlockSink>> {
     Ok(match target {
         BlockOutputTarget::Stdout => Arc::new(StdoutSink),
         BlockOutputTarget::None => Arc::new(NullSink),
+        // The state store takes the lines in the cursor's transaction (`StateStore::holds_lines`);
+        // nothing reaches a sink.
+        BlockOutputTarget::Postgres => Arc::new(NullSink),
         BlockOutputTarget::File(path) => Arc::new(FileSink::open(path)?),
     })
 }

@@ -120,6 +120,17 @@ pub struct Metrics {
     /// `blockwatch.chain.state` (1/0 per state): the state each chain is in (`healthy`,
     /// `catching_up`, `degraded`, `unhealthy`), the verdict `/health` gives.
     pub chain_state: Gauge<u64>,
+    /// `blockwatch.cluster.leader`: 1 for a chain this agent leads, 0 for one it stands by for
+    /// (cluster mode).
+    pub cluster_leader: Gauge<u64>,
+    /// `blockwatch.cluster.lease.acquisitions` ({lease}): chain leases this agent took.
+    pub cluster_lease_acquisitions: Counter<u64>,
+    /// `blockwatch.cluster.lease.losses` ({lease}): chain leases this agent stopped holding, by
+    /// `reason` (`expired`, `refused`, `fenced`, `store_error`, `rebalance`, `shutdown`).
+    pub cluster_lease_losses: Counter<u64>,
+    /// `blockwatch.cluster.fenced_writes` ({write}): writes the shared store refused because
+    /// their lease was no longer the chain's.
+    pub cluster_fenced_writes: Counter<u64>,
 }
 
 /// Bucket bounds of the recovery duration histogram, in seconds.
@@ -299,7 +310,59 @@ impl Metrics {
                     "Heights at which a provider announced another hash than another provider",
                 )
                 .build(),
+            cluster_leader: meter
+                .u64_gauge("blockwatch.cluster.leader")
+                .with_description("1 for a chain this agent leads, 0 for one it stands by for")
+                .build(),
+            cluster_lease_acquisitions: meter
+                .u64_counter("blockwatch.cluster.lease.acquisitions")
+                .with_unit("{lease}")
+                .with_description("Chain leases this agent took")
+                .build(),
+            cluster_lease_losses: meter
+                .u64_counter("blockwatch.cluster.lease.losses")
+                .with_unit("{lease}")
+                .with_description("Chain leases this agent stopped holding, by reason")
+                .build(),
+            cluster_fenced_writes: meter
+                .u64_counter("blockwatch.cluster.fenced_writes")
+                .with_unit("{write}")
+                .with_description(
+                    "Writes the shared store refused because their lease was no longer the chain's",
+                )
+                .build(),
         }
+    }
+
+    /// Records whether this agent leads `chain`.
+    pub fn set_cluster_leader(&self, chain: &str, leads: bool) {
+        self.cluster_leader.record(
+            u64::from(leads),
+            &[KeyValue::new(attr::CHAIN, chain.to_owned())],
+        );
+    }
+
+    /// Counts a lease taken on `chain`.
+    pub fn cluster_lease_acquired(&self, chain: &str) {
+        self.cluster_lease_acquisitions
+            .add(1, &[KeyValue::new(attr::CHAIN, chain.to_owned())]);
+    }
+
+    /// Counts a lease on `chain` lost for `reason`.
+    pub fn cluster_lease_lost(&self, chain: &str, reason: &'static str) {
+        self.cluster_lease_losses.add(
+            1,
+            &[
+                KeyValue::new(attr::CHAIN, chain.to_owned()),
+                KeyValue::new("reason", reason),
+            ],
+        );
+    }
+
+    /// Counts a write on `chain` refused by its fence.
+    pub fn cluster_write_fenced(&self, chain: &str) {
+        self.cluster_fenced_writes
+            .add(1, &[KeyValue::new(attr::CHAIN, chain.to_owned())]);
     }
 }
 
