@@ -211,6 +211,15 @@ pub fn render_report(chains: &[ChainView]) -> String {
             round_ms(s.since_last_block),
             pool.current_provider.as_deref().unwrap_or("-"),
         );
+        if let Some(r) = &s.role {
+            let _ = writeln!(
+                out,
+                "  cluster: this agent is {}; leader {} (epoch {})",
+                r.role,
+                r.leader.as_deref().unwrap_or("none"),
+                r.epoch.map_or("-".to_owned(), |e| e.to_string()),
+            );
+        }
         if let Some(c) = &s.catch_up {
             let total = (c.to + 1).saturating_sub(c.from).max(1);
             let _ = writeln!(
@@ -374,6 +383,10 @@ struct ChainStatus {
     recent_reorgs: Vec<crate::follower::progress::RecentReorg>,
     /// The latest missed blocks, newest first.
     recent_missed: Vec<RecentMiss>,
+    /// In cluster mode: this agent's `role` (`leader` or `standby`), the chain's `leader` and the
+    /// `epoch` of its lease.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    cluster: Option<crate::cluster::RoleView>,
 }
 
 /// A missed block as `/status` lists it.
@@ -611,6 +624,7 @@ async fn status(State(state): State<ApiState>) -> Json<StatusBody> {
             seconds_since_last_block: s.seconds_behind.map(|x| (x * 1000.0).round() / 1000.0),
             behind_blocks: s.behind_blocks,
             catch_up: s.catch_up,
+            cluster: s.role.clone(),
             current_provider: s.pool.current_provider,
             rpc_error_count: s.pool.rpc_error_count,
             reorgs: s.stats.reorgs,

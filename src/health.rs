@@ -47,6 +47,8 @@ pub struct ChainView {
     pub progress: Arc<Progress>,
     /// Its missed-block statistics.
     pub stats: Arc<Mutex<ChainStats>>,
+    /// In cluster mode, whether this agent leads it.
+    pub role: Option<Arc<crate::cluster::ChainRole>>,
 }
 
 /// A chain's state, least severe first.
@@ -108,6 +110,8 @@ pub struct Snapshot {
     pub hash_verdict: Option<String>,
     /// Missed-block statistics.
     pub stats: StatsView,
+    /// In cluster mode, this agent's role and the chain's leader.
+    pub role: Option<crate::cluster::RoleView>,
 }
 
 impl Snapshot {
@@ -131,6 +135,7 @@ impl Snapshot {
             behind_blocks,
             last,
             pool,
+            role: view.role.as_ref().map(|r| r.view()),
         }
     }
 
@@ -183,7 +188,9 @@ pub fn judge(s: &Snapshot) -> Verdict {
             &mut reasons,
         );
     }
-    if s.since_last_block >= s.max_block_delay {
+    // A chain another agent leads emits nothing here: its blocks are that agent's to judge.
+    let standby = s.role.as_ref().is_some_and(|r| r.role == "standby");
+    if !standby && s.since_last_block >= s.max_block_delay {
         worse(
             ChainState::Unhealthy,
             format!(

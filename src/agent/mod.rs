@@ -4,6 +4,7 @@
 //! runs in stages — producers, followers (each finishes and commits its batch), the sink's sync,
 //! then the log, alerts and HTTP drain — within [`SHUTDOWN_DEADLINE`].
 
+mod lead;
 pub mod supervisor;
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -12,13 +13,14 @@ use supervisor::{Stage, Supervisor, TaskFailure, TaskKind};
 
 use crate::{
     api,
-    config::Config,
+    cluster::{ChainRole, LeaseManager},
+    config::{BlockOutputTarget, Config},
     follower::{ChainFollower, FollowError, Progress},
     heads::HeadTracker,
     model::StreamObserver,
     monitor::{log::MissedBlockLog, ChainMonitor, ChainStats, RecoveryPolicy},
     pool::{PoolSetupError, ProviderPool},
-    store::StoreError,
+    store::{PgStore, StateStore, StoreError},
     telemetry::{LogObserver, MetricsObserver, TelemetryHandle},
 };
 
@@ -92,7 +94,7 @@ pub async fn run_with_observers(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
     let redactor = Arc::new(config.redactor());
-    let store = crate::store::open(&config.agent.state_path)?;
+    let (store, cluster) = open_state(&config).await?;
     let output = crate::output::open(&config.agent.block_output).map_err(AgentError::Output)?;
     let addr = config.agent.http_listen;
     let listener = api::bind(addr)
@@ -125,6 +127,23 @@ pub async fn run_with_observers(
             pool: Arc::new(pool?),
             progress: Arc::new(Progress::default()),
             stats: Arc::new(std::sync::Mutex::new(ChainStats::default())),
+            role: cluster.as_ref().map(|_| ChainRole::new(&chain.name)),
+        });
+    }
+    // Cluster mode: the lease manager decides which chains this agent leads. It stops after the
+    // followers (which finish their batches under their leases) and then gives the leases up.
+    if let Some(c) = &cluster {
+        let roles = views.iter().filter_map(|v| v.role.clone()).collect();
+        let manager = LeaseManager::new(
+            c.store.clone(),
+            roles,
+            config.cluster.lease_ttl.0,
+            config.cluster.renew_every.0,
+            metrics.clone(),
+        );
+        tasks.spawn(TaskKind::LeaseManager, move |c| async move {
+            manager.run(c).await;
+            Ok(())
         });
     }
     // Alerts: rules over every chain, delivered on the channels' own tasks.
@@ -138,8 +157,12 @@ pub async fn run_with_observers(
     {
         let (cfg, threshold) = (config.alerts.clone(), config.monitor.alert_threshold);
         let (views, metrics, board) = (views.clone(), metrics.clone(), alerts.clone());
+        let state = crate::alerts::AlertState {
+            store: store.clone(),
+            instance: cluster.as_ref().map(|c| c.instance.clone()),
+        };
         tasks.spawn(TaskKind::Alerts, move |c| async move {
-            crate::alerts::run(cfg, threshold, views, dispatcher, metrics, board, c).await;
+            crate::alerts::run(cfg, threshold, views, dispatcher, metrics, board, state, c).await;
             Ok(())
         });
     }
@@ -227,33 +250,55 @@ pub async fn run_with_observers(
         }
         let mut chain_observers = observers.clone();
         chain_observers.push(view.progress.clone());
-        let follower = ChainFollower::new(
-            chain.clone(),
-            pool,
-            store.clone(),
-            output.clone(),
-            heads,
-            chain_observers,
-            config.pool.fetch_concurrency,
-        )
-        .with_monitor(
-            ChainMonitor::new(
-                &chain.name,
-                chain.expected_block_time.0,
-                chain.max_block_delay.0,
-                view.stats,
-                metrics.clone(),
-                config.monitor.alert_threshold,
-            ),
-            missed_stored.clone(),
-            config.monitor.enable_recovery.then_some(RecoveryPolicy {
-                attempts: config.monitor.retry_attempts,
-                delay: config.monitor.retry_delay.0,
-            }),
-        )
-        .with_progress(tracker.times(), view.progress)
-        .with_skips(tracker.skips());
-        tasks.spawn(TaskKind::Follower { chain: name }, move |c| follower.run(c));
+        let make: lead::MakeFollower = {
+            let (chain, store, output) = (chain.clone(), store.clone(), output.clone());
+            let (metrics, missed_stored) = (metrics.clone(), missed_stored.clone());
+            let (monitor, pool_cfg) = (config.monitor.clone(), config.pool.clone());
+            let (stats, progress) = (view.stats.clone(), view.progress.clone());
+            Box::new(move |term| {
+                progress.restart();
+                ChainFollower::new(
+                    chain.clone(),
+                    pool.clone(),
+                    store.clone(),
+                    output.clone(),
+                    heads.clone(),
+                    chain_observers.clone(),
+                    pool_cfg.fetch_concurrency,
+                )
+                .with_monitor(
+                    ChainMonitor::new(
+                        &chain.name,
+                        chain.expected_block_time.0,
+                        chain.max_block_delay.0,
+                        stats.clone(),
+                        metrics.clone(),
+                        monitor.alert_threshold,
+                    ),
+                    missed_stored.clone(),
+                    monitor.enable_recovery.then_some(RecoveryPolicy {
+                        attempts: monitor.retry_attempts,
+                        delay: monitor.retry_delay.0,
+                    }),
+                )
+                .with_progress(tracker.times(), progress.clone())
+                .with_skips(tracker.skips())
+                .lead(term)
+            })
+        };
+        match (&view.role, &cluster) {
+            (Some(role), Some(c)) => {
+                let (role, instance, metrics) =
+                    (role.clone(), c.instance.clone(), metrics.clone());
+                tasks.spawn(TaskKind::Follower { chain: name }, move |c| {
+                    lead::lead(make, role, instance, metrics, c)
+                });
+            }
+            _ => {
+                let follower = make(None);
+                tasks.spawn(TaskKind::Follower { chain: name }, move |c| follower.run(c));
+            }
+        }
     }
     tracing::info!(chains = config.chains.len(), "blockwatch running");
 
@@ -286,6 +331,32 @@ pub async fn run_with_observers(
         Some(f) => Err(f.into()),
         None => Ok(()),
     }
+}
+
+/// This agent's part in a cluster: its instance name and the shared store.
+struct Cluster {
+    instance: String,
+    store: Arc<PgStore>,
+}
+
+/// Opens the state store: the SQLite file, or in cluster mode the shared PostgreSQL database
+/// (which is then also the block output when `block_output = "postgres"`).
+async fn open_state(
+    config: &Config,
+) -> Result<(Arc<dyn StateStore>, Option<Cluster>), AgentError> {
+    if !config.cluster.shared() {
+        return Ok((crate::store::open(&config.agent.state_path)?, None));
+    }
+    let instance = config.cluster.instance_name();
+    let store = PgStore::connect(&config.cluster.url, &instance, config.cluster.lease_ttl.0)
+        .await?
+        .with_block_output(config.agent.block_output == BlockOutputTarget::Postgres);
+    let store = Arc::new(store);
+    tracing::info!(instance = %instance, "cluster mode: state shared in PostgreSQL; chains are led under leases");
+    Ok((
+        store.clone(),
+        Some(Cluster { instance, store }),
+    ))
 }
 
 impl From<TaskFailure<FollowError>> for AgentError {

@@ -74,6 +74,8 @@ pub enum TaskKind {
     Alerts,
     /// The HTTP API.
     Http,
+    /// Cluster mode's lease manager.
+    LeaseManager,
 }
 
 impl TaskKind {
@@ -84,7 +86,10 @@ impl TaskKind {
             | TaskKind::HeadSubscription { .. }
             | TaskKind::PoolMonitor { .. } => Stage::Producers,
             TaskKind::Follower { .. } => Stage::Followers,
-            TaskKind::MissedBlockLog | TaskKind::Alerts | TaskKind::Http => Stage::Drain,
+            TaskKind::MissedBlockLog
+            | TaskKind::Alerts
+            | TaskKind::Http
+            | TaskKind::LeaseManager => Stage::Drain,
         }
     }
 
@@ -100,7 +105,10 @@ impl TaskKind {
             | TaskKind::HeadSubscription { chain, .. }
             | TaskKind::PoolMonitor { chain }
             | TaskKind::Follower { chain } => Some(chain),
-            TaskKind::MissedBlockLog | TaskKind::Alerts | TaskKind::Http => None,
+            TaskKind::MissedBlockLog
+            | TaskKind::Alerts
+            | TaskKind::Http
+            | TaskKind::LeaseManager => None,
         }
     }
 }
@@ -115,6 +123,7 @@ impl std::fmt::Display for TaskKind {
             TaskKind::MissedBlockLog => f.write_str("missed_block_log"),
             TaskKind::Alerts => f.write_str("alerts"),
             TaskKind::Http => f.write_str("http"),
+            TaskKind::LeaseManager => f.write_str("lease manager"),
         }
     }
 }

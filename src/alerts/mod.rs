@@ -12,11 +12,13 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    cluster::Role,
     config::{AlertsConfig, Tier},
+    store::{Fence, StateStore, StoreError},
     health::{self, ChainView},
     telemetry::Metrics,
 };
@@ -179,7 +181,7 @@ impl Notification {
 }
 
 /// A condition being tracked.
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Active {
     condition: Condition,
     since: SystemTime,
@@ -187,14 +189,38 @@ struct Active {
     sent_tier: Option<Tier>,
 }
 
+/// When a message last went out for a rule and target.
+#[derive(Clone, Copy, Debug)]
+struct Sent {
+    at: Instant,
+    tier: Tier,
+}
+
+/// One chain's part of a [`Throttle`], as the state store keeps it: what is firing and what was
+/// sent when (by the wall clock, so that another process, or this one restarted, can go on).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ChainAlertState {
+    active: Vec<Active>,
+    last_sent: Vec<StoredSent>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredSent {
+    rule: Rule,
+    target: String,
+    chain: String,
+    at: SystemTime,
+    tier: Tier,
+}
+
 /// Decides which messages go out: one per rule and target per `throttle` window, escalations at
 /// once, a resolution for every alert that was sent. Pure bookkeeping: time comes in as arguments.
 #[derive(Debug, Default)]
 pub struct Throttle {
     active: HashMap<(Rule, String), Active>,
-    /// When a message last went out per rule and target, and the tier it had (kept after
+    /// When a message last went out per rule and target, the tier it had and its chain (kept after
     /// resolution: a condition that comes back within `throttle` waits, unless it is worse).
-    last_sent: HashMap<(Rule, String), (Instant, Tier)>,
+    last_sent: HashMap<(Rule, String), (Sent, String)>,
 }
 
 impl Throttle {
@@ -224,13 +250,14 @@ impl Throttle {
                 Some(sent) => tier > sent,
                 // New (or held back): once the window since the last message has passed, or at
                 // once if it is worse than that message.
-                None => self.last_sent.get(&key).is_none_or(|(t, last_tier)| {
-                    now.duration_since(*t) >= throttle || tier > *last_tier
+                None => self.last_sent.get(&key).is_none_or(|(last, _)| {
+                    now.duration_since(last.at) >= throttle || tier > last.tier
                 }),
             };
             if due {
                 a.sent_tier = Some(tier);
-                self.last_sent.insert(key, (now, tier));
+                let chain = a.condition.chain.clone();
+                self.last_sent.insert(key, (Sent { at: now, tier }, chain));
                 out.push(Notification::new(
                     Status::Firing,
                     &a.condition,
@@ -251,7 +278,8 @@ impl Throttle {
                 continue;
             };
             if let Some(tier) = a.sent_tier {
-                self.last_sent.insert(key, (now, tier));
+                let chain = a.condition.chain.clone();
+                self.last_sent.insert(key, (Sent { at: now, tier }, chain));
                 out.push(Notification::new(
                     Status::Resolved,
                     &a.condition,
@@ -262,6 +290,66 @@ impl Throttle {
             }
         }
         out
+    }
+
+    /// Forgets `chain`'s alerts without resolving them (another agent leads it now, and goes on
+    /// with them from the state store).
+    pub fn forget_chain(&mut self, chain: &str) {
+        self.active.retain(|_, a| a.condition.chain != chain);
+        self.last_sent.retain(|_, (_, c)| c != chain);
+    }
+
+    /// `chain`'s part, as JSON for the state store; `now` and `wall` are the same instant.
+    pub fn export_chain(&self, chain: &str, now: Instant, wall: SystemTime) -> String {
+        let state = ChainAlertState {
+            active: self
+                .active
+                .values()
+                .filter(|a| a.condition.chain == chain)
+                .cloned()
+                .collect(),
+            last_sent: self
+                .last_sent
+                .iter()
+                .filter(|(_, (_, c))| c == chain)
+                .map(|((rule, target), (sent, c))| StoredSent {
+                    rule: *rule,
+                    target: target.clone(),
+                    chain: c.clone(),
+                    at: wall
+                        .checked_sub(now.saturating_duration_since(sent.at))
+                        .unwrap_or(SystemTime::UNIX_EPOCH),
+                    tier: sent.tier,
+                })
+                .collect(),
+        };
+        serde_json::to_string(&state).unwrap_or_default()
+    }
+
+    /// Takes `chain`'s part back from `json` (as [`Throttle::export_chain`] wrote it, maybe in
+    /// another process): alerts sent stay sent, so a condition that still holds is not announced
+    /// again, and one that cleared is resolved. `now` and `wall` are the same instant. A state
+    /// that does not parse is reported and ignored.
+    pub fn import_chain(&mut self, chain: &str, json: &str, now: Instant, wall: SystemTime) {
+        let state: ChainAlertState = match serde_json::from_str(json) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(chain, error = %e, "ignoring the stored alert state: it does not parse");
+                return;
+            }
+        };
+        self.forget_chain(chain);
+        for a in state.active.into_iter().filter(|a| a.condition.chain == chain) {
+            self.active.insert((a.condition.rule, a.condition.target()), a);
+        }
+        for s in state.last_sent.into_iter().filter(|s| s.chain == chain) {
+            // A message sent before this process's clock can say is older than any throttle.
+            let ago = wall.duration_since(s.at).unwrap_or_default();
+            if let Some(at) = now.checked_sub(ago) {
+                let sent = Sent { at, tier: s.tier };
+                self.last_sent.insert((s.rule, s.target), (sent, s.chain));
+            }
+        }
     }
 
     /// Alerts firing now: rule, target, tier.
@@ -335,9 +423,38 @@ fn snapshot(view: &ChainView, recent_switches: u64, metrics: &Metrics) -> ChainS
     }
 }
 
+/// Which chains this agent evaluates alerts for, and where their alert state is kept: only a
+/// chain's leader evaluates and sends its alerts (every chain, for a single agent); its throttle
+/// and resolution state is saved before its messages go, under the chain's lease, and taken back
+/// by whoever leads the chain next, so that a failover (or a restart) neither repeats a firing
+/// alert nor loses its resolution.
+pub struct AlertState {
+    /// The state store.
+    pub store: Arc<dyn StateStore>,
+    /// In cluster mode, this agent's instance name (the holder in the leases' fences).
+    pub instance: Option<String>,
+}
+
+impl AlertState {
+    /// Whether this agent leads `view`'s chain, and under which fence.
+    fn leads(&self, view: &ChainView) -> Option<Option<Fence>> {
+        match (&view.role, &self.instance) {
+            (Some(role), Some(instance)) => match role.role() {
+                Role::Leader { epoch } => Some(Some(Fence {
+                    holder: instance.clone(),
+                    epoch,
+                })),
+                Role::Standby => None,
+            },
+            _ => Some(None),
+        }
+    }
+}
+
 /// Evaluates the rules every second until `cancel`, and hands each message to `dispatcher`; each
 /// chain's health verdict is exported to `metrics` on the way, and the alerts firing are left on
 /// `board`.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     cfg: AlertsConfig,
     streak_threshold: u64,
@@ -345,10 +462,13 @@ pub async fn run(
     dispatcher: Arc<deliver::Dispatcher>,
     metrics: Arc<Metrics>,
     board: Arc<Board>,
+    state: AlertState,
     cancel: CancellationToken,
 ) {
     let mut throttle = Throttle::default();
     let mut switches: Vec<SwitchWindow> = chains.iter().map(|_| SwitchWindow::default()).collect();
+    // Per chain, the fence its alert state was taken back under (`Some(None)`: a single agent's).
+    let mut taken: Vec<Option<Option<Fence>>> = vec![None; chains.len()];
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -356,33 +476,89 @@ pub async fn run(
             _ = cancel.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let now = Instant::now();
         let mut conditions = Vec::new();
-        for (view, window) in chains.iter().zip(&mut switches) {
+        let mut fences: HashMap<&str, Option<Fence>> = HashMap::new();
+        for (i, (view, window)) in chains.iter().zip(&mut switches).enumerate() {
+            let now = Instant::now();
             let recent = window.in_window(view.pool.switches(), now, cfg.max_switches.window.0);
-            conditions.extend(rules::evaluate(
-                &cfg,
-                streak_threshold,
-                &snapshot(view, recent, &metrics),
-            ));
-        }
-        for n in throttle.update(
-            conditions,
-            now,
-            SystemTime::now(),
-            cfg.throttle.0,
-            &cfg.dashboard_url,
-        ) {
-            if n.rule == Rule::MissedBlocks {
-                // Misses recorded while the alert is out say so (`alert_sent`).
-                if let Some(view) = chains.iter().find(|v| v.name == n.chain) {
-                    view.stats
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .set_alerting(n.status == Status::Firing);
+            let snap = snapshot(view, recent, &metrics);
+            let Some(fence) = state.leads(view) else {
+                if taken[i].take().is_some() {
+                    throttle.forget_chain(&view.name);
                 }
+                continue;
+            };
+            if taken[i].as_ref() != Some(&fence) {
+                // Newly led (or led again under a new lease): the chain's alerts go on from where
+                // its last leader left them.
+                let (store, name) = (state.store.clone(), view.name.clone());
+                match tokio::task::spawn_blocking(move || store.load_alert_state(&name)).await {
+                    Ok(Ok(Some(json))) => {
+                        throttle.import_chain(&view.name, &json, Instant::now(), SystemTime::now())
+                    }
+                    Ok(Ok(None)) => throttle.forget_chain(&view.name),
+                    Ok(Err(e)) => {
+                        tracing::warn!(chain = %view.name, error = %e, "cannot read the chain's alert state; will retry");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(chain = %view.name, error = %e, "alert state task failed; will retry");
+                        continue;
+                    }
+                }
+                taken[i] = Some(fence.clone());
             }
-            dispatcher.send(n);
+            fences.insert(view.name.as_str(), fence);
+            conditions.extend(rules::evaluate(&cfg, streak_threshold, &snap));
+        }
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let messages = throttle.update(conditions, now, wall, cfg.throttle.0, &cfg.dashboard_url);
+        // Saved before sent: a message whose state cannot be saved under the chain's lease is
+        // another leader's to send.
+        let mut by_chain: Vec<(String, Vec<Notification>)> = Vec::new();
+        for n in messages {
+            match by_chain.iter_mut().find(|(c, _)| *c == n.chain) {
+                Some((_, v)) => v.push(n),
+                None => by_chain.push((n.chain.clone(), vec![n])),
+            }
+        }
+        for (chain, messages) in by_chain {
+            let json = throttle.export_chain(&chain, now, wall);
+            let fence = fences.get(chain.as_str()).cloned().flatten();
+            let store = state.store.clone();
+            let name = chain.clone();
+            let saved = tokio::task::spawn_blocking(move || {
+                store.save_alert_state(&name, &json, fence.as_ref())
+            })
+            .await;
+            match saved {
+                Ok(Ok(())) => {}
+                Ok(Err(e @ StoreError::Fenced { .. })) => {
+                    tracing::warn!(chain = %chain, error = %e, "not sending the chain's alerts: another agent leads it now");
+                    throttle.forget_chain(&chain);
+                    if let Some(i) = chains.iter().position(|v| v.name == chain) {
+                        taken[i] = None;
+                    }
+                    continue;
+                }
+                // Better twice than never: the messages go even if their state is not saved.
+                Ok(Err(e)) => {
+                    tracing::warn!(chain = %chain, error = %e, "cannot save the chain's alert state; sending anyway")
+                }
+                Err(e) => tracing::warn!(chain = %chain, error = %e, "alert state task failed; sending anyway"),
+            }
+            for n in messages {
+                if n.rule == Rule::MissedBlocks {
+                    // Misses recorded while the alert is out say so (`alert_sent`).
+                    if let Some(view) = chains.iter().find(|v| v.name == n.chain) {
+                        view.stats
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .set_alerting(n.status == Status::Firing);
+                    }
+                }
+                dispatcher.send(n);
+            }
         }
         board.set(
             throttle
@@ -411,6 +587,62 @@ mod tests {
             what: "something".into(),
             action: "something else".into(),
         }
+    }
+
+    #[test]
+    fn a_chains_alert_state_goes_on_in_another_throttle_without_repeats() {
+        let throttle = Duration::from_secs(300);
+        let (t0, wall) = (Instant::now(), SystemTime::now());
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut first = Throttle::default();
+        let other = Condition {
+            chain: "other".into(),
+            ..cond(Rule::ProvidersDown, Tier::Warning)
+        };
+        let sent = first.update(
+            vec![cond(Rule::ProvidersDown, Tier::Critical), other],
+            at(0),
+            wall,
+            throttle,
+            "",
+        );
+        assert_eq!(sent.len(), 2);
+        let json = first.export_chain("main", at(1), wall + Duration::from_secs(1));
+        // The leader is gone without resolving anything; the next one takes the state back.
+        first.forget_chain("main");
+        assert_eq!(first.firing().len(), 1, "the other chain's alert stays");
+        let mut next = Throttle::default();
+        next.import_chain("main", &json, at(2), wall + Duration::from_secs(2));
+        assert_eq!(next.firing().len(), 1);
+        // Still firing: not announced again.
+        assert!(next
+            .update(
+                vec![cond(Rule::ProvidersDown, Tier::Critical)],
+                at(3),
+                wall,
+                throttle,
+                ""
+            )
+            .is_empty());
+        // Cleared: resolved once, with the tier that was sent.
+        let resolved = next.update(vec![], at(4), wall, throttle, "");
+        assert_eq!(resolved.len(), 1);
+        assert_eq!(resolved[0].status, Status::Resolved);
+        assert_eq!(resolved[0].tier, Tier::Critical);
+        assert!(next.update(vec![], at(5), wall, throttle, "").is_empty());
+        // Back within the throttle window (kept across the hand-over): held back.
+        assert!(next
+            .update(
+                vec![cond(Rule::ProvidersDown, Tier::Critical)],
+                at(6),
+                wall,
+                throttle,
+                ""
+            )
+            .is_empty());
+        // A state that does not parse changes nothing.
+        next.import_chain("main", "{", at(7), wall);
+        assert_eq!(next.firing().len(), 1);
     }
 
     #[test]

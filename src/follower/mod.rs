@@ -141,6 +141,13 @@ impl ChainFollower {
         self
     }
 
+    /// Leads the chain under `term` (cluster mode): every write carries its fence, and nothing is
+    /// emitted once it may have run out.
+    pub fn lead(mut self, term: Option<Term>) -> Self {
+        self.publisher.lead(term);
+        self
+    }
+
     /// Takes the blocks providers skipped from `skips` (the heads stage's).
     pub fn with_skips(mut self, skips: Skips) -> Self {
         self.skips = skips;

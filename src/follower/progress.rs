@@ -135,6 +135,12 @@ fn add_lag(points: &mut VecDeque<LagPoint>, at: u64, lag_seconds: f64) {
 }
 
 impl Progress {
+    /// The stream (re)starts now: the time since the last block counts from here (an agent that
+    /// takes a chain over from another is not late for the blocks it did not lead).
+    pub fn restart(&self) {
+        *self.emitted_at.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
+    }
+
     /// How long ago the last block was emitted (since start, before the first).
     pub fn since_last_block(&self) -> std::time::Duration {
         self.emitted_at
