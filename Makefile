@@ -57,11 +57,11 @@ devnet:
 run: tools release
 	@bash scripts/run-local.sh $(ANVIL_PORT) $(ANVIL_BLOCK_TIME)
 
-## The observability stack with Docker (compose.yaml): anvil, blockwatch, the demo, the Collector,
-## Prometheus, Loki, Tempo and Grafana on http://localhost:3000.
+## The observability stack with Docker (compose.yaml): anvil, blockwatch, the demo, two cluster
+## replicas on PostgreSQL, the Collector, Prometheus, Loki, Tempo and Grafana on http://localhost:3000.
 up:
 	docker compose up -d --build
-	@echo "Grafana: http://localhost:3000 (folder blockwatch) · agent: http://localhost:9464/status · demo: http://localhost:9465/status"
+	@echo "Grafana: http://localhost:3000 (folder blockwatch) · agent: http://localhost:9464/status · demo: http://localhost:9465/status · cluster: http://localhost:9466/status, :9467/status"
 
 down:
 	docker compose down

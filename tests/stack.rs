@@ -9,7 +9,12 @@
 //!   name their uids;
 //! - compose.yaml: every service of the stack, pinned images, mounts and secrets of files that exist,
 //!   ports on 127.0.0.1 only, and every address one component gives for another matches what that
-//!   one serves; the agent's config is valid with the secret files compose mounts for it.
+//!   one serves; the agent's config is valid with the secret files compose mounts for it;
+//! - cluster mode in compose.yaml: a pinned PostgreSQL whose password and connection string come from
+//!   secret files that agree, two replicas of the agent's image with their own instance names and a
+//!   valid cluster config, and Prometheus scraping them for the cluster series;
+//! - deploy/kubernetes: the Deployment's replicas, probes, Secret reference and hardening, the objects
+//!   that select its pods and name its port, the ConfigMap's config valid, no password committed.
 
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -674,27 +679,26 @@ fn compose_starts_the_stack_from_the_repository_files() {
     );
 }
 
-/// compose/blockwatch.toml passes `check-config` with the secret files compose mounts for it: each
-/// `${file:/run/secrets/NAME}` it reads is a secret of the blockwatch service, and is read here
-/// from the file compose.yaml gives for it. Their content is never printed.
-#[test]
-fn the_compose_agent_config_is_valid() {
-    let c = compose();
-    let mut config = read("compose/blockwatch.toml");
+/// `file` (a config of this repository) as compose mounts it for `service`: each
+/// `${file:/run/secrets/NAME}` it reads must be a secret of that service, and is pointed here at the
+/// file compose.yaml gives for it. Returns the text and the secrets' contents (never printed).
+fn with_compose_secrets(c: &Yaml, service: &str, file: &str) -> (String, Vec<String>) {
+    let mut config = read(file);
     let mut contents = Vec::new();
-    for secret in list(&c["services"]["blockwatch"], "secrets") {
-        let file = str_of(&c["secrets"][secret.as_str()]["file"], &secret);
-        let path = root().join(file.strip_prefix("./").unwrap_or(file));
+    for secret in list(&c["services"][service], "secrets") {
+        let from = str_of(&c["secrets"][secret.as_str()]["file"], &secret);
+        let path = root().join(from.strip_prefix("./").unwrap_or(from));
+        let reference = format!("${{file:/run/secrets/{secret}}}");
+        if !config.contains(&reference) {
+            continue;
+        }
         contents.push(
             std::fs::read_to_string(&path)
                 .unwrap()
                 .trim_end()
                 .to_owned(),
         );
-        config = config.replace(
-            &format!("${{file:/run/secrets/{secret}}}"),
-            &format!("${{file:{}}}", path.display()),
-        );
+        config = config.replace(&reference, &format!("${{file:{}}}", path.display()));
     }
     let unmounted: Vec<&str> = config
         .lines()
@@ -702,27 +706,641 @@ fn the_compose_agent_config_is_valid() {
         .collect();
     assert!(
         unmounted.is_empty(),
-        "secrets compose does not mount for blockwatch: {unmounted:?}"
+        "{file}: secrets compose does not mount for {service}: {unmounted:?}"
     );
-    assert!(
-        !contents.is_empty(),
-        "compose/blockwatch.toml reads no secret file"
-    );
+    assert!(!contents.is_empty(), "{file} reads no secret file");
+    (config, contents)
+}
+
+/// Runs `blockwatch check-config` on `config` with the environment variables `env` (and no other
+/// BLOCKWATCH_* one), asserts that it passes and prints none of `secrets`, and returns the effective
+/// configuration it prints (TOML, secrets redacted).
+fn check_config(config: &str, env: &[(&str, &str)], secrets: &[String]) -> toml::Table {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("blockwatch.toml");
     std::fs::write(&path, config).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_blockwatch"))
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_blockwatch"));
+    cmd.args(["check-config", "--config"]).arg(&path);
+    for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("BLOCKWATCH_")) {
+        cmd.env_remove(name);
+    }
+    cmd.envs(env.iter().copied());
+    let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for content in contents {
-        assert!(!stdout.contains(&content), "{stdout}");
+    for secret in secrets {
+        assert!(
+            !stdout.contains(secret.as_str()),
+            "a secret is shown: {stdout}"
+        );
     }
+    stdout
+        .parse()
+        .unwrap_or_else(|e| panic!("check-config printed no TOML: {e}\n{stdout}"))
+}
+
+/// compose/blockwatch.toml passes `check-config` with the secret files compose mounts for it: each
+/// `${file:/run/secrets/NAME}` it reads is a secret of the blockwatch service, and is read here
+/// from the file compose.yaml gives for it. Their content is never printed.
+#[test]
+fn the_compose_agent_config_is_valid() {
+    let c = compose();
+    let (config, contents) = with_compose_secrets(&c, "blockwatch", "compose/blockwatch.toml");
+    check_config(&config, &[], &contents);
+}
+
+/// The cluster replicas in compose.yaml.
+const REPLICAS: [&str; 2] = ["blockwatch-a", "blockwatch-b"];
+
+/// The value of `name` in service `s`'s `environment` (a map).
+fn env_of<'a>(s: &'a Yaml, name: &str) -> Option<&'a str> {
+    s["environment"][name].as_str()
+}
+
+/// compose.yaml's cluster mode: a pinned PostgreSQL, healthy before the replicas start, its password
+/// from a secret file; two replicas of the single agent's image with their own instance names, the
+/// cluster config, the connection string from a secret file that agrees with the server's password,
+/// their ports on 127.0.0.1; and Prometheus scrapes them for the cluster series.
+#[test]
+fn compose_runs_postgres_and_two_cluster_replicas() {
+    let c = compose();
+    let svc = |n: &str| {
+        let s = &c["services"][n];
+        assert!(!s.is_badvalue(), "compose.yaml: no {n} service");
+        s
+    };
+
+    // PostgreSQL: pinned to a minor release of 16, its data in a named volume, a TCP readiness check.
+    let pg = svc("postgres");
+    let image = str_of(&pg["image"], "postgres image");
+    let minor = image
+        .strip_prefix("postgres:16.")
+        .unwrap_or_else(|| panic!("postgres image {image} is not postgres:16.<minor>"));
+    assert!(
+        minor
+            .split('-')
+            .next()
+            .is_some_and(|m| !m.is_empty() && m.chars().all(|c| c.is_ascii_digit())),
+        "postgres image {image} is not pinned to a minor release"
+    );
+    let declared_volumes: Vec<&str> = c["volumes"]
+        .as_hash()
+        .expect("volumes")
+        .keys()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    let data = list(pg, "volumes")
+        .into_iter()
+        .find(|v| v.ends_with(":/var/lib/postgresql/data"))
+        .expect("postgres: no volume at /var/lib/postgresql/data");
+    let volume = data.split(':').next().unwrap();
+    assert!(
+        declared_volumes.contains(&volume),
+        "postgres: {volume} is not a named volume"
+    );
+    let check = list(&pg["healthcheck"], "test");
+    assert!(
+        check.iter().any(|a| a.contains("pg_isready")),
+        "postgres: healthcheck {check:?} is not pg_isready"
+    );
+    assert!(
+        check.iter().any(|a| a == "-h"),
+        "postgres: pg_isready on the Unix socket reports ready during initialisation: {check:?}"
+    );
+    // The password comes from a secret file of the repository, not from the environment.
+    assert!(
+        env_of(pg, "POSTGRES_PASSWORD").is_none(),
+        "postgres: a literal POSTGRES_PASSWORD"
+    );
+    let password_file = env_of(pg, "POSTGRES_PASSWORD_FILE").expect("POSTGRES_PASSWORD_FILE");
+    let password_secret = password_file
+        .strip_prefix("/run/secrets/")
+        .unwrap_or_else(|| panic!("POSTGRES_PASSWORD_FILE {password_file} is not a secret"));
+    assert!(
+        list(pg, "secrets").contains(&password_secret.to_owned()),
+        "postgres does not mount the secret {password_secret}"
+    );
+    let secret_file = |name: &str| {
+        let file = str_of(&c["secrets"][name]["file"], name);
+        let path = root().join(file.strip_prefix("./").unwrap_or(file));
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("secret {name}: {}: {e}", path.display()));
+        assert!(!text.trim().is_empty(), "secret {name} is empty");
+        (file.to_owned(), text.trim_end().to_owned())
+    };
+    let (file, password) = secret_file(password_secret);
+    assert!(
+        file.contains(".placeholder"),
+        "the committed password {file} must be a placeholder"
+    );
+    let user = env_of(pg, "POSTGRES_USER").expect("POSTGRES_USER");
+    let db = env_of(pg, "POSTGRES_DB").expect("POSTGRES_DB");
+
+    // The replicas: the single agent's image and command, the cluster config, their own names.
+    let single = svc("blockwatch");
+    let command = list(single, "command");
+    let config_at = command
+        .iter()
+        .position(|a| a == "--config")
+        .map(|i| command[i + 1].clone())
+        .expect("blockwatch: no --config");
+    let cluster_config: toml::Table = read("compose/blockwatch-cluster.toml").parse().unwrap();
+    let listen_port = host_port(
+        cluster_config["agent"]["http_listen"]
+            .as_str()
+            .expect("agent.http_listen"),
+    )
+    .1;
+    let mut instances = Vec::new();
+    let mut urls = Vec::new();
+    for name in REPLICAS {
+        let s = svc(name);
+        assert_eq!(
+            str_of(&s["image"], name),
+            str_of(&single["image"], "blockwatch"),
+            "{name}: not the blockwatch image"
+        );
+        assert_eq!(list(s, "command"), command, "{name}");
+        assert!(
+            list(s, "volumes")
+                .contains(&format!("./compose/blockwatch-cluster.toml:{config_at}:ro")),
+            "{name} does not mount compose/blockwatch-cluster.toml at {config_at}"
+        );
+        for (dep, condition) in [
+            ("postgres", "service_healthy"),
+            ("anvil", "service_healthy"),
+        ] {
+            assert_eq!(
+                s["depends_on"][dep]["condition"].as_str(),
+                Some(condition),
+                "{name}: depends_on {dep}"
+            );
+        }
+        instances.push(
+            env_of(s, "BLOCKWATCH_INSTANCE")
+                .unwrap_or_else(|| panic!("{name}: no BLOCKWATCH_INSTANCE"))
+                .to_owned(),
+        );
+        let ports = list(s, "ports");
+        assert_eq!(ports.len(), 1, "{name}: {ports:?}");
+        let container_port: u16 = ports[0].rsplit(':').next().unwrap().parse().unwrap();
+        assert_eq!(
+            container_port, listen_port,
+            "{name}: publishes another port"
+        );
+        // The connection string: a secret file whose server, user, database and password are the
+        // postgres service's.
+        let url_secret = list(s, "secrets")
+            .into_iter()
+            .find(|sec| secret_file(sec).1.starts_with("postgres://"))
+            .unwrap_or_else(|| panic!("{name}: no secret holds a postgres:// URL"));
+        let (url_file, url) = secret_file(&url_secret);
+        assert!(url_file.contains(".placeholder"), "{url_file}");
+        let parsed = url::Url::parse(&url).unwrap();
+        assert_eq!(parsed.host_str(), Some("postgres"), "{url_file}: host");
+        assert_eq!(parsed.username(), user, "{url_file}: user");
+        assert_eq!(parsed.path(), format!("/{db}"), "{url_file}: database");
+        assert_eq!(
+            blockwatch::config::password_of(&url).as_deref(),
+            Some(password.as_str()),
+            "{url_file} does not carry the password of {file}"
+        );
+        urls.push(url_secret);
+    }
+    instances.sort();
+    instances.dedup();
+    assert_eq!(instances.len(), REPLICAS.len(), "instance names repeat");
+    assert!(instances.iter().all(|i| !i.is_empty()));
+    // Every host port is published once.
+    let mut host_ports: Vec<String> = c["services"]
+        .as_hash()
+        .unwrap()
+        .values()
+        .flat_map(|s| list(s, "ports"))
+        .map(|p| p.rsplit_once(':').unwrap().0.to_owned())
+        .collect();
+    let n = host_ports.len();
+    host_ports.sort();
+    host_ports.dedup();
+    assert_eq!(host_ports.len(), n, "a host port is published twice");
+
+    // Prometheus scrapes each replica's /metrics for the cluster series, and only there.
+    let prom = load("prometheus/prometheus.yml");
+    let jobs = prom["scrape_configs"].as_vec().unwrap();
+    let targets = |j: &Yaml| -> Vec<String> {
+        j["static_configs"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .flat_map(|s| list(s, "targets"))
+            .collect()
+    };
+    let rule = |j: &Yaml, action: &str| -> Option<String> {
+        j["metric_relabel_configs"].as_vec()?.iter().find_map(|r| {
+            (r["action"].as_str() == Some(action) && list(r, "source_labels") == ["__name__"])
+                .then(|| str_of(&r["regex"], "regex").to_owned())
+        })
+    };
+    let covers = |regex: &str| {
+        let prefix = regex
+            .strip_suffix(".*")
+            .unwrap_or_else(|| panic!("{regex}: not a prefix"));
+        "blockwatch_cluster_leader".starts_with(prefix)
+    };
+    let cluster_job = jobs
+        .iter()
+        .find(|j| targets(j).contains(&format!("{}:{listen_port}", REPLICAS[0])))
+        .expect("Prometheus does not scrape the replicas");
+    for name in REPLICAS {
+        assert!(
+            targets(cluster_job).contains(&format!("{name}:{listen_port}")),
+            "Prometheus does not scrape {name}"
+        );
+    }
+    assert!(rule(cluster_job, "keep").is_some_and(|r| covers(&r)));
+    let collector_job = jobs
+        .iter()
+        .find(|j| targets(j).iter().any(|t| t.starts_with("otel-collector:")))
+        .unwrap();
+    assert!(
+        rule(collector_job, "drop").is_some_and(|r| covers(&r)),
+        "the cluster series would come twice: through the Collector and from the replicas"
+    );
+}
+
+/// compose/blockwatch-cluster.toml passes `check-config` for each replica, with the secret files and
+/// the instance name compose gives it: a PostgreSQL store, blocks written to it, this replica's name.
+#[test]
+fn the_compose_cluster_config_is_valid_for_each_replica() {
+    let c = compose();
+    let raw: toml::Table = read("compose/blockwatch-cluster.toml").parse().unwrap();
+    let single: toml::Table = read("compose/blockwatch.toml").parse().unwrap();
+    assert_eq!(
+        raw["chains"], single["chains"],
+        "the replicas follow another chain than the single agent"
+    );
+    for name in REPLICAS {
+        let (config, contents) = with_compose_secrets(&c, name, "compose/blockwatch-cluster.toml");
+        assert!(
+            contents.iter().any(|s| s.starts_with("postgres://")),
+            "{name}: the PostgreSQL URL is not read from a secret file"
+        );
+        let instance = env_of(&c["services"][name], "BLOCKWATCH_INSTANCE").unwrap();
+        let effective = check_config(&config, &[("BLOCKWATCH_INSTANCE", instance)], &contents);
+        let cluster = &effective["cluster"];
+        assert_eq!(cluster["store"].as_str(), Some("postgres"), "{name}");
+        assert_eq!(cluster["instance"].as_str(), Some(instance), "{name}");
+        assert_eq!(
+            effective["agent"]["block_output"].as_str(),
+            Some("postgres"),
+            "{name}"
+        );
+        assert_eq!(
+            effective["agent"]["http_listen"].as_str(),
+            Some("0.0.0.0:9464"),
+            "{name}: the API must listen on every interface inside the container"
+        );
+    }
+}
+
+/// Every manifest of deploy/kubernetes: file name and documents.
+fn manifests() -> Vec<(String, Vec<Yaml>)> {
+    let mut out: Vec<_> = std::fs::read_dir(root().join("deploy/kubernetes"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            let docs = YamlLoader::load_from_str(&std::fs::read_to_string(&p).unwrap())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            (name, docs)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// A label map (`matchLabels`, `labels`, `selector`) as pairs.
+fn labels(y: &Yaml) -> std::collections::BTreeMap<String, String> {
+    y.as_hash()
+        .map(|h| {
+            h.iter()
+                .map(|(k, v)| (str_of(k, "label").to_owned(), str_of(v, "label").to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The environment variables `config` refers to with `${NAME}` outside comments.
+fn env_references(config: &str) -> Vec<String> {
+    let mut out: Vec<String> = config
+        .lines()
+        .map(|l| l.split('#').next().unwrap())
+        .flat_map(variables_used)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The password written in `token`: a PostgreSQL URL's (`postgres://user:PASSWORD@…`, whether or
+/// not the rest parses) or a `password=VALUE`.
+fn written_password(token: &str) -> Option<String> {
+    let p = match token.split_once("://") {
+        Some((_, rest)) => {
+            let authority = rest.split(['/', '?']).next().unwrap();
+            let (userinfo, _) = authority.rsplit_once('@')?;
+            userinfo.split_once(':')?.1
+        }
+        None => token.strip_prefix("password=")?,
+    };
+    (!p.is_empty()).then(|| p.to_owned())
+}
+
+/// deploy/kubernetes: the Deployment runs two replicas of the agent with the ConfigMap's config, the
+/// PostgreSQL URL from a Secret (none committed), probes that cannot restart a replica for a chain's
+/// health, a hardened container; the Service, the PodMonitor and the PodDisruptionBudget select its
+/// pods and name its port; the ConfigMap's config is valid.
+#[test]
+fn the_kubernetes_manifests_run_two_replicas_on_postgres() {
+    let files = manifests();
+    let mut by_kind: std::collections::BTreeMap<String, Vec<Yaml>> = Default::default();
+    for (name, docs) in &files {
+        assert!(!docs.is_empty(), "{name}: empty");
+        for d in docs {
+            let kind = str_of(&d["kind"], name).to_owned();
+            assert!(d["apiVersion"].as_str().is_some(), "{name}: no apiVersion");
+            if kind != "Kustomization" {
+                assert!(d["metadata"]["name"].as_str().is_some(), "{name}: no name");
+            }
+            assert_ne!(kind, "Secret", "{name}: a Secret is committed");
+            by_kind.entry(kind).or_default().push(d.clone());
+        }
+    }
+    let one = |kind: &str| -> &Yaml {
+        let docs = by_kind
+            .get(kind)
+            .unwrap_or_else(|| panic!("deploy/kubernetes: no {kind}"));
+        assert_eq!(docs.len(), 1, "one {kind}");
+        &docs[0]
+    };
+    // kustomization.yaml lists every other manifest, and only files that exist.
+    let mut listed = list(one("Kustomization"), "resources");
+    listed.sort();
+    let others: Vec<String> = files
+        .iter()
+        .map(|(n, _)| n.clone())
+        .filter(|n| n != "kustomization.yaml")
+        .collect();
+    assert_eq!(listed, others, "kustomization.yaml resources");
+
+    // The Deployment.
+    let dep = one("Deployment");
+    assert_eq!(dep["apiVersion"].as_str(), Some("apps/v1"));
+    assert_eq!(dep["spec"]["replicas"].as_i64(), Some(2), "replicas");
+    let pod = &dep["spec"]["template"];
+    let pod_labels = labels(&pod["metadata"]["labels"]);
+    let selects_pods = |selector: &Yaml, what: &str| {
+        let sel = labels(selector);
+        assert!(!sel.is_empty(), "{what}: no selector");
+        for (k, v) in &sel {
+            assert_eq!(
+                pod_labels.get(k),
+                Some(v),
+                "{what} selects {k}={v}, which the Deployment's pods do not carry"
+            );
+        }
+    };
+    selects_pods(&dep["spec"]["selector"]["matchLabels"], "the Deployment");
+    let spec = &pod["spec"];
+    assert!(
+        spec["terminationGracePeriodSeconds"]
+            .as_i64()
+            .is_some_and(|s| s >= 10),
+        "terminationGracePeriodSeconds"
+    );
+    assert_eq!(
+        spec["securityContext"]["runAsNonRoot"].as_bool(),
+        Some(true)
+    );
+    let anti = spec["affinity"]["podAntiAffinity"]
+        ["preferredDuringSchedulingIgnoredDuringExecution"]
+        .as_vec()
+        .expect("a preferred pod anti-affinity");
+    assert!(!anti.is_empty());
+    for term in anti {
+        let term = &term["podAffinityTerm"];
+        assert_eq!(term["topologyKey"].as_str(), Some("kubernetes.io/hostname"));
+        selects_pods(&term["labelSelector"]["matchLabels"], "the anti-affinity");
+    }
+    let container = spec["containers"]
+        .as_vec()
+        .expect("containers")
+        .iter()
+        .find(|c| c["name"].as_str() == Some("blockwatch"))
+        .expect("no container named blockwatch");
+    let image = str_of(&container["image"], "image");
+    let tag = image
+        .strip_prefix("ghcr.io/blockwatch/blockwatch:")
+        .unwrap_or_else(|| panic!("image {image}"));
+    assert!(!tag.is_empty() && tag != "latest", "image {image}");
+    let ports: Vec<(String, i64)> = container["ports"]
+        .as_vec()
+        .expect("ports")
+        .iter()
+        .map(|p| {
+            (
+                str_of(&p["name"], "port name").to_owned(),
+                p["containerPort"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let port_names: Vec<&str> = ports.iter().map(|(n, _)| n.as_str()).collect();
+    let http_port = ports
+        .iter()
+        .find(|(n, _)| n == "http")
+        .expect("no container port named http")
+        .1;
+    assert_eq!(http_port, 9464);
+    let probe = |kind: &str| &container[kind]["httpGet"];
+    assert_eq!(probe("readinessProbe")["path"].as_str(), Some("/ready"));
+    assert_eq!(probe("readinessProbe")["port"].as_str(), Some("http"));
+    // Liveness must not depend on the chains: /health is 503 while one is unhealthy.
+    let live = &container["livenessProbe"];
+    assert!(!live.is_badvalue(), "no liveness probe");
+    let live_port = live["httpGet"]["port"]
+        .as_str()
+        .or(live["tcpSocket"]["port"].as_str())
+        .expect("liveness: httpGet or tcpSocket on a named port");
+    assert!(
+        port_names.contains(&live_port),
+        "liveness on port {live_port}"
+    );
+    if let Some(path) = live["httpGet"]["path"].as_str() {
+        assert!(
+            !["/health", "/ready"].contains(&path),
+            "liveness on {path} restarts replicas for a chain's health"
+        );
+    }
+    let env = container["env"].as_vec().expect("env");
+    let var = |name: &str| {
+        env.iter()
+            .find(|e| e["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("no env {name}"))
+    };
+    let pg_url = var("BLOCKWATCH_PG_URL");
+    assert!(
+        pg_url["value"].is_badvalue(),
+        "BLOCKWATCH_PG_URL has a literal value"
+    );
+    let secret_ref = &pg_url["valueFrom"]["secretKeyRef"];
+    assert_eq!(secret_ref["name"].as_str(), Some("blockwatch-postgres"));
+    assert_eq!(secret_ref["key"].as_str(), Some("url"));
+    assert_eq!(
+        var("BLOCKWATCH_INSTANCE")["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+        Some("metadata.name")
+    );
+    let env_names: Vec<&str> = env.iter().map(|e| str_of(&e["name"], "env")).collect();
+    let sc = &container["securityContext"];
+    assert_eq!(sc["readOnlyRootFilesystem"].as_bool(), Some(true));
+    assert_eq!(sc["allowPrivilegeEscalation"].as_bool(), Some(false));
+    assert_eq!(list(&sc["capabilities"], "drop"), ["ALL"]);
+    for side in ["requests", "limits"] {
+        for r in ["cpu", "memory"] {
+            assert!(
+                !container["resources"][side][r].is_badvalue(),
+                "resources.{side}.{r}"
+            );
+        }
+    }
+
+    // The config: the ConfigMap's key, mounted where `--config` reads it.
+    let cm = one("ConfigMap");
+    let args = list(container, "args");
+    let config_at = args
+        .iter()
+        .position(|a| a == "--config")
+        .map(|i| args[i + 1].clone())
+        .expect("no --config");
+    let (dir, key) = config_at.rsplit_once('/').unwrap();
+    let volume = spec["volumes"]
+        .as_vec()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["configMap"]["name"].as_str() == cm["metadata"]["name"].as_str())
+        .expect("the ConfigMap is not a volume");
+    let volume_name = str_of(&volume["name"], "volume");
+    assert!(
+        container["volumeMounts"]
+            .as_vec()
+            .expect("volumeMounts")
+            .iter()
+            .any(
+                |m| m["name"].as_str() == Some(volume_name) && m["mountPath"].as_str() == Some(dir)
+            ),
+        "the ConfigMap is not mounted at {dir}"
+    );
+    let config = str_of(&cm["data"][key], key);
+    // Every variable the config reads is set in the container.
+    let used = env_references(config);
+    assert!(used.contains(&"BLOCKWATCH_PG_URL".to_owned()), "{used:?}");
+    for name in &used {
+        assert!(
+            env_names.contains(&name.as_str()),
+            "the config reads ${{{name}}}, which the container does not set"
+        );
+    }
+    let raw: toml::Table = config.parse().unwrap();
+    assert_eq!(raw["cluster"]["url"].as_str(), Some("${BLOCKWATCH_PG_URL}"));
+    assert_eq!(
+        raw["cluster"]["instance"].as_str(),
+        Some("${BLOCKWATCH_INSTANCE}")
+    );
+    let dummy_password = "dummy-password-for-the-check";
+    let dummy_url = format!(
+        "postgres://blockwatch:{dummy_password}@postgres.example:5432/blockwatch?sslmode=require"
+    );
+    let effective = check_config(
+        config,
+        &[
+            ("BLOCKWATCH_PG_URL", &dummy_url),
+            ("BLOCKWATCH_INSTANCE", "blockwatch-6d5f7c9b8-x2k4q"),
+        ],
+        &[dummy_password.to_owned()],
+    );
+    assert_eq!(effective["cluster"]["store"].as_str(), Some("postgres"));
+    assert_eq!(
+        effective["agent"]["block_output"].as_str(),
+        Some("postgres")
+    );
+    let listen = effective["agent"]["http_listen"].as_str().unwrap();
+    assert_eq!(
+        listen,
+        format!("0.0.0.0:{http_port}"),
+        "the API must listen on every interface of the pod, on port http"
+    );
+
+    // The Service, the PodMonitor and the PodDisruptionBudget select the pods and name their port.
+    let svc = one("Service");
+    assert_eq!(svc["spec"]["type"].as_str(), Some("ClusterIP"));
+    selects_pods(&svc["spec"]["selector"], "the Service");
+    let svc_ports = svc["spec"]["ports"].as_vec().expect("Service ports");
+    assert!(!svc_ports.is_empty());
+    for p in svc_ports {
+        let target = str_of(&p["targetPort"], "targetPort");
+        assert!(
+            port_names.contains(&target),
+            "Service targets port {target}"
+        );
+    }
+    let pm = one("PodMonitor");
+    assert_eq!(pm["apiVersion"].as_str(), Some("monitoring.coreos.com/v1"));
+    selects_pods(&pm["spec"]["selector"]["matchLabels"], "the PodMonitor");
+    let endpoints = pm["spec"]["podMetricsEndpoints"]
+        .as_vec()
+        .expect("podMetricsEndpoints");
+    assert!(!endpoints.is_empty());
+    for e in endpoints {
+        let port = str_of(&e["port"], "port");
+        assert!(port_names.contains(&port), "PodMonitor scrapes port {port}");
+        assert_eq!(e["path"].as_str(), Some("/metrics"));
+        assert_eq!(e["interval"].as_str(), Some("15s"));
+    }
+    let pdb = one("PodDisruptionBudget");
+    assert_eq!(pdb["spec"]["minAvailable"].as_i64(), Some(1));
+    selects_pods(
+        &pdb["spec"]["selector"]["matchLabels"],
+        "the PodDisruptionBudget",
+    );
+
+    // No password in deploy/: every PostgreSQL URL or password= shows a <placeholder>.
+    let mut found = 0;
+    for (name, _) in &files {
+        let text = read(&format!("deploy/kubernetes/{name}"));
+        for (at, _) in text
+            .match_indices("postgres://")
+            .chain(text.match_indices("postgresql://"))
+            .chain(text.match_indices("password="))
+        {
+            let token: String = text[at..]
+                .chars()
+                .take_while(|c| !c.is_whitespace() && !matches!(c, '"' | '\'' | '`'))
+                .collect();
+            if let Some(p) = written_password(&token) {
+                found += 1;
+                assert!(
+                    p.starts_with('<') && p.ends_with('>'),
+                    "{name}: a password in {token}"
+                );
+            }
+        }
+    }
+    assert!(
+        found > 0,
+        "deploy/ shows no example of the connection string"
+    );
 }
