@@ -969,3 +969,57 @@ async fn the_store_reconnects_after_its_sessions_are_killed_and_after_a_restart(
     let st = on(&store, |s| s.load_chain("c", 1)).await.unwrap();
     assert_eq!((st.cursor, st.recent), (Some(r(3, 0)), vec![r(3, 0)]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_used_when_the_url_requires_it_and_never_given_up() {
+    let server = PgServer::start_tls();
+    let base = format!("{}?sslmode=verify-full", server.url());
+    let url = format!("{base}&sslrootcert={}", server.ca_file().display());
+    let store = connect(&url, "tls").await;
+    assert!(on(&store, |s| s.missed(None, None, 1))
+        .await
+        .unwrap()
+        .is_empty());
+    let encrypted = server
+        .query(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid)
+             WHERE ssl AND application_name = 'blockwatch/tls'",
+            &[],
+        )
+        .await[0]
+        .get::<_, i64>(0);
+    assert!(encrypted >= 1, "the store's sessions use TLS");
+    // The same in the key=value form, with `require`.
+    let kv = format!(
+        "host=127.0.0.1 port={} user=postgres dbname=postgres sslmode=require sslrootcert='{}'",
+        server.port(),
+        server.ca_file().display()
+    );
+    connect(&kv, "tls-kv").await;
+
+    // A certificate it cannot verify (not signed by the Mozilla roots): refused, not used anyway.
+    let err = PgStore::connect(&base.replace("verify-full", "require"), "a", TTL)
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, StoreError::Open { .. }) && msg.contains("certificate"),
+        "{msg}"
+    );
+    // A server without TLS: refused, never a plain connection.
+    let db = fresh("plain").await;
+    let err = PgStore::connect(
+        &format!(
+            "{}?sslmode=require&sslrootcert={}",
+            db.url,
+            server.ca_file().display()
+        ),
+        "a",
+        TTL,
+    )
+    .await
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("server does not support TLS"), "{msg}");
+}

@@ -253,6 +253,21 @@ impl Drop for Conn {
     }
 }
 
+/// `$client.$method(sql, params)` with `sql` prepared once per connection (the pool's statement
+/// cache), errors said to be while `$doing`.
+macro_rules! run {
+    ($client:expr, $method:ident, $doing:expr, $sql:expr, $params:expr) => {{
+        let stmt = $client
+            .prepare_cached($sql)
+            .await
+            .map_err(query_err($doing))?;
+        $client
+            .$method(&stmt, $params)
+            .await
+            .map_err(query_err($doing))
+    }};
+}
+
 fn query_err<E: std::error::Error>(doing: &'static str) -> impl FnOnce(E) -> StoreError {
     move |source| StoreError::Query {
         doing,
@@ -400,30 +415,32 @@ impl PgStore {
         bounded(DOING, async {
             let mut conn = self.conn().await?;
             let tx = conn.transaction().await.map_err(query_err(DOING))?;
-            tx.execute(
+            run!(
+                tx,
+                execute,
+                DOING,
                 "INSERT INTO blockwatch.replicas (instance, started_at, last_seen)
                  VALUES ($1, now(), now())
                  ON CONFLICT (instance) DO UPDATE SET last_seen = now()",
-                &[&self.instance],
-            )
-            .await
-            .map_err(query_err(DOING))?;
-            tx.execute(
+                &[&self.instance]
+            )?;
+            run!(
+                tx,
+                execute,
+                DOING,
                 "DELETE FROM blockwatch.replicas
                  WHERE last_seen < now() - $1::bigint * interval '1 millisecond'",
-                &[&ms(ttl).saturating_mul(10)],
-            )
-            .await
-            .map_err(query_err(DOING))?;
-            let rows = tx
-                .query(
-                    "SELECT instance FROM blockwatch.replicas
+                &[&ms(ttl).saturating_mul(10)]
+            )?;
+            let rows = run!(
+                tx,
+                query,
+                DOING,
+                "SELECT instance FROM blockwatch.replicas
                      WHERE last_seen >= now() - $1::bigint * interval '1 millisecond'
                      ORDER BY instance COLLATE \"C\"",
-                    &[&ms(ttl)],
-                )
-                .await
-                .map_err(query_err(DOING))?;
+                &[&ms(ttl)]
+            )?;
             tx.commit().await.map_err(query_err(DOING))?;
             conn.done();
             Ok(rows.iter().map(|r| r.get(0)).collect())
@@ -439,19 +456,19 @@ impl PgStore {
         const DOING: &str = "taking a lease";
         bounded(DOING, async {
             let conn = self.conn().await?;
-            let row = conn
-                .query_opt(
-                    "INSERT INTO blockwatch.leases AS l (chain, holder, epoch, expires_at, acquired_at)
+            let row = run!(
+                conn,
+                query_opt,
+                DOING,
+                "INSERT INTO blockwatch.leases AS l (chain, holder, epoch, expires_at, acquired_at)
                      VALUES ($1, $2, 1, now() + $3::bigint * interval '1 millisecond', now())
                      ON CONFLICT (chain) DO UPDATE
                          SET holder = excluded.holder, epoch = l.epoch + 1,
                              expires_at = excluded.expires_at, acquired_at = now()
                          WHERE l.holder IS NULL OR l.expires_at <= now()
                      RETURNING epoch",
-                    &[&chain, &self.instance, &ms(ttl)],
-                )
-                .await
-                .map_err(query_err(DOING))?;
+                &[&chain, &self.instance, &ms(ttl)]
+            )?;
             conn.done();
             Ok(row.map(|r| r.get::<_, i64>(0) as u64))
         })
@@ -473,18 +490,18 @@ impl PgStore {
         let epochs: Vec<i64> = held.iter().map(|(_, e)| big(*e)).collect();
         bounded(DOING, async {
             let conn = self.conn().await?;
-            let rows = conn
-                .query(
-                    "UPDATE blockwatch.leases AS l
+            let rows = run!(
+                conn,
+                query,
+                DOING,
+                "UPDATE blockwatch.leases AS l
                      SET expires_at = now() + $4::bigint * interval '1 millisecond'
                      FROM UNNEST($2::text[], $3::bigint[]) AS h(chain, epoch)
                      WHERE l.chain = h.chain AND l.epoch = h.epoch AND l.holder = $1
                        AND l.expires_at > now()
                      RETURNING l.chain",
-                    &[&self.instance, &chains, &epochs, &ms(ttl)],
-                )
-                .await
-                .map_err(query_err(DOING))?;
+                &[&self.instance, &chains, &epochs, &ms(ttl)]
+            )?;
             conn.done();
             let mut renewed: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
             renewed.sort();
@@ -499,13 +516,14 @@ impl PgStore {
         const DOING: &str = "giving a lease up";
         bounded(DOING, async {
             let conn = self.conn().await?;
-            conn.execute(
+            run!(
+                conn,
+                execute,
+                DOING,
                 "UPDATE blockwatch.leases SET holder = NULL, expires_at = now()
                  WHERE chain = $1 AND holder = $2 AND epoch = $3",
-                &[&chain, &self.instance, &big(epoch)],
-            )
-            .await
-            .map_err(query_err(DOING))?;
+                &[&chain, &self.instance, &big(epoch)]
+            )?;
             conn.done();
             Ok(())
         })
@@ -518,17 +536,11 @@ impl PgStore {
         const DOING: &str = "reading the leases";
         bounded(DOING, async {
             let conn = self.conn().await?;
-            let rows = conn
-                .query(
-                    "SELECT chain,
+            let rows = run!(conn, query, DOING, "SELECT chain,
                             CASE WHEN expires_at > now() THEN holder END,
                             epoch,
                             GREATEST(0, CEIL(EXTRACT(EPOCH FROM (expires_at - now())) * 1000))::bigint
-                     FROM blockwatch.leases ORDER BY chain COLLATE \"C\"",
-                    &[],
-                )
-                .await
-                .map_err(query_err(DOING))?;
+                     FROM blockwatch.leases ORDER BY chain COLLATE \"C\"", &[])?;
             conn.done();
             Ok(rows
                 .iter()
@@ -555,12 +567,13 @@ impl PgStore {
         const DOING: &str = "leaving the cluster";
         bounded(DOING, async {
             let conn = self.conn().await?;
-            conn.execute(
+            run!(
+                conn,
+                execute,
+                DOING,
                 "DELETE FROM blockwatch.replicas WHERE instance = $1",
-                &[&self.instance],
-            )
-            .await
-            .map_err(query_err(DOING))?;
+                &[&self.instance]
+            )?;
             conn.done();
             Ok(())
         })
@@ -603,12 +616,13 @@ impl PgStore {
             }
         };
         if let Some(n) = commit.rollback_above {
-            tx.execute(
+            run!(
+                tx,
+                execute,
+                "rolling back canonical blocks",
                 "DELETE FROM blockwatch.canonical WHERE chain = $1 AND number > $2",
-                &[&chain, &big(n)],
-            )
-            .await
-            .map_err(query_err("rolling back canonical blocks"))?;
+                &[&chain, &big(n)]
+            )?;
         }
         if !commit.added.is_empty() {
             // One row per height, the last given winning (as a replacing insert would).
@@ -632,12 +646,13 @@ impl PgStore {
                 .map_err(query_err("storing canonical blocks"))?;
         }
         if commit.keep_from > 0 {
-            tx.execute(
+            run!(
+                tx,
+                execute,
+                "pruning canonical blocks",
                 "DELETE FROM blockwatch.canonical WHERE chain = $1 AND number < $2",
-                &[&chain, &big(commit.keep_from)],
-            )
-            .await
-            .map_err(query_err("pruning canonical blocks"))?;
+                &[&chain, &big(commit.keep_from)]
+            )?;
         }
         if let Some(c) = commit.cursor {
             let stmt = tx
@@ -671,13 +686,14 @@ impl PgStore {
             if let (Some(n), Some(_)) = (commit.rollback_above, commit.first_emitted) {
                 // A stream that starts afresh replaces whatever was emitted above its first block
                 // (as the window forgets it): those rows are canonical again only if re-emitted.
-                tx.execute(
+                run!(
+                    tx,
+                    execute,
+                    "writing block rows",
                     "UPDATE blockwatch.blocks SET canonical = false
                      WHERE chain = $1 AND number > $2 AND canonical",
-                    &[&chain, &big(n)],
-                )
-                .await
-                .map_err(query_err("writing block rows"))?;
+                    &[&chain, &big(n)]
+                )?;
             }
             write_lines(&tx, chain, epoch, &commit.lines).await?;
         }
@@ -725,13 +741,14 @@ impl PgStore {
             conn.done();
             return Err(fenced);
         }
-        tx.execute(
+        run!(
+            tx,
+            execute,
+            DOING,
             "INSERT INTO blockwatch.alert_state (chain, state, updated_at) VALUES ($1, $2, now())
              ON CONFLICT (chain) DO UPDATE SET state = excluded.state, updated_at = now()",
-            &[&chain, &state],
-        )
-        .await
-        .map_err(query_err(DOING))?;
+            &[&chain, &state]
+        )?;
         tx.commit().await.map_err(query_err(DOING))?;
         conn.done();
         Ok(())
@@ -747,21 +764,21 @@ impl PgStore {
             .start()
             .await
             .map_err(query_err("reading the cursor"))?;
-        let row = tx
-            .query_opt(
-                "SELECT chain_id, number, hash, first_number FROM blockwatch.cursors
+        let row = run!(
+            tx,
+            query_opt,
+            "reading the cursor",
+            "SELECT chain_id, number, hash, first_number FROM blockwatch.cursors
                  WHERE chain = $1",
-                &[&chain],
-            )
-            .await
-            .map_err(query_err("reading the cursor"))?;
-        let rows = tx
-            .query(
-                "SELECT number, hash FROM blockwatch.canonical WHERE chain = $1 ORDER BY number",
-                &[&chain],
-            )
-            .await
-            .map_err(query_err("reading canonical blocks"))?;
+            &[&chain]
+        )?;
+        let rows = run!(
+            tx,
+            query,
+            "reading canonical blocks",
+            "SELECT number, hash FROM blockwatch.canonical WHERE chain = $1 ORDER BY number",
+            &[&chain]
+        )?;
         tx.commit()
             .await
             .map_err(query_err("reading canonical blocks"))?;
@@ -824,10 +841,13 @@ async fn check_fence(
             None => Ok(0),
         });
     };
+    // `statement_timestamp()`: the server's clock when this statement arrived, not when the
+    // transaction began (`now()`), one round trip earlier.
     let stmt = tx
         .prepare_cached(
             "SELECT epoch FROM blockwatch.leases
-             WHERE chain = $1 AND holder = $2 AND epoch = $3 AND expires_at > now()
+             WHERE chain = $1 AND holder = $2 AND epoch = $3
+               AND expires_at > statement_timestamp()
              FOR SHARE",
         )
         .await
@@ -878,7 +898,7 @@ async fn insert_missed(
     let at: Vec<i64> = last.iter().map(|r| big(r.timestamp)).collect();
     let json = last
         .iter()
-        .map(|r| serde_json::to_string(r))
+        .map(serde_json::to_string)
         .collect::<Result<Vec<String>, _>>()
         .map_err(query_err("encoding a missed block"))?;
     let stmt = tx
@@ -940,19 +960,14 @@ async fn write_lines(
             }
             StreamEvent::Error(e) => {
                 upsert_blocks(tx, chain, epoch, &std::mem::take(&mut blocks)).await?;
-                tx.execute(
-                    "INSERT INTO blockwatch.stream_errors (chain, kind, message, block_number, epoch)
-                     VALUES ($1, $2, $3, $4, $5)",
-                    &[
+                run!(tx, execute, DOING, "INSERT INTO blockwatch.stream_errors (chain, kind, message, block_number, epoch)
+                     VALUES ($1, $2, $3, $4, $5)", &[
                         &chain,
                         &e.kind,
                         &e.message,
                         &e.block_number.map(big),
                         &big(epoch),
-                    ],
-                )
-                .await
-                .map_err(query_err(DOING))?;
+                    ])?;
             }
         }
     }
@@ -1048,16 +1063,16 @@ impl StateStore for PgStore {
         const DOING: &str = "reading an open missed block";
         self.block(DOING, async {
             let conn = self.conn().await?;
-            let row = conn
-                .query_opt(
-                    "SELECT record FROM blockwatch.missed_blocks
+            let row = run!(
+                conn,
+                query_opt,
+                DOING,
+                "SELECT record FROM blockwatch.missed_blocks
                      WHERE chain = $1 AND block_number = $2
                        AND (record::jsonb ->> 'recovered')::boolean = false
                      ORDER BY missed_at DESC LIMIT 1",
-                    &[&chain, &big(number)],
-                )
-                .await
-                .map_err(query_err(DOING))?;
+                &[&chain, &big(number)]
+            )?;
             conn.done();
             row.map(|r| decode_missed(r.get::<_, &str>(0))).transpose()
         })
@@ -1102,18 +1117,18 @@ impl StateStore for PgStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.block(DOING, async {
             let conn = self.conn().await?;
-            let rows = conn
-                .query(
-                    "SELECT m.chain, m.block_number, m.record
+            let rows = run!(
+                conn,
+                query,
+                DOING,
+                "SELECT m.chain, m.block_number, m.record
                      FROM blockwatch.missed_blocks m
                      JOIN blockwatch.leases l
                        ON l.chain = m.chain AND l.holder = $1 AND l.expires_at > now()
                      WHERE NOT m.logged
                      ORDER BY m.missed_at, m.chain COLLATE \"C\", m.block_number LIMIT $2",
-                    &[&self.instance, &limit],
-                )
-                .await
-                .map_err(query_err(DOING))?;
+                &[&self.instance, &limit]
+            )?;
             conn.done();
             Ok(rows
                 .iter()
@@ -1132,15 +1147,16 @@ impl StateStore for PgStore {
         let records: Vec<&str> = written.iter().map(|w| w.2.as_str()).collect();
         self.block(DOING, async {
             let conn = self.conn().await?;
-            conn.execute(
+            run!(
+                conn,
+                execute,
+                DOING,
                 "UPDATE blockwatch.missed_blocks AS m SET logged = true
                  FROM UNNEST($1::text[], $2::bigint[], $3::text[]) AS w(chain, block_number, record)
                  WHERE m.chain = w.chain AND m.block_number = w.block_number
                    AND m.record = w.record",
-                &[&chains, &numbers, &records],
-            )
-            .await
-            .map_err(query_err(DOING))?;
+                &[&chains, &numbers, &records]
+            )?;
             conn.done();
             Ok(())
         })
@@ -1150,13 +1166,13 @@ impl StateStore for PgStore {
         const DOING: &str = "reading the alert state";
         self.block(DOING, async {
             let conn = self.conn().await?;
-            let row = conn
-                .query_opt(
-                    "SELECT state FROM blockwatch.alert_state WHERE chain = $1",
-                    &[&chain],
-                )
-                .await
-                .map_err(query_err(DOING))?;
+            let row = run!(
+                conn,
+                query_opt,
+                DOING,
+                "SELECT state FROM blockwatch.alert_state WHERE chain = $1",
+                &[&chain]
+            )?;
             conn.done();
             Ok(row.map(|r| r.get(0)))
         })
@@ -1246,10 +1262,12 @@ fn pg_config(
     let tls = match sslmode.as_deref() {
         None | Some("disable" | "allow" | "prefer") => None,
         Some("require" | "verify-ca" | "verify-full") => Some(tls_connector(rootcert.as_deref())?),
-        Some(other) => return Err(format!(
+        Some(other) => {
+            return Err(format!(
             "unknown sslmode {other:?} (disable, allow, prefer, require, verify-ca, verify-full)"
         )
-        .into()),
+            .into())
+        }
     };
     let mut config = tokio_postgres::Config::from_str(&rest)?;
     config.ssl_mode(if tls.is_some() {
@@ -1541,7 +1559,8 @@ mod tests {
             "a",
             Duration::from_secs(10),
         )
-        .unwrap_err()
+        .err()
+        .expect("refused")
         .to_string();
         assert!(err.contains("unknown sslmode \"maybe\""), "{err}");
         let (config, tls) = pg_config(

@@ -35,6 +35,8 @@ pub struct PgServer {
     child: Mutex<Option<Child>>,
     port: u16,
     bin: PathBuf,
+    /// More settings (`-c` arguments).
+    args: Vec<String>,
     /// The data directory (`data/`), the socket directory (`sock/`) and the server's log.
     dir: tempfile::TempDir,
 }
@@ -56,6 +58,16 @@ impl PgServer {
     /// Makes a fresh cluster and starts it; returns once it accepts connections. Panics (with the
     /// server's log) when it cannot.
     pub fn start() -> PgServer {
+        Self::start_with(false)
+    }
+
+    /// Like [`PgServer::start`], with TLS on (plain connections are still accepted): its
+    /// certificate, for 127.0.0.1, is self-signed; [`PgServer::ca_file`] is it, in PEM.
+    pub fn start_tls() -> PgServer {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> PgServer {
         let bin = bin_dir();
         let dir = tempfile::tempdir().unwrap();
         if is_root() {
@@ -94,10 +106,30 @@ impl PgServer {
             "local all all trust\nhost all all 127.0.0.1/32 trust\n",
         )
         .unwrap();
+        let mut args = Vec::new();
+        if tls {
+            let certified =
+                rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+            let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+            std::fs::write(&cert, certified.cert.pem()).unwrap();
+            std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+            // PostgreSQL wants its key readable by itself alone.
+            std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+            if is_root() {
+                std::os::unix::fs::chown(&key, Some(NOBODY), Some(NOBODY)).unwrap();
+            }
+            args = vec![
+                "ssl=on".to_owned(),
+                format!("ssl_cert_file={}", cert.display()),
+                format!("ssl_key_file={}", key.display()),
+            ];
+        }
         let mut server = PgServer {
             child: Mutex::new(None),
             port: super::free_port(),
             bin,
+            args,
             dir,
         };
         // A port taken between choosing it and binding it: another one.
@@ -134,6 +166,7 @@ impl PgServer {
             .args(["-c", "shared_buffers=32MB"])
             // Not /dev/shm, which containers keep small.
             .args(["-c", "dynamic_shared_memory_type=mmap"])
+            .args(self.args.iter().flat_map(|a| ["-c", a.as_str()]))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -210,6 +243,11 @@ impl PgServer {
 
     fn data(&self) -> PathBuf {
         self.dir.path().join("data")
+    }
+
+    /// The certificate of a server started with [`PgServer::start_tls`] (its own CA), in PEM.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("server.crt")
     }
 
     /// The loopback port the server listens on.
