@@ -371,6 +371,11 @@ async fn alert_state_round_trips_under_the_lease() {
         Some(r#"{"firing":[]}"#)
     );
     assert_eq!(on(&other, |s| s.load_alert_state("d")).await.unwrap(), None);
+    // Called on an async worker (better avoided): it blocks that worker, and works.
+    assert_eq!(
+        other.load_alert_state("c").unwrap().as_deref(),
+        Some(r#"{"firing":[]}"#)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

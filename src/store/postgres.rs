@@ -18,9 +18,10 @@
 //!   chain once, whatever fails. A unique index forbids two canonical blocks at one height.
 //!
 //! The [`StateStore`] methods block: they run their query on the runtime the store was connected
-//! on ([`PgStore::connect`]), from the caller's thread, which must be a blocking-pool thread or one
-//! outside any runtime ([`PgStore::connect_blocking`] makes a store with a runtime of its own, for a
-//! caller with none). Every call is bounded: connecting and waiting for a pooled connection take at
+//! on ([`PgStore::connect`]) and wait for it on the caller's thread: a blocking-pool thread (as the
+//! agent calls them), one outside any runtime ([`PgStore::connect_blocking`] makes a store with a
+//! runtime of its own, for a caller with none), or even an async worker of a multi-threaded runtime
+//! (`block_in_place`; better avoided). Every call is bounded: connecting and waiting for a pooled connection take at
 //! most 5 s each, a statement at most 5 s on the server, and a whole call at most 10 s.
 //!
 //! Everything lives in the schema `blockwatch`, created and migrated by [`PgStore::connect`] under
@@ -390,13 +391,16 @@ impl PgStore {
         &self.target
     }
 
-    /// Runs `fut` on the store's runtime, from a thread that is not one of its async workers.
+    /// Runs `fut` on the store's runtime and waits for it. On a blocking-pool thread or outside any
+    /// runtime `block_in_place` just runs it; on an async worker of a multi-threaded runtime it
+    /// first hands the worker's other tasks to another thread (a current-thread runtime's own
+    /// thread cannot block: it panics there, as any blocking call would deadlock).
     fn block<T>(
         &self,
         doing: &'static str,
         fut: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        self.handle.block_on(bounded(doing, fut))
+        tokio::task::block_in_place(|| self.handle.block_on(bounded(doing, fut)))
     }
 
     /// A pooled connection.
@@ -1347,9 +1351,10 @@ fn is_url(s: &str) -> bool {
     s.starts_with("postgres://") || s.starts_with("postgresql://")
 }
 
-/// The `key=value` pairs of a connection string: each key, its value (unquoted, unescaped) and
-/// the byte range of the whole pair. Lenient: an unterminated quote runs to the end.
-fn kv_pairs(s: &str) -> Vec<(String, String, std::ops::Range<usize>)> {
+/// The `key=value` pairs of a connection string: each key, its value (unquoted, unescaped; `None`
+/// for a word without `=`, which is no pair) and the byte range of the whole pair. Lenient: an
+/// unterminated quote runs to the end.
+fn kv_pairs(s: &str) -> Vec<(String, Option<String>, std::ops::Range<usize>)> {
     let bytes = s.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -1369,7 +1374,7 @@ fn kv_pairs(s: &str) -> Vec<(String, String, std::ops::Range<usize>)> {
             i += 1;
         }
         if i >= bytes.len() || bytes[i] != b'=' {
-            out.push((key, String::new(), start..i));
+            out.push((key, None, start..i));
             continue;
         }
         i += 1;
@@ -1396,7 +1401,11 @@ fn kv_pairs(s: &str) -> Vec<(String, String, std::ops::Range<usize>)> {
                 i += 1;
             }
         }
-        out.push((key, String::from_utf8_lossy(&value).into_owned(), start..i));
+        out.push((
+            key,
+            Some(String::from_utf8_lossy(&value).into_owned()),
+            start..i,
+        ));
     }
     out
 }
@@ -1434,8 +1443,8 @@ fn take_param(url: &str, key: &str) -> (String, Option<String>) {
         let mut value = None;
         let mut kept = Vec::new();
         for (k, v, range) in kv_pairs(url) {
-            if k == key {
-                value = Some(v);
+            if k == key && v.is_some() {
+                value = v;
             } else {
                 kept.push(&url[range]);
             }
@@ -1449,50 +1458,48 @@ fn take_param(url: &str, key: &str) -> (String, Option<String>) {
 /// port, database, options) kept, to say which server is meant.
 pub fn redact_url(url: &str) -> String {
     use crate::redact::REDACTED;
-    if is_url(url) {
-        let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
-        let (head, query) = match rest.split_once('?') {
-            Some((h, q)) => (h, Some(q)),
-            None => (rest, None),
-        };
-        let head = match head.rfind('@') {
-            Some(at) => {
-                let (userinfo, host) = (&head[..at], &head[at + 1..]);
-                match userinfo.split_once(':') {
-                    Some((user, _)) => format!("{user}:{REDACTED}@{host}"),
-                    None => head.to_owned(),
-                }
-            }
-            None => head.to_owned(),
-        };
-        let mut out = format!("{scheme}://{head}");
-        if let Some(query) = query {
-            let pairs: Vec<String> = query
-                .split('&')
-                .map(|pair| match pair.split_once('=') {
-                    Some((k, _)) if k.to_ascii_lowercase().contains("password") => {
-                        format!("{k}={REDACTED}")
-                    }
-                    _ => pair.to_owned(),
-                })
-                .collect();
-            out.push('?');
-            out.push_str(&pairs.join("&"));
-        }
-        out
-    } else {
-        kv_pairs(url)
+    let is_password = |key: &str| key.to_ascii_lowercase().contains("password");
+    if !is_url(url) {
+        // A word that is no `key=value` pair may be part of a value: not shown either.
+        return kv_pairs(url)
             .into_iter()
-            .map(|(k, _, range)| {
-                if k.to_ascii_lowercase().contains("password") {
-                    format!("{k}={REDACTED}")
-                } else {
-                    url[range].to_owned()
-                }
+            .map(|(k, v, range)| match v {
+                Some(_) if is_password(&k) => format!("{k}={REDACTED}"),
+                Some(_) => url[range].to_owned(),
+                None => REDACTED.to_owned(),
             })
             .collect::<Vec<_>>()
-            .join(" ")
+            .join(" ");
     }
+    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+    // The user-info ends at the first '@' for the driver, and at the last '@' before the query for
+    // a password with a raw '@' in it: whichever is later.
+    let first = rest.find('@');
+    let last = rest[..rest.find('?').unwrap_or(rest.len())].rfind('@');
+    let rest = match first.max(last) {
+        Some(at) => match rest[..at].split_once(':') {
+            Some((user, _)) => format!("{user}:{REDACTED}{}", &rest[at..]),
+            None => rest.to_owned(),
+        },
+        None => rest.to_owned(),
+    };
+    let (head, query) = match rest.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (rest.as_str(), None),
+    };
+    let mut out = format!("{scheme}://{head}");
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if is_password(k) => format!("{k}={REDACTED}"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -1529,6 +1536,23 @@ mod tests {
                 "host=db password='s3cret user=bw",
                 "host=db password=<redacted>",
             ),
+            // A raw '?' in the password: the driver's user-info still ends at the first '@'.
+            (
+                "postgres://bw:s3c?r=et@db/chains",
+                "postgres://bw:<redacted>@db/chains",
+            ),
+            // An '@' in the query of a URL without user-info: the driver would take what comes
+            // before it for user-info, so it is hidden too.
+            (
+                "postgres://db:5432/chains?application_name=s3@x",
+                "postgres://db:<redacted>@x",
+            ),
+            // Words that are no pairs (a '=' forgotten) are not shown.
+            (
+                "host=db password s3cret user=bw",
+                "host=db <redacted> <redacted> user=bw",
+            ),
+            ("bw:s3cret@db/chains", "<redacted>"),
         ] {
             let got = redact_url(url);
             assert_eq!(got, want, "{url}");
