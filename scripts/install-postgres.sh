@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs Debian's postgresql package (the server the cluster-mode tests start, as an unprivileged
-# user in a temporary directory of their own), idempotently: nothing happens when a PostgreSQL server
-# binary is already under /usr/lib/postgresql/*/bin. A system package like chromium, installed with
-# apt-get as root (as CI runs); apt's package lists are refreshed only if the first try fails.
+# user in a temporary directory of their own), idempotently: nothing happens when a PostgreSQL
+# server binary is already under /usr/lib/postgresql/*/bin. A system package like chromium,
+# installed with apt-get as root (as CI runs); apt's package lists are refreshed only if the first
+# try fails.
 #
 # No service is started or needed: the package's own cluster (if its post-install script makes one)
 # is stopped, and the tests never use it. Without systemd (CI containers) nothing starts it again.

@@ -2,27 +2,30 @@
 //! with the same semantics as the SQLite store, plus what sharing needs:
 //!
 //! - **Leases.** One row per chain in `blockwatch.leases`: holder, epoch (one more at every new
-//!   holder) and expiry, all arithmetic on PostgreSQL's clock (`now()`), never an agent's. The lease
-//!   manager takes, renews and gives them up with [`PgStore::acquire`], [`PgStore::renew`] and
-//!   [`PgStore::release`]; replicas announce themselves with [`PgStore::heartbeat`].
-//! - **Fencing.** Every write of a chain's state (`commit`, `save_missed`, `save_alert_state`) runs
-//!   in a transaction whose first statement locks the chain's lease row (`FOR SHARE`) if, and only
-//!   if, the write's [`Fence`] is the current, unexpired lease. Otherwise nothing is written and the
-//!   write fails with [`StoreError::Fenced`]. The share lock keeps a new holder from taking the lease
-//!   until the write has committed, and `idle_in_transaction_session_timeout` (half the lease's time
-//!   to live) ends the transaction of an agent paused in the middle of one, so that it cannot block
-//!   a takeover for longer. A write without a fence is refused the same way (epoch 0).
+//!   holder) and expiry, all arithmetic on PostgreSQL's clock (`now()`), never an agent's. The
+//!   lease manager takes, renews and gives them up with [`PgStore::acquire`], [`PgStore::renew`]
+//!   and [`PgStore::release`]; replicas announce themselves with [`PgStore::heartbeat`].
+//! - **Fencing.** Every write of a chain's state (`commit`, `save_missed`, `save_alert_state`)
+//!   runs in a transaction whose first statement locks the chain's lease row (`FOR SHARE`) if, and
+//!   only if, the write's [`Fence`] is the current, unexpired lease. Otherwise nothing is written
+//!   and the write fails with [`StoreError::Fenced`]. The share lock keeps a new holder from taking
+//!   the lease until the write has committed, and `idle_in_transaction_session_timeout` (half the
+//!   lease's time to live) ends the transaction of an agent paused in the middle of one, so that
+//!   it cannot block a takeover for longer. A write without a fence is refused the same way
+//!   (epoch 0).
 //! - **Block output.** A store made [`with_block_output`](PgStore::with_block_output)`(true)` also
 //!   writes the stream's lines as rows of `blockwatch.blocks`, `blockwatch.reorgs` and
-//!   `blockwatch.stream_errors`, in the cursor's transaction: the table holds each chain's canonical
-//!   chain once, whatever fails. A unique index forbids two canonical blocks at one height.
+//!   `blockwatch.stream_errors`, in the cursor's transaction: the table holds each chain's
+//!   canonical chain once, whatever fails. A unique index forbids two canonical blocks at one
+//!   height.
 //!
 //! The [`StateStore`] methods block: they run their query on the runtime the store was connected
 //! on ([`PgStore::connect`]) and wait for it on the caller's thread: a blocking-pool thread (as the
 //! agent calls them), one outside any runtime ([`PgStore::connect_blocking`] makes a store with a
 //! runtime of its own, for a caller with none), or even an async worker of a multi-threaded runtime
-//! (`block_in_place`; better avoided). Every call is bounded: connecting and waiting for a pooled connection take at
-//! most 5 s each, a statement at most 5 s on the server, and a whole call at most 10 s.
+//! (`block_in_place`; better avoided). Every call is bounded: connecting and waiting for a pooled
+//! connection take at most 5 s each, a statement at most 5 s on the server, and a whole call at
+//! most 10 s (the lease methods too).
 //!
 //! Everything lives in the schema `blockwatch`, created and migrated by [`PgStore::connect`] under
 //! an advisory lock, so that agents starting together on an empty database all come up.
@@ -540,11 +543,18 @@ impl PgStore {
         const DOING: &str = "reading the leases";
         bounded(DOING, async {
             let conn = self.conn().await?;
-            let rows = run!(conn, query, DOING, "SELECT chain,
+            let rows = run!(
+                conn,
+                query,
+                DOING,
+                "SELECT chain,
                             CASE WHEN expires_at > now() THEN holder END,
                             epoch,
-                            GREATEST(0, CEIL(EXTRACT(EPOCH FROM (expires_at - now())) * 1000))::bigint
-                     FROM blockwatch.leases ORDER BY chain COLLATE \"C\"", &[])?;
+                            GREATEST(0, CEIL(
+                                EXTRACT(EPOCH FROM (expires_at - now())) * 1000))::bigint
+                     FROM blockwatch.leases ORDER BY chain COLLATE \"C\"",
+                &[]
+            )?;
             conn.done();
             Ok(rows
                 .iter()
@@ -964,14 +974,21 @@ async fn write_lines(
             }
             StreamEvent::Error(e) => {
                 upsert_blocks(tx, chain, epoch, &std::mem::take(&mut blocks)).await?;
-                run!(tx, execute, DOING, "INSERT INTO blockwatch.stream_errors (chain, kind, message, block_number, epoch)
-                     VALUES ($1, $2, $3, $4, $5)", &[
+                run!(
+                    tx,
+                    execute,
+                    DOING,
+                    "INSERT INTO blockwatch.stream_errors
+                         (chain, kind, message, block_number, epoch)
+                     VALUES ($1, $2, $3, $4, $5)",
+                    &[
                         &chain,
                         &e.kind,
                         &e.message,
                         &e.block_number.map(big),
-                        &big(epoch),
-                    ])?;
+                        &big(epoch)
+                    ]
+                )?;
             }
         }
     }
@@ -1454,8 +1471,8 @@ fn take_param(url: &str, key: &str) -> (String, Option<String>) {
 }
 
 /// `url` (a `postgres://` URL or `key=value` pairs) with its password, in the user-info or in a
-/// parameter (any key containing `password`), replaced by `<redacted>`; everything else (user, host,
-/// port, database, options) kept, to say which server is meant.
+/// parameter (any key containing `password`), replaced by `<redacted>`; everything else (user,
+/// host, port, database, options) kept, to say which server is meant.
 pub fn redact_url(url: &str) -> String {
     use crate::redact::REDACTED;
     let is_password = |key: &str| key.to_ascii_lowercase().contains("password");
