@@ -14,12 +14,14 @@ release:
 	$(CARGO) build --locked --release
 
 ## Installs the tools the tests need, idempotently: anvil, aiosmtpd and prometheus into .tools/;
-## Debian's chromium as a system package (apt-get, as root) for the browser tests.
+## Debian's chromium (the browser tests) and postgresql (the cluster-mode tests, which start their own
+## server; no service is started) as system packages (apt-get, as root).
 tools:
 	bash scripts/install-anvil.sh
 	bash scripts/install-aiosmtpd.sh
 	bash scripts/install-prometheus.sh
 	bash scripts/install-chromium.sh
+	bash scripts/install-postgres.sh
 
 ## Unit tests, then integration tests against a real anvil node.
 test: tools

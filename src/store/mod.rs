@@ -2,22 +2,25 @@
 //! emitted block), the canonical window's hashes and the first block ever emitted — and the
 //! missed-block records, with which of them the missed-block log has written. One seam,
 //! [`StateStore`], so that another store (a server database shared by several agents) is one new
-//! file and one value of `agent.state_path`; SQLite ([`SqliteStore`]) is today's.
+//! file and one value of `agent.state_path`; SQLite ([`SqliteStore`]) is a single agent's, PostgreSQL
+//! ([`PgStore`]) the one several agents share (cluster mode), with leases that fence every write.
 //!
 //! Guarantees every store keeps: a [`ChainCommit`] is applied whole or not at all (the cursor never
 //! points outside the stored window, and a batch's missed-block records are stored with it); a
 //! cursor stored for another chain id is refused. Calls block: callers run them on the blocking
 //! pool, never on an async worker.
 
+pub mod postgres;
 mod sqlite;
 
 use std::{path::Path, sync::Arc};
 
+pub use postgres::{LeaseRow, PgStore};
 pub use sqlite::SqliteStore;
 
 use crate::model::{BlockRef, MissedBlock, StreamEvent};
 
-/// The schema version this build writes.
+/// The schema version this build writes in SQLite.
 pub const SCHEMA_VERSION: i64 = 3;
 
 /// The right to write a chain's state: the lease's holder and the epoch it was taken with. A store
@@ -46,13 +49,17 @@ pub enum StoreError {
         /// The database's error.
         source: BoxError,
     },
-    /// The file was written by a newer blockwatch.
-    #[error("state database {path} has schema version {found}, newer than this build's {SCHEMA_VERSION}; use a newer blockwatch or another agent.state_path")]
+    /// The database was written by a newer blockwatch.
+    #[error("state database {path} has schema version {found}, newer than this build's {supported}; use a newer blockwatch or another {setting}")]
     NewerSchema {
         /// The database.
         path: String,
         /// The version found.
         found: i64,
+        /// The newest version this build knows.
+        supported: i64,
+        /// The setting that names the database.
+        setting: &'static str,
     },
     /// The stored cursor belongs to another chain id.
     #[error("state database holds a cursor for chain {chain:?} with chain id {stored}, but the config says {configured}; use another chain name or agent.state_path")]

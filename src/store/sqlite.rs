@@ -121,6 +121,8 @@ impl SqliteStore {
             return Err(StoreError::NewerSchema {
                 path: path.display().to_string(),
                 found: version,
+                supported: SCHEMA_VERSION,
+                setting: "agent.state_path",
             });
         }
         if version == 1 {

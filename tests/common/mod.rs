@@ -16,6 +16,7 @@ use std::{
 };
 
 pub mod browser;
+pub mod postgres;
 pub mod prometheus;
 
 use blockwatch::model::{BlockLine, StreamEvent};
