@@ -186,16 +186,27 @@ fn run_export(args: ExportArgs) -> i32 {
             return EXIT_USAGE;
         }
     }
-    let path = &config.agent.state_path;
-    if !path.exists() {
-        eprintln!(
-            "error: no state database at {} (agent.state_path): nothing was recorded yet",
-            path.display()
-        );
-        return EXIT_FAILURE;
-    }
-    let records = crate::store::open(path)
-        .and_then(|store| store.missed(args.chain.as_deref(), args.since, MAX_RECORDS));
+    let store = if config.cluster.shared() {
+        // The shared database: read by this process alone, as an instance of its own.
+        crate::store::PgStore::connect_blocking(
+            &config.cluster.url,
+            &format!("export-{}", std::process::id()),
+            config.cluster.lease_ttl.0,
+        )
+        .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn crate::store::StateStore>)
+    } else {
+        let path = &config.agent.state_path;
+        if !path.exists() {
+            eprintln!(
+                "error: no state database at {} (agent.state_path): nothing was recorded yet",
+                path.display()
+            );
+            return EXIT_FAILURE;
+        }
+        crate::store::open(path)
+    };
+    let records =
+        store.and_then(|store| store.missed(args.chain.as_deref(), args.since, MAX_RECORDS));
     match records
         .map_err(|e| e.to_string())
         .and_then(|r| render(&r, args.format).map_err(|e| e.to_string()))

@@ -305,7 +305,29 @@ mod tests {
             catch_up: None,
             hash_verdict: None,
             stats: StatsView::default(),
+            role: None,
         }
+    }
+
+    #[test]
+    fn a_chain_another_agent_leads_is_not_judged_on_its_blocks_here() {
+        let mut s = snapshot(&["alive"]);
+        s.since_last_block = Duration::from_secs(600);
+        assert_eq!(judge(&s).state, ChainState::Unhealthy);
+        let role = |role| crate::cluster::RoleView {
+            role,
+            leader: Some("b".into()),
+            epoch: Some(3),
+        };
+        s.role = Some(role("standby"));
+        assert_eq!(judge(&s).state, ChainState::Healthy);
+        // This agent's own lead is judged like a single agent's.
+        s.role = Some(role("leader"));
+        assert_eq!(judge(&s).state, ChainState::Unhealthy);
+        // Providers still count on a standby: they are this agent's own.
+        let mut s = snapshot(&["unreachable"]);
+        s.role = Some(role("standby"));
+        assert_eq!(judge(&s).state, ChainState::Unhealthy);
     }
 
     #[test]

@@ -3,98 +3,14 @@
 
 mod common;
 
-use std::{
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use common::*;
+use common::{webhook::*, *};
 use serde_json::{json, Value};
 
 const CATCH_UP: Duration = Duration::from_secs(30);
 const TOKEN: &str = "T0KENabcdef123456789";
 const HEADER_SECRET: &str = "hdr-S3cret-value-42";
-
-/// A POST a receiver got.
-#[derive(Clone, Debug)]
-struct Post {
-    path: String,
-    headers: http::HeaderMap,
-    body: Value,
-    /// When it arrived.
-    at: Instant,
-}
-
-/// An HTTP server on loopback that records every POST and answers 200.
-struct Receiver {
-    port: u16,
-    posts: Arc<Mutex<Vec<Post>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Receiver {
-    async fn start(port: u16) -> Receiver {
-        let posts: Arc<Mutex<Vec<Post>>> = Arc::default();
-        let seen = posts.clone();
-        let app = axum::Router::new().fallback(
-            move |uri: http::Uri, headers: http::HeaderMap, body: axum::body::Bytes| {
-                let seen = seen.clone();
-                async move {
-                    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    seen.lock().unwrap().push(Post {
-                        path: uri.path().to_owned(),
-                        headers,
-                        body,
-                        at: Instant::now(),
-                    });
-                    "ok"
-                }
-            },
-        );
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        Receiver { port, posts, task }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn posts(&self, path: &str) -> Vec<Post> {
-        self.posts
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|p| p.path == path)
-            .cloned()
-            .collect()
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Webhook bodies (rule, tier, status) in the order they came.
-fn webhook_alerts(r: &Receiver, path: &str) -> Vec<(String, String, String)> {
-    r.posts(path)
-        .iter()
-        .map(|p| {
-            (
-                p.body["rule"].as_str().unwrap_or_default().to_owned(),
-                p.body["tier"].as_str().unwrap_or_default().to_owned(),
-                p.body["status"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect()
-}
 
 /// Waits until `path` on `r` got an alert of `rule` with `tier` and `status` ("" matches any).
 async fn wait_for_alert(r: &Receiver, path: &str, rule: &str, tier: &str, status: &str) {
@@ -395,11 +311,9 @@ async fn alerts_reach_every_channel_by_tier_once_and_resolve() {
     let everything = format!(
         "{:?}{file}{}{metrics}",
         receiver
-            .posts
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|p| &p.body)
+            .all()
+            .into_iter()
+            .map(|p| p.body)
             .collect::<Vec<_>>(),
         agent.log()
     );

@@ -15,10 +15,10 @@ use crate::{
 };
 
 /// Builds a chain's follower for a term (a new one each time the chain is led).
-pub type MakeFollower = Box<dyn Fn(Option<Term>) -> ChainFollower + Send + Sync>;
+pub(super) type MakeFollower = Box<dyn Fn(Option<Term>) -> ChainFollower + Send + Sync>;
 
 /// Leads `role`'s chain whenever the lease manager says so, as `instance`, until `cancel`.
-pub async fn lead(
+pub(super) async fn lead(
     make: MakeFollower,
     role: Arc<ChainRole>,
     instance: String,
@@ -47,7 +47,9 @@ pub async fn lead(
         let stop = cancel.child_token();
         role.set_running(true);
         let span = tracing::info_span!("lead_chain", chain = %chain, epoch);
-        span.in_scope(|| tracing::info!(chain = %chain, epoch, "leading the chain from its committed cursor"));
+        span.in_scope(
+            || tracing::info!(chain = %chain, epoch, "leading the chain from its committed cursor"),
+        );
         let run = make(Some(term)).run(stop.clone());
         tokio::pin!(run);
         let result = tokio::select! {

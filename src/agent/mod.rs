@@ -70,7 +70,14 @@ impl AgentError {
     /// The process exit code for this error (2: fix the configuration; 1: runtime failure).
     pub fn exit_code(&self) -> i32 {
         match self {
-            AgentError::Setup(_) | AgentError::Store(StoreError::ChainIdMismatch { .. }) => 2,
+            // A database that cannot be opened (or reached, at start-up), holds a newer schema or
+            // another chain's cursor: the configuration must change.
+            AgentError::Setup(_)
+            | AgentError::Store(
+                StoreError::ChainIdMismatch { .. }
+                | StoreError::Open { .. }
+                | StoreError::NewerSchema { .. },
+            ) => 2,
             _ => 1,
         }
     }
@@ -288,8 +295,7 @@ pub async fn run_with_observers(
         };
         match (&view.role, &cluster) {
             (Some(role), Some(c)) => {
-                let (role, instance, metrics) =
-                    (role.clone(), c.instance.clone(), metrics.clone());
+                let (role, instance, metrics) = (role.clone(), c.instance.clone(), metrics.clone());
                 tasks.spawn(TaskKind::Follower { chain: name }, move |c| {
                     lead::lead(make, role, instance, metrics, c)
                 });
@@ -341,9 +347,7 @@ struct Cluster {
 
 /// Opens the state store: the SQLite file, or in cluster mode the shared PostgreSQL database
 /// (which is then also the block output when `block_output = "postgres"`).
-async fn open_state(
-    config: &Config,
-) -> Result<(Arc<dyn StateStore>, Option<Cluster>), AgentError> {
+async fn open_state(config: &Config) -> Result<(Arc<dyn StateStore>, Option<Cluster>), AgentError> {
     if !config.cluster.shared() {
         return Ok((crate::store::open(&config.agent.state_path)?, None));
     }
@@ -353,10 +357,7 @@ async fn open_state(
         .with_block_output(config.agent.block_output == BlockOutputTarget::Postgres);
     let store = Arc::new(store);
     tracing::info!(instance = %instance, "cluster mode: state shared in PostgreSQL; chains are led under leases");
-    Ok((
-        store.clone(),
-        Some(Cluster { instance, store }),
-    ))
+    Ok((store.clone(), Some(Cluster { instance, store })))
 }
 
 impl From<TaskFailure<FollowError>> for AgentError {

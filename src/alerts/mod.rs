@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     cluster::Role,
     config::{AlertsConfig, Tier},
-    store::{Fence, StateStore, StoreError},
     health::{self, ChainView},
+    store::{Fence, StateStore, StoreError},
     telemetry::Metrics,
 };
 pub use rules::{ChainSnapshot, Condition, ProviderSnapshot, Rule};
@@ -339,8 +339,13 @@ impl Throttle {
             }
         };
         self.forget_chain(chain);
-        for a in state.active.into_iter().filter(|a| a.condition.chain == chain) {
-            self.active.insert((a.condition.rule, a.condition.target()), a);
+        for a in state
+            .active
+            .into_iter()
+            .filter(|a| a.condition.chain == chain)
+        {
+            self.active
+                .insert((a.condition.rule, a.condition.target()), a);
         }
         for s in state.last_sent.into_iter().filter(|s| s.chain == chain) {
             // A message sent before this process's clock can say is older than any throttle.
@@ -545,7 +550,9 @@ pub async fn run(
                 Ok(Err(e)) => {
                     tracing::warn!(chain = %chain, error = %e, "cannot save the chain's alert state; sending anyway")
                 }
-                Err(e) => tracing::warn!(chain = %chain, error = %e, "alert state task failed; sending anyway"),
+                Err(e) => {
+                    tracing::warn!(chain = %chain, error = %e, "alert state task failed; sending anyway")
+                }
             }
             for n in messages {
                 if n.rule == Rule::MissedBlocks {

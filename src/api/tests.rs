@@ -57,6 +57,7 @@ timeout = "200ms"
             pool: Arc::new(pool),
             progress: Arc::new(Progress::default()),
             stats: Arc::new(Mutex::new(ChainStats::default())),
+            role: None,
         }],
         store: Arc::new(SqliteStore::open(&dir.join("state.db")).unwrap()),
         alerts: Arc::default(),

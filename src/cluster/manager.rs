@@ -19,20 +19,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::LeaseClock;
+pub use crate::store::LeaseRow;
 use crate::{store::StoreError, telemetry::Metrics};
-
-/// A chain's lease as the shared store holds it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LeaseRow {
-    /// The chain.
-    pub chain: String,
-    /// Who holds it (`None`: released or expired).
-    pub holder: Option<String>,
-    /// The epoch of its latest holder.
-    pub epoch: u64,
-    /// How long it is still held (zero when it is not).
-    pub left: Duration,
-}
 
 /// What the lease manager needs of the shared store. Every expiry is by the store's clock.
 pub trait Leases: Send + Sync + 'static {

@@ -65,6 +65,39 @@ impl LeaseClock {
     }
 }
 
+/// The shared PostgreSQL store keeps the leases.
+impl Leases for crate::store::PgStore {
+    fn instance(&self) -> &str {
+        crate::store::PgStore::instance(self)
+    }
+    async fn heartbeat(&self, ttl: Duration) -> Result<Vec<String>, crate::store::StoreError> {
+        crate::store::PgStore::heartbeat(self, ttl).await
+    }
+    async fn acquire(
+        &self,
+        chain: &str,
+        ttl: Duration,
+    ) -> Result<Option<u64>, crate::store::StoreError> {
+        crate::store::PgStore::acquire(self, chain, ttl).await
+    }
+    async fn renew(
+        &self,
+        held: &[(String, u64)],
+        ttl: Duration,
+    ) -> Result<Vec<String>, crate::store::StoreError> {
+        crate::store::PgStore::renew(self, held, ttl).await
+    }
+    async fn release(&self, chain: &str, epoch: u64) -> Result<(), crate::store::StoreError> {
+        crate::store::PgStore::release(self, chain, epoch).await
+    }
+    async fn leases(&self) -> Result<Vec<LeaseRow>, crate::store::StoreError> {
+        crate::store::PgStore::leases(self).await
+    }
+    async fn leave(&self) -> Result<(), crate::store::StoreError> {
+        crate::store::PgStore::leave(self).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,6 +18,7 @@ use std::{
 pub mod browser;
 pub mod postgres;
 pub mod prometheus;
+pub mod webhook;
 
 use blockwatch::model::{BlockLine, StreamEvent};
 use jsonrpsee::{core::client::ClientT, core::params::ArrayParams, http_client::HttpClient};
