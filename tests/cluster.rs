@@ -242,6 +242,7 @@ async fn the_blocks_table_is_the_chain_once_through_every_failover() {
         &[("chain", chain)],
     );
     assert!(lost >= 1.0, "the woken agent counts its lost lease:\n{m}");
+
     wait_top(
         &pg,
         "failover",
@@ -316,6 +317,84 @@ async fn the_blocks_table_is_the_chain_once_through_every_failover() {
             a.stop();
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_under_a_lease_taken_over_is_refused_by_its_fence_and_counted() {
+    let pg = PgServer::shared();
+    let url = pg.create_database("fenced").await;
+    let devnet = DevnetProc::start(1, "200ms").await;
+    let dir = tempfile::tempdir().unwrap();
+    // Long renewals: the lease is taken from under the leader between two of them, so that its
+    // next batch (a block every 200 ms) meets the store's fence before a renewal notices.
+    let config = cluster_config(&devnet, &url, "a", 1, "")
+        .replace(LEASE, "lease_ttl = \"30s\"\nrenew_every = \"10s\"");
+    let mut agent = Agent::start(dir.path(), &config);
+    let chain = "anvil";
+    leader_of(std::slice::from_ref(&agent), &[], chain).await;
+    wait_top(&pg, "fenced", chain, 5).await;
+    // Just after a renewal, another holder takes the lease with the next epoch.
+    let before = lease_expiry(&pg, "fenced", chain).await;
+    wait_for(WAIT, "a renewal", || async {
+        (lease_expiry(&pg, "fenced", chain).await != before).then_some(())
+    })
+    .await;
+    let rows = pg
+        .query(
+            "fenced",
+            "UPDATE blockwatch.leases SET holder = 'intruder', epoch = epoch + 1,
+                 expires_at = now() + interval '1 hour'
+             WHERE chain = $1 RETURNING epoch - 1, now()::text",
+            &[&chain],
+        )
+        .await;
+    let (old_epoch, taken_at): (i64, String) = (rows[0].get(0), rows[0].get(1));
+    let fenced = wait_for(WAIT, "a fenced write", || async {
+        let m = metrics(&agent).await;
+        let n = metric_sum(
+            &m,
+            "blockwatch_cluster_fenced_writes_total",
+            &[("chain", chain)],
+        );
+        (n >= 1.0).then_some(m)
+    })
+    .await;
+    assert!(
+        metric_sum(
+            &fenced,
+            "blockwatch_cluster_lease_losses_total",
+            &[("chain", chain), ("reason", "fenced")]
+        ) >= 1.0,
+        "{fenced}"
+    );
+    wait_status(&agent, "the fenced agent standing by", |s| {
+        role_in(s, chain).as_deref() == Some("standby") && first_chain(s)["leader"] == "intruder"
+    })
+    .await;
+    let late: i64 = pg
+        .query(
+            "fenced",
+            "SELECT count(*) FROM blockwatch.blocks WHERE chain = $1 AND written_at > $2::text::timestamptz",
+            &[&chain, &taken_at],
+        )
+        .await[0]
+        .get(0);
+    assert_eq!(
+        late, 0,
+        "nothing was committed under epoch {old_epoch} once the lease was taken"
+    );
+    agent.stop();
+}
+
+/// When `chain`'s lease expires, as PostgreSQL says.
+async fn lease_expiry(pg: &PgServer, db: &str, chain: &str) -> String {
+    pg.query(
+        db,
+        "SELECT expires_at::text FROM blockwatch.leases WHERE chain = $1",
+        &[&chain],
+    )
+    .await[0]
+        .get(0)
 }
 
 /// How many chains each running agent leads, sorted.

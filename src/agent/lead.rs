@@ -77,7 +77,11 @@ pub(super) async fn lead(
                 metrics.cluster_write_fenced(&chain);
                 (LossReason::Fenced, e)
             }
-            Err(e @ FollowError::LeaseExpired) => (LossReason::Expired, e),
+            // Refused before it reached the store: the lease's local clock had run out.
+            Err(e @ FollowError::LeaseExpired) => {
+                metrics.cluster_write_fenced(&chain);
+                (LossReason::Expired, e)
+            }
             Err(e @ FollowError::Store(_)) => (LossReason::StoreError, e),
             Err(e) => return Err(e),
         };

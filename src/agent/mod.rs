@@ -126,6 +126,8 @@ pub async fn run_with_observers(
     };
     let mut tasks: Supervisor<FollowError> = Supervisor::new();
     let mut views = Vec::new();
+    let names: Vec<&str> = config.chains.iter().map(|c| c.name.as_str()).collect();
+    let mut roles = ChainRole::group(&names).into_iter();
     for (chain, pool) in config.chains.iter().zip(pools) {
         views.push(api::ChainView {
             name: chain.name.clone(),
@@ -134,7 +136,7 @@ pub async fn run_with_observers(
             pool: Arc::new(pool?),
             progress: Arc::new(Progress::default()),
             stats: Arc::new(std::sync::Mutex::new(ChainStats::default())),
-            role: cluster.as_ref().map(|_| ChainRole::new(&chain.name)),
+            role: roles.next().filter(|_| cluster.is_some()),
         });
     }
     // Cluster mode: the lease manager decides which chains this agent leads. It stops after the

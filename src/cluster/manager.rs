@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::LeaseClock;
@@ -122,19 +122,28 @@ pub struct ChainRole {
     seen: Mutex<(Option<String>, Option<u64>)>,
     /// Why the follower gave the lease up, for the manager to count and release.
     given_up: Mutex<Option<LossReason>>,
+    /// Wakes the lease manager (shared by the chains of one agent).
+    wake: Arc<Notify>,
 }
 
 impl ChainRole {
-    /// A chain this agent stands by for.
-    pub fn new(chain: &str) -> Arc<Self> {
-        Arc::new(Self {
-            chain: chain.to_owned(),
-            role: watch::channel(Role::Standby).0,
-            clock: Arc::new(LeaseClock::default()),
-            running: watch::channel(false).0,
-            seen: Mutex::new((None, None)),
-            given_up: Mutex::new(None),
-        })
+    /// The chains of one agent, each stood by for to begin with.
+    pub fn group<S: AsRef<str>>(chains: &[S]) -> Vec<Arc<Self>> {
+        let wake = Arc::new(Notify::new());
+        chains
+            .iter()
+            .map(|chain| {
+                Arc::new(Self {
+                    chain: chain.as_ref().to_owned(),
+                    role: watch::channel(Role::Standby).0,
+                    clock: Arc::new(LeaseClock::default()),
+                    running: watch::channel(false).0,
+                    seen: Mutex::new((None, None)),
+                    given_up: Mutex::new(None),
+                    wake: wake.clone(),
+                })
+            })
+            .collect()
     }
 
     /// The chain.
@@ -168,6 +177,7 @@ impl ChainRole {
         *self.given_up.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
         self.clock.end();
         self.role.send_replace(Role::Standby);
+        self.wake.notify_one();
     }
 
     /// What `/status` shows.
@@ -203,6 +213,9 @@ pub struct LeaseManager<L> {
     releasing: HashMap<usize, (u64, LossReason)>,
     /// Rounds that failed in a row (the next waits longer, up to the lease's time to live).
     failures: u32,
+    /// Chains whose follower gave up (a fenced write, a store error): not taken again by this
+    /// agent before then, so that another may, and a failing store is not hammered.
+    cooldown: HashMap<usize, Instant>,
 }
 
 impl<L: Leases> LeaseManager<L> {
@@ -223,6 +236,7 @@ impl<L: Leases> LeaseManager<L> {
             held: HashMap::new(),
             releasing: HashMap::new(),
             failures: 0,
+            cooldown: HashMap::new(),
         }
     }
 
@@ -234,6 +248,10 @@ impl<L: Leases> LeaseManager<L> {
 
     /// Runs rounds until `cancel`, then gives every lease up and leaves.
     pub async fn run(mut self, cancel: CancellationToken) {
+        let wake = self
+            .roles
+            .first()
+            .map_or_else(|| Arc::new(Notify::new()), |r| r.wake.clone());
         loop {
             let ok = self.round(Instant::now()).await;
             self.failures = if ok {
@@ -248,18 +266,21 @@ impl<L: Leases> LeaseManager<L> {
             } else {
                 (self.every * 2u32.saturating_pow(self.failures.min(8))).min(self.ttl)
             };
-            let wake = Instant::now() + wait;
+            let until = Instant::now() + wait;
             loop {
-                let next_end = self.next_local_expiry().min(wake);
-                tokio::select! {
+                let next_end = self.next_local_expiry().min(until);
+                let given_up = tokio::select! {
                     _ = cancel.cancelled() => {
                         self.stop().await;
                         return;
                     }
-                    _ = tokio::time::sleep_until(next_end.into()) => {}
-                }
+                    _ = tokio::time::sleep_until(next_end.into()) => false,
+                    // A follower gave its lease up: counted and released at once.
+                    _ = wake.notified() => true,
+                };
+                self.take_given_up(Instant::now());
                 self.expire_local(Instant::now());
-                if Instant::now() >= wake {
+                if given_up || Instant::now() >= until {
                     break;
                 }
             }
@@ -274,6 +295,22 @@ impl<L: Leases> LeaseManager<L> {
             .map(|&i| now + self.roles[i].clock.left_at(now))
             .min()
             .unwrap_or(now + self.ttl)
+    }
+
+    /// Counts the leases the followers gave up (a fenced write, a store error) for their reason;
+    /// they are released at the next round and not taken again for a lease period.
+    fn take_given_up(&mut self, now: Instant) {
+        for i in 0..self.roles.len() {
+            let given = self.roles[i]
+                .given_up
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(reason) = given {
+                self.lose(i, reason);
+                self.cooldown.insert(i, now + self.ttl);
+            }
+        }
     }
 
     /// Steps down from every chain whose lease may have run out by `now`.
@@ -315,17 +352,7 @@ impl<L: Leases> LeaseManager<L> {
 
     /// One round: heartbeat, renewals, releases, acquisitions. Returns whether the store answered.
     pub async fn round(&mut self, started: Instant) -> bool {
-        // Leases the followers gave up (fenced, store errors).
-        for i in 0..self.roles.len() {
-            let given = self.roles[i]
-                .given_up
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
-            if let Some(reason) = given {
-                self.lose(i, reason);
-            }
-        }
+        self.take_given_up(started);
         self.expire_local(started);
         match self.exchange(started).await {
             Ok(()) => true,
@@ -399,6 +426,7 @@ impl<L: Leases> LeaseManager<L> {
             // the same moment mostly ask for different chains).
             let mut free: Vec<usize> = (0..self.roles.len())
                 .filter(|i| !self.held.contains_key(i) && !self.releasing.contains_key(i))
+                .filter(|i| self.cooldown.get(i).is_none_or(|until| started >= *until))
                 .filter(|&i| {
                     by_chain
                         .get(self.roles[i].chain.as_str())
@@ -604,9 +632,8 @@ mod tests {
     }
 
     fn manager(db: &Arc<Mutex<Db>>, me: &str, chains: usize) -> LeaseManager<Fake> {
-        let roles = (0..chains)
-            .map(|c| ChainRole::new(&format!("c{c:02}")))
-            .collect();
+        let names: Vec<String> = (0..chains).map(|c| format!("c{c:02}")).collect();
+        let roles = ChainRole::group(&names);
         let store = Arc::new(Fake {
             db: db.clone(),
             me: me.to_owned(),
@@ -739,10 +766,13 @@ mod tests {
         a.round(Instant::now()).await;
         a.roles[0].give_up(LossReason::Fenced);
         assert!(!a.roles[0].clock().holds());
-        // The share is recomputed with both alive: `a` (rank 0) could take it again; `b`'s share
-        // is 0 of 1. `a` releases and re-takes with a new epoch: the fenced follower's epoch is
-        // never used again.
+        // Released at once; `a` (rank 0 of two: its share is the chain) waits a lease period
+        // before taking it again, with a new epoch: the fenced follower's is never used again.
         rounds(&db, &mut [&mut a, &mut b], 2).await;
+        assert_eq!(a.roles[0].role(), Role::Standby);
+        assert_eq!(db.lock().unwrap().leases["c00"].0, None, "released");
+        let later = Instant::now() + TTL;
+        a.round(later).await;
         assert_eq!(a.roles[0].role(), Role::Leader { epoch: 2 });
         assert_eq!(b.roles[0].role(), Role::Standby);
     }

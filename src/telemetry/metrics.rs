@@ -128,8 +128,9 @@ pub struct Metrics {
     /// `blockwatch.cluster.lease.losses` ({lease}): chain leases this agent stopped holding, by
     /// `reason` (`expired`, `refused`, `fenced`, `store_error`, `rebalance`, `shutdown`).
     pub cluster_lease_losses: Counter<u64>,
-    /// `blockwatch.cluster.fenced_writes` ({write}): writes the shared store refused because
-    /// their lease was no longer the chain's.
+    /// `blockwatch.cluster.fenced_writes` ({write}): writes refused because their lease no longer
+    /// held — by the shared store (the write's fence was not the chain's current lease) or before
+    /// reaching it (the lease's local clock had run out).
     pub cluster_fenced_writes: Counter<u64>,
 }
 
@@ -328,7 +329,7 @@ impl Metrics {
                 .u64_counter("blockwatch.cluster.fenced_writes")
                 .with_unit("{write}")
                 .with_description(
-                    "Writes the shared store refused because their lease was no longer the chain's",
+                    "Writes refused because their lease no longer held: by the shared store's fence, or before reaching it",
                 )
                 .build(),
         }
