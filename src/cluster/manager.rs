@@ -55,6 +55,10 @@ pub trait Leases: Send + Sync + 'static {
     fn leave(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
+/// How long after a lease's expiry (by the store's answer) a standby asks for it: the store's
+/// clock and this process's may tick a little apart.
+const EXPIRY_SLACK: Duration = Duration::from_millis(20);
+
 /// This agent's part in a chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -216,6 +220,9 @@ pub struct LeaseManager<L> {
     /// Chains whose follower gave up (a fenced write, a store error): not taken again by this
     /// agent before then, so that another may, and a failing store is not hammered.
     cooldown: HashMap<usize, Instant>,
+    /// When the soonest lease this agent could take (below its share) expires: the next round is
+    /// then, not a whole `renew_every` later, so that a dead leader's chain is taken at once.
+    next_free: Option<Instant>,
 }
 
 impl<L: Leases> LeaseManager<L> {
@@ -237,6 +244,7 @@ impl<L: Leases> LeaseManager<L> {
             releasing: HashMap::new(),
             failures: 0,
             cooldown: HashMap::new(),
+            next_free: None,
         }
     }
 
@@ -262,7 +270,10 @@ impl<L: Leases> LeaseManager<L> {
             // A store that fails is asked again later and later, up to the lease's time to live;
             // leadership is given up meanwhile as the local clocks run out (checked every round).
             let wait = if ok {
-                self.every
+                let now = Instant::now();
+                self.next_free
+                    .map_or(self.every, |t| t.saturating_duration_since(now))
+                    .min(self.every)
             } else {
                 (self.every * 2u32.saturating_pow(self.failures.min(8))).min(self.ttl)
             };
@@ -421,6 +432,14 @@ impl<L: Leases> LeaseManager<L> {
         let rows = self.store.leases().await?;
         let by_chain: HashMap<&str, &LeaseRow> =
             rows.iter().map(|r| (r.chain.as_str(), r)).collect();
+        // Chains led by others: the soonest expiry (a leader that died, whose heartbeat ends no
+        // later than its leases, and with it the shares) is the next round.
+        self.next_free = (0..self.roles.len())
+            .filter(|i| !self.held.contains_key(i))
+            .filter_map(|i| by_chain.get(self.roles[i].chain.as_str()))
+            .filter(|r| r.holder.as_deref().is_some_and(|h| h != me) && !r.left.is_zero())
+            .map(|r| Instant::now() + r.left + EXPIRY_SLACK)
+            .min();
         if self.held.len() < share {
             // Free chains, taken in an order of this instance's own (so that replicas asking at
             // the same moment mostly ask for different chains).
