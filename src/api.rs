@@ -44,6 +44,8 @@ pub struct ApiState {
     pub alerts: Arc<crate::alerts::Board>,
     /// `alerts.dashboard_url`: the status page links to the dashboards when set.
     pub dashboard_url: String,
+    /// In cluster mode, this agent's instance name.
+    pub instance: Option<String>,
 }
 
 /// The routes.
@@ -414,6 +416,9 @@ struct StatusBody {
     alerts_firing: Vec<crate::alerts::FiringAlert>,
     /// `alerts.dashboard_url`, `null` when not set.
     dashboard_url: Option<String>,
+    /// In cluster mode, this agent's instance name (the `leader` other agents show).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instance: Option<String>,
 }
 
 /// A 400 with a JSON body naming the problem.
@@ -641,6 +646,7 @@ async fn status(State(state): State<ApiState>) -> Json<StatusBody> {
         chains,
         alerts_firing: state.alerts.firing(),
         dashboard_url: (!state.dashboard_url.is_empty()).then(|| state.dashboard_url.clone()),
+        instance: state.instance.clone(),
     })
 }
 

@@ -13,8 +13,10 @@
 //! - [`redact`]: keeping API keys out of everything shown.
 //! - [`telemetry`]: traces, metrics and logs set up for OTLP; the instruments; histograms with
 //!   exemplars and `/metrics` in OpenMetrics; the stream's log and metrics observers.
-//! - [`store`]: the state-store seam (`StateStore`: cursor, canonical window, missed-block records)
-//!   and its SQLite implementation.
+//! - [`store`]: the state-store seam (`StateStore`: cursor, canonical window, missed-block records,
+//!   alert state; writes fenced by a lease) and its implementations, SQLite and PostgreSQL.
+//! - [`cluster`]: several agents on one PostgreSQL — each chain's role, the lease's local clock, and
+//!   the lease manager that renews, shares and takes the chains over.
 //! - [`output`]: the block-sink seam (`BlockSink`) and its sinks: stdout, file, none.
 //!
 //! The stages, in the order a block travels:

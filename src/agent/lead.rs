@@ -46,7 +46,7 @@ pub(super) async fn lead(
         };
         let stop = cancel.child_token();
         role.set_running(true);
-        let span = tracing::info_span!("lead_chain", chain = %chain, epoch);
+        let span = tracing::info_span!("lead_chain", blockwatch.chain = %chain, blockwatch.lease.epoch = epoch);
         span.in_scope(
             || tracing::info!(chain = %chain, epoch, "leading the chain from its committed cursor"),
         );

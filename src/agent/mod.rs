@@ -181,6 +181,7 @@ pub async fn run_with_observers(
         store: store.clone(),
         alerts,
         dashboard_url: config.alerts.dashboard_url.clone(),
+        instance: cluster.as_ref().map(|c| c.instance.clone()),
     });
     let limits = api::Limits::of(&config.agent);
     tasks.spawn(TaskKind::Http, move |c| async move {

@@ -61,6 +61,7 @@ timeout = "200ms"
         }],
         store: Arc::new(SqliteStore::open(&dir.join("state.db")).unwrap()),
         alerts: Arc::default(),
+        instance: None,
         dashboard_url: String::new(),
     }
 }

@@ -352,12 +352,14 @@ impl<L: Leases> LeaseManager<L> {
         self.metrics
             .cluster_lease_lost(&role.chain, reason.as_str());
         self.metrics.set_cluster_leader(&role.chain, false);
-        match reason {
+        // Every transition is a log line, and an event of a `lease` span of its own (so that it
+        // is in the traces too).
+        tracing::info_span!("lease", blockwatch.chain = %role.chain, blockwatch.lease.epoch = epoch).in_scope(|| match reason {
             LossReason::Rebalance | LossReason::Shutdown => tracing::info!(
                 chain = %role.chain, epoch, reason = reason.as_str(), "giving the chain's lease up"),
             _ => tracing::warn!(
                 chain = %role.chain, epoch, reason = reason.as_str(), "lost the chain's lease; standing by"),
-        }
+        });
         self.releasing.insert(i, (epoch, reason));
     }
 
@@ -491,7 +493,9 @@ impl<L: Leases> LeaseManager<L> {
         self.held.insert(i, epoch);
         self.metrics.cluster_lease_acquired(&role.chain);
         self.metrics.set_cluster_leader(&role.chain, true);
-        tracing::info!(chain = %role.chain, epoch, "took the chain's lease; leading it");
+        tracing::info_span!("lease", blockwatch.chain = %role.chain, blockwatch.lease.epoch = epoch).in_scope(|| {
+            tracing::info!(chain = %role.chain, epoch, "took the chain's lease; leading it")
+        });
         role.role.send_replace(Role::Leader { epoch });
     }
 

@@ -139,6 +139,15 @@ function renderChain(chain) {
   field(s, "lag").textContent = chain.block_lag_seconds === null ? "–" : `${chain.block_lag_seconds.toFixed(1)} s`;
   field(s, "behind").textContent = chain.behind_blocks === null ? "–" : `${chain.behind_blocks} blocks`;
   field(s, "current-provider").textContent = chain.current_provider ?? "none";
+  // Cluster mode: who leads the chain, and whether it is this agent.
+  field(s, "cluster-row").hidden = chain.role === undefined;
+  if (chain.role !== undefined) {
+    const epoch = chain.epoch === null ? "" : ` (epoch ${chain.epoch})`;
+    field(s, "cluster").textContent = chain.role === "leader"
+      ? `this agent${epoch}`
+      : `${chain.leader ?? "nobody yet"}${epoch}; this agent stands by`;
+    field(s, "cluster").dataset.role = chain.role;
+  }
   drawLag(field(s, "lag-chart"), field(s, "lag-caption"), chain.lag_history || []);
   renderProviders(field(s, "providers"), chain);
 
