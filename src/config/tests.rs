@@ -449,3 +449,56 @@ fn file_secrets_are_read_collected_and_never_shown() {
         "{msg}"
     );
 }
+
+#[test]
+fn cluster_section_is_read_checked_and_its_password_redacted() {
+    let c = parse(MINIMAL).unwrap();
+    assert!(!c.cluster.shared());
+    assert_eq!(c.cluster.lease_ttl, HumanDuration::from_secs(10));
+    assert_eq!(c.cluster.renew_every, HumanDuration::from_secs(2));
+    let with = |cluster: &str| format!("[cluster]\n{cluster}\n{MINIMAL}");
+    let c = parse(&with(
+        "store = \"postgres\"\nurl = \"postgres://bw:pg-Secret-42@db.internal:5432/bw\"\ninstance = \"a-1\"",
+    ))
+    .unwrap();
+    assert!(c.cluster.shared());
+    assert_eq!(c.cluster.instance_name(), "a-1");
+    let shown = c.to_redacted_toml();
+    assert!(!shown.contains("pg-Secret-42"), "{shown}");
+    assert!(
+        shown.contains("db.internal"),
+        "the server stays readable: {shown}"
+    );
+    assert!(!c
+        .redactor()
+        .redact("login pg-Secret-42 failed")
+        .contains("pg-Secret-42"));
+    // Blocks into PostgreSQL need the shared store.
+    let msg = err_of(&format!("[agent]\nblock_output = \"postgres\"\n{MINIMAL}"));
+    assert!(
+        msg.contains("agent.block_output") && msg.contains("cluster.store"),
+        "{msg}"
+    );
+    let c = parse(&format!(
+        "[agent]\nblock_output = \"postgres\"\n{}",
+        with("store = \"postgres\"\nurl = \"host=db user=bw password=kv-Secret-7\"")
+    ))
+    .unwrap();
+    assert_eq!(c.agent.block_output, BlockOutputTarget::Postgres);
+    assert!(!c.to_redacted_toml().contains("kv-Secret-7"));
+    let msg = err_of(&with("store = \"mysql\""));
+    assert!(
+        msg.contains("cluster.store") || msg.contains("mysql"),
+        "{msg}"
+    );
+    let msg = err_of(&with("lease_ttl = \"3s\"\nrenew_every = \"2s\""));
+    assert!(msg.contains("cluster.renew_every"), "{msg}");
+    let msg = err_of(&with("leases = 3"));
+    assert!(msg.contains("leases"), "{msg}");
+    // The instance defaults to the host name and the process id.
+    let c = parse(MINIMAL).unwrap();
+    assert!(c
+        .cluster
+        .instance_name()
+        .ends_with(&format!("-{}", std::process::id())));
+}
