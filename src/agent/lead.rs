@@ -73,6 +73,8 @@ pub(super) async fn lead(
                 span.in_scope(|| tracing::info!(chain = %chain, epoch, "stopped leading the chain; standing by"));
                 continue;
             }
+            // The stored cursor is another chain's: a configuration problem, as for one agent.
+            Err(e @ FollowError::Store(StoreError::ChainIdMismatch { .. })) => return Err(e),
             Err(e @ FollowError::Store(StoreError::Fenced { .. })) => {
                 metrics.cluster_write_fenced(&chain);
                 (LossReason::Fenced, e)

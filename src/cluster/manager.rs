@@ -267,13 +267,17 @@ impl<L: Leases> LeaseManager<L> {
             } else {
                 self.failures.saturating_add(1)
             };
-            // A store that fails is asked again later and later, up to the lease's time to live;
-            // leadership is given up meanwhile as the local clocks run out (checked every round).
+            // A store that fails is asked again later and later, up to the lease's time to live,
+            // once no lease is held; leadership is given up as the local clocks run out.
             let wait = if ok {
                 let now = Instant::now();
                 self.next_free
                     .map_or(self.every, |t| t.saturating_duration_since(now))
                     .min(self.every)
+            } else if !self.held.is_empty() {
+                // Leases still held locally: their renewal is retried every period until they run
+                // out, however long the store has been failing.
+                self.every
             } else {
                 (self.every * 2u32.saturating_pow(self.failures.min(8))).min(self.ttl)
             };
