@@ -517,12 +517,36 @@ async fn two_agents_started_together_on_an_empty_database_both_come_up() {
     let (_dirs, mut agents) = start_agents(&devnet, &url, &["a", "b"], 1, "");
     leader_of(&agents, &[], "anvil").await; // the schema exists once a lease was taken
     for a in &agents {
-        let s = wait_status(a, "a role", |s| role_in(s, "anvil").is_some()).await;
+        let s = wait_status(a, "the lease as the store says", |s| {
+            first_chain(s)["leader"].is_string()
+        })
+        .await;
         assert_eq!(first_chain(&s)["epoch"], 1, "one lease, taken once: {s}");
         assert!(first_chain(&s)["leader"].is_string());
     }
     wait_top(&pg, "together", "anvil", 5).await;
     assert_table_is_the_chain(&pg, "together", "anvil", &devnet).await;
+    // Each status page says who leads the chain.
+    let leader = leader_of(&agents, &[], "anvil").await;
+    let name = ["a", "b"][leader];
+    let browser = common::browser::Browser::start().await;
+    for (i, a) in agents.iter().enumerate() {
+        let page = browser
+            .open(&format!("{}/", a.api_url().await), 1280, 800)
+            .await;
+        let want = if i == leader {
+            "this agent (epoch 1)".to_owned()
+        } else {
+            format!("{name} (epoch 1); this agent stands by")
+        };
+        let js = format!(
+            "document.querySelector('[data-field=\"cluster\"]')?.textContent === {want:?} && \
+             !document.querySelector('[data-field=\"cluster-row\"]').hidden"
+        );
+        page.wait_for(WAIT, &format!("the page of agent {i} saying {want:?}"), &js)
+            .await;
+        page.assert_no_errors();
+    }
     for a in &mut agents {
         a.stop();
     }

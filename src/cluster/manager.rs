@@ -3,10 +3,11 @@
 //! [`ChainRole`] tells the agent whether to lead it (run its follower under the lease's fence) or to
 //! stand by (keep its heads warm, emit nothing).
 //!
-//! Fair shares are decided without talking: every live replica sorts the live instances by name,
-//! and the one at rank `r` of `k` leads `n / k` chains, plus one when `r < n % k` — so 10 chains
-//! over 3 replicas end 4/3/3 whichever replica counts, and move within a few renewals when one
-//! joins or dies.
+//! Fair shares are decided without talking, from what every replica reads in the store: of `n`
+//! chains over `k` live replicas, each leads `n / k`, and `n % k` of them one more — those already
+//! leading more than `n / k` first (by name), so that nothing moves without need. 10 chains over 3
+//! replicas end 4/3/3 whichever replica counts, and move within a few renewals when one joins or
+//! dies.
 
 use std::{
     collections::HashMap,
@@ -198,10 +199,16 @@ impl ChainRole {
     }
 }
 
-/// How many of `chains` the replica at `rank` among `live` replicas leads.
-pub fn fair_share(chains: usize, live: usize, rank: usize) -> usize {
-    let live = live.max(1);
-    chains / live + usize::from(rank < chains % live)
+/// How many of `chains` replica `me` leads, given how many each live replica leads now (`held`,
+/// every live replica once, `me` included): `chains / k` each, and one more for `chains % k` of
+/// them — those leading more than `chains / k` already first, then by name.
+pub fn fair_share(chains: usize, held: &[(&str, usize)], me: &str) -> usize {
+    let k = held.len().max(1);
+    let (base, extra) = (chains / k, chains % k);
+    let mut order: Vec<&(&str, usize)> = held.iter().collect();
+    order.sort_by_key(|(name, n)| (*n <= base, *name));
+    let rank = order.iter().position(|(name, _)| *name == me).unwrap_or(k);
+    base + usize::from(rank < extra)
 }
 
 /// The lease manager of one agent.
@@ -421,11 +428,22 @@ impl<L: Leases> LeaseManager<L> {
                 self.store.release(&self.roles[i].chain, epoch).await?;
             }
         }
-        // The fair share, from the live replicas.
+        // The fair share, from the live replicas and what each leads now.
         let me = self.store.instance().to_owned();
-        let rank = live.iter().position(|l| *l == me).unwrap_or(live.len());
-        let count = live.len().max(rank + 1);
-        let share = fair_share(self.roles.len(), count, rank);
+        let rows = self.store.leases().await?;
+        let mut held: Vec<(&str, usize)> = live
+            .iter()
+            .filter(|l| **l != me)
+            .map(|l| {
+                let n = rows
+                    .iter()
+                    .filter(|r| r.holder.as_deref() == Some(l.as_str()) && !r.left.is_zero())
+                    .count();
+                (l.as_str(), n)
+            })
+            .collect();
+        held.push((me.as_str(), self.held.len()));
+        let share = fair_share(self.roles.len(), &held, &me);
         if self.held.len() > share {
             let mut surplus: Vec<usize> = self.held.keys().copied().collect();
             // Give up the chains whose names sort last: stable, so two rounds agree.
@@ -435,7 +453,6 @@ impl<L: Leases> LeaseManager<L> {
                 self.lose(i, LossReason::Rebalance);
             }
         }
-        let rows = self.store.leases().await?;
         let by_chain: HashMap<&str, &LeaseRow> =
             rows.iter().map(|r| (r.chain.as_str(), r)).collect();
         // Chains led by others: the soonest expiry (a leader that died, whose heartbeat ends no
@@ -687,19 +704,33 @@ mod tests {
     }
 
     #[test]
-    fn fair_shares_add_up_and_differ_by_one_at_most() {
+    fn fair_shares_add_up_differ_by_one_at_most_and_keep_what_is_held() {
+        let names = ["a", "b", "c", "d", "e", "f"];
         for chains in 0..40 {
             for live in 1..7 {
-                let shares: Vec<usize> = (0..live).map(|r| fair_share(chains, live, r)).collect();
-                assert_eq!(shares.iter().sum::<usize>(), chains, "{chains} over {live}");
-                let (lo, hi) = (shares.iter().min().unwrap(), shares.iter().max().unwrap());
-                assert!(hi - lo <= 1 && *hi <= chains.div_ceil(live), "{shares:?}");
+                // Whatever each holds now (here: all on the last, or none), the shares add up.
+                for last_holds in [0, chains] {
+                    let held: Vec<(&str, usize)> = (0..live)
+                        .map(|i| (names[i], if i == live - 1 { last_holds } else { 0 }))
+                        .collect();
+                    let shares: Vec<usize> = held
+                        .iter()
+                        .map(|(n, _)| fair_share(chains, &held, n))
+                        .collect();
+                    assert_eq!(shares.iter().sum::<usize>(), chains, "{chains} over {live}");
+                    let (lo, hi) = (shares.iter().min().unwrap(), shares.iter().max().unwrap());
+                    assert!(hi - lo <= 1 && *hi <= chains.div_ceil(live), "{shares:?}");
+                }
             }
         }
-        assert_eq!(
-            (0..3).map(|r| fair_share(10, 3, r)).collect::<Vec<_>>(),
-            [4, 3, 3]
-        );
+        let share = |held: &[(&str, usize)]| -> Vec<usize> {
+            held.iter().map(|(n, _)| fair_share(10, held, n)).collect()
+        };
+        assert_eq!(share(&[("a", 0), ("b", 0), ("c", 0)]), [4, 3, 3]);
+        // The replica that already leads the extra chain keeps it: nothing moves.
+        assert_eq!(share(&[("a", 3), ("b", 3), ("c", 4)]), [3, 3, 4]);
+        assert_eq!(fair_share(1, &[("a", 0), ("b", 1)], "b"), 1);
+        assert_eq!(fair_share(1, &[("a", 0), ("b", 1)], "a"), 0);
     }
 
     #[tokio::test]
