@@ -282,7 +282,39 @@ async fn the_blocks_table_is_the_chain_once_through_every_failover() {
     wait_top(&pg, "failover", chain, before + 10).await;
     assert_table_is_the_chain(&pg, "failover", chain, &devnet).await;
 
-    // 5. A reorg while the leader is being replaced: the next leader finds it from its cursor.
+    // 5. PostgreSQL is down for three lease periods: the leader stops leading before its lease
+    // can run out (its HTTP API stays up and says so), and the stream resumes once it is back.
+    let leader = leader_of(&agents, &[], chain).await;
+    let before = top(&pg, "failover", chain).await;
+    pg.stop_now();
+    let down_at = std::time::Instant::now();
+    wait_status(
+        &agents[leader],
+        "the leader standing by without its database",
+        |s| role_in(s, chain).as_deref() == Some("standby"),
+    )
+    .await;
+    let m = metrics(&agents[leader]).await;
+    assert!(
+        metric_sum(
+            &m,
+            "blockwatch_cluster_lease_losses_total",
+            &[("chain", chain), ("reason", "expired")]
+        ) >= 1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_sum(&m, "blockwatch_cluster_leader", &[("chain", chain)]),
+        0.0
+    );
+    if let Some(left) = (LEASE_TTL * 3).checked_sub(down_at.elapsed()) {
+        tokio::time::sleep(left).await; // the outage itself is the fault: three lease periods
+    }
+    pg.start_again();
+    wait_top(&pg, "failover", chain, before + 10).await;
+    assert_table_is_the_chain(&pg, "failover", chain, &devnet).await;
+
+    // 6. A reorg while the leader is being replaced: the next leader finds it from its cursor.
     let leader = leader_of(&agents, &[], chain).await;
     let before = top(&pg, "failover", chain).await;
     agents[leader].kill();

@@ -291,6 +291,19 @@ impl PgServer {
         }
     }
 
+    /// Stops the server (fast shutdown) until [`PgServer::start_again`]: an outage.
+    pub fn stop_now(&self) {
+        self.stop("INT");
+    }
+
+    /// Starts a stopped server again on the same port and data; returns once it accepts
+    /// connections.
+    pub fn start_again(&self) {
+        if let Err(log) = self.spawn() {
+            panic!("PostgreSQL did not start again:\n{log}");
+        }
+    }
+
     /// Ends every session whose `application_name` starts with `prefix` (`pg_terminate_backend`);
     /// returns how many.
     pub async fn terminate(&self, prefix: &str) -> u64 {
