@@ -17,6 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::kill_group;
 use chromiumoxide::{
     cdp::{
         browser_protocol::{
@@ -443,16 +444,6 @@ async fn wait_devtools(child: &mut Child, dir: &Path) -> Result<String, String> 
 
 fn chromium_log(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("chromium.log")).unwrap_or_default()
-}
-
-/// SIGKILL to the browser's process group, then waits for the browser process itself.
-fn kill_group(child: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{}", child.id())])
-        .stderr(Stdio::null())
-        .status();
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// Whether this process runs as root (the owner of its /proc entry).

@@ -233,12 +233,7 @@ impl PgServer {
             std::thread::sleep(Duration::from_millis(20));
         }
         // Its whole group: the backends too.
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", child.id())])
-            .stderr(Stdio::null())
-            .status();
-        let _ = child.kill();
-        let _ = child.wait();
+        super::kill_group(&mut child);
     }
 
     fn data(&self) -> PathBuf {
