@@ -28,11 +28,13 @@ test: tools
 	$(CARGO) test --locked --all-targets
 
 ## Benchmarks: each prints Markdown tables, also written to target/bench/<name>.md; BENCHMARKS.md
-## records them with the command of each. Installs anvil first, as make tools does. About 19 minutes on
-## 2 cores from a fresh clone (the soak alone takes 10; SOAK_SECS shortens it).
-BENCHES := overhead stream failover soak
+## records them with the command of each. Installs anvil and PostgreSQL first, as make tools does.
+## About 25 minutes on 2 cores from a fresh clone (the soak alone takes 10, SOAK_SECS shortens it;
+## the cluster failovers 6).
+BENCHES := overhead stream failover cluster soak
 bench:
 	bash scripts/install-anvil.sh
+	bash scripts/install-postgres.sh
 	@mkdir -p target/bench
 	$(CARGO) bench --locked --no-run $(BENCHES:%=--bench %)
 	set -o pipefail; for b in $(BENCHES); do s=$$SECONDS; \

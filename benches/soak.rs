@@ -12,94 +12,11 @@
 
 mod support;
 
-use std::{
-    io::{Read, Seek, SeekFrom},
-    path::Path,
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use support::*;
 
 const BLOCK_TIME: Duration = Duration::from_millis(10);
-
-/// What `/proc` says about a process.
-struct Sample {
-    rss_kib: u64,
-    peak_kib: u64,
-    cpu_secs: f64,
-}
-
-fn status_kib(status: &str, key: &str) -> u64 {
-    status
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn sample(pid: u32, ticks_per_sec: f64) -> Option<Sample> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The fields after the command name (which may hold spaces) in parentheses: utime and stime are
-    // the 14th and 15th fields of the line, the 12th and 13th after it.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(Sample {
-        rss_kib: status_kib(&status, "VmRSS:"),
-        peak_kib: status_kib(&status, "VmHWM:"),
-        cpu_secs: ticks as f64 / ticks_per_sec,
-    })
-}
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// Counts the lines appended to a file since the last call.
-struct LineCounter {
-    offset: u64,
-    lines: u64,
-}
-
-impl LineCounter {
-    fn update(&mut self, path: &Path) -> u64 {
-        if let Ok(mut f) = std::fs::File::open(path) {
-            if f.seek(SeekFrom::Start(self.offset)).is_ok() {
-                let mut buf = Vec::new();
-                if f.read_to_end(&mut buf).is_ok() {
-                    self.offset += buf.len() as u64;
-                    self.lines += buf.iter().filter(|&&b| b == b'\n').count() as u64;
-                }
-            }
-        }
-        self.lines
-    }
-}
-
-struct AgentProcess(Child);
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 fn main() {
     if !benchmarking("soak") {
@@ -146,28 +63,11 @@ fn main() {
         devnet.info().chain_id,
         BLOCK_TIME.as_millis(),
     );
-    let config_path = dir.path().join("blockwatch.toml");
-    std::fs::write(&config_path, &config).expect("config");
-    let log = std::fs::File::create(dir.path().join("agent.log")).expect("log");
-    let agent = AgentProcess(
-        Command::new(env!("CARGO_BIN_EXE_blockwatch"))
-            .args(["run", "--config"])
-            .arg(&config_path)
-            .current_dir(dir.path())
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start the agent"),
-    );
+    let agent = AgentProcess::start(dir.path(), &config);
     let pid = agent.0.id();
     let ticks = clock_ticks();
     let blocks_path = dir.path().join("blocks.jsonl");
-    let mut counter = LineCounter {
-        offset: 0,
-        lines: 0,
-    };
+    let mut counter = LineCounter::default();
     let client = reqwest::Client::new();
     let started = Instant::now();
     let first_head = devnet.head().number();

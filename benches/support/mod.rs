@@ -1,8 +1,19 @@
-//! What the benchmarks share: an observer that timestamps emitted blocks, the agent's config, and
-//! summary statistics. Each benchmark includes it with `mod support;` and uses part of it.
+//! What the benchmarks share: an observer that timestamps emitted blocks, the agent's config,
+//! summary statistics, the agent binary as a process with its CPU and memory from `/proc`, and a
+//! PostgreSQL server (the tests' own harness). Each benchmark includes it with `mod support;` and
+//! uses part of it.
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
-use std::time::{Duration, Instant};
+use std::{
+    io::{Read, Seek, SeekFrom},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// A real PostgreSQL in a temporary directory, run as an unprivileged user: the tests' harness.
+#[path = "../../tests/common/postgres.rs"]
+pub mod postgres;
 
 use blockwatch::{
     config::Config,
@@ -235,6 +246,130 @@ impl RunningAgent {
     pub async fn stop(self) {
         self.stop.cancel();
         self.task.await.expect("agent task").expect("agent run");
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// What `/proc` says about a process.
+pub struct Sample {
+    pub rss_kib: u64,
+    pub peak_kib: u64,
+    pub cpu_secs: f64,
+}
+
+fn status_kib(status: &str, key: &str) -> u64 {
+    status
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The fields of `/proc/<pid>/stat` after the command name (which may hold spaces) in
+/// parentheses: `[0]` is the state, `[1]` the parent's pid, `[11]` and `[12]` utime and stime,
+/// `[13]` and `[14]` those of the children waited for (all in clock ticks).
+pub fn stat_fields(pid: u32) -> Option<Vec<u64>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    // The state is a letter: 0 in its place keeps the indices.
+    Some(
+        rest.split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect(),
+    )
+}
+
+/// Memory and CPU time (`utime + stime`) of process `pid`; `None` once it has exited.
+pub fn sample(pid: u32, ticks_per_sec: f64) -> Option<Sample> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let fields = stat_fields(pid)?;
+    let ticks = fields.get(11)? + fields.get(12)?;
+    Some(Sample {
+        rss_kib: status_kib(&status, "VmRSS:"),
+        peak_kib: status_kib(&status, "VmHWM:"),
+        cpu_secs: ticks as f64 / ticks_per_sec,
+    })
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`), the unit of `/proc`'s CPU times.
+pub fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Counts the lines appended to a file since the last call.
+#[derive(Default)]
+pub struct LineCounter {
+    offset: u64,
+    pub lines: u64,
+}
+
+impl LineCounter {
+    pub fn update(&mut self, path: &Path) -> u64 {
+        if let Ok(mut f) = std::fs::File::open(path) {
+            if f.seek(SeekFrom::Start(self.offset)).is_ok() {
+                let mut buf = Vec::new();
+                if f.read_to_end(&mut buf).is_ok() {
+                    self.offset += buf.len() as u64;
+                    self.lines += buf.iter().filter(|&&b| b == b'\n').count() as u64;
+                }
+            }
+        }
+        self.lines
+    }
+}
+
+/// `blockwatch run --config blockwatch.toml` (the release binary) in `dir`, its stderr appended
+/// to `dir/agent.log`; killed (SIGKILL) when dropped.
+pub struct AgentProcess(pub Child);
+
+impl AgentProcess {
+    /// Writes `config` to `dir/blockwatch.toml` and starts the agent on it.
+    pub fn start(dir: &Path, config: &str) -> AgentProcess {
+        let path = dir.join("blockwatch.toml");
+        std::fs::write(&path, config).expect("config");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("agent.log"))
+            .expect("log");
+        AgentProcess(
+            Command::new(env!("CARGO_BIN_EXE_blockwatch"))
+                .args(["run", "--config"])
+                .arg(&path)
+                .current_dir(dir)
+                .env_remove("RUST_LOG")
+                .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start the agent"),
+        )
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
