@@ -14,6 +14,8 @@ use std::{
 /// A real PostgreSQL in a temporary directory, run as an unprivileged user: the tests' harness.
 #[path = "../../tests/common/postgres.rs"]
 pub mod postgres;
+#[path = "../../tests/common/process.rs"]
+mod process;
 
 use blockwatch::{
     config::Config,

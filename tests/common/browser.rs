@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::kill_group;
+use super::process::kill_group;
 use chromiumoxide::{
     cdp::{
         browser_protocol::{

@@ -17,23 +17,13 @@ use std::{
 
 pub mod browser;
 pub mod postgres;
+pub mod process;
 pub mod prometheus;
 pub mod webhook;
 
 use blockwatch::model::{BlockLine, StreamEvent};
 use jsonrpsee::{core::client::ClientT, core::params::ArrayParams, http_client::HttpClient};
 use serde_json::Value;
-
-/// SIGKILL to a child's whole process group (a server and its workers, a browser and its
-/// renderers), then waits for the child itself.
-pub fn kill_group(child: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{}", child.id())])
-        .stderr(Stdio::null())
-        .status();
-    let _ = child.kill();
-    let _ = child.wait();
-}
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {

@@ -233,7 +233,7 @@ impl PgServer {
             std::thread::sleep(Duration::from_millis(20));
         }
         // Its whole group: the backends too.
-        super::kill_group(&mut child);
+        super::process::kill_group(&mut child);
     }
 
     fn data(&self) -> PathBuf {
