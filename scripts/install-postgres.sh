@@ -39,7 +39,7 @@ have || fail "no /usr/lib/postgresql/*/bin/postgres after installing"
 # A cluster the package made and started anyway (no policy-rc.d honoured): stopped, and not started
 # at boot; the tests make their own.
 if command -v pg_lsclusters >/dev/null 2>&1; then
-  pg_lsclusters --no-header 2>/dev/null | while read -r version name _port status _; do
+  { pg_lsclusters --no-header 2>/dev/null || true; } | while read -r version name _port status _; do
     if [ "$status" = online ]; then
       pg_ctlcluster "$version" "$name" stop >&2 || true
     fi
