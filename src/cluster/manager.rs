@@ -486,14 +486,10 @@ impl<L: Leases> LeaseManager<L> {
                 }
             }
         }
-        // What /status shows: the store's view, with this agent's own leases as it knows them.
-        let rows = if self.held.is_empty() {
-            rows
-        } else {
-            self.store.leases().await?
-        };
+        // What /status shows: the store's view, read once this round, with this agent's own
+        // leases (those just taken too) as it knows them.
         for (i, role) in self.roles.iter().enumerate() {
-            let seen = match (self.held.get(&i), by_chain_of(&rows, &role.chain)) {
+            let seen = match (self.held.get(&i), by_chain.get(role.chain.as_str())) {
                 (Some(&epoch), _) => (Some(me.clone()), Some(epoch)),
                 (None, Some(r)) if r.holder.is_some() && !r.left.is_zero() => {
                     (r.holder.clone(), Some(r.epoch))
@@ -550,10 +546,6 @@ impl<L: Leases> LeaseManager<L> {
             }
         }
     }
-}
-
-fn by_chain_of<'a>(rows: &'a [LeaseRow], chain: &str) -> Option<&'a LeaseRow> {
-    rows.iter().find(|r| r.chain == chain)
 }
 
 /// An order of chains of `instance`'s own: a hash of both names.
