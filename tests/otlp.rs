@@ -174,7 +174,11 @@ async fn exports_spans_metrics_and_logs_per_spec_without_secrets() {
                     ),
                     1,
                 )
-                .replace("otlp_endpoint = \"\"", &format!("otlp_endpoint = \"http://{addr}\""))
+                // Every call's spans: the traceparent of any call names an exported span.
+                .replace(
+                    "otlp_endpoint = \"\"",
+                    &format!("otlp_endpoint = \"http://{addr}\"\nroutine_call_share = 1.0"),
+                )
                 // One failed call is an alert: its span event is exported too.
                 .replace("[pool]", "[alerts]\nconsecutive_failures = 1\n\n[pool]")
         })
@@ -694,6 +698,96 @@ fn reported_at_most_once_a_minute(agent: &Agent, offset: usize, stopped: std::ti
             );
         }
     }
+}
+
+/// With `routine_call_share = 0`, routine calls leave no span, and every call that failed, was
+/// retried, hedged, abandoned or slow does: each exported call span says why it was kept, its
+/// parent was exported with it, the injected failures are there, and what was dropped is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routine_call_spans_are_sampled_out_and_every_interesting_call_is_exported() {
+    let mut receiver = Receiver::start().await;
+    let (received, addr) = (receiver.received.clone(), receiver.addr);
+    let mut scenario = Scenario::devnet(3, "100ms")
+        .config(move |devnet| {
+            devnet.agent_config("").replace(
+                "otlp_endpoint = \"\"",
+                &format!("otlp_endpoint = \"http://{addr}\"\nroutine_call_share = 0.0"),
+            )
+        })
+        .env(&[("OTEL_BSP_SCHEDULE_DELAY", "200")])
+        .start()
+        .await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
+    agent.wait_for_block(5, Duration::from_secs(30)).await;
+    let api = agent.api_url().await;
+    let sampled_out = || async {
+        let (_, text) = http_get(&format!("{api}/metrics")).await;
+        text.lines()
+            .find(|l| l.starts_with("blockwatch_spans_sampled_out_total"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    wait_for(
+        Duration::from_secs(30),
+        "routine call spans sampled out",
+        || async { sampled_out().await.filter(|n| *n >= 10.0) },
+    )
+    .await;
+    devnet
+        .set_fault("p0", json!({"kind": "http_error", "status": 500}))
+        .await;
+    let head = devnet.head().await;
+    agent
+        .wait_for_block(head + 3, Duration::from_secs(30))
+        .await;
+    devnet.clear_faults().await;
+    let head = devnet.head().await;
+    agent
+        .wait_for_block(head + 10, Duration::from_secs(30))
+        .await;
+    let dropped = sampled_out().await.expect("the count of spans sampled out") as usize;
+    agent.stop();
+
+    let spans = spans(&received);
+    let by_id = |id: &[u8]| spans.iter().find(|s| s.span_id == id);
+    let call_spans: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.kind == SpanKind::Client as i32 || s.name == "pool_request")
+        .collect();
+    assert!(!call_spans.is_empty(), "no call span exported");
+    for s in &call_spans {
+        let kept = attr_str(&s.attributes, "blockwatch.kept");
+        assert!(
+            matches!(
+                kept.as_deref(),
+                Some("error" | "retry" | "hedge" | "abandoned" | "slow")
+            ),
+            "{} kept for {kept:?}",
+            s.name
+        );
+        if !s.parent_span_id.is_empty() {
+            assert!(
+                by_id(&s.parent_span_id).is_some(),
+                "{} kept for {kept:?} without its parent",
+                s.name
+            );
+        }
+    }
+    assert!(
+        call_spans.iter().any(|s| s.kind == SpanKind::Client as i32
+            && attr_str(&s.attributes, "error.type").as_deref() == Some("http_5xx")
+            && attr_str(&s.attributes, "blockwatch.provider").as_deref() == Some("p0")
+            && attr_str(&s.attributes, "blockwatch.kept").as_deref() == Some("error")),
+        "p0's failed attempts are exported"
+    );
+    // Routine calls are most calls.
+    assert!(
+        call_spans.len() < dropped,
+        "{} call spans exported, {dropped} sampled out",
+        call_spans.len()
+    );
+    // Blocks are traced whatever the share.
+    assert!(spans.iter().any(|s| s.name == "process_block"));
+    receiver.stop().await;
 }
 
 /// Small export queues and quick batches, so that a collector going away fills them fast.

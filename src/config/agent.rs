@@ -129,6 +129,10 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
     /// Log filter (`RUST_LOG` overrides), e.g. `"info"` or `"blockwatch=debug"`.
     pub log_level: String,
+    /// Share of traces (0–1) whose routine JSON-RPC call spans are exported: calls answered at the
+    /// first try, faster than their provider's p95. Failed, retried, hedged, abandoned and slow
+    /// calls are always exported; 1 exports every call.
+    pub routine_call_share: f64,
 }
 
 impl Default for TelemetryConfig {
@@ -138,6 +142,7 @@ impl Default for TelemetryConfig {
             otlp_endpoint: DEFAULT_OTLP_ENDPOINT.to_owned(),
             log_format: LogFormat::Json,
             log_level: DEFAULT_LOG_LEVEL.to_owned(),
+            routine_call_share: DEFAULT_ROUTINE_CALL_SHARE,
         }
     }
 }
@@ -194,6 +199,16 @@ impl TelemetryConfig {
             return Err(ConfigError::invalid(
                 "telemetry.log_level",
                 format!("{:?} is not a valid log filter: {e}", self.log_level),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.routine_call_share) {
+            return Err(ConfigError::invalid(
+                "telemetry.routine_call_share",
+                format!(
+                    "{} is not a share: expected a number from 0 (only failed, retried, hedged \
+                     and slow calls) to 1 (every call)",
+                    self.routine_call_share
+                ),
             ));
         }
         Ok(())

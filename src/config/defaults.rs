@@ -32,6 +32,8 @@ pub const DEFAULT_SERVICE_NAME: &str = "blockwatch";
 pub const DEFAULT_OTLP_ENDPOINT: &str = "http://127.0.0.1:4317";
 /// Default log level (`RUST_LOG` overrides).
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// Default share of traces whose routine call spans are exported (`telemetry.routine_call_share`).
+pub const DEFAULT_ROUTINE_CALL_SHARE: f64 = 0.05;
 /// Default expected block time.
 pub const DEFAULT_EXPECTED_BLOCK_TIME: HumanDuration = HumanDuration::from_secs(12);
 /// Default delay after which a missing new block is reported.

@@ -20,7 +20,10 @@ use super::{
     steps::{CallState, Next},
     Answer, PoolError, ProviderPool,
 };
-use crate::rpc::{AttemptSpan, Provider, RpcError};
+use crate::{
+    rpc::{AttemptSpan, Provider, RpcError},
+    telemetry::sampling,
+};
 
 /// Which attempt of a call: on which provider, its number, whether it is a hedge.
 #[derive(Clone, Copy, Debug)]
@@ -37,6 +40,8 @@ pub(super) struct Attempt<T> {
     pub(super) result: Result<(bool, T), RpcError>,
     /// How long the provider took (without the wait for the rate limit).
     pub(super) took: Duration,
+    /// Why its span is exported whatever the routine share, if it is.
+    pub(super) kept: Option<&'static str>,
 }
 
 /// Sends one call to one provider; answers with how long the provider took.
@@ -109,6 +114,7 @@ impl ProviderPool {
             blockwatch.provider = tracing::field::Empty,
             blockwatch.hedged = tracing::field::Empty,
             blockwatch.hedge_won = tracing::field::Empty,
+            blockwatch.kept = tracing::field::Empty,
         );
         let result = self
             .run(method, send, &accept, &span, exclude)
@@ -118,8 +124,18 @@ impl ProviderPool {
             Ok(a) => {
                 span.record("blockwatch.attempts", a.attempts);
                 span.record("blockwatch.provider", a.provider.name.as_str());
+                // Kept with its attempts: a retried or hedged call, or one whose answer was.
+                let kept = if a.attempts > 1 {
+                    Some(sampling::reason::RETRY)
+                } else {
+                    a.kept
+                };
+                if let Some(reason) = kept {
+                    span.record(sampling::KEPT, reason);
+                }
             }
             Err(e) => {
+                span.record(sampling::KEPT, sampling::reason::ERROR);
                 span.record("otel.status_code", "ERROR");
                 if let PoolError::Exhausted { attempts, .. } = e {
                     span.record("blockwatch.attempts", *attempts);
@@ -140,8 +156,8 @@ impl ProviderPool {
         sent: Arc<AtomicBool>,
     ) -> Attempt<T> {
         let provider = self.providers[of.idx].clone();
-        let (result, took) = match provider.ensure_verified().await {
-            Err(e) => (Err(e), Duration::ZERO),
+        let (result, took, kept) = match provider.ensure_verified().await {
+            Err(e) => (Err(e), Duration::ZERO, None),
             Ok(()) => {
                 let (result, took) = send(provider.clone(), sent)
                     .instrument(span.span.clone())
@@ -149,11 +165,16 @@ impl ProviderPool {
                 let judged = result
                     .and_then(|value| accept(&value).map(|ok| (ok, value)))
                     .map_err(|e| provider.judge(e.redact(&self.redactor)));
-                provider.finish_attempt(&span, took, judged.as_ref().err());
-                (judged, took)
+                let kept = provider.finish_attempt(&span, took, judged.as_ref().err());
+                (judged, took, kept)
             }
         };
-        Attempt { of, result, took }
+        Attempt {
+            of,
+            result,
+            took,
+            kept,
+        }
     }
 
     /// The retry loop of one call: rounds over the plan's providers until one answers, the

@@ -137,7 +137,9 @@ impl ProviderPool {
                 },
             result,
             took,
+            kept,
         } = done;
+        call.kept = call.kept.or(kept);
         // A finished attempt is no longer one that could be abandoned.
         let finished = flights.iter().position(|f| f.idx == who);
         let finished = finished.map(|at| flights.swap_remove(at));
@@ -160,7 +162,9 @@ impl ProviderPool {
                 let failure = call.first_failure.take();
                 let attempts = call.attempts.max(number);
                 let a = self.answered(who, value, attempts, &call.plan, hedge, failure);
-                Some(Ok(a.served_in(took)))
+                let mut a = a.served_in(took);
+                a.kept = kept.or(call.kept);
+                Some(Ok(a))
             }
             Ok((false, value)) => {
                 call.unaccepted(who, value, took);

@@ -125,6 +125,9 @@ pub struct Answer<T> {
     /// How long the answering provider took, from sending to its answer (without the wait for
     /// the rate limit).
     pub served_in: Duration,
+    /// Why the answering attempt's span is exported whatever the routine share, if it is (see
+    /// [`crate::telemetry::sampling`]).
+    pub kept: Option<&'static str>,
 }
 
 impl<T> Answer<T> {
@@ -141,6 +144,7 @@ impl<T> Answer<T> {
             attempts: self.attempts,
             first_failure: self.first_failure,
             served_in: self.served_in,
+            kept: self.kept,
         }
     }
 }

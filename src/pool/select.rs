@@ -252,6 +252,7 @@ impl ProviderPool {
             attempts,
             first_failure,
             served_in: Duration::ZERO,
+            kept: None,
         }
     }
 }

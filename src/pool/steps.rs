@@ -33,6 +33,9 @@ pub(super) struct CallState<T> {
     pub(super) first_failure: Option<(String, RpcError)>,
     /// The first answer that was not accepted (`null`), kept in case nobody does better.
     unaccepted: Option<(usize, T, Duration)>,
+    /// Why a finished attempt's span is exported whatever the routine share, if one's is: the
+    /// call's span is then exported with it.
+    pub(super) kept: Option<&'static str>,
 }
 
 /// What the failover step chose.
@@ -66,6 +69,7 @@ impl<T> CallState<T> {
             last_error: None,
             first_failure: None,
             unaccepted: None,
+            kept: None,
         }
     }
 
@@ -105,8 +109,11 @@ impl ProviderPool {
         }
         let (idx, value, took) = call.unaccepted.take()?;
         let failure = call.first_failure.take();
-        let a = self.answered(idx, value, call.attempts, &call.plan, false, failure);
-        Some(a.served_in(took))
+        let mut a = self
+            .answered(idx, value, call.attempts, &call.plan, false, failure)
+            .served_in(took);
+        a.kept = call.kept;
+        Some(a)
     }
 
     /// The failover step: the next provider of the plan, unless it was tried in this round already

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use opentelemetry::{
-    metrics::{Counter, Gauge, Meter},
+    metrics::{Counter, Gauge, Meter, ObservableCounter},
     KeyValue,
 };
 
@@ -132,6 +132,9 @@ pub struct Metrics {
     /// held — by the shared store (the write's fence was not the chain's current lease) or before
     /// reaching it (the lease's local clock had run out).
     pub cluster_fenced_writes: Counter<u64>,
+    /// `blockwatch.spans.sampled_out` ({span}): routine call spans not exported (outside
+    /// `telemetry.routine_call_share`; see [`super::sampling`]).
+    pub spans_sampled_out: ObservableCounter<u64>,
 }
 
 /// Bucket bounds of the recovery duration histogram, in seconds.
@@ -331,6 +334,14 @@ impl Metrics {
                 .with_description(
                     "Writes refused because their lease no longer held: by the shared store's fence, or before reaching it",
                 )
+                .build(),
+            spans_sampled_out: meter
+                .u64_observable_counter("blockwatch.spans.sampled_out")
+                .with_unit("{span}")
+                .with_description(
+                    "Spans of routine JSON-RPC calls not exported (outside telemetry.routine_call_share)",
+                )
+                .with_callback(|o| o.observe(super::sampling::dropped(), &[]))
                 .build(),
         }
     }

@@ -16,6 +16,7 @@ mod json_log;
 pub mod metrics;
 pub mod observers;
 pub mod openmetrics;
+pub mod sampling;
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
@@ -229,7 +230,7 @@ impl Telemetry {
                     .build();
                 let tracer_provider = SdkTracerProvider::builder()
                     .with_resource(resource.clone())
-                    .with_span_processor(processor)
+                    .with_span_processor(sampling::CallSpanSampler::new(processor))
                     .build();
                 let logger_provider = SdkLoggerProvider::builder()
                     .with_resource(resource.clone())
@@ -244,6 +245,12 @@ impl Telemetry {
                 )
             }
         };
+        // Without export nothing is dropped: the share only decides what leaves.
+        sampling::set_routine_share(if endpoint.is_some() {
+            cfg.routine_call_share
+        } else {
+            1.0
+        });
         let meter_provider = meter_provider(&registry, &resource, metric_exporter)?;
         let metrics = Arc::new(Metrics::new(&meter_provider.meter("blockwatch")));
 
@@ -400,7 +407,13 @@ fn install_subscriber(
                 && m.target().starts_with("blockwatch")
                 && *m.level() <= tracing::Level::INFO
         });
+        // No source location, thread or busy/idle timings on spans: attributes nobody reads,
+        // paid for on every span (and the timings on every poll of an instrumented future).
         tracing_opentelemetry::layer()
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+            .with_target(false)
             .with_tracer(p.tracer("blockwatch"))
             .with_filter(log_filter(cfg).or(own_spans))
             .with_filter(exporter_quiet())

@@ -72,6 +72,7 @@ impl Provider {
             blockwatch.hedge = hedge,
             blockwatch.batch_size = tracing::field::Empty,
             blockwatch.abandoned = tracing::field::Empty,
+            blockwatch.kept = tracing::field::Empty,
             "error.type" = tracing::field::Empty,
             rpc.response.status_code = tracing::field::Empty,
         );
@@ -85,24 +86,75 @@ impl Provider {
 
     /// Records one attempt's duration and outcome in metrics, health and its span; `error` is set
     /// when it failed, including an answer that arrived but was refused (a broken block). Circuit
-    /// and state changes it causes become events of `span`.
+    /// and state changes it causes become events of `span`. Returns why its span is kept for
+    /// export whatever the routine share (see [`crate::telemetry::sampling`]), if it is.
     pub fn finish_attempt(
         &self,
         attempt: &AttemptSpan,
         elapsed: Duration,
         error: Option<&RpcError>,
-    ) {
+    ) -> Option<&'static str> {
         let (span, method) = (&attempt.span, attempt.method);
         if let Some(RpcError::RetryAfter(_)) = error {
             // Nothing was sent.
-            return;
+            return None;
         }
         if let Some(RpcError::HashScheme(_)) = error {
             // The chain's hashing, not this provider: nothing to hold against it.
-            return;
+            return None;
         }
+        let outcome = match error {
+            None => Outcome::Ok,
+            Some(e) if e.is_rate_limited() => Outcome::Throttled,
+            Some(RpcError::Timeout(_) | RpcError::Connection(_)) => Outcome::TransportFailure,
+            Some(_) => Outcome::Failure,
+        };
+        let now = Instant::now();
+        let (event, p95) = {
+            let mut h = self.health();
+            // The p95 before this attempt counts in it (computed at most once a second).
+            let p95 = h.percentiles(now).map(|p| p.p95);
+            let event = h.tracker.record(outcome, elapsed, now);
+            if outcome == Outcome::Ok && h.cached.is_some_and(|(_, p)| p.is_none()) {
+                // The first sample: do not wait for the cache to expire to know it.
+                h.cached = None;
+                h.hedge_cached = None;
+            }
+            (event, p95)
+        };
         // Looked up once: the exemplar and the slow-call lists both point at the span.
-        let trace = attempt.span_context();
+        let mut trace = attempt.span_context();
+        // Slower than the provider's recent p95 (every call is, before there is one).
+        let slow = p95.is_none_or(|p95| elapsed > p95);
+        let kept = if error.is_some() {
+            Some(sampling::reason::ERROR)
+        } else if attempt.hedge {
+            Some(sampling::reason::HEDGE)
+        } else if attempt.number > 1 {
+            Some(sampling::reason::RETRY)
+        } else if slow {
+            Some(sampling::reason::SLOW)
+        } else {
+            None
+        };
+        let exported = sampling::exported(kept, trace.trace_id());
+        // The slow-call lists name only exported spans; a routine call left out of the export
+        // cannot be among a provider's slowest anyway, being faster than its p95.
+        if exported {
+            self.slow_calls.record(attempt, elapsed, error, &trace);
+        }
+        if let Some(reason) = kept {
+            span.record(sampling::KEPT, reason);
+        } else if !exported && trace.is_sampled() {
+            // Its span will not be exported: no exemplar may name it.
+            trace = SpanContext::new(
+                trace.trace_id(),
+                trace.span_id(),
+                TraceFlags::default(),
+                false,
+                TraceState::default(),
+            );
+        }
         // No allocation: chain and provider are shared strings.
         let [chain, provider] = self.attrs.clone();
         let attrs = [
@@ -114,51 +166,30 @@ impl Provider {
         self.metrics
             .rpc_duration
             .record(elapsed.as_secs_f64(), &attrs, &trace);
-        let outcome = match error {
-            None => Outcome::Ok,
-            Some(e) => {
-                record_span_error(span, e, &self.redactor);
-                let [chain, provider, method, _] = attrs;
-                self.metrics.rpc_errors.add(
-                    1,
-                    &[
-                        chain,
-                        provider,
-                        method,
-                        KeyValue::new(attr::ERROR_TYPE, e.error_class()),
-                        KeyValue::new(attr::CODE, e.code_label()),
-                    ],
-                );
-                if e.is_integrity() {
-                    self.metrics.integrity_errors.add(1, &self.attrs);
-                }
-                if e.is_rate_limited() {
-                    Outcome::Throttled
-                } else if matches!(e, RpcError::Timeout(_) | RpcError::Connection(_)) {
-                    Outcome::TransportFailure
-                } else {
-                    Outcome::Failure
-                }
+        if let Some(e) = error {
+            record_span_error(span, e, &self.redactor);
+            let [chain, provider, method, _] = attrs;
+            self.metrics.rpc_errors.add(
+                1,
+                &[
+                    chain,
+                    provider,
+                    method,
+                    KeyValue::new(attr::ERROR_TYPE, e.error_class()),
+                    KeyValue::new(attr::CODE, e.code_label()),
+                ],
+            );
+            if e.is_integrity() {
+                self.metrics.integrity_errors.add(1, &self.attrs);
             }
-        };
-        let now = Instant::now();
-        let event = {
-            let mut h = self.health();
-            let event = h.tracker.record(outcome, elapsed, now);
-            if outcome == Outcome::Ok && h.cached.is_some_and(|(_, p)| p.is_none()) {
-                // The first sample: do not wait for the cache to expire to know it.
-                h.cached = None;
-                h.hedge_cached = None;
-            }
-            event
-        };
+        }
         span.in_scope(|| {
             if let Some(event) = event {
                 self.report(event);
             }
             self.evaluate(now);
         });
-        self.slow_calls.record(attempt, elapsed, error, &trace);
+        kept
     }
 
     /// One attempt of `method` on this provider alone, outside any pool call (a poll, a probe, a
@@ -191,6 +222,9 @@ impl Provider {
     /// listed at all. It is not a failed call: the provider did not fail, it was outrun.
     pub fn abandon_attempt(&self, attempt: &AttemptSpan, elapsed: Duration) -> bool {
         attempt.span.record("blockwatch.abandoned", true);
+        attempt
+            .span
+            .record(sampling::KEPT, sampling::reason::ABANDONED);
         self.slow_calls
             .record_abandoned(attempt, elapsed, &attempt.span_context());
         self.health()

@@ -33,7 +33,10 @@ use jsonrpsee::{
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
-use opentelemetry::KeyValue;
+use opentelemetry::{
+    trace::{SpanContext, TraceFlags, TraceState},
+    KeyValue,
+};
 
 use super::{
     health::{self, HeadSource, HeadView, HealthConfig, HealthEvent, Outcome, State, Tracker},
@@ -44,7 +47,7 @@ use super::{
 use crate::{
     config::{PoolConfig, ProviderConfig},
     redact::Redactor,
-    telemetry::{metrics::attr, Metrics},
+    telemetry::{metrics::attr, sampling, Metrics},
 };
 
 /// The jsonrpsee HTTP client with the trace-context layer.
