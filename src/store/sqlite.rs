@@ -108,6 +108,8 @@ impl SqliteStore {
         let conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open_err)?;
+        // Room for every statement the store runs, so none is parsed twice.
+        conn.set_prepared_statement_cache_capacity(64);
         // WAL keeps readers (export, status) from blocking the writer; NORMAL sync is durable across
         // a process kill, which is the boundary blockwatch promises.
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -321,12 +323,12 @@ impl StateStore for SqliteStore {
         let tx = conn
             .transaction()
             .map_err(query_err("starting a transaction"))?;
+        // Every statement is prepared once per connection: a block's commit is on the path of
+        // every block, and parsing its SQL each time cost more than running it.
         if let Some(n) = commit.rollback_above {
-            tx.execute(
-                "DELETE FROM canonical_blocks WHERE chain = ?1 AND number > ?2",
-                params![chain, n as i64],
-            )
-            .map_err(query_err("rolling back canonical blocks"))?;
+            tx.prepare_cached("DELETE FROM canonical_blocks WHERE chain = ?1 AND number > ?2")
+                .and_then(|mut s| s.execute(params![chain, n as i64]))
+                .map_err(query_err("rolling back canonical blocks"))?;
         }
         {
             let mut insert = tx
@@ -340,27 +342,27 @@ impl StateStore for SqliteStore {
                     .map_err(query_err("storing canonical blocks"))?;
             }
         }
-        tx.execute(
-            "DELETE FROM canonical_blocks WHERE chain = ?1 AND number < ?2",
-            params![chain, commit.keep_from as i64],
-        )
-        .map_err(query_err("pruning canonical blocks"))?;
+        tx.prepare_cached("DELETE FROM canonical_blocks WHERE chain = ?1 AND number < ?2")
+            .and_then(|mut s| s.execute(params![chain, commit.keep_from as i64]))
+            .map_err(query_err("pruning canonical blocks"))?;
         if let Some(c) = commit.cursor {
             let now = unix_now();
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO cursors (chain, chain_id, number, hash, first_number, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT(chain) DO UPDATE SET chain_id = ?2, number = ?3, hash = ?4,
                      first_number = COALESCE(?5, first_number), updated_at = ?6",
-                params![
+            )
+            .and_then(|mut s| {
+                s.execute(params![
                     chain,
                     chain_id as i64,
                     c.number as i64,
                     c.hash.as_slice(),
                     commit.first_emitted.map(|n| n as i64),
                     now as i64
-                ],
-            )
+                ])
+            })
             .map_err(query_err("storing the cursor"))?;
         }
         insert_missed(&tx, &commit.missed)?;
