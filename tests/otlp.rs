@@ -164,21 +164,16 @@ async fn exports_spans_metrics_and_logs_per_spec_without_secrets() {
     let mut scenario = Scenario::devnet(3, "200ms")
         .file("provider.key", format!("{FILE_KEY}\n"))
         .config(move |devnet| {
-            devnet
-                .agent_config("")
-                .replacen(
-                    &format!("url = \"{}\"", devnet.info.providers[0].http),
-                    &format!(
-                        "url = \"{}/v3/${{file:provider.key}}/{SHORT_KEY}?apikey=${{TEST_KEY}}\"\nheaders = {{ \"x-api-key\" = \"${{TEST_HEADER}}\" }}",
-                        devnet.info.providers[0].http
-                    ),
-                    1,
-                )
-                // Every call's spans: the traceparent of any call names an exported span.
-                .replace(
-                    "otlp_endpoint = \"\"",
-                    &format!("otlp_endpoint = \"http://{addr}\"\nroutine_call_share = 1.0"),
-                )
+            let config = devnet.agent_config("").replacen(
+                &format!("url = \"{}\"", devnet.info.providers[0].http),
+                &format!(
+                    "url = \"{}/v3/${{file:provider.key}}/{SHORT_KEY}?apikey=${{TEST_KEY}}\"\nheaders = {{ \"x-api-key\" = \"${{TEST_HEADER}}\" }}",
+                    devnet.info.providers[0].http
+                ),
+                1,
+            );
+            // Every call's spans: the traceparent of any call names an exported span.
+            exporting(&config, addr, "routine_call_share = 1.0")
                 // One failed call is an alert: its span event is exported too.
                 .replace("[pool]", "[alerts]\nconsecutive_failures = 1\n\n[pool]")
         })
@@ -708,12 +703,7 @@ async fn routine_call_spans_are_sampled_out_and_every_interesting_call_is_export
     let mut receiver = Receiver::start().await;
     let (received, addr) = (receiver.received.clone(), receiver.addr);
     let mut scenario = Scenario::devnet(3, "100ms")
-        .config(move |devnet| {
-            devnet.agent_config("").replace(
-                "otlp_endpoint = \"\"",
-                &format!("otlp_endpoint = \"http://{addr}\"\nroutine_call_share = 0.0"),
-            )
-        })
+        .config(move |devnet| exporting(&devnet.agent_config(""), addr, "routine_call_share = 0.0"))
         .env(&[("OTEL_BSP_SCHEDULE_DELAY", "200")])
         .start()
         .await;
@@ -790,6 +780,14 @@ async fn routine_call_spans_are_sampled_out_and_every_interesting_call_is_export
     receiver.stop().await;
 }
 
+/// `config` exporting to the receiver at `addr`, with `more` telemetry settings.
+fn exporting(config: &str, addr: SocketAddr, more: &str) -> String {
+    config.replace(
+        "otlp_endpoint = \"\"",
+        &format!("otlp_endpoint = \"http://{addr}\"\n{more}"),
+    )
+}
+
 /// Small export queues and quick batches, so that a collector going away fills them fast.
 const PRESSURE: [(&str, &str); 4] = [
     ("OTEL_BSP_SCHEDULE_DELAY", "100"),
@@ -801,12 +799,7 @@ const PRESSURE: [(&str, &str); 4] = [
 /// Devnet and an agent exporting to `addr` under export pressure.
 async fn exporting_to(addr: std::net::SocketAddr) -> Scenario {
     Scenario::devnet(3, "100ms")
-        .config(move |devnet| {
-            devnet.agent_config("").replace(
-                "otlp_endpoint = \"\"",
-                &format!("otlp_endpoint = \"http://{addr}\""),
-            )
-        })
+        .config(move |devnet| exporting(&devnet.agent_config(""), addr, ""))
         .env(&PRESSURE)
         .start()
         .await
@@ -925,12 +918,7 @@ async fn exemplars_in_prometheus_lead_to_exported_spans() {
     let addr = receiver.addr;
     // A block later than a second is a miss: the outage below makes some.
     let mut s = Scenario::devnet(3, "100ms")
-        .config(move |devnet| {
-            devnet.agent_config("max_block_delay = \"1s\"").replace(
-                "otlp_endpoint = \"\"",
-                &format!("otlp_endpoint = \"http://{addr}\""),
-            )
-        })
+        .config(move |devnet| exporting(&devnet.agent_config("max_block_delay = \"1s\""), addr, ""))
         .env(&PRESSURE)
         .start()
         .await;
@@ -1008,12 +996,7 @@ async fn slow_lists_a_slow_providers_calls_by_the_ids_of_their_exported_spans() 
     let mut receiver = Receiver::start().await;
     let (received, addr) = (receiver.received.clone(), receiver.addr);
     let mut scenario = Scenario::devnet(3, "200ms")
-        .config(move |devnet| {
-            devnet.agent_config("").replace(
-                "otlp_endpoint = \"\"",
-                &format!("otlp_endpoint = \"http://{addr}\""),
-            )
-        })
+        .config(move |devnet| exporting(&devnet.agent_config(""), addr, ""))
         .env(&[("OTEL_BSP_SCHEDULE_DELAY", "200")])
         .start()
         .await;
