@@ -20,6 +20,8 @@ const BACKLOG: u64 = 10_000;
 const REPS: usize = 5;
 /// The sequential loop's rate is the same over any stretch: it is timed over the first blocks only.
 const SEQUENTIAL: u64 = 2_000;
+/// Transfers in every block of the backlog with transactions.
+const TRANSFERS: u64 = 10;
 
 /// Runs the agent on `providers` from block `from` until it has emitted `to`, and checks the output
 /// file holds every block. Returns the time from its first emitted block to `to` (the blocks after
@@ -138,8 +140,21 @@ fn rate_cell(blocks: u64, runs: &[Duration]) -> (f64, String) {
     )
 }
 
+/// Median rates (blocks/s) of one endpoint's runs: blockwatch with defaults, the bare batched client.
+struct Rates {
+    agent: f64,
+    bare: f64,
+}
+
 /// The three clients against one endpoint; prints one table row each.
-async fn compare(endpoint: &str, url: &str, ws: Option<&str>, chain_id: u64, from: u64, to: u64) {
+async fn compare(
+    endpoint: &str,
+    url: &str,
+    ws: Option<&str>,
+    chain_id: u64,
+    from: u64,
+    to: u64,
+) -> Rates {
     let blocks = to - from + 1;
     let generous =
         "timeout = \"10s\"\nrate_limit = { requests_per_second = 1000000, burst = 1000000 }";
@@ -196,6 +211,95 @@ async fn compare(endpoint: &str, url: &str, ws: Option<&str>, chain_id: u64, fro
         s.min(),
         s.max()
     );
+    Rates {
+        agent: rate_cell(blocks - 1, &runs[0].2).0,
+        bare: bare_rate,
+    }
+}
+
+/// POSTs one JSON-RPC request or batch to anvil; an error answer fails the benchmark.
+async fn anvil_call(client: &reqwest::Client, url: &str, body: &Value) -> Value {
+    let v: Value = client
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .expect("anvil")
+        .json()
+        .await
+        .expect("json");
+    let entries = v.as_array().cloned().unwrap_or_else(|| vec![v.clone()]);
+    assert!(
+        entries.iter().all(|e| e.get("error").is_none()),
+        "anvil: {v}"
+    );
+    v
+}
+
+/// Mines `blocks` blocks on anvil (started with `--no-mining`), each with `per_block` transfers
+/// from its first dev account to its second: the transfers go to the pool in one batch (with
+/// their nonces, so in any order), then `evm_mine` makes the block.
+async fn mine_transfers(url: &str, blocks: u64, per_block: u64) {
+    let client = reqwest::Client::new();
+    let accounts = anvil_call(
+        &client,
+        url,
+        &json!({"jsonrpc":"2.0","id":1,"method":"eth_accounts","params":[]}),
+    )
+    .await;
+    let (from, to) = (&accounts["result"][0], &accounts["result"][1]);
+    let mut nonce = 0u64;
+    for _ in 0..blocks {
+        let batch: Vec<Value> = (0..per_block)
+            .map(|i| {
+                nonce += 1;
+                json!({"jsonrpc":"2.0","id":i,"method":"eth_sendTransaction",
+                    "params":[{"from":from,"to":to,"value":"0x1","nonce":format!("{:#x}", nonce - 1)}]})
+            })
+            .collect();
+        anvil_call(&client, url, &Value::Array(batch)).await;
+        anvil_call(
+            &client,
+            url,
+            &json!({"jsonrpc":"2.0","id":1,"method":"evm_mine","params":[]}),
+        )
+        .await;
+    }
+    // Every block holds its transfers (the pool took them all before the block was mined).
+    for n in [1, blocks / 2, blocks] {
+        let b = anvil_call(&client, url, &block_request(1, n)).await;
+        let txs = b["result"]["transactions"].as_array().map_or(0, Vec::len);
+        assert_eq!(txs as u64, per_block, "block {n}");
+    }
+}
+
+/// Block `n`'s answer to `eth_getBlockByNumber(n, false)` (its `result`), as anvil serves it.
+async fn block_text(url: &str, n: u64) -> String {
+    let v = anvil_call(&reqwest::Client::new(), url, &block_request(1, n)).await;
+    v["result"].to_string()
+}
+
+/// The decoder alone: microseconds to decode a block answer into blockwatch's block and check its
+/// header hash, in this thread, for `empty` (a block without transactions) and `full` (one with
+/// `per_block` transaction hashes). Returns (µs per empty block, µs per transaction hash).
+fn decoder_cost(empty: &str, full: &str, per_block: u64) -> (f64, f64) {
+    use blockwatch::rpc::types::RpcBlock;
+    const ROUNDS: u32 = 20_000;
+    let time = |text: &str| {
+        let t0 = Instant::now();
+        for _ in 0..ROUNDS {
+            let b: RpcBlock = serde_json::from_str(std::hint::black_box(text)).expect("block");
+            b.verify_hash().expect("hash");
+        }
+        t0.elapsed().as_secs_f64() * 1e6 / f64::from(ROUNDS)
+    };
+    let (mut e, mut f) = (Vec::new(), Vec::new());
+    for _ in 0..REPS {
+        e.push(time(empty));
+        f.push(time(full));
+    }
+    let (e, f) = (Stats(e).median(), Stats(f).median());
+    (e, (f - e) / per_block as f64)
 }
 
 async fn catch_up() {
@@ -232,8 +336,59 @@ async fn catch_up() {
         .await
         .expect("json");
     assert!(v.get("error").is_none(), "anvil_mine: {v}");
-    compare("anvil", &anvil.url, None, 31337, 1, BACKLOG).await;
+    let empty = compare("anvil", &anvil.url, None, 31337, 1, BACKLOG).await;
+    let empty_block = block_text(&anvil.url, 1).await;
+    // anvil again, every block with TRANSFERS transfers: the transaction hashes' cost shows.
+    drop(anvil);
+    let anvil = Anvil::start().await;
+    let t0 = Instant::now();
+    mine_transfers(&anvil.url, BACKLOG, TRANSFERS).await;
+    let mined = t0.elapsed();
+    let endpoint = format!("anvil, {TRANSFERS} transfers a block");
+    let full = compare(&endpoint, &anvil.url, None, 31337, 1, BACKLOG).await;
+    let full_block = block_text(&anvil.url, 1).await;
+    let (decode_block, decode_hash) = decoder_cost(&empty_block, &full_block, TRANSFERS);
+    let per_hash = |rates: (f64, f64)| (1e6 / rates.1 - 1e6 / rates.0) / TRANSFERS as f64;
+    println!(
+        "\nWith {TRANSFERS} transfers a block (the backlog mined in {:.0} s), each block takes blockwatch {:.2} µs more than an empty one, {:.2} µs per transaction hash (the bare batched client: {:.2} µs); anvil serves them too, on the same two cores. The decoder alone (one thread, anvil's answer decoded and its header hash checked, median of {REPS} × 20,000): {decode_block:.2} µs per block without transactions, {decode_hash:.3} µs per transaction hash.",
+        mined.as_secs_f64(),
+        1e6 / full.agent - 1e6 / empty.agent,
+        per_hash((empty.agent, full.agent)),
+        per_hash((empty.bare, full.bare)),
+    );
     println!();
+}
+
+/// Only blockwatch (defaults) catching up on anvil's backlog, `REPS` times: what to run under
+/// `perf record` (`cargo bench --bench stream -- catch-up-profile`, `TRANSFERS` transfers a block
+/// with `-- catch-up-profile transfers`); prints its rates.
+async fn catch_up_profile(transfers: bool) {
+    let anvil = Anvil::start().await;
+    if transfers {
+        mine_transfers(&anvil.url, BACKLOG, TRANSFERS).await;
+    } else {
+        anvil_call(
+            &reqwest::Client::new(),
+            &anvil.url,
+            &json!({"jsonrpc":"2.0","id":1,"method":"anvil_mine","params":[format!("{BACKLOG:#x}")]}),
+        )
+        .await;
+    }
+    let generous =
+        "timeout = \"10s\"\nrate_limit = { requests_per_second = 1000000, burst = 1000000 }";
+    let mut runs = Vec::new();
+    for _ in 0..REPS {
+        let p = vec![Provider {
+            name: "p0".into(),
+            url: anvil.url.clone(),
+            ws_url: None,
+        }];
+        runs.push(agent_catch_up(p, 31337, 1, BACKLOG, generous).await.0);
+    }
+    println!(
+        "blockwatch (defaults) on anvil: {} blocks/s",
+        rate_cell(BACKLOG - 1, &runs).1
+    );
 }
 
 /// anvil from `.tools/bin` (`make tools`), on a free loopback port; killed when dropped.
@@ -416,6 +571,10 @@ fn main() {
     rt.block_on(async {
         if run("catch-up") {
             catch_up().await;
+        }
+        // Not part of a full run: only when named.
+        if only.iter().any(|o| o == "catch-up-profile") {
+            catch_up_profile(only.iter().any(|o| o == "transfers")).await;
         }
         if run("rate-limit") {
             rate_limited().await;
