@@ -50,7 +50,7 @@ async fn agent_catch_up(
     .build();
     let t0 = Instant::now();
     // Only the first and the last block are timed: the observer costs nothing in between.
-    let mut agent = RunningAgent::spawn(cfg);
+    let mut agent = RunningAgent::spawn_timing(cfg, Some(vec![from, to]));
     let (_, first) = emitted(&mut agent.rx, from, Duration::from_secs(60)).await;
     let (_, at) = emitted(&mut agent.rx, to, Duration::from_secs(600)).await;
     let took = (at.duration_since(first), first.duration_since(t0));
