@@ -164,6 +164,14 @@ async fn compare(
     let mut agent_100 = Vec::new();
     let mut setup = Vec::new();
     let (mut seq, mut bare) = (Vec::new(), Vec::new());
+    // CPU time of this process (the agent runs in it; devnet too, when it is the endpoint) over
+    // each client's runs: what a client costs per block, however busy the machine is.
+    let ticks = clock_ticks();
+    let cpu = || {
+        let f = stat_fields(std::process::id()).expect("/proc/self/stat");
+        (f[11] + f[12]) as f64 / ticks
+    };
+    let mut cpu_secs = [0.0f64; 4];
     for _ in 0..REPS {
         let p = || {
             vec![Provider {
@@ -172,13 +180,21 @@ async fn compare(
                 ws_url: ws.map(str::to_owned),
             }]
         };
+        let c0 = cpu();
         let (run, set_up) = agent_catch_up(p(), chain_id, from, to, generous).await;
+        let c1 = cpu();
         agent_default.push(run);
         setup.push(set_up);
         let batch_100 = format!("{generous}\nmax_batch_size = 100");
         agent_100.push(agent_catch_up(p(), chain_id, from, to, &batch_100).await.0);
+        let c2 = cpu();
         seq.push(sequential(url, from, from + SEQUENTIAL - 1).await);
+        let c3 = cpu();
         bare.push(bare_batched(url, from, to, 100, 4).await);
+        let c4 = cpu();
+        for (i, d) in [c1 - c0, c2 - c1, c3 - c2, c4 - c3].into_iter().enumerate() {
+            cpu_secs[i] += d;
+        }
     }
     // The agent's time runs from its first block, so it is timed over one block less.
     runs.push((
@@ -198,16 +214,19 @@ async fn compare(
         bare,
     ));
     let bare_rate = rate_cell(blocks, &runs[3].2).0;
-    for (who, n, r) in &runs {
+    for (i, (who, n, r)) in runs.iter().enumerate() {
         let (median, cell) = rate_cell(*n, r);
+        // Whole runs (set-up and shutdown too), over every block fetched.
+        let fetched = if i == 2 { SEQUENTIAL } else { blocks };
+        let per_block = cpu_secs[i] * 1e6 / (fetched * REPS as u64) as f64;
         println!(
-            "| {endpoint} | {who} | {cell} | {:.0} % |",
+            "| {endpoint} | {who} | {cell} | {:.0} % | {per_block:.1} |",
             100.0 * median / bare_rate
         );
     }
     let s = Stats::of_durations(&setup, 1000.0);
     println!(
-        "| {endpoint} | blockwatch set-up, start to first block (not in the rates above) | {:.0} ms ({:.0}–{:.0}) | |",
+        "| {endpoint} | blockwatch set-up, start to first block (not in the rates above) | {:.0} ms ({:.0}–{:.0}) | | |",
         s.median(),
         s.min(),
         s.max()
@@ -314,10 +333,10 @@ fn decoder_cost(empty: &str) -> (f64, f64) {
 async fn catch_up() {
     println!("## Catch-up throughput\n");
     println!(
-        "Blocks per second to fetch a backlog of {BACKLOG} blocks (blockwatch: fetch, verify each header hash and parent link, write the JSON line to a file, commit the cursor; timed from its first emitted block to its last, set-up shown apart), median (min–max) of {REPS} runs; the last column is the median against the bare batched client's.\n"
+        "Blocks per second to fetch a backlog of {BACKLOG} blocks (blockwatch: fetch, verify each header hash and parent link, write the JSON line to a file, commit the cursor; timed from its first emitted block to its last, set-up shown apart), median (min–max) of {REPS} runs; then the median against the bare batched client's, and the CPU time of the benchmark's process per block over the client's runs (the agent runs in it, and so does devnet when it is the endpoint; anvil is a process of its own).\n"
     );
-    println!("| endpoint | client | blocks/s | vs bare batched |");
-    println!("| --- | --- | --- | --- |");
+    println!("| endpoint | client | blocks/s | vs bare batched | CPU-µs per block |");
+    println!("| --- | --- | --- | --- | --- |");
     // devnet, in process, no added latency.
     let devnet = devnet_on_demand(1).await;
     devnet.mine(BACKLOG);
