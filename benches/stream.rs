@@ -20,6 +20,8 @@ const BACKLOG: u64 = 10_000;
 const REPS: usize = 5;
 /// The sequential loop's rate is the same over any stretch: it is timed over the first blocks only.
 const SEQUENTIAL: u64 = 2_000;
+/// Transfers in every block of the backlog with transactions.
+const TRANSFERS: u64 = 1;
 
 /// Runs the agent on `providers` from block `from` until it has emitted `to`, and checks the output
 /// file holds every block. Returns the time from its first emitted block to `to` (the blocks after
@@ -47,7 +49,8 @@ async fn agent_catch_up(
     }
     .build();
     let t0 = Instant::now();
-    let mut agent = RunningAgent::spawn(cfg);
+    // Only the first and the last block are timed: the observer costs nothing in between.
+    let mut agent = RunningAgent::spawn_timing(cfg, Some(vec![from, to]));
     let (_, first) = emitted(&mut agent.rx, from, Duration::from_secs(60)).await;
     let (_, at) = emitted(&mut agent.rx, to, Duration::from_secs(600)).await;
     let took = (at.duration_since(first), first.duration_since(t0));
@@ -138,8 +141,21 @@ fn rate_cell(blocks: u64, runs: &[Duration]) -> (f64, String) {
     )
 }
 
+/// Median rates (blocks/s) of one endpoint's runs: blockwatch with defaults, the bare batched client.
+struct Rates {
+    agent: f64,
+    bare: f64,
+}
+
 /// The three clients against one endpoint; prints one table row each.
-async fn compare(endpoint: &str, url: &str, ws: Option<&str>, chain_id: u64, from: u64, to: u64) {
+async fn compare(
+    endpoint: &str,
+    url: &str,
+    ws: Option<&str>,
+    chain_id: u64,
+    from: u64,
+    to: u64,
+) -> Rates {
     let blocks = to - from + 1;
     let generous =
         "timeout = \"10s\"\nrate_limit = { requests_per_second = 1000000, burst = 1000000 }";
@@ -148,6 +164,14 @@ async fn compare(endpoint: &str, url: &str, ws: Option<&str>, chain_id: u64, fro
     let mut agent_100 = Vec::new();
     let mut setup = Vec::new();
     let (mut seq, mut bare) = (Vec::new(), Vec::new());
+    // CPU time of this process (the agent runs in it; devnet too, when it is the endpoint) over
+    // each client's runs: what a client costs per block, however busy the machine is.
+    let ticks = clock_ticks();
+    let cpu = || {
+        let f = stat_fields(std::process::id()).expect("/proc/self/stat");
+        (f[11] + f[12]) as f64 / ticks
+    };
+    let mut cpu_secs = [0.0f64; 4];
     for _ in 0..REPS {
         let p = || {
             vec![Provider {
@@ -156,13 +180,21 @@ async fn compare(endpoint: &str, url: &str, ws: Option<&str>, chain_id: u64, fro
                 ws_url: ws.map(str::to_owned),
             }]
         };
+        let c0 = cpu();
         let (run, set_up) = agent_catch_up(p(), chain_id, from, to, generous).await;
+        let c1 = cpu();
         agent_default.push(run);
         setup.push(set_up);
         let batch_100 = format!("{generous}\nmax_batch_size = 100");
         agent_100.push(agent_catch_up(p(), chain_id, from, to, &batch_100).await.0);
+        let c2 = cpu();
         seq.push(sequential(url, from, from + SEQUENTIAL - 1).await);
+        let c3 = cpu();
         bare.push(bare_batched(url, from, to, 100, 4).await);
+        let c4 = cpu();
+        for (i, d) in [c1 - c0, c2 - c1, c3 - c2, c4 - c3].into_iter().enumerate() {
+            cpu_secs[i] += d;
+        }
     }
     // The agent's time runs from its first block, so it is timed over one block less.
     runs.push((
@@ -182,29 +214,129 @@ async fn compare(endpoint: &str, url: &str, ws: Option<&str>, chain_id: u64, fro
         bare,
     ));
     let bare_rate = rate_cell(blocks, &runs[3].2).0;
-    for (who, n, r) in &runs {
+    for (i, (who, n, r)) in runs.iter().enumerate() {
         let (median, cell) = rate_cell(*n, r);
+        // Whole runs (set-up and shutdown too), over every block fetched.
+        let fetched = if i == 2 { SEQUENTIAL } else { blocks };
+        let per_block = cpu_secs[i] * 1e6 / (fetched * REPS as u64) as f64;
         println!(
-            "| {endpoint} | {who} | {cell} | {:.0} % |",
+            "| {endpoint} | {who} | {cell} | {:.0} % | {per_block:.1} |",
             100.0 * median / bare_rate
         );
     }
     let s = Stats::of_durations(&setup, 1000.0);
     println!(
-        "| {endpoint} | blockwatch set-up, start to first block (not in the rates above) | {:.0} ms ({:.0}–{:.0}) | |",
+        "| {endpoint} | blockwatch set-up, start to first block (not in the rates above) | {:.0} ms ({:.0}–{:.0}) | | |",
         s.median(),
         s.min(),
         s.max()
     );
+    Rates {
+        agent: rate_cell(blocks - 1, &runs[0].2).0,
+        bare: bare_rate,
+    }
+}
+
+/// POSTs one JSON-RPC request or batch to anvil; an error answer fails the benchmark.
+async fn anvil_call(client: &reqwest::Client, url: &str, body: &Value) -> Value {
+    let v: Value = client
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .expect("anvil")
+        .json()
+        .await
+        .expect("json");
+    let entries = v.as_array().cloned().unwrap_or_else(|| vec![v.clone()]);
+    assert!(
+        entries.iter().all(|e| e.get("error").is_none()),
+        "anvil: {v}"
+    );
+    v
+}
+
+/// Mines `blocks` blocks on anvil (started with `--no-mining`), each with `per_block` transfers
+/// from its first dev account to its second: the transfers go to the pool in one batch (with
+/// their nonces, so in any order), then `evm_mine` makes the block.
+async fn mine_transfers(url: &str, blocks: u64, per_block: u64) {
+    let client = reqwest::Client::new();
+    let accounts = anvil_call(
+        &client,
+        url,
+        &json!({"jsonrpc":"2.0","id":1,"method":"eth_accounts","params":[]}),
+    )
+    .await;
+    let (from, to) = (&accounts["result"][0], &accounts["result"][1]);
+    let mut nonce = 0u64;
+    for _ in 0..blocks {
+        let batch: Vec<Value> = (0..per_block)
+            .map(|i| {
+                nonce += 1;
+                json!({"jsonrpc":"2.0","id":i,"method":"eth_sendTransaction",
+                    "params":[{"from":from,"to":to,"value":"0x1","nonce":format!("{:#x}", nonce - 1)}]})
+            })
+            .collect();
+        anvil_call(&client, url, &Value::Array(batch)).await;
+        anvil_call(
+            &client,
+            url,
+            &json!({"jsonrpc":"2.0","id":1,"method":"evm_mine","params":[]}),
+        )
+        .await;
+    }
+    // Every block holds its transfers (the pool took them all before the block was mined).
+    for n in [1, blocks / 2, blocks] {
+        let b = anvil_call(&client, url, &block_request(1, n)).await;
+        let txs = b["result"]["transactions"].as_array().map_or(0, Vec::len);
+        assert_eq!(txs as u64, per_block, "block {n}");
+    }
+}
+
+/// Block `n`'s answer to `eth_getBlockByNumber(n, false)` (its `result`), as anvil serves it.
+async fn block_text(url: &str, n: u64) -> String {
+    let v = anvil_call(&reqwest::Client::new(), url, &block_request(1, n)).await;
+    v["result"].to_string()
+}
+
+/// The decoder alone: microseconds to decode a block answer into blockwatch's block and check its
+/// header hash, in this thread: `empty` as served, and with its `transactions` replaced by 1,000
+/// transaction hashes (the header, and so its hash, stays the same). Returns (µs per block, µs per
+/// transaction hash).
+fn decoder_cost(empty: &str) -> (f64, f64) {
+    use blockwatch::rpc::types::RpcBlock;
+    const HASHES: usize = 1_000;
+    const ROUNDS: u32 = 5_000;
+    let mut v: Value = serde_json::from_str(empty).expect("block");
+    v["transactions"] = (0..HASHES)
+        .map(|i| Value::String(format!("{:#066x}", i + 1)))
+        .collect();
+    let full = v.to_string();
+    let time = |text: &str| {
+        let t0 = Instant::now();
+        for _ in 0..ROUNDS {
+            let b: RpcBlock = serde_json::from_str(std::hint::black_box(text)).expect("block");
+            b.verify_hash().expect("hash");
+            std::hint::black_box(&b);
+        }
+        t0.elapsed().as_secs_f64() * 1e6 / f64::from(ROUNDS)
+    };
+    let (mut e, mut f) = (Vec::new(), Vec::new());
+    for _ in 0..REPS {
+        e.push(time(empty));
+        f.push(time(&full));
+    }
+    let (e, f) = (Stats(e).median(), Stats(f).median());
+    (e, (f - e) / HASHES as f64)
 }
 
 async fn catch_up() {
     println!("## Catch-up throughput\n");
     println!(
-        "Blocks per second to fetch a backlog of {BACKLOG} blocks (blockwatch: fetch, verify each header hash and parent link, write the JSON line to a file, commit the cursor; timed from its first emitted block to its last, set-up shown apart), median (min–max) of {REPS} runs; the last column is the median against the bare batched client's.\n"
+        "Blocks per second to fetch a backlog of {BACKLOG} blocks (blockwatch: fetch, verify each header hash and parent link, write the JSON line to a file, commit the cursor; timed from its first emitted block to its last, set-up shown apart), median (min–max) of {REPS} runs; then the median against the bare batched client's, and the CPU time of the benchmark's process per block over the client's runs (the agent runs in it, and so does devnet when it is the endpoint; anvil is a process of its own).\n"
     );
-    println!("| endpoint | client | blocks/s | vs bare batched |");
-    println!("| --- | --- | --- | --- |");
+    println!("| endpoint | client | blocks/s | vs bare batched | CPU-µs per block |");
+    println!("| --- | --- | --- | --- | --- |");
     // devnet, in process, no added latency.
     let devnet = devnet_on_demand(1).await;
     devnet.mine(BACKLOG);
@@ -232,8 +364,63 @@ async fn catch_up() {
         .await
         .expect("json");
     assert!(v.get("error").is_none(), "anvil_mine: {v}");
-    compare("anvil", &anvil.url, None, 31337, 1, BACKLOG).await;
+    let empty = compare("anvil", &anvil.url, None, 31337, 1, BACKLOG).await;
+    let empty_block = block_text(&anvil.url, 1).await;
+    // anvil again, every block with a transfer: the blocks carry transaction hashes.
+    drop(anvil);
+    let anvil = Anvil::start().await;
+    let t0 = Instant::now();
+    mine_transfers(&anvil.url, BACKLOG, TRANSFERS).await;
+    let mined = t0.elapsed();
+    let endpoint = if TRANSFERS == 1 {
+        "anvil, a transfer in every block".to_owned()
+    } else {
+        format!("anvil, {TRANSFERS} transfers in every block")
+    };
+    let full = compare(&endpoint, &anvil.url, None, 31337, 1, BACKLOG).await;
+    let (decode_block, decode_hash) = decoder_cost(&empty_block);
+    println!(
+        "\nWith transactions (the backlog mined in {:.0} s) blockwatch took {:+.2} µs per block against the empty blocks (the bare batched client {:+.2} µs): anvil serves more, on the same two cores. The decoder alone (one thread; anvil's block 1 decoded and its header hash checked, median of {REPS} × 5,000): {decode_block:.2} µs per block, {:.1} ns per transaction hash (1,000 hashes in the block).",
+        mined.as_secs_f64(),
+        1e6 / full.agent - 1e6 / empty.agent,
+        1e6 / full.bare - 1e6 / empty.bare,
+        decode_hash * 1000.0,
+    );
     println!();
+}
+
+/// Only blockwatch (defaults) catching up on anvil's backlog, 30 times: what to profile
+/// (`cargo bench --bench stream -- catch-up-profile`, a transfer in every block with
+/// `-- catch-up-profile transfers`; attach `perf record -p` once it says the backlog is mined,
+/// so that anvil's mining is not in the profile); prints its rates.
+async fn catch_up_profile(transfers: bool) {
+    let anvil = Anvil::start().await;
+    if transfers {
+        mine_transfers(&anvil.url, BACKLOG, TRANSFERS).await;
+    } else {
+        anvil_call(
+            &reqwest::Client::new(),
+            &anvil.url,
+            &json!({"jsonrpc":"2.0","id":1,"method":"anvil_mine","params":[format!("{BACKLOG:#x}")]}),
+        )
+        .await;
+    }
+    let generous =
+        "timeout = \"10s\"\nrate_limit = { requests_per_second = 1000000, burst = 1000000 }";
+    println!("backlog mined");
+    let mut runs = Vec::new();
+    for _ in 0..30 {
+        let p = vec![Provider {
+            name: "p0".into(),
+            url: anvil.url.clone(),
+            ws_url: None,
+        }];
+        runs.push(agent_catch_up(p, 31337, 1, BACKLOG, generous).await.0);
+    }
+    println!(
+        "blockwatch (defaults) on anvil: {} blocks/s",
+        rate_cell(BACKLOG - 1, &runs).1
+    );
 }
 
 /// anvil from `.tools/bin` (`make tools`), on a free loopback port; killed when dropped.
@@ -416,6 +603,10 @@ fn main() {
     rt.block_on(async {
         if run("catch-up") {
             catch_up().await;
+        }
+        // Not part of a full run: only when named.
+        if only.iter().any(|o| o == "catch-up-profile") {
+            catch_up_profile(only.iter().any(|o| o == "transfers")).await;
         }
         if run("rate-limit") {
             rate_limited().await;

@@ -26,15 +26,27 @@ use tokio::sync::mpsc;
 /// (block number, provider that served it, when it was emitted).
 pub type Emitted = (u64, String, Instant);
 
-/// Sends every emitted block with the moment it was emitted.
-pub struct Timer(pub mpsc::UnboundedSender<Emitted>);
+/// Sends every emitted block (or only the blocks in `only`) with the moment it was emitted.
+pub struct Timer {
+    pub tx: mpsc::UnboundedSender<Emitted>,
+    /// Only these blocks, when given: a benchmark that times a run by its first and last block
+    /// does not pay a channel send and a wake-up for every block in between.
+    pub only: Option<Vec<u64>>,
+}
 
 impl StreamObserver for Timer {
     fn on_events(&self, events: &[StreamEvent]) {
         for e in events {
             if let StreamEvent::Block(b) = e {
+                if self
+                    .only
+                    .as_ref()
+                    .is_some_and(|o| !o.contains(&b.block_number))
+                {
+                    continue;
+                }
                 let _ = self
-                    .0
+                    .tx
                     .send((b.block_number, b.provider.clone(), Instant::now()));
             }
         }
@@ -231,6 +243,11 @@ pub struct RunningAgent {
 
 impl RunningAgent {
     pub fn spawn(cfg: Config) -> RunningAgent {
+        Self::spawn_timing(cfg, None)
+    }
+
+    /// [`Self::spawn`], timing only the blocks in `only` (every block when `None`).
+    pub fn spawn_timing(cfg: Config, only: Option<Vec<u64>>) -> RunningAgent {
         let telemetry = TELEMETRY.get().expect("support::setup first").handle();
         let (tx, rx) = mpsc::unbounded_channel();
         let stop = tokio_util::sync::CancellationToken::new();
@@ -238,7 +255,7 @@ impl RunningAgent {
         let task = tokio::spawn(blockwatch::agent::run_with_observers(
             cfg,
             telemetry,
-            vec![std::sync::Arc::new(Timer(tx))],
+            vec![std::sync::Arc::new(Timer { tx, only })],
             async move { s.cancelled().await },
         ));
         RunningAgent { rx, stop, task }

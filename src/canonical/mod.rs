@@ -362,10 +362,15 @@ impl Canonical {
         true
     }
 
-    /// `commit` with the window's tip as the cursor and its oldest block as the pruning point.
+    /// `commit` with the window's tip as the cursor and its oldest block as the pruning point. The
+    /// blocks already below it are not stored at all: a batch of 256 blocks caught up would
+    /// otherwise write 256 rows for the store to delete all but the window's in the same
+    /// transaction.
     fn committed(&self, mut commit: ChainCommit) -> ChainCommit {
         commit.cursor = self.window.tip();
         commit.keep_from = self.window.oldest().map(|o| o.number).unwrap_or(0);
+        let keep_from = commit.keep_from;
+        commit.added.retain(|b| b.number >= keep_from);
         commit
     }
 }
