@@ -31,7 +31,7 @@ test: tools
 ## records them with the command of each. Installs anvil and PostgreSQL first, as make tools does.
 ## About 25 minutes on 2 cores from a fresh clone (the soak alone takes 10, SOAK_SECS shortens it;
 ## the cluster failovers 6).
-BENCHES := overhead stream failover cluster soak
+BENCHES := overhead stream failover cluster soak chains
 bench:
 	bash scripts/install-anvil.sh
 	bash scripts/install-postgres.sh
