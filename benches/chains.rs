@@ -18,7 +18,8 @@
 //! blocks, `CHAINS_SECS` or 180 s), `memory` (the resident memory once every chain follows, for
 //! 1/250/500/1,000 chains with 3 providers and 1,000 with one). `cargo bench --bench chains -- 200
 //! memory`, or `CHAINS=1000`, picks runs; all three by default. Prints Markdown.
-//! `CHAINS_AGENT_WRAP="heaptrack -o /tmp/h"` starts the agent under a wrapper (a profiler).
+//! `CHAINS_AGENT_WRAP="heaptrack -o /tmp/h"` starts the agent under a wrapper (a profiler);
+//! `CHAINS_AGENT_BIN` runs another build of the agent (to compare two builds back to back).
 
 mod support;
 
@@ -187,14 +188,17 @@ impl Agent {
             .open(dir.join("agent.log"))
             .expect("log");
         let wrap = std::env::var("CHAINS_AGENT_WRAP").unwrap_or_default();
+        // Another build of the agent (for a comparison with the same benchmark).
+        let bin = std::env::var("CHAINS_AGENT_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_blockwatch").to_owned());
         let mut words = wrap.split_whitespace();
         let mut cmd = match words.next() {
             Some(w) => {
                 let mut c = Command::new(w);
-                c.args(words).arg(env!("CARGO_BIN_EXE_blockwatch"));
+                c.args(words).arg(&bin);
                 c
             }
-            None => Command::new(env!("CARGO_BIN_EXE_blockwatch")),
+            None => Command::new(&bin),
         };
         let child = cmd
             .args(["run", "--config"])
@@ -444,13 +448,13 @@ fn drive(
     }
 }
 
-/// Reads `/status` every second from `from` on, and stores when every chain was first healthy
+/// Reads `/status` every 5 s (a `/status` of 1,000 chains is not free) from `from` on, and stores when every chain was first healthy
 /// with every provider's `newHeads` live (ms after `from`), into `at`.
 fn watch_status(rt: &tokio::runtime::Runtime, api: String, from: Instant, at: Arc<AtomicU64>) {
     rt.spawn(async move {
         let client = reqwest::Client::new();
         while from.elapsed() < STARTUP_LIMIT {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
             let Ok(r) = client
                 .get(format!("http://{api}/status"))
                 .timeout(Duration::from_secs(10))
@@ -568,11 +572,28 @@ fn follow(
     let written: usize = check.blocks.iter().map(HashSet::len).sum();
     let last = sample(agent.pid, ticks);
     drop(agent);
-    let warnings = std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("\"level\":\"WARN\"") || l.contains("\"level\":\"ERROR\""))
-        .count();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let kept = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("target/bench/chains-{}.log", run.chains));
+    let _ = std::fs::create_dir_all(kept.parent().expect("parent"));
+    let _ = std::fs::write(&kept, &text);
+    // Warnings and errors, counted by message.
+    let mut by_message: HashMap<String, usize> = HashMap::new();
+    for l in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
+            continue;
+        };
+        if matches!(v["level"].as_str(), Some("WARN" | "ERROR")) {
+            let m = v["message"].as_str().unwrap_or("?").to_owned();
+            *by_message.entry(m).or_default() += 1;
+        }
+    }
+    let warnings: usize = by_message.values().sum();
+    let mut top: Vec<_> = by_message.into_iter().collect();
+    top.sort_by_key(|t| std::cmp::Reverse(t.1));
+    for (m, n) in top.iter().take(5) {
+        eprintln!("chains: {n} × {m}");
+    }
 
     let startup = seen
         .all_started
@@ -600,16 +621,21 @@ fn follow(
     println!("| start-up: agent start → every chain's first block | {startup:.2} s |");
     if following > 0 {
         println!(
-            "| start-up: agent start → `/status` every chain healthy, every `newHeads` live | {:.1} s |",
+            "| start-up: agent start → `/status` every chain healthy, every `newHeads` live (read every 5 s) | {:.0} s |",
             following as f64 / 1000.0
         );
     } else {
-        println!("| start-up: agent start → `/status` every chain healthy, every `newHeads` live | not within {} s |", STARTUP_LIMIT.as_secs());
+        println!("| start-up: agent start → `/status` every chain healthy, every `newHeads` live (read every 5 s) | not within {} s |", STARTUP_LIMIT.as_secs());
     }
     println!("| blocks written | {written} |");
     println!("| blocks missing (first line → devnet head, every chain) | {missing} |");
     println!("| chains that wrote nothing | {silent} |");
-    println!("| warnings and errors in the agent's log | {warnings} |");
+    println!(
+        "| warnings and errors in the agent's log (kept in `target/bench/chains-{}.log`) | {warnings}{} |",
+        run.chains,
+        top.first()
+            .map_or(String::new(), |(m, n)| format!(" (most: {n} × \"{m}\")"))
+    );
     if !seen.latency.is_empty() {
         let l = Stats(seen.latency.clone());
         println!(
