@@ -29,9 +29,9 @@ test: tools
 
 ## Benchmarks: each prints Markdown tables, also written to target/bench/<name>.md; BENCHMARKS.md
 ## records them with the command of each. Installs anvil and PostgreSQL first, as make tools does.
-## About 25 minutes on 2 cores from a fresh clone (the soak alone takes 10, SOAK_SECS shortens it;
-## the cluster failovers 6).
-BENCHES := overhead stream failover cluster soak
+## About 43 minutes on 2 cores from a fresh clone (the soak alone takes 10, SOAK_SECS shortens it;
+## the cluster failovers 6; the many-chains runs 18, CHAINS_SECS shortens their longest).
+BENCHES := overhead stream failover cluster soak chains
 bench:
 	bash scripts/install-anvil.sh
 	bash scripts/install-postgres.sh

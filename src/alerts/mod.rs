@@ -393,10 +393,15 @@ impl SwitchWindow {
 
 /// The rules' view of a chain, from the same snapshot and verdict as every other health surface
 /// (which it also exports as metrics).
-fn snapshot(view: &ChainView, recent_switches: u64, metrics: &Metrics) -> ChainSnapshot {
+fn snapshot(
+    view: &ChainView,
+    recent_switches: u64,
+    metrics: &Metrics,
+    exported: &mut health::Exported,
+) -> ChainSnapshot {
     let s = health::Snapshot::of(view);
     let verdict = health::judge(&s);
-    health::export(metrics, &s, &verdict);
+    health::export_changes(metrics, &s, &verdict, exported);
     let streak = view
         .stats
         .lock()
@@ -472,6 +477,8 @@ pub async fn run(
 ) {
     let mut throttle = Throttle::default();
     let mut switches: Vec<SwitchWindow> = chains.iter().map(|_| SwitchWindow::default()).collect();
+    // What was last exported of each chain's verdict.
+    let mut exported: Vec<health::Exported> = vec![health::Exported::default(); chains.len()];
     // Per chain, the fence its alert state was taken back under (`Some(None)`: a single agent's).
     let mut taken: Vec<Option<Option<Fence>>> = vec![None; chains.len()];
     let mut ticker = tokio::time::interval(TICK);
@@ -486,7 +493,7 @@ pub async fn run(
         for (i, (view, window)) in chains.iter().zip(&mut switches).enumerate() {
             let now = Instant::now();
             let recent = window.in_window(view.pool.switches(), now, cfg.max_switches.window.0);
-            let snap = snapshot(view, recent, &metrics);
+            let snap = snapshot(view, recent, &metrics, &mut exported[i]);
             let Some(fence) = state.leads(view) else {
                 if taken[i].take().is_some() {
                     throttle.forget_chain(&view.name);
