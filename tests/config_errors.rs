@@ -189,6 +189,19 @@ fn unknown_key() {
 }
 
 #[test]
+fn a_routine_call_share_outside_0_to_1() {
+    for share in ["1.5", "-0.1"] {
+        assert_rejected(
+            &GOOD.replace(
+                "[[chains]]",
+                &format!("[telemetry]\nroutine_call_share = {share}\n\n[[chains]]"),
+            ),
+            &["telemetry.routine_call_share", share, "is not a share"],
+        );
+    }
+}
+
+#[test]
 fn bad_duration() {
     assert_rejected(
         &GOOD.replace("\"12s\"", "\"twelve seconds\""),

@@ -366,17 +366,21 @@ impl AgentProcess {
             .open(dir.join("agent.log"))
             .expect("log");
         AgentProcess(
-            Command::new(env!("CARGO_BIN_EXE_blockwatch"))
-                .args(["run", "--config"])
-                .arg(&path)
-                .current_dir(dir)
-                .env_remove("RUST_LOG")
-                .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("start the agent"),
+            Command::new(
+                // Another build of the agent, to compare two builds back to back.
+                std::env::var("BENCH_AGENT_BIN")
+                    .unwrap_or_else(|_| env!("CARGO_BIN_EXE_blockwatch").to_owned()),
+            )
+            .args(["run", "--config"])
+            .arg(&path)
+            .current_dir(dir)
+            .env_remove("RUST_LOG")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the agent"),
         )
     }
 
