@@ -163,7 +163,7 @@ impl ProviderPool {
                 let attempts = call.attempts.max(number);
                 let a = self.answered(who, value, attempts, &call.plan, hedge, failure);
                 let mut a = a.served_in(took);
-                a.kept = kept.or(call.kept);
+                a.kept = call.kept;
                 Some(Ok(a))
             }
             Ok((false, value)) => {
