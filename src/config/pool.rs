@@ -31,7 +31,8 @@ pub struct PoolConfig {
     pub retry_budget: f64,
     /// Retries per second allowed on top of the budget (banked for up to 10 s).
     pub retry_budget_floor: f64,
-    /// How often providers that calls have not used lately are probed (chain id, head).
+    /// How often providers that calls have not used lately are probed (chain id, head); three
+    /// times as long for `alive` ones whose `newHeads` subscription is live.
     pub probe_interval: HumanDuration,
     /// Window of latency percentiles, error rate and rate-limit pressure behind states and scores.
     pub score_window: HumanDuration,

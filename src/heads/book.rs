@@ -461,6 +461,16 @@ impl HeadBook {
         self.lock().entries[idx].head.map(|h| h.number)
     }
 
+    /// When provider `idx` last announced a head, if ever.
+    pub fn reported_at(&self, idx: usize) -> Option<Instant> {
+        self.lock().entries[idx].head.map(|h| h.at)
+    }
+
+    /// The chain's expected block time.
+    pub fn block_time(&self) -> Duration {
+        self.rules.block_time
+    }
+
     /// Provider `idx`'s view.
     pub fn provider(&self, idx: usize) -> ProviderHead {
         let b = self.lock();

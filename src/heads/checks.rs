@@ -4,10 +4,7 @@
 //! a skipped block). Checks are queued by the book, run as soon as they are due, each once at a
 //! time, and their outcome is written back to the book.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Instant};
 
 use alloy_primitives::U64;
 use jsonrpsee::rpc_params;
@@ -109,23 +106,21 @@ impl HeadBook {
     }
 }
 
-/// Runs the book's checks on `providers` (in configuration order) as soon as they are due: when
-/// one is queued, and at every `tick` for those due later. Blocks are verified as `hash_check`
-/// says. Runs until `cancel` fires.
+/// Runs the book's checks on `providers` (in configuration order) as soon as they are due: woken
+/// when one is queued, and asleep until the earliest queued one is due (no timer while none is).
+/// Blocks are verified as `hash_check` says. Runs until `cancel` fires.
 pub async fn run_checks(
     book: Arc<HeadBook>,
     providers: Vec<Arc<Provider>>,
     hash_check: BlockHashCheck,
-    tick: Duration,
     cancel: CancellationToken,
 ) {
-    let mut ticker = tokio::time::interval(tick);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut checks = tokio::task::JoinSet::new();
     loop {
+        let next = book.next_check_due();
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = ticker.tick() => {}
+            _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now).into()), if next.is_some() => {}
             _ = book.check_queued() => {}
             Some(_) = checks.join_next(), if !checks.is_empty() => continue,
         }

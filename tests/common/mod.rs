@@ -910,14 +910,19 @@ pub fn provider_of<'a>(status: &'a Value, name: &str) -> &'a Value {
 
 /// Waits (up to a minute) until `/status` satisfies `pred`; returns that status.
 pub async fn wait_status(agent: &Agent, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    wait_for(Duration::from_secs(60), what, || {
-        let pred = &pred;
-        async move {
-            let s = status_json(agent).await;
-            pred(&s).then_some(s)
+    let timeout = Duration::from_secs(60);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let s = status_json(agent).await;
+        if pred(&s) {
+            return s;
         }
-    })
-    .await
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}; /status last said {s:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The sum of the `/metrics` samples of `name` whose labels include every `labels` pair.
