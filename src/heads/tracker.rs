@@ -69,12 +69,20 @@ impl HeadTracker {
 
     /// Whether `provider`'s subscription has delivered a head within `silence`.
     fn delivering(&self, provider: &Provider, silence: Duration) -> bool {
-        provider.subscription() == Subscription::Live
-            && self
-                .last_ws_head
-                .get(provider.index)
-                .and_then(|m| *m.lock().unwrap_or_else(|p| p.into_inner()))
-                .is_some_and(|t| t.elapsed() < silence)
+        self.delivering_until(provider, silence).is_some()
+    }
+
+    /// While `provider`'s subscription is live and has delivered a head within `silence`: the
+    /// moment it would have been silent for that long.
+    fn delivering_until(&self, provider: &Provider, silence: Duration) -> Option<Instant> {
+        if provider.subscription() != Subscription::Live {
+            return None;
+        }
+        let last = self
+            .last_ws_head
+            .get(provider.index)
+            .and_then(|m| *m.lock().unwrap_or_else(|p| p.into_inner()))?;
+        (last.elapsed() < silence).then(|| last + silence)
     }
 
     /// Publishes the chain's corroborated head `best` after a provider announced `number` (with
@@ -105,7 +113,9 @@ impl HeadTracker {
     /// Polls `provider`'s `eth_blockNumber` every `interval` while it has no subscription
     /// delivering heads (none, or none that spoke within `silence`), and publishes the chain head
     /// corroborated after each answer. Providers that are unreachable or behind an open circuit are
-    /// left to the pool's probes. Ends when `cancel` fires.
+    /// left to the pool's probes. While the subscription delivers, the poller sleeps until it could
+    /// have turned silent or its state changes (not a wake-up every `interval` for nothing). Ends
+    /// when `cancel` fires.
     pub async fn poll(
         self,
         provider: Arc<Provider>,
@@ -116,6 +126,17 @@ impl HeadTracker {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let changed = provider.subscription_changed();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(quiet_at) = self.delivering_until(&provider, silence) {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = &mut changed => {}
+                    _ = tokio::time::sleep_until(quiet_at.into()) => {}
+                }
+                continue;
+            }
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = ticker.tick() => {}

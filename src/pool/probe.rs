@@ -1,4 +1,4 @@
-//! The pool's monitor: every provider's state is re-evaluated at least every half second, providers
+//! The pool's monitor: every provider's state is re-evaluated at least every second, providers
 //! that calls have not used lately (or whose open circuit is due a half-open probe) are probed for
 //! their newest block and, when behind, whether they are syncing; beside them the heads stage runs
 //! the head book's claim and `null` checks as soon as they are due.
@@ -64,10 +64,10 @@ impl Idle {
 }
 
 /// Longest pause between two evaluations of every provider's state.
-const MAX_EVALUATION_INTERVAL: Duration = Duration::from_millis(500);
+const MAX_EVALUATION_INTERVAL: Duration = Duration::from_secs(1);
 
 impl ProviderPool {
-    /// Re-evaluates every provider's state (at least every half second) and probes providers that
+    /// Re-evaluates every provider's state (at least every second) and probes providers that
     /// calls have not used for `pool.probe_interval`, and open circuits whose half-open probe is
     /// due. Runs until `cancel` fires.
     pub async fn monitor(self: Arc<Self>, cancel: CancellationToken) {

@@ -164,6 +164,8 @@ pub struct Provider {
     /// Its genesis block has been checked.
     genesis_checked: AtomicBool,
     subscription: AtomicU8,
+    /// Woken when the subscription's state changes.
+    subscription_changed: tokio::sync::Notify,
     redactor: Arc<Redactor>,
     metrics: Arc<Metrics>,
     /// The chain's name.
@@ -296,6 +298,7 @@ impl Provider {
             } else {
                 Subscription::None as u8
             }),
+            subscription_changed: tokio::sync::Notify::new(),
             redactor: ctx.redactor,
             metrics: ctx.metrics,
             chain: ctx.chain,
@@ -329,7 +332,17 @@ impl Provider {
 
     /// Sets the subscription's state.
     pub fn set_subscription(&self, s: Subscription) {
-        self.subscription.store(s as u8, Ordering::Relaxed);
+        if self.subscription.swap(s as u8, Ordering::Relaxed) != s as u8 {
+            self.subscription_changed.notify_waiters();
+        }
+    }
+
+    /// Completes at the subscription's next change of state (after [`Notified::enable`], or
+    /// once first polled).
+    ///
+    /// [`Notified::enable`]: tokio::sync::futures::Notified::enable
+    pub fn subscription_changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.subscription_changed.notified()
     }
 
     /// The chain's name.
