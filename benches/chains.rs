@@ -449,8 +449,15 @@ fn drive(
 }
 
 /// Reads `/status` every 5 s (a `/status` of 1,000 chains is not free) from `from` on, and stores when every chain was first healthy
-/// with every provider's `newHeads` live (ms after `from`), into `at`.
-fn watch_status(rt: &tokio::runtime::Runtime, api: String, from: Instant, at: Arc<AtomicU64>) {
+/// with every provider's `newHeads` subscription open or live (ms after `from`), into `at`; each read before that adds
+/// what it found not yet so to `before`.
+fn watch_status(
+    rt: &tokio::runtime::Runtime,
+    api: String,
+    from: Instant,
+    at: Arc<AtomicU64>,
+    before: Arc<std::sync::Mutex<Vec<String>>>,
+) {
     rt.spawn(async move {
         let client = reqwest::Client::new();
         while from.elapsed() < STARTUP_LIMIT {
@@ -466,19 +473,48 @@ fn watch_status(rt: &tokio::runtime::Runtime, api: String, from: Instant, at: Ar
             let Ok(body) = r.json::<serde_json::Value>().await else {
                 continue;
             };
-            let following = body["chains"].as_array().is_some_and(|chains| {
-                chains.iter().all(|c| {
-                    c["status"] == "healthy"
-                        && c["last_processed_block"].is_u64()
-                        && c["providers"]
-                            .as_array()
-                            .is_some_and(|ps| ps.iter().all(|p| p["subscription"] == "live"))
-                })
-            });
-            if following {
+            let chains = body["chains"].as_array().cloned().unwrap_or_default();
+            // Chains by status (no block yet counted apart), providers by state, subscriptions
+            // not live.
+            let mut not_yet: std::collections::BTreeMap<String, usize> = Default::default();
+            for c in &chains {
+                if !c["last_processed_block"].is_u64() {
+                    *not_yet.entry("no block yet".into()).or_default() += 1;
+                } else if c["status"] != "healthy" {
+                    *not_yet
+                        .entry(format!("chain {}", c["status"].as_str().unwrap_or("?")))
+                        .or_default() += 1;
+                }
+                for p in c["providers"].as_array().into_iter().flatten() {
+                    if p["state"] != "alive" {
+                        *not_yet
+                            .entry(format!("provider {}", p["state"].as_str().unwrap_or("?")))
+                            .or_default() += 1;
+                    }
+                    if p["subscription"] != "live" && p["subscription"] != "open" {
+                        *not_yet
+                            .entry(format!(
+                                "newHeads {}",
+                                p["subscription"].as_str().unwrap_or("?")
+                            ))
+                            .or_default() += 1;
+                    }
+                }
+            }
+            if !chains.is_empty() && not_yet.is_empty() {
                 at.store(from.elapsed().as_millis() as u64, Ordering::Relaxed);
                 return;
             }
+            let found: Vec<String> = not_yet.iter().map(|(k, n)| format!("{n} {k}")).collect();
+            before.lock().unwrap().push(format!(
+                "at {:.0} s: {}",
+                from.elapsed().as_secs_f64(),
+                if chains.is_empty() {
+                    "no chains yet".to_owned()
+                } else {
+                    found.join(", ")
+                }
+            ));
         }
     });
 }
@@ -497,7 +533,14 @@ fn follow(
     let agent = Agent::start(dir.path(), &config);
     let launched = Instant::now();
     let following_ms = Arc::new(AtomicU64::new(0));
-    watch_status(rt, api.clone(), launched, following_ms.clone());
+    let not_following = Arc::new(std::sync::Mutex::new(Vec::new()));
+    watch_status(
+        rt,
+        api.clone(),
+        launched,
+        following_ms.clone(),
+        not_following.clone(),
+    );
     let mut seen = Seen::new(run.chains);
     // (elapsed s, sample) once a minute, and at the end; the sample at start-up.
     let mut marks: Vec<(u64, Sample)> = Vec::new();
@@ -621,11 +664,18 @@ fn follow(
     println!("| start-up: agent start → every chain's first block | {startup:.2} s |");
     if following > 0 {
         println!(
-            "| start-up: agent start → `/status` every chain healthy, every `newHeads` live (read every 5 s) | {:.0} s |",
+            "| start-up: agent start → `/status` every chain healthy, every `newHeads` subscribed (read every 5 s) | {:.0} s |",
             following as f64 / 1000.0
         );
     } else {
-        println!("| start-up: agent start → `/status` every chain healthy, every `newHeads` live (read every 5 s) | not within {} s |", STARTUP_LIMIT.as_secs());
+        println!("| start-up: agent start → `/status` every chain healthy, every `newHeads` subscribed (read every 5 s) | not within {} s |", STARTUP_LIMIT.as_secs());
+    }
+    let before = not_following.lock().unwrap().clone();
+    if !before.is_empty() {
+        println!(
+            "| start-up: what `/status` showed not yet so before | {} |",
+            before.join("; ")
+        );
     }
     println!("| blocks written | {written} |");
     println!("| blocks missing (first line → devnet head, every chain) | {missing} |");

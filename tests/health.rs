@@ -291,6 +291,30 @@ async fn a_hedge_wins_against_an_800ms_provider() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_is_open_until_its_first_head_and_live_from_it() {
+    // Mining on demand: the subscriptions open while no block comes.
+    let devnet = DevnetProc::start(2, "0s").await;
+    devnet.mine(3).await;
+    let mut scenario = Scenario::on(devnet).start().await;
+    let Scenario { devnet, agent, .. } = &mut scenario;
+    agent.wait_for_block(3, CATCH_UP).await;
+    let s = wait_status(agent, "both subscriptions open", |s| {
+        provider_of(s, "p0")["subscription"] == "open"
+            && provider_of(s, "p1")["subscription"] == "open"
+    })
+    .await;
+    assert_eq!(first_chain(&s)["last_processed_block"], 3, "{s:#}");
+    let head = devnet.mine(1).await;
+    wait_status(agent, "both subscriptions live after a head", |s| {
+        provider_of(s, "p0")["subscription"] == "live"
+            && provider_of(s, "p1")["subscription"] == "live"
+    })
+    .await;
+    agent.wait_for_block(head, CATCH_UP).await;
+    scenario.finish();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_subscription_is_noticed_and_polling_takes_over() {
     let mut scenario = Scenario::devnet(2, "200ms")
         .config(|devnet| config_with(devnet, "priority", ""))

@@ -128,6 +128,10 @@ impl HeadTracker {
             .await
             .map_err(|e| SubscribeError::Other(e.to_string()))?;
         tracing::info!(chain = %self.chain, provider = %provider.name, "newHeads subscription open");
+        // Open until its first head; one found silent stays so until it delivers.
+        if provider.subscription() != Subscription::Silent {
+            provider.set_subscription(Subscription::Open);
+        }
         let silence = silence_limit(chain);
         let mut check = tokio::time::interval(silence / 4);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -105,6 +105,8 @@ pub enum Subscription {
     Live = 2,
     /// Was connected but stopped delivering heads while others advanced; polled instead.
     Silent = 3,
+    /// Subscribed, no head delivered yet (the chain's next block has not come).
+    Open = 4,
 }
 
 impl Subscription {
@@ -115,6 +117,7 @@ impl Subscription {
             Subscription::Down => "down",
             Subscription::Live => "live",
             Subscription::Silent => "silent",
+            Subscription::Open => "open",
         }
     }
 }
@@ -326,6 +329,7 @@ impl Provider {
             1 => Subscription::Down,
             2 => Subscription::Live,
             3 => Subscription::Silent,
+            4 => Subscription::Open,
             _ => Subscription::None,
         }
     }
