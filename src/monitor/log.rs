@@ -61,6 +61,19 @@ pub struct MissedBlockLog {
     file: Arc<Mutex<FileRotate<AppendTimestamp>>>,
     /// Told when records were stored.
     notify: Arc<Notify>,
+    /// Reads of the state database for records to write.
+    reads: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// What one write did.
+#[derive(Clone, Copy, Debug)]
+struct Written {
+    /// It wrote records.
+    wrote: bool,
+    /// Records are left waiting (fewer than a batch, or the write failed).
+    left: bool,
+    /// It failed (the records stay in the state database).
+    failed: bool,
 }
 
 impl std::fmt::Debug for MissedBlockLog {
@@ -103,6 +116,7 @@ impl MissedBlockLog {
             store,
             file: Arc::new(Mutex::new(file)),
             notify: Arc::new(Notify::new()),
+            reads: Arc::default(),
         })
     }
 
@@ -112,43 +126,46 @@ impl MissedBlockLog {
     }
 
     /// Writes records as they come: a batch once `batch_size` wait, or `batch_timeout` after the
-    /// last write; everything left when `cancel` fires. Starts by writing what a previous run left.
+    /// last write, and everything left when `cancel` fires. Starts by writing what a previous run
+    /// left. While nothing waits it sleeps until records are stored (no timer); a failed write is
+    /// retried `batch_timeout` later, or when more records come.
     pub async fn run(self, cancel: CancellationToken) {
         let mut last_write = Instant::now();
         // What an earlier run stored but did not write.
-        self.write(true).await;
+        let mut waiting = self.write(true).await.left;
         loop {
-            let timeout = self
-                .cfg
-                .batch_timeout
-                .0
-                .saturating_sub(last_write.elapsed())
-                .max(Duration::from_millis(10));
+            let due = last_write + self.cfg.batch_timeout.0;
             let force = tokio::select! {
                 _ = cancel.cancelled() => {
                     self.write(true).await;
                     return;
                 }
                 _ = self.notify.notified() => false,
-                _ = tokio::time::sleep(timeout) => true,
+                _ = tokio::time::sleep_until(due.into()), if waiting => true,
             };
-            if self.write(force).await {
+            let w = self.write(force).await;
+            if w.wrote || w.failed {
                 last_write = Instant::now();
             }
+            waiting = w.left;
         }
     }
 
-    /// Writes waiting records if there are `batch_size` of them, or any at all when `force`;
-    /// returns whether it wrote.
-    async fn write(&self, force: bool) -> bool {
+    /// Writes waiting records if there are `batch_size` of them, or any at all when `force`.
+    async fn write(&self, force: bool) -> Written {
         let (store, file, batch) = (self.store.clone(), self.file.clone(), self.cfg.batch_size);
-        let path = self.cfg.path.clone();
-        let done = tokio::task::spawn_blocking(move || -> Result<bool, LogError> {
+        let (path, reads) = (self.cfg.path.clone(), self.reads.clone());
+        let done = tokio::task::spawn_blocking(move || -> Result<Written, LogError> {
             let mut wrote = false;
             loop {
+                reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let records = store.unlogged(CHUNK)?;
                 if records.is_empty() || (!force && records.len() < batch) {
-                    return Ok(wrote);
+                    return Ok(Written {
+                        wrote,
+                        left: !records.is_empty(),
+                        failed: false,
+                    });
                 }
                 let mut text = String::new();
                 for (_, _, json) in &records {
@@ -166,21 +183,86 @@ impl MissedBlockLog {
                 store.mark_logged(&records)?;
                 wrote = true;
                 if records.len() < CHUNK {
-                    return Ok(true);
+                    return Ok(Written {
+                        wrote,
+                        left: false,
+                        failed: false,
+                    });
                 }
             }
         })
         .await;
+        let failed = Written {
+            wrote: false,
+            left: true,
+            failed: true,
+        };
         match done {
-            Ok(Ok(wrote)) => wrote,
+            Ok(Ok(w)) => w,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "missed-block log write failed; the records stay in the state database and are retried");
-                false
+                failed
             }
             Err(e) => {
                 tracing::error!(error = %e, "missed-block log task failed");
-                false
+                failed
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::{config::units::HumanDuration, store::SqliteStore};
+
+    /// Waits (in the test's paused time, 10 ms a step) until `f` holds, for at most `limit`.
+    async fn within(limit: Duration, f: impl Fn() -> bool) -> bool {
+        let start = tokio::time::Instant::now();
+        while start.elapsed() < limit {
+            if f() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        f()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_writer_sleeps_and_a_record_stored_long_after_the_last_write_is_written_at_once(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn StateStore> =
+            Arc::new(SqliteStore::open(&dir.path().join("state.db")).unwrap());
+        let path = dir.path().join("missed.jsonl");
+        let cfg = MissedBlockLogConfig {
+            path: path.clone(),
+            batch_timeout: HumanDuration::from_secs(60),
+            ..Default::default()
+        };
+        let log = MissedBlockLog::open(&cfg, store.clone()).unwrap();
+        let (reads, notify) = (log.reads.clone(), log.notifier());
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(log.run(cancel.clone()));
+        assert!(
+            within(Duration::from_secs(1), || reads.load(Ordering::Relaxed)
+                >= 1)
+            .await
+        );
+        // Ten batch timeouts with nothing stored: no read after the one at start.
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert_eq!(reads.load(Ordering::Relaxed), 1);
+        // Fewer than a batch, but the last write is older than the timeout: written at once.
+        store
+            .save_missed(&[crate::model::readme_example("c")], None)
+            .unwrap();
+        notify.notify_one();
+        let written =
+            || std::fs::read_to_string(&path).is_ok_and(|t| t.contains("\"chain\":\"c\""));
+        assert!(within(Duration::from_secs(5), written).await);
+        cancel.cancel();
+        task.await.unwrap();
     }
 }
