@@ -11,7 +11,7 @@ use std::{
     io::Write,
     path::PathBuf,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use file_rotate::{
@@ -213,7 +213,7 @@ impl MissedBlockLog {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::Ordering;
+    use std::{sync::atomic::Ordering, time::Duration};
 
     use super::*;
     use crate::{config::units::HumanDuration, store::SqliteStore};
