@@ -734,6 +734,14 @@ async fn routine_call_spans_are_sampled_out_and_every_interesting_call_is_export
     agent
         .wait_for_block(head + 10, Duration::from_secs(30))
         .await;
+    // Routine calls again, enough of them to outnumber what the fault's calls exported.
+    let before = sampled_out().await.unwrap_or(0.0);
+    wait_for(
+        Duration::from_secs(60),
+        "routine call spans sampled out after the fault",
+        || async { sampled_out().await.filter(|n| *n >= before + 100.0) },
+    )
+    .await;
     let dropped = sampled_out().await.expect("the count of spans sampled out") as usize;
     agent.stop();
 
