@@ -17,10 +17,16 @@
 //! ([`exported`]): no exemplar or `/slow` entry ever names a dropped span. Every other span
 //! (`process_block`, `fetch_blocks`, probes, …) is always exported.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex,
+    },
+};
 
 use opentelemetry::{
-    trace::{SpanKind, TraceId},
+    trace::{SpanId, SpanKind, TraceId},
     Context, KeyValue, Value,
 };
 use opentelemetry_sdk::{
@@ -102,20 +108,38 @@ fn is_call_span(span: &SpanData) -> bool {
     span.span_kind == SpanKind::Client || span.name == POOL_REQUEST
 }
 
-fn is_marked(span: &SpanData) -> bool {
-    span.attributes.iter().any(|kv| kv.key.as_str() == KEPT)
+fn kept_reason(span: &SpanData) -> Option<Value> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == KEPT)
+        .map(|kv| kv.value.clone())
 }
 
-/// The span processor that drops routine call spans outside the share, in front of `inner`.
+/// Most parents of exported spans remembered at once (a parent ends after its children; the
+/// memory is cleared when full, which can only cost a parent, never grow).
+const MAX_REMEMBERED_PARENTS: usize = 4096;
+
+/// The span processor that drops routine call spans outside the share, in front of `inner`. A call
+/// span whose child was exported is exported too, with the child's reason, so that no exported
+/// span lacks its parent (a call made inside another, such as a chain-id check before a call).
 #[derive(Debug)]
 pub struct CallSpanSampler<P> {
     inner: P,
+    /// Parents of exported spans, with the reason their child was kept.
+    parents: Mutex<HashMap<SpanId, Value>>,
 }
 
 impl<P> CallSpanSampler<P> {
     /// Samples in front of `inner`.
     pub fn new(inner: P) -> Self {
-        Self { inner }
+        Self {
+            inner,
+            parents: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn parents(&self) -> std::sync::MutexGuard<'_, HashMap<SpanId, Value>> {
+        self.parents.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -125,13 +149,32 @@ impl<P: SpanProcessor> SpanProcessor for CallSpanSampler<P> {
     }
 
     fn on_end(&self, mut span: SpanData) {
-        if is_call_span(&span) && !is_marked(&span) {
-            if !in_share(span.span_context.trace_id()) {
-                DROPPED.fetch_add(1, Ordering::Relaxed);
-                return;
+        if !is_call_span(&span) {
+            self.inner.on_end(span);
+            return;
+        }
+        let child = self.parents().remove(&span.span_context.span_id());
+        let reason = match kept_reason(&span) {
+            Some(r) => r,
+            None => {
+                let r = match child {
+                    Some(r) => r,
+                    None if in_share(span.span_context.trace_id()) => Value::from(reason::SHARE),
+                    None => {
+                        DROPPED.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                };
+                span.attributes.push(KeyValue::new(KEPT, r.clone()));
+                r
             }
-            span.attributes
-                .push(KeyValue::new(KEPT, Value::from(reason::SHARE)));
+        };
+        if span.parent_span_id != SpanId::INVALID {
+            let mut parents = self.parents();
+            if parents.len() >= MAX_REMEMBERED_PARENTS {
+                parents.clear();
+            }
+            parents.insert(span.parent_span_id, reason);
         }
         self.inner.on_end(span);
     }
