@@ -44,10 +44,10 @@ struct Idle {
 impl Idle {
     /// Whether a probe is due at `now`: no call for `probe_interval` (three of them while it is
     /// `alive` and its subscription is live and announcing heads: a provider in trouble is probed
-    /// at the interval, as the probe is how it is found back), or, in use, no head heard for a probe interval
-    /// or two block times, whichever is longer (an HTTP-only provider that calls do not ask for
-    /// the head). A chain whose blocks are slower than the probe interval does not probe the
-    /// provider in use once a block.
+    /// at the interval, as the probe is how it is found back), or, in use, no head heard for a
+    /// probe interval or two block times, whichever is longer (an HTTP-only provider that calls do
+    /// not ask for the head). A chain whose blocks are slower than the probe interval does not
+    /// probe the provider in use once a block.
     fn due(self, now: Instant, probe_interval: Duration, block_time: Duration) -> bool {
         let older = |t: Option<Instant>, d: Duration| {
             t.is_none_or(|t| now.saturating_duration_since(t) >= d)

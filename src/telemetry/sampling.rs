@@ -169,7 +169,9 @@ impl<P: SpanProcessor> SpanProcessor for CallSpanSampler<P> {
                 r
             }
         };
-        if span.parent_span_id != SpanId::INVALID {
+        // A span kept by the share needs nothing remembered: its parent, of the same trace, is in
+        // the share too. Remembering only the others keeps the memory to the few interesting calls.
+        if span.parent_span_id != SpanId::INVALID && reason.as_str() != reason::SHARE {
             let mut parents = self.parents();
             if parents.len() >= MAX_REMEMBERED_PARENTS {
                 parents.clear();
