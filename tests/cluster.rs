@@ -126,6 +126,17 @@ async fn wait_top(pg: &PgServer, db: &str, chain: &str, number: i64) {
     .await;
 }
 
+/// Waits until the table holds `count` canonical blocks of `chain`, however high the first: an agent
+/// starts at the chain's head, which a loaded machine lets run ahead before it does.
+async fn wait_rows(pg: &PgServer, db: &str, chain: &str, count: usize) {
+    wait_for(
+        WAIT,
+        &format!("{count} blocks of {chain} in the table"),
+        || async { (canonical_rows(pg, db, chain).await.len() >= count).then_some(()) },
+    )
+    .await;
+}
+
 /// The table holds `chain`'s canonical chain exactly once: one row per height, from the first to
 /// the last with no gap, each the devnet's block at that height and the child of the one before.
 async fn assert_table_is_the_chain(pg: &PgServer, db: &str, chain: &str, devnet: &DevnetProc) {
@@ -548,6 +559,8 @@ async fn an_alert_fired_before_a_failover_is_not_sent_again_and_resolves_once() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_agents_started_together_on_an_empty_database_both_come_up() {
+    // Chromium starts while the agents do: its start is seconds of CPU the waits below leave idle.
+    let browser = tokio::spawn(common::browser::Browser::start());
     let pg = PgServer::shared();
     let url = pg.create_database("together").await;
     let devnet = DevnetProc::start(1, "200ms").await;
@@ -561,12 +574,12 @@ async fn two_agents_started_together_on_an_empty_database_both_come_up() {
         assert_eq!(first_chain(&s)["epoch"], 1, "one lease, taken once: {s}");
         assert!(first_chain(&s)["leader"].is_string());
     }
-    wait_top(&pg, "together", "anvil", 5).await;
+    wait_rows(&pg, "together", "anvil", 5).await;
     assert_table_is_the_chain(&pg, "together", "anvil", &devnet).await;
     // Each status page says who leads the chain.
     let leader = leader_of(&agents, &[], "anvil").await;
     let name = ["a", "b"][leader];
-    let browser = common::browser::Browser::start().await;
+    let browser = browser.await.expect("Chromium started");
     for (i, a) in agents.iter().enumerate() {
         let page = browser
             .open(&format!("{}/", a.api_url().await), 1280, 800)

@@ -44,8 +44,11 @@ pub const CHROMIUM: &str = "/usr/bin/chromium";
 /// The uid and gid Chromium runs as when the tests run as root: `nobody`.
 const NOBODY: u32 = 65534;
 
-/// How long Chromium has to start and open its DevTools endpoint.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long Chromium has to start and open its DevTools endpoint: a bound, not a wait (the endpoint
+/// is taken the moment Chromium writes it). Usually 2–5 s; a fresh machine's first start reads
+/// Chromium's 250 MB from a disk busy with the build and, under the other tests' load, has taken over
+/// 30 s.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Headless Chromium, killed (with every process it started) when dropped.
 pub struct Browser {
@@ -90,9 +93,11 @@ impl Browser {
         let ws = match ws {
             Ok(ws) => ws,
             Err(why) => {
+                let processes = processes_of(&child);
                 kill_group(&mut child);
                 panic!(
-                    "Chromium did not start: {why}\n--- chromium.log ---\n{}",
+                    "Chromium did not start: {why}\n--- its processes ---\n{processes}\n\
+                     --- chromium.log ---\n{}",
                     chromium_log(dir.path())
                 );
             }
@@ -439,6 +444,22 @@ async fn wait_devtools(child: &mut Child, dir: &Path) -> Result<String, String> 
             return Err(format!("no DevTools endpoint after {START_TIMEOUT:?}"));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What the processes of `child`'s group are doing (`ps`), to tell a slow start from a hung one.
+fn processes_of(child: &Child) -> String {
+    let group = child.id().to_string();
+    match Command::new("ps")
+        .args(["-e", "-o", "pgid=,pid=,stat=,etime=,time=,wchan:24=,args="])
+        .output()
+    {
+        Ok(o) => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.split_whitespace().next() == Some(group.as_str()))
+            .map(|l| l.chars().take(240).collect::<String>() + "\n")
+            .collect(),
+        Err(e) => format!("ps: {e}"),
     }
 }
 
