@@ -241,7 +241,8 @@ impl Drop for Agent {
     }
 }
 
-/// The blockwatch process among the descendants of `root` (a wrapper's), once it runs.
+/// The blockwatch process among the descendants of `root` (a wrapper's), once it runs; `root`
+/// itself when the wrapper replaced itself with it (`env VAR=… blockwatch`).
 fn agent_pid_under(root: u32) -> u32 {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
@@ -261,6 +262,9 @@ fn agent_pid_under(root: u32) -> u32 {
         for (pid, name) in &names {
             if name != "blockwatch" {
                 continue;
+            }
+            if *pid == root {
+                return root;
             }
             let mut p = *pid;
             while let Some(&up) = parents.get(&p) {
