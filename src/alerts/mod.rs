@@ -369,25 +369,31 @@ impl Throttle {
     }
 }
 
-/// Counts of a chain's provider switches over the `max_switches` window, from a sample per tick
-/// (bounded: one per tick over the window).
+/// Counts of a chain's provider switches over the `max_switches` window. It keeps the switch total
+/// only when it changed (and the last value from before the window, as the window's base), so a chain
+/// that does not switch holds one sample however long the window: one per tick over ten minutes was
+/// 24 KiB per chain, 24 MiB at 1,000 chains, filling for the window's length after start-up.
 #[derive(Debug, Default)]
 struct SwitchWindow {
+    /// `(since, total)`: the total was `total` from `since` until the next sample.
     samples: VecDeque<(Instant, u64)>,
 }
 
 impl SwitchWindow {
+    /// The switches within `window` before `now`, given the total so far: the total now less the
+    /// total at the window's start (at the first sample, while the agent has run less than that).
     fn in_window(&mut self, total: u64, now: Instant, window: Duration) -> u64 {
-        self.samples.push_back((now, total));
-        while self
-            .samples
-            .front()
-            .is_some_and(|(t, _)| now.duration_since(*t) > window)
-        {
+        if self.samples.back().is_none_or(|&(_, last)| last != total) {
+            self.samples.push_back((now, total));
+        }
+        let start = now.checked_sub(window);
+        // Drop what only times before the window's start need: the base is the last value set at or
+        // before it.
+        while self.samples.len() > 1 && start.is_some_and(|start| self.samples[1].0 <= start) {
             self.samples.pop_front();
         }
-        let oldest = self.samples.front().map_or(total, |s| s.1);
-        total.saturating_sub(oldest)
+        let base = self.samples.front().map_or(total, |s| s.1);
+        total.saturating_sub(base)
     }
 }
 
@@ -785,12 +791,32 @@ mod tests {
     fn switches_are_counted_over_the_window_only() {
         let mut w = SwitchWindow::default();
         let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
         let window = Duration::from_secs(10);
-        assert_eq!(w.in_window(3, t0, window), 0);
-        assert_eq!(w.in_window(5, t0 + Duration::from_secs(5), window), 2);
-        assert_eq!(w.in_window(9, t0 + Duration::from_secs(10), window), 6);
-        // The first sample left the window.
-        assert_eq!(w.in_window(9, t0 + Duration::from_secs(11), window), 4);
-        assert!(w.samples.len() <= 3);
+        assert_eq!(w.in_window(3, at(0), window), 0);
+        assert_eq!(w.in_window(5, at(5), window), 2);
+        assert_eq!(w.in_window(9, at(10), window), 6);
+        // The window starts after the switches to 5: from 5 to 9 is what is left in it.
+        assert_eq!(w.in_window(9, at(16), window), 4);
+        // And after the switches to 9: none.
+        assert_eq!(w.in_window(9, at(21), window), 0);
+        assert_eq!(w.samples.len(), 1);
+    }
+
+    #[test]
+    fn a_chain_that_does_not_switch_keeps_one_sample_however_long_the_window() {
+        let mut w = SwitchWindow::default();
+        let t0 = Instant::now();
+        let window = Duration::from_secs(600);
+        for tick in 0..1_200 {
+            assert_eq!(w.in_window(7, t0 + Duration::from_secs(tick), window), 0);
+        }
+        assert_eq!(w.samples.len(), 1);
+        // One switch counts for the window's length, then leaves it.
+        let then = t0 + Duration::from_secs(1_200);
+        assert_eq!(w.in_window(8, then, window), 1);
+        assert_eq!(w.in_window(8, then + Duration::from_secs(599), window), 1);
+        assert_eq!(w.in_window(8, then + Duration::from_secs(600), window), 0);
+        assert!(w.samples.len() <= 2);
     }
 }
