@@ -12,7 +12,7 @@ const MALLOC_ARENAS: libc::c_int = 2;
 /// Bounds glibc's malloc arenas before the first thread starts. By default glibc gives threads up to
 /// eight arenas per core; the runtime's workers and its blocking threads (the state database, file
 /// writes) each took one, and memory freed in an arena that still held one long-lived allocation was
-/// never returned: the resident memory of an agent following 200 chains grew by about 15 MiB a
+/// never returned: the resident memory of an agent following 200 chains grew by about 10 MiB a
 /// minute for 15 minutes while its heap stayed flat. With two arenas it levels off as the chains'
 /// bounded histories fill (BENCHMARKS.md, "Memory over time"). `MALLOC_ARENA_MAX` in the environment
 /// still wins.
